@@ -1,0 +1,430 @@
+//! Connector definitions: the schema shared by `connectors/*.yaml` and the inventory's
+//! `connectors:` section, the embedded built-ins, and `{placeholder}` rendering.
+//!
+//! A connector says *what* (files and their roles, preview/test/reload commands, probe
+//! defaults); the engine in [`crate::deploy`] owns *how*. Rendering is plain substitution:
+//! `{name}` is replaced, `{{` and `}}` are literal braces, and nothing else is interpreted.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::probe::StartTls;
+
+/// Built-in connectors, embedded from `connectors/` at the repository root.
+const BUILTIN_SOURCES: &[(&str, &str)] = &[
+    ("nginx", include_str!("../connectors/nginx.yaml")),
+    ("ssh", include_str!("../connectors/ssh.yaml")),
+];
+
+/// Parameters the engine itself understands on every connector.
+pub const ENGINE_PARAMS: &[(&str, &str)] = &[
+    ("owner", "owner of every deployed file (default: kept from the file replaced, else the connector's)"),
+    ("group", "group of every deployed file (default: kept from the file replaced, else the connector's)"),
+    ("mode", "octal mode of every deployed file, e.g. \"0640\" (default: kept, else the connector's)"),
+    ("backup_dir", "directory on the target for backups, outside any directory the server loads (default /var/lib/certctl/backups/{target})"),
+    ("keep_backups", "how many backup sets to keep per target (default 3)"),
+    ("tmp_dir", "directory on the target for private scratch directories (default /tmp)"),
+];
+
+/// The remote shell a connector's commands run under.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shell {
+    #[default]
+    Posix,
+    Powershell,
+}
+
+/// What a deployed file contains. A closed set: the engine knows how to build each one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The leaf certificate alone.
+    Cert,
+    /// The intermediates, leaf excluded.
+    Chain,
+    /// Leaf followed by intermediates.
+    Fullchain,
+    /// The private key (secret).
+    Key,
+    /// Leaf + intermediates + key in one PEM (HAProxy). Secret.
+    Bundle,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [Role::Cert, Role::Chain, Role::Fullchain, Role::Key, Role::Bundle];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Cert => "cert",
+            Role::Chain => "chain",
+            Role::Fullchain => "fullchain",
+            Role::Key => "key",
+            Role::Bundle => "bundle",
+        }
+    }
+
+    /// Whether the file holds private key material.
+    pub fn is_secret(self) -> bool {
+        matches!(self, Role::Key | Role::Bundle)
+    }
+
+    /// Whether the file starts with the leaf certificate (so its fingerprint can be read).
+    pub fn has_leaf(self) -> bool {
+        matches!(self, Role::Cert | Role::Fullchain | Role::Bundle)
+    }
+
+    /// Mode used when neither the connector, the target nor the replaced file says otherwise.
+    pub fn default_mode(self) -> u32 {
+        if self.is_secret() { 0o600 } else { 0o644 }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One connector parameter: a default (absent = required) and what it means.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamDef {
+    #[serde(default)]
+    pub default: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// One file the connector deploys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDef {
+    pub role: Role,
+    /// Destination path on the target; usually a `{param}`.
+    pub path: String,
+    /// Octal mode as a string, e.g. "0600". Default: kept from the replaced file, else the role's.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+/// Probe defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyDefaults {
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub starttls: StartTls,
+}
+
+/// A remote command: an argv array, quoted by the engine in exactly one place.
+pub type Command = Vec<String>;
+
+/// A connector definition, as written in `connectors/*.yaml` or an inventory's `connectors:`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorDef {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub shell: Shell,
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamDef>,
+    pub files: Vec<FileDef>,
+    /// Small temporary files rendered into the run's private scratch directory on the target
+    /// before `preview` runs; `{template.NAME}` is the rendered file's path.
+    #[serde(default)]
+    pub templates: BTreeMap<String, String>,
+    /// Commands that make the target's own software load the STAGED files, then the live test.
+    #[serde(default)]
+    pub preview: Vec<Command>,
+    /// The live config test, run after the swap and before the reload.
+    #[serde(default)]
+    pub test: Vec<Command>,
+    /// How the server picks the new files up; empty for file-watching servers.
+    #[serde(default)]
+    pub reload: Vec<Command>,
+    #[serde(default)]
+    pub verify: VerifyDefaults,
+}
+
+/// A connector definition problem; `connector` names which one.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("connector `{connector}`: {message}")]
+    Invalid { connector: String, message: String },
+    #[error("unknown connector `{0}`")]
+    Unknown(String),
+}
+
+/// All connectors known to a run: the built-ins plus the inventory's own.
+#[derive(Debug, Clone)]
+pub struct Catalogue {
+    defs: BTreeMap<String, (ConnectorDef, Origin)>,
+}
+
+/// Where a connector definition came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Builtin,
+    Inventory,
+}
+
+impl Catalogue {
+    /// The built-in connectors only.
+    pub fn builtin() -> Self {
+        let defs = BUILTIN_SOURCES
+            .iter()
+            .map(|(name, src)| {
+                let def: ConnectorDef = serde_saphyr::from_str(src)
+                    .unwrap_or_else(|e| panic!("built-in connector {name} does not parse: {e}"));
+                ((*name).to_string(), (def, Origin::Builtin))
+            })
+            .collect();
+        Self { defs }
+    }
+
+    /// Names of the built-in connectors (used to validate inventories).
+    pub fn builtin_names() -> BTreeSet<String> {
+        BUILTIN_SOURCES.iter().map(|(n, _)| (*n).to_string()).collect()
+    }
+
+    /// The YAML source of a built-in connector, for `certctl connectors show`.
+    pub fn builtin_source(name: &str) -> Option<&'static str> {
+        BUILTIN_SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+    }
+
+    /// Adds user-defined connectors; a name that shadows a built-in is an error.
+    pub fn with_user(mut self, user: &BTreeMap<String, ConnectorDef>) -> Result<Self, ConnectorError> {
+        for (name, def) in user {
+            if self.defs.contains_key(name) {
+                return Err(ConnectorError::Invalid {
+                    connector: name.clone(),
+                    message: "is a built-in connector name; give the user-defined connector another name, \
+                              or override single commands per target under `commands:`"
+                        .into(),
+                });
+            }
+            validate(name, def)?;
+            self.defs.insert(name.clone(), (def.clone(), Origin::Inventory));
+        }
+        Ok(self)
+    }
+
+    pub fn get(&self, name: &str) -> Result<&ConnectorDef, ConnectorError> {
+        self.defs.get(name).map(|(d, _)| d).ok_or_else(|| ConnectorError::Unknown(name.into()))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ConnectorDef, &Origin)> {
+        self.defs.iter().map(|(n, (d, o))| (n.as_str(), d, o))
+    }
+}
+
+/// Checks a definition on its own: roles unique, placeholders known, modes valid.
+pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
+    let invalid = |message: String| ConnectorError::Invalid { connector: name.to_string(), message };
+    if def.files.is_empty() {
+        return Err(invalid("`files` is empty: a connector must deploy at least one file".into()));
+    }
+    let mut roles = BTreeSet::new();
+    for f in &def.files {
+        if !roles.insert(f.role) {
+            return Err(invalid(format!("role `{}` appears twice in `files`", f.role)));
+        }
+        if let Some(mode) = &f.mode {
+            parse_mode(mode).map_err(|e| invalid(format!("file `{}`: {e}", f.role)))?;
+        }
+    }
+    let known = known_placeholders(def);
+    let mut check = |what: &str, text: &str| -> Result<(), ConnectorError> {
+        for p in placeholders(text).map_err(|e| invalid(format!("{what}: {e}")))? {
+            if !known.contains(&p) {
+                let hint = did_you_mean(&p, known.iter().map(String::as_str))
+                    .map(|s| format!(" (did you mean `{{{s}}}`?)"))
+                    .unwrap_or_default();
+                return Err(invalid(format!("{what}: unknown placeholder `{{{p}}}`{hint}")));
+            }
+        }
+        Ok(())
+    };
+    for f in &def.files {
+        check(&format!("file `{}` path", f.role), &f.path)?;
+    }
+    for (tname, body) in &def.templates {
+        check(&format!("template `{tname}`"), body)?;
+    }
+    for (section, cmds) in [("preview", &def.preview), ("test", &def.test), ("reload", &def.reload)] {
+        for (i, cmd) in cmds.iter().enumerate() {
+            if cmd.is_empty() {
+                return Err(invalid(format!("{section}[{i}] is an empty command")));
+            }
+            for arg in cmd {
+                check(&format!("{section}[{i}]"), arg)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every placeholder a definition may use.
+pub fn known_placeholders(def: &ConnectorDef) -> BTreeSet<String> {
+    let mut known: BTreeSet<String> = def.params.keys().cloned().collect();
+    known.extend(ENGINE_PARAMS.iter().map(|(n, _)| (*n).to_string()));
+    for fixed in ["target", "host", "tmpdir"] {
+        known.insert(fixed.to_string());
+    }
+    for f in &def.files {
+        known.insert(format!("staged.{}", f.role));
+        known.insert(format!("live.{}", f.role));
+    }
+    for t in def.templates.keys() {
+        known.insert(format!("template.{t}"));
+    }
+    known
+}
+
+/// The placeholders named in `text`, in order.
+pub fn placeholders(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    scan(text, |p| {
+        out.push(p.to_string());
+        Ok(String::new())
+    })?;
+    Ok(out)
+}
+
+/// Replaces every `{name}` in `text` with `values[name]`; `{{`/`}}` are literal braces.
+pub fn render(text: &str, values: &BTreeMap<String, String>) -> Result<String, String> {
+    scan(text, |p| values.get(p).cloned().ok_or_else(|| format!("unknown placeholder `{{{p}}}`")))
+}
+
+fn scan(text: &str, mut f: impl FnMut(&str) -> Result<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.starts_with("{{") {
+            out.push('{');
+            rest = &tail[2..];
+        } else if tail.starts_with("}}") {
+            out.push('}');
+            rest = &tail[2..];
+        } else if tail.starts_with('}') {
+            return Err("unmatched `}` (write `}}` for a literal brace)".into());
+        } else {
+            let end = tail.find('}').ok_or("unclosed `{` (write `{{` for a literal brace)")?;
+            let name = &tail[1..end];
+            let valid = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
+            if !valid {
+                return Err(format!("`{{{name}}}` is not a placeholder name"));
+            }
+            out.push_str(&f(name)?);
+            rest = &tail[end + 1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses an octal mode string such as "0640".
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    let mode = u32::from_str_radix(digits, 8).map_err(|_| format!("mode `{s}` is not an octal number like \"0640\""))?;
+    if mode > 0o7777 {
+        return Err(format!("mode `{s}` is out of range"));
+    }
+    if mode & 0o002 != 0 {
+        return Err(format!("mode `{s}` is world-writable; certctl refuses to deploy such files"));
+    }
+    Ok(mode)
+}
+
+/// The closest candidate to `word`, if any is close enough to be worth suggesting.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_parses_and_validates() {
+        let cat = Catalogue::builtin();
+        for (name, def, _) in cat.iter() {
+            validate(name, def).unwrap();
+        }
+        assert!(cat.get("nginx").is_ok());
+        assert!(cat.get("ssh").is_ok());
+    }
+
+    #[test]
+    fn render_substitutes_and_escapes() {
+        let values = BTreeMap::from([("a".to_string(), "x y".to_string()), ("staged.key".to_string(), "/k".into())]);
+        assert_eq!(render("{a}-{staged.key}-{{lit}}", &values).unwrap(), "x y-/k-{lit}");
+        assert!(render("{nope}", &values).unwrap_err().contains("unknown placeholder `{nope}`"));
+        assert!(render("{a", &values).unwrap_err().contains("unclosed"));
+        assert!(render("a}", &values).unwrap_err().contains("unmatched"));
+        assert!(render("{a b}", &values).unwrap_err().contains("not a placeholder"));
+    }
+
+    #[test]
+    fn validate_rejects_unknown_placeholder_with_hint() {
+        let mut def = Catalogue::builtin().get("nginx").unwrap().clone();
+        def.reload = vec![vec!["{nginxx}".into(), "-s".into(), "reload".into()]];
+        let err = validate("mine", &def).unwrap_err().to_string();
+        assert!(err.contains("unknown placeholder `{nginxx}`"), "{err}");
+        assert!(err.contains("did you mean `{nginx}`"), "{err}");
+    }
+
+    #[test]
+    fn validate_rejects_duplicate_roles_and_bad_modes() {
+        let mut def = Catalogue::builtin().get("nginx").unwrap().clone();
+        def.files.push(def.files[0].clone());
+        assert!(validate("x", &def).unwrap_err().to_string().contains("appears twice"));
+        let mut def = Catalogue::builtin().get("nginx").unwrap().clone();
+        def.files[0].mode = Some("0666".into());
+        assert!(validate("x", &def).unwrap_err().to_string().contains("world-writable"));
+        def.files[0].mode = Some("rw-r--r--".into());
+        assert!(validate("x", &def).unwrap_err().to_string().contains("octal"));
+    }
+
+    #[test]
+    fn user_connector_may_not_shadow_builtin() {
+        let def = Catalogue::builtin().get("ssh").unwrap().clone();
+        let user = BTreeMap::from([("nginx".to_string(), def)]);
+        assert!(Catalogue::builtin().with_user(&user).unwrap_err().to_string().contains("built-in"));
+    }
+
+    #[test]
+    fn did_you_mean_finds_close_names() {
+        assert_eq!(did_you_mean("fulchain_path", ["fullchain_path", "key_path"]), Some("fullchain_path"));
+        assert_eq!(did_you_mean("zzz", ["fullchain_path", "key_path"]), None);
+    }
+}

@@ -1,0 +1,35 @@
+//! certctl: deploy TLS certificates to servers over SSH, agentless.
+//!
+//! # Layout
+//!
+//! Data flows one way:
+//!
+//! ```text
+//!  cli ──► inventory ─┐
+//!          material ──┼──► plan ──► deploy ──► report
+//!          connector ─┘             │  ▲
+//!                                   ▼  │
+//!                               ssh, probe
+//! ```
+//!
+//! - [`cli`] turns arguments into plain options; [`run`] dispatches commands.
+//! - [`inventory`] loads the YAML contract v1 and merges defaults < groups < target.
+//! - [`material`] parses and checks certificate material before anything connects.
+//! - [`connector`] holds connector definitions (built-ins embedded from `connectors/`).
+//! - [`plan`] is pure: inventory + material + connectors -> one [`plan::TargetPlan`] per target.
+//! - [`deploy`] runs the per-target state machine over [`ssh`] and [`probe`]; it prints nothing
+//!   and sends [`report::Event`]s instead.
+//! - [`report`] owns every byte written to stdout/stderr and decides the exit code.
+
+pub mod cli;
+pub mod connector;
+pub mod deploy;
+pub mod inventory;
+pub mod material;
+pub mod plan;
+pub mod probe;
+pub mod report;
+pub mod secret;
+pub mod ssh;
+
+pub use cli::run;
