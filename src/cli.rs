@@ -1,5 +1,510 @@
-//! Command-line interface (placeholder while the skeleton is built).
+//! The command line: clap types (their doc comments are the `--help` text), and [`run`], which
+//! turns them into plain options and drives inventory -> material -> plan -> deploy -> report.
 
-pub fn run() -> u8 {
-    0
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::connector::Catalogue;
+use crate::deploy::{self, DeployOptions};
+use crate::inventory::{self, Inventory, Target};
+use crate::material::Material;
+use crate::plan::{self, RunSettings, TargetPlan};
+use crate::probe;
+use crate::report::{self, RunReport, Status, TargetReport};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    every target deployed, unchanged, reloaded or (dry-run) would change
+  1    one or more targets failed and were rolled back or never touched
+  2    usage error or invalid input (inventory, material, connector); nothing was touched
+  3    one or more targets failed AND their rollback failed: a person must look
+  4    verify: a target serves the wrong certificate, or none
+  130  interrupted";
+
+/// Deploy TLS certificates to servers over SSH: staged preview, atomic swap, reload, verified
+/// by a TLS handshake, rolled back on failure.
+#[derive(Debug, Parser)]
+#[command(name = "certctl", version, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// More detail on stderr (-v, -vv, -vvv); never secrets.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deploy certificates: inspect, stage, preview, backup, swap, test, reload, verify.
+    #[command(after_help = EXIT_CODES)]
+    Deploy(DeployArgs),
+    /// Probe every selected target: is the inventory's certificate (and chain) served?
+    #[command(after_help = EXIT_CODES)]
+    Verify(VerifyArgs),
+    /// Offline check of the inventory, the certificate material and the connectors.
+    #[command(after_help = EXIT_CODES)]
+    Check(CheckArgs),
+    /// List the connectors, or show one's definition.
+    Connectors {
+        #[command(subcommand)]
+        action: Option<ConnectorsAction>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectorsAction {
+    /// One line per connector.
+    List,
+    /// A connector's full definition (YAML) and parameters.
+    Show { name: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InventoryArgs {
+    /// The inventory file.
+    #[arg(
+        short = 'i',
+        long = "inventory",
+        env = "CERTCTL_INVENTORY",
+        default_value = "certctl.yaml"
+    )]
+    pub inventory: PathBuf,
+    /// Only these targets or groups (comma-separated names).
+    #[arg(long, value_name = "PATTERN")]
+    pub limit: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// Validate only: connect, stage, make the server load the staged files, report what
+    /// would change, and leave every live file and service untouched.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Targets in flight at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub forks: u16,
+    /// Redeploy even when the files and the served certificate already match.
+    #[arg(long)]
+    pub force: bool,
+    /// Human output on stderr, or one JSON document on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+    /// Trust and record the host key of a host never seen before (a changed key is still refused).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// Human output on stderr, or one JSON document on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+    /// Probes in flight at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub forks: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> u8 {
+    init_tracing(cli.verbose);
+    let result = match cli.command {
+        Command::Deploy(args) => deploy_command(args, cli.verbose).await,
+        Command::Verify(args) => verify_command(args, cli.verbose).await,
+        Command::Check(args) => check_command(args),
+        Command::Connectors { action } => {
+            connectors_command(action.unwrap_or(ConnectorsAction::List))
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(Invalid(messages)) => {
+            for m in messages {
+                report::print_stderr(&format!("error: {m}\n"));
+            }
+            2
+        }
+    }
+}
+
+/// Invalid input: exit 2, nothing touched. Every problem found is listed.
+struct Invalid(Vec<String>);
+
+impl<E: std::fmt::Display> From<E> for Invalid {
+    fn from(e: E) -> Self {
+        Invalid(vec![e.to_string()])
+    }
+}
+
+/// Inventory, connectors, selected targets, material and plans: everything before connecting.
+struct Prepared {
+    plans: Vec<TargetPlan>,
+    certificates: usize,
+    inventory: Inventory,
+}
+
+fn prepare(args: &InventoryArgs, settings: &RunSettings) -> Result<Prepared, Invalid> {
+    let inventory = inventory::load(&args.inventory, &Catalogue::builtin_names())?;
+    let catalogue = Catalogue::builtin().with_user(&inventory.connectors)?;
+    let targets = select(&inventory, args.limit.as_deref())?;
+
+    let mut materials = BTreeMap::new();
+    let mut errors = Vec::new();
+    for target in &targets {
+        if materials.contains_key(&target.certificate) {
+            continue;
+        }
+        let Some(spec) = inventory.certificates.get(&target.certificate) else {
+            errors.push(format!(
+                "target `{}`: unknown certificate `{}`",
+                target.name, target.certificate
+            ));
+            continue;
+        };
+        match Material::load(spec).and_then(|m| m.check(&[], settings.now).map(|w| (m, w))) {
+            Ok((m, warnings)) => {
+                for w in warnings {
+                    report::print_stderr(&format!("warning: certificate `{}`: {w}\n", spec.name));
+                }
+                materials.insert(target.certificate.clone(), Arc::new(m));
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Invalid(errors));
+    }
+    let plans = plan::build(&inventory, &targets, &catalogue, &materials, settings)
+        .map_err(|errs| Invalid(errs.iter().map(ToString::to_string).collect()))?;
+    Ok(Prepared {
+        plans,
+        certificates: materials.len(),
+        inventory,
+    })
+}
+
+/// `--limit`: comma-separated target or group names; a name that matches nothing is an error.
+fn select<'a>(inventory: &'a Inventory, limit: Option<&str>) -> Result<Vec<&'a Target>, Invalid> {
+    let Some(limit) = limit else {
+        return Ok(inventory.targets.iter().collect());
+    };
+    let mut wanted = Vec::new();
+    for pattern in limit.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let matched: Vec<&Target> = inventory
+            .targets
+            .iter()
+            .filter(|t| t.name == pattern || t.groups.iter().any(|g| g == pattern))
+            .collect();
+        if matched.is_empty() {
+            let names = inventory
+                .targets
+                .iter()
+                .map(|t| t.name.as_str())
+                .chain(inventory.groups.iter().map(String::as_str));
+            let hint = crate::connector::did_you_mean(pattern, names)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(Invalid(vec![format!(
+                "--limit: `{pattern}` matches no target or group{hint}"
+            )]));
+        }
+        wanted.extend(matched);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    Ok(inventory
+        .targets
+        .iter()
+        .filter(|t| wanted.iter().any(|w| w.name == t.name) && seen.insert(&t.name))
+        .collect())
+}
+
+async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
+    let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
+    let settings = RunSettings::new(args.accept_new_host_keys);
+    let prepared = prepare(&args.inventory, &settings)?;
+    let reporter: Arc<dyn report::Reporter> =
+        Arc::from(report::reporter(prepared.plans.len(), verbose));
+    let stop = CancellationToken::new();
+    let interrupted = watch_interrupts(stop.clone());
+    let options = DeployOptions {
+        dry_run: args.dry_run,
+        force: args.force,
+        forks: usize::from(args.forks),
+    };
+    let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
+    reporter.finish();
+    let run = RunReport::new(
+        "deploy",
+        args.dry_run,
+        started_at,
+        started.elapsed(),
+        targets,
+    );
+    finish(&run, args.output);
+    if stop.is_cancelled() && interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(130);
+    }
+    Ok(report::exit_code(&run))
+}
+
+async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
+    let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
+    let settings = RunSettings::new(false);
+    let prepared = prepare(&args.inventory, &settings)?;
+    let reporter: Arc<dyn report::Reporter> =
+        Arc::from(report::reporter(prepared.plans.len(), verbose));
+    let forks = Arc::new(tokio::sync::Semaphore::new(usize::from(args.forks)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, plan) in prepared.plans.into_iter().enumerate() {
+        let forks = forks.clone();
+        let reporter = reporter.clone();
+        tasks.spawn(async move {
+            let _permit = forks.acquire_owned().await;
+            let report = verify_target(&plan, reporter.as_ref()).await;
+            reporter.event(report::Event::TargetFinished {
+                report: report.clone(),
+            });
+            (index, report)
+        });
+    }
+    let mut reports: Vec<(usize, TargetReport)> = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(r) => reports.push(r),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    reporter.finish();
+    reports.sort_by_key(|(i, _)| *i);
+    let targets = reports.into_iter().map(|(_, r)| r).collect();
+    let run = RunReport::new("verify", false, started_at, started.elapsed(), targets);
+    finish(&run, args.output);
+    Ok(report::exit_code(&run))
+}
+
+/// Probes one target on its schedule for the inventory's certificate.
+async fn verify_target(plan: &TargetPlan, reporter: &dyn report::Reporter) -> TargetReport {
+    let started = tokio::time::Instant::now();
+    let expected = plan.material.expected();
+    reporter.event(report::Event::StepStarted {
+        target: plan.name.clone(),
+        step: report::Step::Verify,
+    });
+    let v = probe::verify(&plan.probe, &expected, &CancellationToken::new()).await;
+    let status = if v.passed {
+        Status::Ok
+    } else if v.last_served.is_some() {
+        Status::Mismatch
+    } else {
+        Status::Unreachable
+    };
+    let detail = if v.passed {
+        format!("{} serves {}", plan.probe.address, expected.leaf)
+    } else {
+        let last = v
+            .attempts
+            .last()
+            .and_then(|a| a.detail.clone())
+            .unwrap_or_default();
+        format!(
+            "{} does not serve {}: {last}",
+            plan.probe.address, expected.leaf
+        )
+    };
+    let step = report::StepReport {
+        step: report::Step::Verify,
+        status: if v.passed {
+            report::StepStatus::Ok
+        } else {
+            report::StepStatus::Failed
+        },
+        duration_ms: started.elapsed().as_millis() as u64,
+        detail: Some(detail.clone()),
+    };
+    reporter.event(report::Event::StepFinished {
+        target: plan.name.clone(),
+        step: step.clone(),
+    });
+    TargetReport {
+        name: plan.name.clone(),
+        host: plan.ssh.host.clone(),
+        connector: plan.connector.clone(),
+        status,
+        old_fingerprint: None,
+        new_fingerprint: Some(expected.leaf),
+        served_fingerprint: v.last_served.as_ref().map(|s| s.leaf),
+        files: Vec::new(),
+        steps: vec![step],
+        probes: v.attempts,
+        duration_ms: started.elapsed().as_millis() as u64,
+        error: (!v.passed).then_some(detail),
+    }
+}
+
+fn check_command(args: CheckArgs) -> Result<u8, Invalid> {
+    let settings = RunSettings::new(false);
+    let prepared = prepare(&args.inventory, &settings)?;
+    report::print_stderr(&format!(
+        "ok: {} — {} target(s), {} certificate(s), {} user-defined connector(s); nothing was contacted\n",
+        args.inventory.inventory.display(),
+        prepared.plans.len(),
+        prepared.certificates,
+        prepared.inventory.connectors.len()
+    ));
+    for plan in &prepared.plans {
+        let leaf = &plan.material.leaf;
+        report::print_stderr(&format!(
+            "  {}: {} via {} -> {} (certificate `{}` {}, expires {})\n",
+            plan.name,
+            plan.ssh.host,
+            plan.connector,
+            plan.files
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            plan.certificate,
+            leaf.fingerprint,
+            format_unix(leaf.not_after),
+        ));
+    }
+    Ok(0)
+}
+
+fn connectors_command(action: ConnectorsAction) -> Result<u8, Invalid> {
+    let catalogue = Catalogue::builtin();
+    match action {
+        ConnectorsAction::List => {
+            let width = catalogue.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
+            let mut out = String::new();
+            for (name, def, _) in catalogue.iter() {
+                let summary = def
+                    .description
+                    .split(". ")
+                    .next()
+                    .unwrap_or("")
+                    .trim_end_matches('.');
+                out.push_str(&format!("{name:width$}  {summary}\n"));
+            }
+            print_stdout(&out);
+        }
+        ConnectorsAction::Show { name } => {
+            let Some(source) = Catalogue::builtin_source(&name) else {
+                let names: Vec<&str> = catalogue.iter().map(|(n, _, _)| n).collect();
+                let hint = crate::connector::did_you_mean(&name, names.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                return Err(Invalid(vec![format!(
+                    "unknown connector `{name}`{hint}; `certctl connectors list` lists them"
+                )]));
+            };
+            let mut out = source.to_string();
+            out.push_str("\n# Engine parameters every connector accepts:\n");
+            for (param, what) in crate::connector::ENGINE_PARAMS {
+                out.push_str(&format!("#   {param}: {what}\n"));
+            }
+            print_stdout(&out);
+        }
+    }
+    Ok(0)
+}
+
+/// Prints the summary table (stderr) and, with `--output json`, the report (stdout).
+fn finish(run: &RunReport, output: Output) {
+    report::print_stderr(&report::summary_table(run));
+    if output == Output::Json {
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = report::write_json(run, &mut out) {
+            report::print_stderr(&format!("error: writing the JSON report: {e}"));
+        }
+    }
+}
+
+/// Data on stdout; a failure to write it (full disk behind a redirect) is reported on stderr.
+fn print_stdout(text: &str) {
+    if let Err(e) = report::print_stdout(text) {
+        report::print_stderr(&format!("error: writing to stdout: {e}"));
+    }
+}
+
+/// `2026-11-27T00:00:00Z`.
+fn format_unix(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// First Ctrl-C (or SIGTERM): start no new target, let running ones finish or roll back.
+/// Second: exit 130 at once.
+fn watch_interrupts(stop: CancellationToken) -> Arc<std::sync::atomic::AtomicBool> {
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = flag.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        for count in 1.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            if count == 1 {
+                report::print_stderr(
+                    "interrupt: starting no new targets; running targets finish or roll back (interrupt again to abort)\n",
+                );
+                stop.cancel();
+            } else {
+                report::print_stderr(
+                    "interrupt: aborting; targets still running may be between states\n",
+                );
+                std::process::exit(130);
+            }
+        }
+    });
+    flag
+}
+
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => return,
+        1 => "certctl=info",
+        2 => "certctl=debug",
+        _ => "certctl=trace,russh=debug",
+    };
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(report::stderr_writer)
+        .with_target(false)
+        .try_init();
 }

@@ -19,12 +19,30 @@ const BUILTIN_SOURCES: &[(&str, &str)] = &[
 
 /// Parameters the engine itself understands on every connector.
 pub const ENGINE_PARAMS: &[(&str, &str)] = &[
-    ("owner", "owner of every deployed file (default: kept from the file replaced, else the connector's)"),
-    ("group", "group of every deployed file (default: kept from the file replaced, else the connector's)"),
-    ("mode", "octal mode of every deployed file, e.g. \"0640\" (default: kept, else the connector's)"),
-    ("backup_dir", "directory on the target for backups, outside any directory the server loads (default /var/lib/certctl/backups/{target})"),
-    ("keep_backups", "how many backup sets to keep per target (default 3)"),
-    ("tmp_dir", "directory on the target for private scratch directories (default /tmp)"),
+    (
+        "owner",
+        "owner of every deployed file (default: kept from the file replaced, else the connector's)",
+    ),
+    (
+        "group",
+        "group of every deployed file (default: kept from the file replaced, else the connector's)",
+    ),
+    (
+        "mode",
+        "octal mode of every deployed file, e.g. \"0640\" (default: kept, else the connector's)",
+    ),
+    (
+        "backup_dir",
+        "directory on the target for backups, outside any directory the server loads (default /var/lib/certctl/backups/{target})",
+    ),
+    (
+        "keep_backups",
+        "how many backup sets to keep per target (default 3)",
+    ),
+    (
+        "tmp_dir",
+        "directory on the target for private scratch directories (default /tmp)",
+    ),
 ];
 
 /// The remote shell a connector's commands run under.
@@ -53,7 +71,13 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [Role::Cert, Role::Chain, Role::Fullchain, Role::Key, Role::Bundle];
+    pub const ALL: [Role; 5] = [
+        Role::Cert,
+        Role::Chain,
+        Role::Fullchain,
+        Role::Key,
+        Role::Bundle,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -192,16 +216,25 @@ impl Catalogue {
 
     /// Names of the built-in connectors (used to validate inventories).
     pub fn builtin_names() -> BTreeSet<String> {
-        BUILTIN_SOURCES.iter().map(|(n, _)| (*n).to_string()).collect()
+        BUILTIN_SOURCES
+            .iter()
+            .map(|(n, _)| (*n).to_string())
+            .collect()
     }
 
     /// The YAML source of a built-in connector, for `certctl connectors show`.
     pub fn builtin_source(name: &str) -> Option<&'static str> {
-        BUILTIN_SOURCES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+        BUILTIN_SOURCES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| *s)
     }
 
     /// Adds user-defined connectors; a name that shadows a built-in is an error.
-    pub fn with_user(mut self, user: &BTreeMap<String, ConnectorDef>) -> Result<Self, ConnectorError> {
+    pub fn with_user(
+        mut self,
+        user: &BTreeMap<String, ConnectorDef>,
+    ) -> Result<Self, ConnectorError> {
         for (name, def) in user {
             if self.defs.contains_key(name) {
                 return Err(ConnectorError::Invalid {
@@ -212,13 +245,17 @@ impl Catalogue {
                 });
             }
             validate(name, def)?;
-            self.defs.insert(name.clone(), (def.clone(), Origin::Inventory));
+            self.defs
+                .insert(name.clone(), (def.clone(), Origin::Inventory));
         }
         Ok(self)
     }
 
     pub fn get(&self, name: &str) -> Result<&ConnectorDef, ConnectorError> {
-        self.defs.get(name).map(|(d, _)| d).ok_or_else(|| ConnectorError::Unknown(name.into()))
+        self.defs
+            .get(name)
+            .map(|(d, _)| d)
+            .ok_or_else(|| ConnectorError::Unknown(name.into()))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &ConnectorDef, &Origin)> {
@@ -228,27 +265,37 @@ impl Catalogue {
 
 /// Checks a definition on its own: roles unique, placeholders known, modes valid.
 pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
-    let invalid = |message: String| ConnectorError::Invalid { connector: name.to_string(), message };
+    let invalid = |message: String| ConnectorError::Invalid {
+        connector: name.to_string(),
+        message,
+    };
     if def.files.is_empty() {
-        return Err(invalid("`files` is empty: a connector must deploy at least one file".into()));
+        return Err(invalid(
+            "`files` is empty: a connector must deploy at least one file".into(),
+        ));
     }
     let mut roles = BTreeSet::new();
     for f in &def.files {
         if !roles.insert(f.role) {
-            return Err(invalid(format!("role `{}` appears twice in `files`", f.role)));
+            return Err(invalid(format!(
+                "role `{}` appears twice in `files`",
+                f.role
+            )));
         }
         if let Some(mode) = &f.mode {
             parse_mode(mode).map_err(|e| invalid(format!("file `{}`: {e}", f.role)))?;
         }
     }
     let known = known_placeholders(def);
-    let mut check = |what: &str, text: &str| -> Result<(), ConnectorError> {
+    let check = |what: &str, text: &str| -> Result<(), ConnectorError> {
         for p in placeholders(text).map_err(|e| invalid(format!("{what}: {e}")))? {
             if !known.contains(&p) {
                 let hint = did_you_mean(&p, known.iter().map(String::as_str))
                     .map(|s| format!(" (did you mean `{{{s}}}`?)"))
                     .unwrap_or_default();
-                return Err(invalid(format!("{what}: unknown placeholder `{{{p}}}`{hint}")));
+                return Err(invalid(format!(
+                    "{what}: unknown placeholder `{{{p}}}`{hint}"
+                )));
             }
         }
         Ok(())
@@ -259,7 +306,11 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
     for (tname, body) in &def.templates {
         check(&format!("template `{tname}`"), body)?;
     }
-    for (section, cmds) in [("preview", &def.preview), ("test", &def.test), ("reload", &def.reload)] {
+    for (section, cmds) in [
+        ("preview", &def.preview),
+        ("test", &def.test),
+        ("reload", &def.reload),
+    ] {
         for (i, cmd) in cmds.iter().enumerate() {
             if cmd.is_empty() {
                 return Err(invalid(format!("{section}[{i}] is an empty command")));
@@ -301,7 +352,12 @@ pub fn placeholders(text: &str) -> Result<Vec<String>, String> {
 
 /// Replaces every `{name}` in `text` with `values[name]`; `{{`/`}}` are literal braces.
 pub fn render(text: &str, values: &BTreeMap<String, String>) -> Result<String, String> {
-    scan(text, |p| values.get(p).cloned().ok_or_else(|| format!("unknown placeholder `{{{p}}}`")))
+    scan(text, |p| {
+        values
+            .get(p)
+            .cloned()
+            .ok_or_else(|| format!("unknown placeholder `{{{p}}}`"))
+    })
 }
 
 fn scan(text: &str, mut f: impl FnMut(&str) -> Result<String, String>) -> Result<String, String> {
@@ -310,19 +366,23 @@ fn scan(text: &str, mut f: impl FnMut(&str) -> Result<String, String>) -> Result
     while let Some(i) = rest.find(['{', '}']) {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
-        if tail.starts_with("{{") {
+        if let Some(after) = tail.strip_prefix("{{") {
             out.push('{');
-            rest = &tail[2..];
-        } else if tail.starts_with("}}") {
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("}}") {
             out.push('}');
-            rest = &tail[2..];
+            rest = after;
         } else if tail.starts_with('}') {
             return Err("unmatched `}` (write `}}` for a literal brace)".into());
         } else {
-            let end = tail.find('}').ok_or("unclosed `{` (write `{{` for a literal brace)")?;
+            let end = tail
+                .find('}')
+                .ok_or("unclosed `{` (write `{{` for a literal brace)")?;
             let name = &tail[1..end];
             let valid = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-');
             if !valid {
                 return Err(format!("`{{{name}}}` is not a placeholder name"));
             }
@@ -337,18 +397,24 @@ fn scan(text: &str, mut f: impl FnMut(&str) -> Result<String, String>) -> Result
 /// Parses an octal mode string such as "0640".
 pub fn parse_mode(s: &str) -> Result<u32, String> {
     let digits = s.strip_prefix("0o").unwrap_or(s);
-    let mode = u32::from_str_radix(digits, 8).map_err(|_| format!("mode `{s}` is not an octal number like \"0640\""))?;
+    let mode = u32::from_str_radix(digits, 8)
+        .map_err(|_| format!("mode `{s}` is not an octal number like \"0640\""))?;
     if mode > 0o7777 {
         return Err(format!("mode `{s}` is out of range"));
     }
     if mode & 0o002 != 0 {
-        return Err(format!("mode `{s}` is world-writable; certctl refuses to deploy such files"));
+        return Err(format!(
+            "mode `{s}` is world-writable; certctl refuses to deploy such files"
+        ));
     }
     Ok(mode)
 }
 
 /// The closest candidate to `word`, if any is close enough to be worth suggesting.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (levenshtein(word, c), c))
@@ -363,7 +429,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -386,12 +454,26 @@ mod tests {
 
     #[test]
     fn render_substitutes_and_escapes() {
-        let values = BTreeMap::from([("a".to_string(), "x y".to_string()), ("staged.key".to_string(), "/k".into())]);
-        assert_eq!(render("{a}-{staged.key}-{{lit}}", &values).unwrap(), "x y-/k-{lit}");
-        assert!(render("{nope}", &values).unwrap_err().contains("unknown placeholder `{nope}`"));
+        let values = BTreeMap::from([
+            ("a".to_string(), "x y".to_string()),
+            ("staged.key".to_string(), "/k".into()),
+        ]);
+        assert_eq!(
+            render("{a}-{staged.key}-{{lit}}", &values).unwrap(),
+            "x y-/k-{lit}"
+        );
+        assert!(
+            render("{nope}", &values)
+                .unwrap_err()
+                .contains("unknown placeholder `{nope}`")
+        );
         assert!(render("{a", &values).unwrap_err().contains("unclosed"));
         assert!(render("a}", &values).unwrap_err().contains("unmatched"));
-        assert!(render("{a b}", &values).unwrap_err().contains("not a placeholder"));
+        assert!(
+            render("{a b}", &values)
+                .unwrap_err()
+                .contains("not a placeholder")
+        );
     }
 
     #[test]
@@ -407,24 +489,48 @@ mod tests {
     fn validate_rejects_duplicate_roles_and_bad_modes() {
         let mut def = Catalogue::builtin().get("nginx").unwrap().clone();
         def.files.push(def.files[0].clone());
-        assert!(validate("x", &def).unwrap_err().to_string().contains("appears twice"));
+        assert!(
+            validate("x", &def)
+                .unwrap_err()
+                .to_string()
+                .contains("appears twice")
+        );
         let mut def = Catalogue::builtin().get("nginx").unwrap().clone();
         def.files[0].mode = Some("0666".into());
-        assert!(validate("x", &def).unwrap_err().to_string().contains("world-writable"));
+        assert!(
+            validate("x", &def)
+                .unwrap_err()
+                .to_string()
+                .contains("world-writable")
+        );
         def.files[0].mode = Some("rw-r--r--".into());
-        assert!(validate("x", &def).unwrap_err().to_string().contains("octal"));
+        assert!(
+            validate("x", &def)
+                .unwrap_err()
+                .to_string()
+                .contains("octal")
+        );
     }
 
     #[test]
     fn user_connector_may_not_shadow_builtin() {
         let def = Catalogue::builtin().get("ssh").unwrap().clone();
         let user = BTreeMap::from([("nginx".to_string(), def)]);
-        assert!(Catalogue::builtin().with_user(&user).unwrap_err().to_string().contains("built-in"));
+        assert!(
+            Catalogue::builtin()
+                .with_user(&user)
+                .unwrap_err()
+                .to_string()
+                .contains("built-in")
+        );
     }
 
     #[test]
     fn did_you_mean_finds_close_names() {
-        assert_eq!(did_you_mean("fulchain_path", ["fullchain_path", "key_path"]), Some("fullchain_path"));
+        assert_eq!(
+            did_you_mean("fulchain_path", ["fullchain_path", "key_path"]),
+            Some("fullchain_path")
+        );
         assert_eq!(did_you_mean("zzz", ["fullchain_path", "key_path"]), None);
     }
 }

@@ -1,1 +1,981 @@
-//! deploy
+//! The per-target state machine (DESIGN §5): connect, inspect, stage, preview, backup, swap,
+//! test, reload, verify, rollback, cleanup — over one SSH connection per target. `--dry-run`
+//! is this same code path with every mutating step after preview guarded.
+//!
+//! Prints nothing: progress goes to a [`Reporter`] as [`Event`]s, and each target ends in a
+//! [`TargetReport`]. The invariant it keeps: a target ends on the new certificate (verified)
+//! or on the previous files (restored byte-for-byte, re-checked by hash, old certificate
+//! probed) — and says which.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::connector::Role;
+use crate::material::{CertInfo, Material, parse_certs};
+use crate::plan::{PlannedFile, TargetPlan};
+use crate::probe::{self, Expected, Served};
+use crate::report::{
+    Event, FileReport, Reporter, Status, Step, StepReport, StepStatus, TargetReport,
+};
+use crate::secret::Secret;
+use crate::ssh::quote::Script;
+use crate::ssh::{ExecOutput, Session};
+
+/// How a deploy run behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeployOptions {
+    pub dry_run: bool,
+    /// Redeploy even when files and served certificate already match.
+    pub force: bool,
+    /// Targets in flight at once.
+    pub forks: usize,
+}
+
+/// Largest certificate file read back from a target.
+const CERT_READ_LIMIT: usize = 1 << 20;
+
+/// Shell functions used by the inspect, backup and restore scripts. Fixed text: every runtime
+/// value reaches these only as a quoted argument.
+const PREAMBLE: &str = r#"set -u
+umask 077
+certctl_stat() {
+  if [ -f "$1" ]; then
+    printf 'F %s present %s %s\n' "$2" "$(stat -c '%a %u %g' -- "$1")" "$(sha256sum < "$1" | cut -d' ' -f1)"
+  elif [ -e "$1" ] || [ -L "$1" ]; then
+    printf 'F %s notfile\n' "$2"
+  else
+    printf 'F %s absent\n' "$2"
+  fi
+}
+certctl_dir() { [ -d "$1" ] || printf 'D %s\n' "$2"; }
+certctl_uid() { u=$(id -u -- "$1" 2>/dev/null) || u=-; printf 'U %s %s\n' "$2" "$u"; }
+certctl_gid() { g=$(getent group -- "$1" | cut -d: -f3); printf 'G %s %s\n' "$2" "${g:--}"; }
+fail=0
+certctl_restore() { cp -p -- "$1" "$2" && mv -f -- "$2" "$3" || { fail=1; printf 'R %s failed\n' "$3"; }; }
+certctl_remove() { rm -f -- "$1" || { fail=1; printf 'R %s failed\n' "$1"; }; }
+certctl_backup() { cp -p -- "$1" "$2" || { fail=1; printf 'B %s failed\n' "$1"; }; }
+"#;
+
+/// Prunes old backup sets, newest kept; `$1` = backup dir, `$2` = how many to keep.
+const PRUNE: &str = r#"certctl_prune() {
+  ls -1 -- "$1" | grep -E '^[0-9]+-[0-9a-f]+$' | sort | head -n "-$2" | while IFS= read -r d; do rm -rf -- "$1/$d"; done
+}
+"#;
+
+/// Runs every plan, at most `forks` at once. `stop` fires on the first interrupt: targets not
+/// yet started are reported `skipped`; running ones finish or roll back.
+pub async fn deploy_all(
+    plans: Vec<TargetPlan>,
+    options: DeployOptions,
+    reporter: Arc<dyn Reporter>,
+    stop: CancellationToken,
+) -> Vec<TargetReport> {
+    let forks = Arc::new(Semaphore::new(options.forks.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let count = plans.len();
+    for (index, plan) in plans.into_iter().enumerate() {
+        let forks = forks.clone();
+        let reporter = reporter.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let permit = tokio::select! {
+                p = forks.acquire_owned() => p.ok(),
+                () = stop.cancelled() => None,
+            };
+            let report = match permit {
+                Some(_permit) if !stop.is_cancelled() => {
+                    run_target(&plan, options, reporter.as_ref()).await
+                }
+                _ => skipped(&plan, "interrupted before this target started"),
+            };
+            reporter.event(Event::TargetFinished {
+                report: report.clone(),
+            });
+            (index, report)
+        });
+    }
+    let mut reports: Vec<Option<TargetReport>> = vec![None; count];
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((index, report)) => reports[index] = Some(report),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    reports.into_iter().flatten().collect()
+}
+
+/// A report for a target that was never started.
+pub fn skipped(plan: &TargetPlan, why: &str) -> TargetReport {
+    TargetReport {
+        name: plan.name.clone(),
+        host: plan.ssh.host.clone(),
+        connector: plan.connector.clone(),
+        status: Status::Skipped,
+        old_fingerprint: None,
+        new_fingerprint: Some(plan.material.leaf.fingerprint),
+        served_fingerprint: None,
+        files: Vec::new(),
+        steps: Vec::new(),
+        probes: Vec::new(),
+        duration_ms: 0,
+        error: Some(why.to_string()),
+    }
+}
+
+/// What inspect found about one live file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LiveFile {
+    present: bool,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    sha256: String,
+}
+
+/// The decision for one file after inspect.
+struct StagedFile<'a> {
+    planned: &'a PlannedFile,
+    live: LiveFile,
+    content: FileBytes,
+    sha256: String,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    old_certs: Vec<CertInfo>,
+}
+
+/// A file's new content: public certificates, or a secret.
+enum FileBytes {
+    Public(Vec<u8>),
+    Secret(Secret),
+}
+
+impl FileBytes {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            FileBytes::Public(b) => b,
+            FileBytes::Secret(s) => s.expose(),
+        }
+    }
+}
+
+fn content_for(material: &Material, role: Role) -> FileBytes {
+    match role {
+        Role::Cert => FileBytes::Public(material.cert_pem()),
+        Role::Chain => FileBytes::Public(material.chain_pem()),
+        Role::Fullchain => FileBytes::Public(material.fullchain_pem()),
+        Role::Key => FileBytes::Secret(material.key_pem().clone()),
+        Role::Bundle => FileBytes::Secret(material.bundle_pem()),
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A failure inside a step: what to say, and whether anything live may have changed.
+struct StepFailure {
+    step: Step,
+    message: String,
+}
+
+/// One target's run: the plan, the session once connected, and the report being built.
+struct Run<'a> {
+    plan: &'a TargetPlan,
+    options: DeployOptions,
+    reporter: &'a dyn Reporter,
+    report: TargetReport,
+}
+
+async fn run_target(
+    plan: &TargetPlan,
+    options: DeployOptions,
+    reporter: &dyn Reporter,
+) -> TargetReport {
+    let started = Instant::now();
+    let mut run = Run {
+        plan,
+        options,
+        reporter,
+        report: TargetReport {
+            name: plan.name.clone(),
+            host: plan.ssh.host.clone(),
+            connector: plan.connector.clone(),
+            status: Status::Failed,
+            old_fingerprint: None,
+            new_fingerprint: Some(plan.material.leaf.fingerprint),
+            served_fingerprint: None,
+            files: Vec::new(),
+            steps: Vec::new(),
+            probes: Vec::new(),
+            duration_ms: 0,
+            error: None,
+        },
+    };
+    let t = run.begin(Step::Connect);
+    match Session::connect(&plan.ssh).await {
+        Ok(session) => {
+            run.end(Step::Connect, t, StepStatus::Ok, None);
+            run.on_session(&session).await;
+            session.close().await;
+        }
+        Err(e) => {
+            let message = e.to_string();
+            run.end(Step::Connect, t, StepStatus::Failed, Some(message.clone()));
+            run.report.status = Status::Unreachable;
+            run.report.error = Some(format!("{message}; nothing was changed"));
+        }
+    }
+    run.report.duration_ms = started.elapsed().as_millis() as u64;
+    run.report
+}
+
+impl<'a> Run<'a> {
+    fn begin(&self, step: Step) -> Instant {
+        self.reporter.event(Event::StepStarted {
+            target: self.plan.name.clone(),
+            step,
+        });
+        Instant::now()
+    }
+
+    fn end(&mut self, step: Step, started: Instant, status: StepStatus, detail: Option<String>) {
+        let report = StepReport {
+            step,
+            status,
+            duration_ms: started.elapsed().as_millis() as u64,
+            detail,
+        };
+        self.reporter.event(Event::StepFinished {
+            target: self.plan.name.clone(),
+            step: report.clone(),
+        });
+        self.report.steps.push(report);
+    }
+
+    /// Runs `f` as `step`, recording its outcome.
+    async fn step<T>(
+        &mut self,
+        step: Step,
+        f: impl std::future::Future<Output = Result<(T, Option<String>), String>>,
+    ) -> Result<T, StepFailure> {
+        let t = self.begin(step);
+        match f.await {
+            Ok((value, detail)) => {
+                self.end(step, t, StepStatus::Ok, detail);
+                Ok(value)
+            }
+            Err(message) => {
+                self.end(step, t, StepStatus::Failed, Some(message.clone()));
+                Err(StepFailure { step, message })
+            }
+        }
+    }
+
+    /// Everything after connect. Cleanup runs on every path.
+    async fn on_session(&mut self, session: &Session) {
+        let plan = self.plan;
+        let outcome = self.deploy(session).await;
+        let (status, error) = match outcome {
+            Ok(status) => (status, None),
+            Err((status, error)) => (status, Some(error)),
+        };
+        self.report.status = status;
+        self.report.error = error;
+        let _ = self.step(Step::Cleanup, cleanup(session, plan)).await;
+    }
+
+    async fn deploy(&mut self, session: &Session) -> Result<Status, (Status, String)> {
+        let plan = self.plan;
+        let dry = self.options.dry_run;
+        let fail_untouched = |f: StepFailure| {
+            let status = if dry {
+                Status::WouldFail
+            } else {
+                Status::Failed
+            };
+            (
+                status,
+                format!(
+                    "{} failed: {}; nothing live was changed",
+                    f.step.as_str(),
+                    f.message
+                ),
+            )
+        };
+
+        // inspect: one remote script for every file, plus one probe of what is served now.
+        let (live, served_before) = self
+            .step(Step::Inspect, inspect(session, plan))
+            .await
+            .map_err(fail_untouched)?;
+        let mut files = Vec::new();
+        for (planned, (live, owner_ids)) in plan.files.iter().zip(live) {
+            files.push(decide(planned, live, owner_ids, &plan.material));
+        }
+        for f in files.iter_mut() {
+            if f.live.present && f.live.sha256 != f.sha256 && f.planned.role.has_leaf() {
+                f.old_certs = session
+                    .read_file(&f.planned.path, CERT_READ_LIMIT)
+                    .await
+                    .ok()
+                    .and_then(|pem| parse_certs(&pem).ok())
+                    .unwrap_or_default();
+            }
+        }
+        let expected = plan.material.expected();
+        self.report.served_fingerprint = served_before.as_ref().map(|s| s.leaf);
+        self.report.old_fingerprint = files
+            .iter()
+            .find_map(|f| f.old_certs.first().map(|c| c.fingerprint))
+            .or_else(|| {
+                files
+                    .iter()
+                    .any(|f| f.live.present && f.live.sha256 == f.sha256)
+                    .then_some(expected.leaf)
+            })
+            .or(self.report.served_fingerprint);
+        self.report.files = files
+            .iter()
+            .map(|f| file_report(f, &plan.material))
+            .collect();
+
+        let files_match = files
+            .iter()
+            .all(|f| f.live.present && f.live.sha256 == f.sha256);
+        let served_match = served_before
+            .as_ref()
+            .is_some_and(|s| served_is(s, &expected));
+        if files_match && !self.options.force {
+            if served_match {
+                return Ok(Status::Unchanged);
+            }
+            if dry {
+                return Ok(Status::WouldChange);
+            }
+            // Files are right but the server still serves something else: reload + verify.
+            return self.reload_only(session, served_before).await;
+        }
+
+        // stage: temp names beside the live files, final mode and owner from the first byte.
+        self.step(Step::Stage, stage(session, &files))
+            .await
+            .map_err(fail_untouched)?;
+
+        // preview: the server's own software loads the STAGED files; then the live test.
+        self.step(Step::Preview, preview(session, plan))
+            .await
+            .map_err(fail_untouched)?;
+        if dry {
+            return Ok(Status::WouldChange);
+        }
+
+        self.step(Step::Backup, backup(session, plan, &files))
+            .await
+            .map_err(fail_untouched)?;
+
+        // From here on the live files change: any failure rolls back.
+        let mut swapped = Vec::new();
+        let swap = self
+            .step(Step::Swap, swap(session, &files, &mut swapped))
+            .await;
+        let after_swap = match swap {
+            Ok(()) => self.after_swap(session).await,
+            Err(f) => Err(f),
+        };
+        match after_swap {
+            Ok(()) => Ok(Status::Deployed),
+            Err(failure) => {
+                let old = served_before.map(|s| Expected {
+                    leaf: s.leaf,
+                    chain: s.chain,
+                });
+                Err(self.rollback(session, &files, &swapped, old, failure).await)
+            }
+        }
+    }
+
+    /// test, reload, verify: the steps after the swap.
+    async fn after_swap(&mut self, session: &Session) -> Result<(), StepFailure> {
+        let plan = self.plan;
+        self.step(Step::Test, run_commands(session, &plan.test))
+            .await?;
+        self.step(Step::Reload, run_commands(session, &plan.reload))
+            .await?;
+        self.verify(&plan.material.expected()).await
+    }
+
+    async fn verify(&mut self, expected: &Expected) -> Result<(), StepFailure> {
+        let plan = self.plan;
+        let t = self.begin(Step::Verify);
+        let v = probe::verify(&plan.probe, expected, &CancellationToken::new()).await;
+        self.report.probes.extend(v.attempts.iter().cloned());
+        if let Some(s) = &v.last_served {
+            self.report.served_fingerprint = Some(s.leaf);
+        }
+        if v.passed {
+            let detail = format!(
+                "{} served {} after {} probe(s)",
+                plan.probe.address,
+                expected.leaf,
+                v.attempts.len()
+            );
+            self.end(Step::Verify, t, StepStatus::Ok, Some(detail));
+            Ok(())
+        } else {
+            let last = v
+                .attempts
+                .last()
+                .and_then(|a| a.detail.clone())
+                .unwrap_or_default();
+            let message = format!(
+                "{} did not serve {} after {} probe(s): {last}",
+                plan.probe.address,
+                expected.leaf,
+                v.attempts.len()
+            );
+            self.end(Step::Verify, t, StepStatus::Failed, Some(message.clone()));
+            Err(StepFailure {
+                step: Step::Verify,
+                message,
+            })
+        }
+    }
+
+    /// Files already right, old certificate served: reload and verify only.
+    async fn reload_only(
+        &mut self,
+        session: &Session,
+        served: Option<Served>,
+    ) -> Result<Status, (Status, String)> {
+        let plan = self.plan;
+        let served = served
+            .map(|s| s.leaf.to_string())
+            .unwrap_or_else(|| "nothing".into());
+        let result = async {
+            self.step(Step::Reload, run_commands(session, &plan.reload))
+                .await?;
+            self.verify(&plan.material.expected()).await
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(Status::Reloaded),
+            Err(f) => Err((
+                Status::Failed,
+                format!(
+                    "the files already held the new certificate but {served} was served; {} failed: {}",
+                    f.step.as_str(),
+                    f.message
+                ),
+            )),
+        }
+    }
+
+    /// Restores the swapped files from the backup, checks them by hash, reloads, and probes
+    /// for the previous certificate.
+    async fn rollback(
+        &mut self,
+        session: &Session,
+        files: &[StagedFile<'_>],
+        swapped: &[usize],
+        old: Option<Expected>,
+        failure: StepFailure,
+    ) -> (Status, String) {
+        let plan = self.plan;
+        let cause = format!("{} failed: {}", failure.step.as_str(), failure.message);
+        let restored = self
+            .step(Step::Rollback, restore(session, plan, files, swapped))
+            .await;
+        if let Err(f) = restored {
+            return (
+                Status::RollbackFailed,
+                format!(
+                    "{cause}; ROLLBACK FAILED: {} — the live files may be a mix of old and new",
+                    f.message
+                ),
+            );
+        }
+        if swapped.is_empty() {
+            return (
+                Status::RolledBack,
+                format!("{cause}; no live file had been replaced"),
+            );
+        }
+        let reload = self
+            .step(Step::Reload, run_commands(session, &plan.reload))
+            .await;
+        let Some(old) = old else {
+            let note = match reload {
+                Ok(()) => {
+                    "nothing was served before the deploy, so there is no old certificate to probe for"
+                }
+                Err(_) => "the reload after restoring failed; nothing was served before the deploy",
+            };
+            return (
+                Status::RolledBack,
+                format!("{cause}; previous files restored byte-for-byte; {note}"),
+            );
+        };
+        match self.verify(&old).await {
+            Ok(()) => (
+                Status::RolledBack,
+                format!(
+                    "{cause}; previous files restored byte-for-byte; {} serves {} again",
+                    plan.probe.address, old.leaf
+                ),
+            ),
+            Err(f) => (
+                Status::RollbackFailed,
+                format!(
+                    "{cause}; previous files restored, but the old certificate is NOT served: {}",
+                    f.message
+                ),
+            ),
+        }
+    }
+}
+
+/// Whether what was served is exactly the expected leaf and chain.
+fn served_is(served: &Served, expected: &Expected) -> bool {
+    served.leaf == expected.leaf && served.chain == expected.chain
+}
+
+type OwnerIds = (Option<u32>, Option<u32>);
+
+/// One inspect script: stat + hash of every live file, the directories, owner names resolved,
+/// the private scratch directory created. The served certificate is probed meanwhile.
+async fn inspect(
+    session: &Session,
+    plan: &TargetPlan,
+) -> Result<((Vec<(LiveFile, OwnerIds)>, Option<Served>), Option<String>), String> {
+    let mut script = Script::new();
+    script.raw(PREAMBLE);
+    for (i, f) in plan.files.iter().enumerate() {
+        let idx = i.to_string();
+        let dir = f
+            .path
+            .rsplit_once('/')
+            .map(|(d, _)| if d.is_empty() { "/" } else { d })
+            .unwrap_or("/");
+        script.cmd(&["certctl_dir", dir, &idx]);
+        script.cmd(&["certctl_stat", &f.path, &idx]);
+        if let Some(owner) = f.explicit_owner.as_ref().or(f.default_owner.as_ref()) {
+            script.cmd(&["certctl_uid", owner, &idx]);
+        }
+        if let Some(group) = f.explicit_group.as_ref().or(f.default_group.as_ref()) {
+            script.cmd(&["certctl_gid", group, &idx]);
+        }
+    }
+    script.cmd(&["mkdir", "-m", "0700", "--", &plan.scratch_dir]);
+    let probe = &plan.probe;
+    let (out, served) = tokio::join!(
+        session.exec_script(&script, None),
+        probe::probe_once(&probe.address, &probe.sni, probe.starttls, probe.timeout)
+    );
+    let out = out.map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(command_failure("inspect script", &out));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut live: Vec<(LiveFile, OwnerIds)> = plan
+        .files
+        .iter()
+        .map(|_| {
+            (
+                LiveFile {
+                    present: false,
+                    mode: 0,
+                    uid: 0,
+                    gid: 0,
+                    sha256: String::new(),
+                },
+                (None, None),
+            )
+        })
+        .collect();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let idx = fields
+            .get(1)
+            .and_then(|i| i.parse::<usize>().ok())
+            .filter(|i| *i < live.len());
+        let Some(idx) = idx else { continue };
+        let path = &plan.files[idx].path;
+        match fields.as_slice() {
+            ["D", _] => return Err(format!("directory of {path} does not exist on the target")),
+            ["F", _, "notfile"] => return Err(format!("{path} exists but is not a regular file")),
+            ["F", _, "present", mode, uid, gid, sha] => {
+                let parse = |s: &str, radix| {
+                    u32::from_str_radix(s, radix)
+                        .map_err(|_| format!("inspect: bad stat output for {path}"))
+                };
+                live[idx].0 = LiveFile {
+                    present: true,
+                    mode: parse(mode, 8)?,
+                    uid: parse(uid, 10)?,
+                    gid: parse(gid, 10)?,
+                    sha256: (*sha).to_string(),
+                };
+            }
+            ["U", _, "-"] => {
+                return Err(format!(
+                    "owner `{}` does not exist on the target",
+                    plan.files[idx]
+                        .explicit_owner
+                        .clone()
+                        .or(plan.files[idx].default_owner.clone())
+                        .unwrap_or_default()
+                ));
+            }
+            ["G", _, "-"] => {
+                return Err(format!(
+                    "group `{}` does not exist on the target",
+                    plan.files[idx]
+                        .explicit_group
+                        .clone()
+                        .or(plan.files[idx].default_group.clone())
+                        .unwrap_or_default()
+                ));
+            }
+            ["U", _, uid] => live[idx].1.0 = uid.parse().ok(),
+            ["G", _, gid] => live[idx].1.1 = gid.parse().ok(),
+            _ => {}
+        }
+    }
+    let served = served.ok();
+    let detail = format!(
+        "{} file(s) inspected; {} serves {}",
+        plan.files.len(),
+        plan.probe.address,
+        served
+            .as_ref()
+            .map(|s| s.leaf.to_string())
+            .unwrap_or_else(|| "no certificate".into())
+    );
+    Ok(((live, served), Some(detail)))
+}
+
+/// Mode, owner and content for one file. Explicit params win; a replaced file keeps its own
+/// mode and owner (a secret never becomes world-readable); a new file gets the connector's.
+fn decide<'p>(
+    planned: &'p PlannedFile,
+    live: LiveFile,
+    ids: OwnerIds,
+    material: &Material,
+) -> StagedFile<'p> {
+    let content = content_for(material, planned.role);
+    let sha256 = sha256_hex(content.bytes());
+    let mut mode = match (planned.explicit_mode, live.present) {
+        (Some(m), _) => m,
+        (None, true) => live.mode & 0o7777,
+        (None, false) => planned.default_mode,
+    };
+    if planned.role.is_secret() {
+        mode &= !0o007;
+    }
+    mode &= !0o002;
+    let uid = if planned.explicit_owner.is_some() {
+        ids.0
+    } else if live.present {
+        Some(live.uid)
+    } else {
+        ids.0
+    };
+    let gid = if planned.explicit_group.is_some() {
+        ids.1
+    } else if live.present {
+        Some(live.gid)
+    } else {
+        ids.1
+    };
+    let owner = match (uid, gid) {
+        (Some(u), Some(g)) => Some((u, g)),
+        (Some(u), None) => Some((u, live.gid)),
+        (None, Some(g)) => Some((live.uid, g)),
+        (None, None) => None,
+    };
+    StagedFile {
+        planned,
+        live,
+        content,
+        sha256,
+        mode,
+        owner,
+        old_certs: Vec::new(),
+    }
+}
+
+fn file_report(f: &StagedFile<'_>, material: &Material) -> FileReport {
+    let action = if !f.live.present {
+        "create"
+    } else if f.live.sha256 == f.sha256 {
+        "unchanged"
+    } else {
+        "replace"
+    };
+    let leaf = f.planned.role.has_leaf();
+    FileReport {
+        role: f.planned.role.to_string(),
+        path: f.planned.path.clone(),
+        action: action.to_string(),
+        old_sha256: f.live.present.then(|| f.live.sha256.clone()),
+        new_sha256: f.sha256.clone(),
+        mode: format!("{:04o}", f.mode),
+        owner: f.owner.map(|(u, _)| u.to_string()),
+        group: f.owner.map(|(_, g)| g.to_string()),
+        old_fingerprint: f.old_certs.first().map(|c| c.fingerprint),
+        new_fingerprint: leaf.then_some(material.leaf.fingerprint),
+        subject: leaf.then(|| material.leaf.subject.clone()),
+        sans: if leaf {
+            material.leaf.sans.clone()
+        } else {
+            Vec::new()
+        },
+        not_after: leaf.then(|| rfc3339(material.leaf.not_after)),
+        chain_length: matches!(f.planned.role, Role::Fullchain | Role::Bundle | Role::Chain)
+            .then_some(material.chain.len()),
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+async fn stage(
+    session: &Session,
+    files: &[StagedFile<'_>],
+) -> Result<((), Option<String>), String> {
+    for f in files {
+        session
+            .upload(&f.planned.staged, f.content.bytes(), f.mode, f.owner)
+            .await
+            .map_err(|e| format!("writing {}: {e}", f.planned.staged))?;
+    }
+    let detail = files
+        .iter()
+        .map(|f| format!("{} ({:04o})", f.planned.staged, f.mode))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(((), Some(format!("staged {detail}"))))
+}
+
+async fn preview(session: &Session, plan: &TargetPlan) -> Result<((), Option<String>), String> {
+    for t in &plan.templates {
+        session
+            .upload(&t.path, t.content.as_bytes(), 0o600, None)
+            .await
+            .map_err(|e| format!("writing template {}: {e}", t.path))?;
+    }
+    run_commands(session, &plan.preview).await
+}
+
+/// Runs commands in order; the first failure stops, with its stderr.
+async fn run_commands(
+    session: &Session,
+    commands: &[Vec<String>],
+) -> Result<((), Option<String>), String> {
+    for argv in commands {
+        let out = session.exec(argv).await.map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(command_failure(
+                &crate::ssh::quote::command_line(argv),
+                &out,
+            ));
+        }
+    }
+    Ok((
+        (),
+        (!commands.is_empty()).then(|| format!("{} command(s) ok", commands.len())),
+    ))
+}
+
+/// `CMD exited N: <stderr or stdout>` — sanitised later by the printer.
+fn command_failure(what: &str, out: &ExecOutput) -> String {
+    let text = if out.stderr.iter().any(|b| !b.is_ascii_whitespace()) {
+        &out.stderr
+    } else {
+        &out.stdout
+    };
+    let text = crate::report::sanitize(text);
+    format!("`{what}` exited {}: {}", out.status, text.trim())
+}
+
+async fn backup(
+    session: &Session,
+    plan: &TargetPlan,
+    files: &[StagedFile<'_>],
+) -> Result<((), Option<String>), String> {
+    let set = format!("{}/{}", plan.backup_dir, plan.run_id);
+    let mut script = Script::new();
+    script.raw(PREAMBLE).raw(PRUNE);
+    script.cmd(&["mkdir", "-p", "-m", "0700", "--", &plan.backup_dir]);
+    script.cmd(&["chmod", "0700", "--", &plan.backup_dir]);
+    script.cmd(&["mkdir", "-m", "0700", "--", &set]);
+    let mut manifest = String::new();
+    for (i, f) in files.iter().enumerate() {
+        if f.live.present {
+            script.cmd(&[
+                "certctl_backup",
+                &f.planned.path,
+                &format!("{set}/{i}.{}", f.planned.role),
+            ]);
+        }
+        manifest.push_str(&format!(
+            "{i}\t{}\t{}\t{}\n",
+            f.planned.role,
+            u8::from(f.live.present),
+            f.planned.path
+        ));
+    }
+    script.cmd(&[
+        "certctl_prune",
+        &plan.backup_dir,
+        &plan.keep_backups.to_string(),
+    ]);
+    script.raw("exit $fail\n");
+    let out = session
+        .exec_script(&script, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(command_failure("backup script", &out));
+    }
+    session
+        .upload(&format!("{set}/manifest"), manifest.as_bytes(), 0o600, None)
+        .await
+        .map_err(|e| format!("writing backup manifest: {e}"))?;
+    Ok(((), Some(format!("backup set {set}"))))
+}
+
+async fn swap(
+    session: &Session,
+    files: &[StagedFile<'_>],
+    swapped: &mut Vec<usize>,
+) -> Result<((), Option<String>), String> {
+    for (i, f) in files.iter().enumerate() {
+        session
+            .rename_over(&f.planned.staged, &f.planned.path)
+            .await
+            .map_err(|e| format!("renaming {} over {}: {e}", f.planned.staged, f.planned.path))?;
+        swapped.push(i);
+    }
+    Ok(((), Some(format!("{} file(s) replaced", files.len()))))
+}
+
+/// Copies the backups back over the swapped files (temp + rename), removes files that did
+/// not exist before, then re-hashes every file and compares with what inspect saw.
+async fn restore(
+    session: &Session,
+    plan: &TargetPlan,
+    files: &[StagedFile<'_>],
+    swapped: &[usize],
+) -> Result<((), Option<String>), String> {
+    if swapped.is_empty() {
+        return Ok(((), Some("no live file had been replaced".into())));
+    }
+    let set = format!("{}/{}", plan.backup_dir, plan.run_id);
+    let mut script = Script::new();
+    script.raw(PREAMBLE);
+    for &i in swapped {
+        let f = &files[i];
+        if f.live.present {
+            let tmp = format!(
+                "{}.restore",
+                f.planned
+                    .staged
+                    .strip_suffix(".tmp")
+                    .unwrap_or(&f.planned.staged)
+            );
+            script.cmd(&[
+                "certctl_restore",
+                &format!("{set}/{i}.{}", f.planned.role),
+                &tmp,
+                &f.planned.path,
+            ]);
+        } else {
+            script.cmd(&["certctl_remove", &f.planned.path]);
+        }
+    }
+    for &i in swapped {
+        script.cmd(&["certctl_stat", &files[i].planned.path, &i.to_string()]);
+    }
+    script.raw("exit $fail\n");
+    let out = session
+        .exec_script(&script, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(command_failure("restore script", &out));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut checked: BTreeMap<usize, bool> = BTreeMap::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            ["F", i, "present", _, _, _, sha] => {
+                if let Ok(i) = i.parse::<usize>() {
+                    checked.insert(
+                        i,
+                        files
+                            .get(i)
+                            .is_some_and(|f| f.live.present && f.live.sha256 == *sha),
+                    );
+                }
+            }
+            ["F", i, "absent"] => {
+                if let Ok(i) = i.parse::<usize>() {
+                    checked.insert(i, files.get(i).is_some_and(|f| !f.live.present));
+                }
+            }
+            _ => {}
+        }
+    }
+    let bad: Vec<&str> = swapped
+        .iter()
+        .filter(|i| checked.get(i) != Some(&true))
+        .map(|&i| files[i].planned.path.as_str())
+        .collect();
+    if !bad.is_empty() {
+        return Err(format!(
+            "after restoring, these files do not match the backup: {}",
+            bad.join(", ")
+        ));
+    }
+    Ok((
+        (),
+        Some(format!(
+            "{} file(s) restored and checked by SHA-256",
+            swapped.len()
+        )),
+    ))
+}
+
+/// Removes staged files and the scratch directory; best effort, on every path.
+async fn cleanup(session: &Session, plan: &TargetPlan) -> Result<((), Option<String>), String> {
+    let mut script = Script::new();
+    let mut argv: Vec<&str> = vec!["rm", "-f", "--"];
+    argv.extend(plan.files.iter().map(|f| f.staged.as_str()));
+    script.cmd(&argv);
+    script.cmd(&["rm", "-rf", "--", &plan.scratch_dir]);
+    let out = session
+        .exec_script(&script, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(command_failure("cleanup", &out));
+    }
+    Ok(((), None))
+}

@@ -1,3 +1,18 @@
+//! The `certctl` binary: parse arguments, start the runtime, run, exit with the code `run` chose.
+
+use clap::Parser;
+
 fn main() -> std::process::ExitCode {
-    std::process::ExitCode::from(certctl::run())
+    let cli = certctl::cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            certctl::report::print_stderr(&format!("error: cannot start the async runtime: {e}\n"));
+            return std::process::ExitCode::from(2);
+        }
+    };
+    std::process::ExitCode::from(runtime.block_on(certctl::run(cli)))
 }

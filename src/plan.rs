@@ -1,1 +1,439 @@
-//! plan
+//! The plan: a pure function from inventory + material + connectors to one [`TargetPlan`] per
+//! target, with every path and remote command already rendered. Nothing here touches the
+//! network or the clock; the run id and "now" come in as arguments, so the exact remote
+//! commands can be tested offline.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::connector::{self, Catalogue, Command, ConnectorDef, Role, Shell};
+use crate::inventory::{Become, Inventory, Target};
+use crate::material::Material;
+use crate::probe::{ProbeSpec, Schedule};
+use crate::ssh::SshConfig;
+
+/// Run-wide settings that are not in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSettings {
+    /// Random per run; names staged files, scratch and backup directories.
+    pub run_id: String,
+    pub accept_new_host_keys: bool,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub keepalive_interval: Duration,
+    /// Seconds since the Unix epoch, for validity checks.
+    pub now: i64,
+}
+
+impl RunSettings {
+    /// Defaults from DESIGN §7 with a fresh random run id.
+    pub fn new(accept_new_host_keys: bool) -> Self {
+        let mut bytes = [0u8; 6];
+        getrandom::fill(&mut bytes).expect("the OS random source works");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Self {
+            run_id: format!("{now}-{hex}"),
+            accept_new_host_keys,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(15),
+            now: now_unix(),
+        }
+    }
+}
+
+/// One file to deploy on one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedFile {
+    pub role: Role,
+    /// The live path.
+    pub path: String,
+    /// The temporary name beside it (same directory, so the rename is atomic).
+    pub staged: String,
+    /// From the target's `mode` param: wins over everything.
+    pub explicit_mode: Option<u32>,
+    /// For a file that does not exist yet: the connector's mode, else the role's.
+    pub default_mode: u32,
+    /// From the target's `owner`/`group` params: win over the replaced file's.
+    pub explicit_owner: Option<String>,
+    pub explicit_group: Option<String>,
+    /// For a file that does not exist yet.
+    pub default_owner: Option<String>,
+    pub default_group: Option<String>,
+}
+
+/// A template rendered into the scratch directory before preview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedTemplate {
+    pub path: String,
+    pub content: String,
+}
+
+/// Everything the engine needs to deploy to one target.
+#[derive(Debug, Clone)]
+pub struct TargetPlan {
+    pub name: String,
+    pub connector: String,
+    pub shell: Shell,
+    pub ssh: SshConfig,
+    pub become_method: Option<Become>,
+    pub certificate: String,
+    pub material: Arc<Material>,
+    pub files: Vec<PlannedFile>,
+    /// Private directory (0700) on the target for templates and preview output.
+    pub scratch_dir: String,
+    pub templates: Vec<PlannedTemplate>,
+    pub preview: Vec<Command>,
+    pub test: Vec<Command>,
+    pub reload: Vec<Command>,
+    pub probe: ProbeSpec,
+    /// This run's backup set lives in `{backup_dir}/{run_id}`.
+    pub backup_dir: String,
+    pub keep_backups: u32,
+    pub run_id: String,
+}
+
+/// A planning error for one target (or certificate); all are collected, none hides another.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: target `{target}`: {message}")]
+pub struct PlanError {
+    pub target: String,
+    pub location: String,
+    pub message: String,
+}
+
+/// Builds the plan of every target in `targets`. `materials` holds the loaded material of
+/// every certificate those targets name.
+pub fn build(
+    inventory: &Inventory,
+    targets: &[&Target],
+    catalogue: &Catalogue,
+    materials: &BTreeMap<String, Arc<Material>>,
+    settings: &RunSettings,
+) -> Result<Vec<TargetPlan>, Vec<PlanError>> {
+    let _ = inventory;
+    let mut plans = Vec::new();
+    let mut errors = Vec::new();
+    for (index, target) in targets.iter().enumerate() {
+        match plan_target(target, index, catalogue, materials, settings) {
+            Ok(p) => plans.push(p),
+            Err(message) => errors.push(PlanError {
+                target: target.name.clone(),
+                location: target.location.to_string(),
+                message,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(plans)
+    } else {
+        Err(errors)
+    }
+}
+
+fn plan_target(
+    target: &Target,
+    index: usize,
+    catalogue: &Catalogue,
+    materials: &BTreeMap<String, Arc<Material>>,
+    settings: &RunSettings,
+) -> Result<TargetPlan, String> {
+    let def = catalogue
+        .get(&target.connector)
+        .map_err(|e| e.to_string())?;
+    let material = materials
+        .get(&target.certificate)
+        .ok_or_else(|| format!("certificate `{}` was not loaded", target.certificate))?
+        .clone();
+    if def.shell != Shell::Posix {
+        return Err(format!(
+            "connector `{}` needs a {:?} shell, which this version of certctl cannot drive yet",
+            target.connector, def.shell
+        ));
+    }
+    if target.become_method.is_some() {
+        return Err(
+            "`become: sudo` is not supported yet: log in as a user that can write the \
+                    certificate files and run the reload"
+                .into(),
+        );
+    }
+
+    let params = resolve_params(target, def)?;
+    let tmp_dir = params
+        .get("tmp_dir")
+        .cloned()
+        .unwrap_or_else(|| "/tmp".into());
+    check_remote_path("tmp_dir", &tmp_dir)?;
+    let scratch_dir = format!(
+        "{}/certctl-{}-{index}",
+        tmp_dir.trim_end_matches('/'),
+        settings.run_id
+    );
+    let backup_dir = params
+        .get("backup_dir")
+        .cloned()
+        .unwrap_or_else(|| format!("/var/lib/certctl/backups/{}", target.name));
+    check_remote_path("backup_dir", &backup_dir)?;
+    let keep_backups = match params.get("keep_backups") {
+        Some(v) => v.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            format!("param `keep_backups`: `{v}` is not a whole number of at least 1")
+        })?,
+        None => 3,
+    };
+    let explicit_mode = params
+        .get("mode")
+        .map(|m| connector::parse_mode(m).map_err(|e| format!("param `mode`: {e}")))
+        .transpose()?;
+
+    // Placeholder values: params, fixed names, then file paths.
+    let mut values = params.clone();
+    values.insert("target".into(), target.name.clone());
+    values.insert("host".into(), target.host.clone());
+    values.insert("tmpdir".into(), scratch_dir.clone());
+    for name in def.templates.keys() {
+        values.insert(format!("template.{name}"), format!("{scratch_dir}/{name}"));
+    }
+
+    let mut files = Vec::new();
+    for f in &def.files {
+        let path = connector::render(&f.path, &values)
+            .map_err(|e| format!("file `{}` path: {e}", f.role))?;
+        if path.is_empty() {
+            continue;
+        }
+        check_remote_path(&format!("path of the `{}` file", f.role), &path)?;
+        let (dir, base) = path.rsplit_once('/').unwrap_or(("", &path));
+        let staged = format!("{dir}/.{base}.certctl-{}.tmp", settings.run_id);
+        let default_mode = match &f.mode {
+            Some(m) => connector::parse_mode(m).map_err(|e| format!("file `{}`: {e}", f.role))?,
+            None => f.role.default_mode(),
+        };
+        values.insert(format!("live.{}", f.role), path.clone());
+        values.insert(format!("staged.{}", f.role), staged.clone());
+        files.push(PlannedFile {
+            role: f.role,
+            path,
+            staged,
+            explicit_mode,
+            default_mode,
+            explicit_owner: params.get("owner").cloned(),
+            explicit_group: params.get("group").cloned(),
+            default_owner: f.owner.clone(),
+            default_group: f.group.clone(),
+        });
+    }
+    if files.is_empty() {
+        return Err(format!(
+            "connector `{}` deploys no file: set at least one path param ({})",
+            target.connector,
+            def.params
+                .keys()
+                .filter(|k| k.ends_with("_path"))
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for i in 0..files.len() {
+        if files[..i].iter().any(|f| f.path == files[i].path) {
+            return Err(format!("two files would be written to `{}`", files[i].path));
+        }
+    }
+
+    let render_all = |section: &str, cmds: &[Command]| -> Result<Vec<Command>, String> {
+        cmds.iter()
+            .enumerate()
+            .map(|(i, cmd)| {
+                if cmd.is_empty() {
+                    return Err(format!("{section}[{i}] is an empty command"));
+                }
+                cmd.iter()
+                    .map(|arg| {
+                        connector::render(arg, &values).map_err(|e| format!("{section}[{i}]: {e}"))
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let section = |name: &str, from_def: &[Command]| -> Result<Vec<Command>, String> {
+        match target.commands.get(name) {
+            Some(over) => render_all(&format!("commands.{name}"), over),
+            None => render_all(name, from_def),
+        }
+    };
+    let preview = section("preview", &def.preview)?;
+    let test = section("test", &def.test)?;
+    let reload = section("reload", &def.reload)?;
+    let templates = def
+        .templates
+        .iter()
+        .map(|(name, body)| {
+            Ok(PlannedTemplate {
+                path: format!("{scratch_dir}/{name}"),
+                content: connector::render(body, &values)
+                    .map_err(|e| format!("template `{name}`: {e}"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+
+    let probe = probe_spec(target, def, &material)?;
+    let names = [probe.sni.clone()];
+    if !probe.sni.is_empty() {
+        material
+            .check(&names, settings.now)
+            .map_err(|e| e.to_string())?;
+    }
+
+    Ok(TargetPlan {
+        name: target.name.clone(),
+        connector: target.connector.clone(),
+        shell: def.shell,
+        ssh: SshConfig {
+            host: target.host.clone(),
+            port: target.port,
+            user: target.user.clone(),
+            identity_file: target.identity_file.clone(),
+            known_hosts: target.known_hosts.clone(),
+            accept_new_host_keys: settings.accept_new_host_keys,
+            connect_timeout: settings.connect_timeout,
+            command_timeout: settings.command_timeout,
+            keepalive_interval: settings.keepalive_interval,
+        },
+        become_method: target.become_method,
+        certificate: target.certificate.clone(),
+        material,
+        files,
+        scratch_dir,
+        templates,
+        preview,
+        test,
+        reload,
+        probe,
+        backup_dir,
+        keep_backups,
+        run_id: settings.run_id.clone(),
+    })
+}
+
+/// Connector defaults (rendered with the target's name and host), then the target's params.
+/// A param the connector does not declare is an error, with a suggestion.
+fn resolve_params(target: &Target, def: &ConnectorDef) -> Result<BTreeMap<String, String>, String> {
+    let fixed = BTreeMap::from([
+        ("target".to_string(), target.name.clone()),
+        ("host".to_string(), target.host.clone()),
+    ]);
+    let mut params = BTreeMap::new();
+    for (name, p) in &def.params {
+        if let Some(default) = &p.default {
+            let value = connector::render(default, &fixed)
+                .map_err(|e| format!("default of param `{name}`: {e}"))?;
+            params.insert(name.clone(), value);
+        }
+    }
+    for (name, value) in &target.params {
+        let known = def.params.contains_key(name)
+            || connector::ENGINE_PARAMS.iter().any(|(n, _)| n == name);
+        if !known {
+            let candidates = def
+                .params
+                .keys()
+                .map(String::as_str)
+                .chain(connector::ENGINE_PARAMS.iter().map(|(n, _)| *n));
+            let hint = connector::did_you_mean(name, candidates)
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(format!(
+                "connector `{}` has no param `{name}`{hint}",
+                target.connector
+            ));
+        }
+        params.insert(name.clone(), value.clone());
+    }
+    let missing: Vec<&str> = def
+        .params
+        .keys()
+        .filter(|k| !params.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "connector `{}` needs param(s): {}",
+            target.connector,
+            missing.join(", ")
+        ));
+    }
+    Ok(params)
+}
+
+/// Remote paths must be absolute, normalised and printable: no `..`, no control characters.
+fn check_remote_path(what: &str, path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{what} `{path}` must be an absolute path"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(format!("{what} {path:?} contains a control character"));
+    }
+    if path.split('/').any(|c| c == ".." || c == ".") {
+        return Err(format!(
+            "{what} `{path}` must not contain `.` or `..` components"
+        ));
+    }
+    if path.ends_with('/') {
+        return Err(format!("{what} `{path}` names a directory, not a file"));
+    }
+    Ok(())
+}
+
+fn probe_spec(
+    target: &Target,
+    def: &ConnectorDef,
+    material: &Material,
+) -> Result<ProbeSpec, String> {
+    let v = &target.verify;
+    let address = match &v.address {
+        Some(a) => a.clone(),
+        None => {
+            let port = def.verify.port.ok_or_else(|| {
+                format!(
+                    "connector `{}` has no default probe port: set verify.address",
+                    target.connector
+                )
+            })?;
+            if target.host.contains(':') && !target.host.starts_with('[') {
+                format!("[{}]:{port}", target.host)
+            } else {
+                format!("{}:{port}", target.host)
+            }
+        }
+    };
+    let sni = match &v.sni {
+        Some(s) => s.clone(),
+        None => material.default_sni().unwrap_or_default(),
+    };
+    Ok(ProbeSpec {
+        address,
+        sni,
+        starttls: v.starttls.unwrap_or(def.verify.starttls),
+        schedule: Schedule {
+            attempts: v.attempts,
+            backoff: v.backoff,
+            max_backoff: v.max_backoff,
+        },
+        timeout: v.timeout,
+        consecutive: v.consecutive,
+    })
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,8 +1,12 @@
 //! Test support: real daemons on loopback (sshd, nginx), test-time PKI, and helpers to run the
 //! built binary. Every daemon gets its own 127.x.y.z address and a free port, runs as a child of
 //! the test process, and is stopped by PID when its handle drops.
-#![allow(dead_code, reason = "each test binary uses a different part of the support code")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the support code"
+)]
 
+pub mod lab;
 pub mod nginx;
 pub mod pki;
 pub mod sshd;
@@ -16,8 +20,15 @@ pub fn free_addr() -> SocketAddr {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     // Mix the PID in so parallel test processes (nextest, several test binaries) spread out.
-    let seed = std::process::id().wrapping_mul(2_654_435_761).wrapping_add(n.wrapping_mul(40_503));
-    let ip = Ipv4Addr::new(127, 10 + (seed % 200) as u8, ((seed >> 8) % 250) as u8 + 1, ((seed >> 16) % 250) as u8 + 2);
+    let seed = std::process::id()
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(n.wrapping_mul(40_503));
+    let ip = Ipv4Addr::new(
+        127,
+        10 + (seed % 200) as u8,
+        ((seed >> 8) % 250) as u8 + 1,
+        ((seed >> 16) % 250) as u8 + 2,
+    );
     let listener = TcpListener::bind((ip, 0)).expect("bind a loopback address");
     listener.local_addr().unwrap()
 }
@@ -29,7 +40,10 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
         if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return;
         }
-        assert!(Instant::now() < deadline, "nothing listens on {addr} after {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {addr} after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -42,7 +56,9 @@ pub fn require(program: &str) -> std::path::PathBuf {
             return p;
         }
     }
-    panic!("`{program}` is not installed; run `bash .ci/run` (or the README's test command) which installs it");
+    panic!(
+        "`{program}` is not installed; run `bash .ci/run` (or the README's test command) which installs it"
+    );
 }
 
 /// A child process killed (by PID) and reaped on drop.
@@ -53,4 +69,14 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Permission bits of a file.
+pub fn mode(path: impl AsRef<std::path::Path>) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path.as_ref())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what certctl's lab and test suite need from Debian's packages. Idempotent: does
+# nothing when everything is already there. Run as root on Debian 12.
+set -euo pipefail
+
+packages=(openssh-server openssh-client nginx openssl sudo ca-certificates)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  # Never let a package's postinst start a daemon on this machine (no systemd here anyway).
+  if [ ! -x /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+  fi
+  echo "install-deps: installing ${missing[*]}" >&2
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}"
+fi
+
+# sshd refuses to start without its privilege-separation directory; /run is fresh on boot.
+mkdir -p -m 0755 /run/sshd
+
+# Fail loudly if a daemon the tests need is still missing: never skip silently.
+for bin in /usr/sbin/sshd /usr/sbin/nginx /usr/bin/openssl /usr/bin/ssh-keygen /usr/bin/ssh-agent; do
+  [ -x "$bin" ] || { echo "install-deps: $bin is missing after install" >&2; exit 1; }
+done
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo not found: certctl needs a Rust toolchain >= 1.89 (rustup.rs)" >&2
+  exit 1
+fi

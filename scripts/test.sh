@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the daemons it needs (idempotent), builds, runs every test
+# against real sshd and nginx on loopback. Run as root: the tests start daemons and write
+# root-owned files. This is the command the README gives and .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+export RUST_BACKTRACE=0
+export INSTA_UPDATE=no
+cargo build --locked --all-targets
+cargo test --locked --all-targets -- --test-threads "${CERTCTL_TEST_THREADS:-4}"

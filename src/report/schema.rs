@@ -1,0 +1,216 @@
+//! The JSON Schema of `--output json` (version [`super::SCHEMA_VERSION`]), kept next to the
+//! types it describes and checked against them by a test.
+
+/// JSON Schema (draft 2020-12) of the report written by `--output json`, version 1.
+///
+/// Compatible additions (a new optional field) keep the version; removing or renaming a field,
+/// or changing a value's meaning, bumps [`super::SCHEMA_VERSION`].
+pub const JSON_SCHEMA: &str = r##"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "$id": "urn:certctl:report:1",
+  "title": "certctl run report, version 1",
+  "description": "One document per run of `certctl deploy|verify|rollback --output json`, written to stdout.",
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["version", "command", "dry_run", "started_at", "duration_ms", "summary", "targets"],
+  "properties": {
+    "version": { "description": "Schema version.", "type": "integer", "enum": [1] },
+    "command": { "description": "The subcommand that ran, e.g. deploy or verify.", "type": "string" },
+    "dry_run": { "description": "True for deploy --dry-run: nothing live was changed.", "type": "boolean" },
+    "started_at": { "description": "Start of the run, RFC 3339, UTC.", "type": "string", "format": "date-time" },
+    "duration_ms": { "description": "Wall time of the whole run.", "type": "integer", "minimum": 0 },
+    "summary": { "$ref": "#/$defs/summary" },
+    "targets": { "type": "array", "items": { "$ref": "#/$defs/target" } }
+  },
+  "$defs": {
+    "status": {
+      "description": "A target's final state. ok and mismatch are produced by verify only.",
+      "type": "string",
+      "enum": ["deployed", "unchanged", "reloaded", "would-change", "would-fail", "failed",
+               "rolled-back", "rollback-failed", "skipped", "unreachable", "ok", "mismatch"]
+    },
+    "fingerprint": {
+      "description": "SHA-256 of the certificate's DER, upper-case hex pairs joined by colons.",
+      "type": "string",
+      "pattern": "^[0-9A-F]{2}(:[0-9A-F]{2}){31}$"
+    },
+    "fingerprint_or_null": {
+      "type": ["string", "null"],
+      "pattern": "^[0-9A-F]{2}(:[0-9A-F]{2}){31}$"
+    },
+    "summary": {
+      "description": "Number of targets in total and with each status; every status is always present.",
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["total", "deployed", "unchanged", "reloaded", "would-change", "would-fail", "failed",
+                   "rolled-back", "rollback-failed", "skipped", "unreachable", "ok", "mismatch"],
+      "properties": {
+        "total": { "type": "integer", "minimum": 0 },
+        "deployed": { "type": "integer", "minimum": 0 },
+        "unchanged": { "type": "integer", "minimum": 0 },
+        "reloaded": { "type": "integer", "minimum": 0 },
+        "would-change": { "type": "integer", "minimum": 0 },
+        "would-fail": { "type": "integer", "minimum": 0 },
+        "failed": { "type": "integer", "minimum": 0 },
+        "rolled-back": { "type": "integer", "minimum": 0 },
+        "rollback-failed": { "type": "integer", "minimum": 0 },
+        "skipped": { "type": "integer", "minimum": 0 },
+        "unreachable": { "type": "integer", "minimum": 0 },
+        "ok": { "type": "integer", "minimum": 0 },
+        "mismatch": { "type": "integer", "minimum": 0 }
+      }
+    },
+    "target": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["name", "host", "connector", "status", "old_fingerprint", "new_fingerprint",
+                   "served_fingerprint", "files", "steps", "probes", "duration_ms", "error"],
+      "properties": {
+        "name": { "description": "Target name from the inventory.", "type": "string" },
+        "host": { "description": "SSH host as given in the inventory.", "type": "string" },
+        "connector": { "description": "Connector name, e.g. nginx.", "type": "string" },
+        "status": { "$ref": "#/$defs/status" },
+        "old_fingerprint": { "description": "Leaf found in the live files (else the one served) before the run.", "$ref": "#/$defs/fingerprint_or_null" },
+        "new_fingerprint": { "description": "Leaf being deployed (verify: expected).", "$ref": "#/$defs/fingerprint_or_null" },
+        "served_fingerprint": { "description": "Leaf the endpoint served at the last successful probe.", "$ref": "#/$defs/fingerprint_or_null" },
+        "files": { "type": "array", "items": { "$ref": "#/$defs/file" } },
+        "steps": { "type": "array", "items": { "$ref": "#/$defs/step" } },
+        "probes": { "description": "Probes of the final verification, then of the rollback's.", "type": "array", "items": { "$ref": "#/$defs/attempt" } },
+        "duration_ms": { "type": "integer", "minimum": 0 },
+        "error": { "description": "What went wrong and the state the target was left in (sanitised).", "type": ["string", "null"] }
+      }
+    },
+    "file": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["role", "path", "action", "old_sha256", "new_sha256", "mode", "owner", "group",
+                   "old_fingerprint", "new_fingerprint", "subject", "sans", "not_after", "chain_length"],
+      "properties": {
+        "role": { "description": "Content role: cert, chain, fullchain, key, bundle, pkcs12, …", "type": "string" },
+        "path": { "description": "Live path on the target.", "type": "string" },
+        "action": { "type": "string", "enum": ["create", "replace", "unchanged"] },
+        "old_sha256": { "description": "SHA-256 of the live file, lower-case hex; null when absent.", "type": ["string", "null"] },
+        "new_sha256": { "type": "string" },
+        "mode": { "description": "Octal, e.g. 0640.", "type": "string" },
+        "owner": { "description": "Numeric uid as text.", "type": ["string", "null"] },
+        "group": { "description": "Numeric gid as text.", "type": ["string", "null"] },
+        "old_fingerprint": { "$ref": "#/$defs/fingerprint_or_null" },
+        "new_fingerprint": { "$ref": "#/$defs/fingerprint_or_null" },
+        "subject": { "type": ["string", "null"] },
+        "sans": { "type": "array", "items": { "type": "string" } },
+        "not_after": { "description": "RFC 3339.", "type": ["string", "null"], "format": "date-time" },
+        "chain_length": { "description": "Intermediates in the file, for roles that carry a chain.", "type": ["integer", "null"], "minimum": 0 }
+      }
+    },
+    "step": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["step", "status", "duration_ms", "detail"],
+      "properties": {
+        "step": {
+          "type": "string",
+          "enum": ["connect", "lock", "inspect", "stage", "preview", "backup", "swap", "test",
+                   "reload", "verify", "rollback", "cleanup"]
+        },
+        "status": { "type": "string", "enum": ["ok", "failed", "skipped"] },
+        "duration_ms": { "type": "integer", "minimum": 0 },
+        "detail": { "description": "Sanitised remote output or what changed.", "type": ["string", "null"] }
+      }
+    },
+    "attempt": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["at_ms", "duration_ms", "served", "matched", "detail"],
+      "properties": {
+        "at_ms": { "description": "Milliseconds since the verification started.", "type": "integer", "minimum": 0 },
+        "duration_ms": { "type": "integer", "minimum": 0 },
+        "served": { "$ref": "#/$defs/fingerprint_or_null" },
+        "matched": { "type": "boolean" },
+        "detail": { "type": ["string", "null"] }
+      }
+    }
+  }
+}
+"##;
+
+#[cfg(test)]
+pub(crate) mod check {
+    //! A deliberately tiny structural validator: `$ref` (local), `type`, `enum`, `required`,
+    //! `properties`, `additionalProperties: false`, `items`. Enough to catch a field added to
+    //! the Rust types but not to the schema, or the other way round.
+
+    use serde_json::Value;
+
+    pub(crate) fn validate(
+        root: &Value,
+        schema: &Value,
+        value: &Value,
+        path: &str,
+    ) -> Result<(), String> {
+        if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+            let target = reference
+                .strip_prefix("#/")
+                .map(|p| p.split('/').fold(root, |node, key| &node[key]))
+                .filter(|node| !node.is_null())
+                .ok_or_else(|| format!("{path}: unresolved $ref {reference}"))?;
+            validate(root, target, value, path)?;
+        }
+        if let Some(types) = schema.get("type") {
+            let allowed: Vec<&str> = match types {
+                Value::String(t) => vec![t.as_str()],
+                Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+                _ => return Err(format!("{path}: bad type keyword")),
+            };
+            if !allowed.iter().any(|t| type_matches(t, value)) {
+                return Err(format!("{path}: {value} is not {allowed:?}"));
+            }
+        }
+        if let Some(options) = schema.get("enum").and_then(Value::as_array)
+            && !options.contains(value)
+        {
+            return Err(format!("{path}: {value} not in enum"));
+        }
+        if let Some(object) = value.as_object() {
+            for key in schema
+                .get("required")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let key = key.as_str().unwrap_or_default();
+                if !object.contains_key(key) {
+                    return Err(format!("{path}: missing required {key}"));
+                }
+            }
+            let properties = schema.get("properties").and_then(Value::as_object);
+            for (key, field) in object {
+                match properties.and_then(|p| p.get(key)) {
+                    Some(sub) => validate(root, sub, field, &format!("{path}.{key}"))?,
+                    None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
+                        return Err(format!("{path}: {key} is not in the schema"));
+                    }
+                    None => {}
+                }
+            }
+        }
+        if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+            for (i, item) in array.iter().enumerate() {
+                validate(root, items, item, &format!("{path}[{i}]"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn type_matches(name: &str, value: &Value) -> bool {
+        match name {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "integer" => value.is_u64() || value.is_i64(),
+            "number" => value.is_number(),
+            "boolean" => value.is_boolean(),
+            "null" => value.is_null(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The summary table printed to stderr at the end of a run: one row per target, a totals
+//! line, then the error of every target that has one. Plain text, sized to its content.
+
+use std::fmt::Write as _;
+
+use super::sanitize::{sanitize, sanitize_line};
+use super::text::{duration, short_or_dash};
+use super::{RunReport, Status};
+
+const HEADERS: [&str; 5] = ["TARGET", "STATUS", "OLD → NEW", "SERVED", "DURATION"];
+
+/// The end-of-run table (no escape codes; ends with a newline).
+///
+/// ```text
+/// TARGET  STATUS       OLD → NEW                    SERVED        DURATION
+/// web-1   deployed     11:22:33:44… → AB:CD:EF:01…  AB:CD:EF:01…     1.20s
+/// web-2   rolled-back  11:22:33:44… → AB:CD:EF:01…  11:22:33:44…     3.05s
+///
+/// 2 targets: 1 deployed, 1 rolled-back
+///
+/// web-2: reload failed; restored the previous files
+/// ```
+pub fn summary_table(report: &RunReport) -> String {
+    let rows: Vec<[String; 5]> = report
+        .targets
+        .iter()
+        .map(|t| {
+            [
+                sanitize_line(&t.name),
+                t.status.as_str().to_string(),
+                format!(
+                    "{} → {}",
+                    short_or_dash(t.old_fingerprint.as_ref()),
+                    short_or_dash(t.new_fingerprint.as_ref())
+                ),
+                short_or_dash(t.served_fingerprint.as_ref()),
+                duration(t.duration_ms),
+            ]
+        })
+        .collect();
+
+    let mut out = String::new();
+    if !rows.is_empty() {
+        let mut widths = HEADERS.map(|h| h.chars().count());
+        for row in &rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        push_row(&mut out, &HEADERS.map(str::to_string), &widths);
+        for row in &rows {
+            push_row(&mut out, row, &widths);
+        }
+        out.push('\n');
+    }
+    out.push_str(&totals(report));
+    out.push('\n');
+
+    let errors: Vec<(String, String)> = report
+        .targets
+        .iter()
+        .filter_map(|t| {
+            Some((
+                sanitize_line(&t.name),
+                sanitize(t.error.as_deref()?.as_bytes()),
+            ))
+        })
+        .collect();
+    if !errors.is_empty() {
+        out.push('\n');
+    }
+    for (name, error) in errors {
+        let indent = " ".repeat(name.chars().count() + 2);
+        let mut lines = error.lines();
+        let _ = writeln!(out, "{name}: {}", lines.next().unwrap_or(""));
+        for line in lines {
+            let _ = writeln!(out, "{indent}{line}");
+        }
+    }
+    out
+}
+
+/// Left-aligned columns two spaces apart; the duration column right-aligned; no trailing blanks.
+fn push_row(out: &mut String, cells: &[String; 5], widths: &[usize; 5]) {
+    let mut line = String::new();
+    for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
+        let pad = width - cell.chars().count();
+        if i > 0 {
+            line.push_str("  ");
+        }
+        if i == cells.len() - 1 {
+            line.push_str(&" ".repeat(pad));
+            line.push_str(cell);
+        } else {
+            line.push_str(cell);
+            line.push_str(&" ".repeat(pad));
+        }
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+}
+
+/// `3 targets (dry run): 2 would-change, 1 would-fail`, in the order statuses are declared.
+fn totals(report: &RunReport) -> String {
+    let total = report.targets.len();
+    let noun = if total == 1 { "target" } else { "targets" };
+    let dry = if report.dry_run { " (dry run)" } else { "" };
+    let counts: Vec<String> = Status::ALL
+        .iter()
+        .filter_map(|&status| {
+            let n = report.targets.iter().filter(|t| t.status == status).count();
+            (n > 0).then(|| format!("{n} {}", status.as_str()))
+        })
+        .collect();
+    if counts.is_empty() {
+        format!("{total} {noun}{dry}")
+    } else {
+        format!("{total} {noun}{dry}: {}", counts.join(", "))
+    }
+}
