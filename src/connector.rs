@@ -15,6 +15,8 @@ use crate::probe::StartTls;
 const BUILTIN_SOURCES: &[(&str, &str)] = &[
     ("nginx", include_str!("../connectors/nginx.yaml")),
     ("ssh", include_str!("../connectors/ssh.yaml")),
+    ("traefik", include_str!("../connectors/traefik.yaml")),
+    ("envoy", include_str!("../connectors/envoy.yaml")),
 ];
 
 /// Parameters the engine itself understands on every connector.
@@ -68,15 +70,20 @@ pub enum Role {
     Key,
     /// Leaf + intermediates + key in one PEM (HAProxy). Secret.
     Bundle,
+    /// A small config file rendered from one of the connector's `templates` (the file's
+    /// `template:`), e.g. traefik's dynamic TLS config or envoy's SDS secret; placed last, so
+    /// servers that watch it see the new certificate files already in place.
+    Rendered,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Cert,
         Role::Chain,
         Role::Fullchain,
         Role::Key,
         Role::Bundle,
+        Role::Rendered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +93,7 @@ impl Role {
             Role::Fullchain => "fullchain",
             Role::Key => "key",
             Role::Bundle => "bundle",
+            Role::Rendered => "rendered",
         }
     }
 
@@ -135,6 +143,9 @@ pub struct FileDef {
     pub owner: Option<String>,
     #[serde(default)]
     pub group: Option<String>,
+    /// With role `rendered`: the name of the template (under `templates:`) that is the content.
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 /// Probe defaults.
@@ -174,6 +185,13 @@ pub struct ConnectorDef {
     /// How the server picks the new files up; empty for file-watching servers.
     #[serde(default)]
     pub reload: Vec<Command>,
+    /// Commands that succeed only while the server is running. Run after the reload (some
+    /// servers exit on a bad certificate while their reload returns 0) and after a rollback.
+    #[serde(default)]
+    pub alive: Vec<Command>,
+    /// How to start the server when a rollback finds it dead.
+    #[serde(default)]
+    pub start: Vec<Command>,
     #[serde(default)]
     pub verify: VerifyDefaults,
 }
@@ -276,6 +294,21 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
     }
     let mut roles = BTreeSet::new();
     for f in &def.files {
+        match (f.role, &f.template) {
+            (Role::Rendered, None) => {
+                return Err(invalid("a `rendered` file needs `template: NAME`".into()));
+            }
+            (Role::Rendered, Some(t)) if !def.templates.contains_key(t) => {
+                return Err(invalid(format!("file `rendered`: no template named `{t}`")));
+            }
+            (Role::Rendered, Some(_)) => {}
+            (role, Some(_)) => {
+                return Err(invalid(format!(
+                    "file `{role}`: only a `rendered` file takes `template:`"
+                )));
+            }
+            (_, None) => {}
+        }
         if !roles.insert(f.role) {
             return Err(invalid(format!(
                 "role `{}` appears twice in `files`",
@@ -310,6 +343,8 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
         ("preview", &def.preview),
         ("test", &def.test),
         ("reload", &def.reload),
+        ("alive", &def.alive),
+        ("start", &def.start),
     ] {
         for (i, cmd) in cmds.iter().enumerate() {
             if cmd.is_empty() {

@@ -163,13 +163,14 @@ impl FileBytes {
     }
 }
 
-fn content_for(material: &Material, role: Role) -> FileBytes {
-    match role {
+fn content_for(material: &Material, planned: &PlannedFile) -> FileBytes {
+    match planned.role {
         Role::Cert => FileBytes::Public(material.cert_pem()),
         Role::Chain => FileBytes::Public(material.chain_pem()),
         Role::Fullchain => FileBytes::Public(material.fullchain_pem()),
         Role::Key => FileBytes::Secret(material.key_pem().clone()),
         Role::Bundle => FileBytes::Secret(material.bundle_pem()),
+        Role::Rendered => FileBytes::Public(planned.rendered.clone().unwrap_or_default().into_bytes()),
     }
 }
 
@@ -407,8 +408,7 @@ impl<'a> Run<'a> {
         let plan = self.plan;
         self.step(Step::Test, run_commands(session, &plan.test))
             .await?;
-        self.step(Step::Reload, run_commands(session, &plan.reload))
-            .await?;
+        self.step(Step::Reload, reload(session, plan)).await?;
         self.verify(&plan.material.expected()).await
     }
 
@@ -460,8 +460,7 @@ impl<'a> Run<'a> {
             .map(|s| s.leaf.to_string())
             .unwrap_or_else(|| "nothing".into());
         let result = async {
-            self.step(Step::Reload, run_commands(session, &plan.reload))
-                .await?;
+            self.step(Step::Reload, reload(session, plan)).await?;
             self.verify(&plan.material.expected()).await
         }
         .await;
@@ -509,7 +508,7 @@ impl<'a> Run<'a> {
             );
         }
         let reload = self
-            .step(Step::Reload, run_commands(session, &plan.reload))
+            .step(Step::Reload, reload_or_start(session, plan))
             .await;
         let Some(old) = old else {
             let note = match reload {
@@ -670,7 +669,7 @@ fn decide<'p>(
     ids: OwnerIds,
     material: &Material,
 ) -> StagedFile<'p> {
-    let content = content_for(material, planned.role);
+    let content = content_for(material, planned);
     let sha256 = sha256_hex(content.bytes());
     let mut mode = match (planned.explicit_mode, live.present) {
         (Some(m), _) => m,
@@ -799,6 +798,41 @@ async fn run_commands(
     Ok((
         (),
         (!commands.is_empty()).then(|| format!("{} command(s) ok", commands.len())),
+    ))
+}
+
+/// The reload commands, then the liveness check: a server that exited on the new files
+/// (apache does, with a reload that returned 0) fails the reload.
+async fn reload(session: &Session, plan: &TargetPlan) -> Result<((), Option<String>), String> {
+    let (_, detail) = run_commands(session, &plan.reload).await?;
+    run_commands(session, &plan.alive)
+        .await
+        .map_err(|e| format!("the server is not running after the reload: {e}"))?;
+    Ok(((), detail))
+}
+
+/// After restoring the previous files: reload; if the server is not running (it died on the
+/// new files), start it; then it must be alive.
+async fn reload_or_start(
+    session: &Session,
+    plan: &TargetPlan,
+) -> Result<((), Option<String>), String> {
+    let reloaded = run_commands(session, &plan.reload).await;
+    if plan.alive.is_empty() {
+        return reloaded;
+    }
+    if run_commands(session, &plan.alive).await.is_ok() {
+        return reloaded.map(|_| ((), Some("reloaded; the server is running".into())));
+    }
+    run_commands(session, &plan.start)
+        .await
+        .map_err(|e| format!("the server was not running and could not be started: {e}"))?;
+    run_commands(session, &plan.alive)
+        .await
+        .map_err(|e| format!("the server was started but is still not running: {e}"))?;
+    Ok((
+        (),
+        Some("the server had stopped; started it again on the previous files".into()),
     ))
 }
 

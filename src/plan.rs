@@ -65,6 +65,8 @@ pub struct PlannedFile {
     /// For a file that does not exist yet.
     pub default_owner: Option<String>,
     pub default_group: Option<String>,
+    /// Role `rendered`: the file's content, rendered from its template.
+    pub rendered: Option<String>,
 }
 
 /// A template rendered into the scratch directory before preview.
@@ -91,6 +93,10 @@ pub struct TargetPlan {
     pub preview: Vec<Command>,
     pub test: Vec<Command>,
     pub reload: Vec<Command>,
+    /// Succeeds only while the server runs; checked after reloads.
+    pub alive: Vec<Command>,
+    /// Starts the server when a rollback finds it dead.
+    pub start: Vec<Command>,
     pub probe: ProbeSpec,
     /// This run's backup set lives in `{backup_dir}/{run_id}`.
     pub backup_dir: String,
@@ -226,6 +232,7 @@ fn plan_target(
             explicit_group: params.get("group").cloned(),
             default_owner: f.owner.clone(),
             default_group: f.group.clone(),
+            rendered: f.template.clone(),
         });
     }
     if files.is_empty() {
@@ -239,6 +246,15 @@ fn plan_target(
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+    }
+    // Rendered files see every path, so they are rendered once all paths are known.
+    for f in files.iter_mut() {
+        if let Some(name) = f.rendered.take() {
+            let body = &def.templates[&name];
+            let content = connector::render(body, &values)
+                .map_err(|e| format!("template `{name}`: {e}"))?;
+            f.rendered = Some(content);
+        }
     }
     for i in 0..files.len() {
         if files[..i].iter().any(|f| f.path == files[i].path) {
@@ -270,6 +286,8 @@ fn plan_target(
     let preview = section("preview", &def.preview)?;
     let test = section("test", &def.test)?;
     let reload = section("reload", &def.reload)?;
+    let alive = section("alive", &def.alive)?;
+    let start = section("start", &def.start)?;
     let templates = def
         .templates
         .iter()
@@ -314,6 +332,8 @@ fn plan_target(
         preview,
         test,
         reload,
+        alive,
+        start,
         probe,
         backup_dir,
         keep_backups,

@@ -1,2 +1,549 @@
 //! OpenSSH known_hosts matching: hashed names, `[host]:port`, tab or space separated fields,
 //! `@revoked`, `@cert-authority` (recognised, not trusted for plain keys).
+//!
+//! Our own matcher rather than russh's `check_known_hosts_path`, which ignores `@revoked`,
+//! splits fields on single spaces only and treats a missing file as "host unknown". Semantics
+//! follow OpenSSH's `check_key_in_hostkeys`:
+//! - a line applies when one of its host patterns matches `host` (port 22) or `[host]:port`,
+//!   case-insensitively, and none of its `!` patterns does; `*` and `?` are wildcards;
+//! - a `@revoked` line whose key equals the offered key wins over everything;
+//! - otherwise any plain line with the offered key is a match;
+//! - otherwise a plain line with the same key TYPE but another key means the key changed;
+//! - a host listed only with other key types is unknown, not changed.
+//!
+//! Reading and appending only; it never rewrites or removes a line.
+
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, KeyInit, Mac};
+use russh::keys::PublicKey;
+use sha1::Sha1;
+
+/// Why a host key is not trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeyProblem {
+    /// The known_hosts file does not exist.
+    FileMissing,
+    /// The file exists but could not be read.
+    Unreadable { message: String },
+    /// No line lists this host with a key of the offered type.
+    Unknown,
+    /// `line` (1-based) lists this host with a different key of the same type.
+    Changed { line: usize },
+    /// `line` (1-based) marks the offered key `@revoked`.
+    Revoked { line: usize },
+}
+
+impl fmt::Display for HostKeyProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FileMissing => f.write_str("the known_hosts file does not exist"),
+            Self::Unreadable { message } => {
+                write!(f, "the known_hosts file cannot be read: {message}")
+            }
+            Self::Unknown => f.write_str("the host is not listed with a key of this type"),
+            Self::Changed { line } => write!(f, "line {line} lists a different key for this host"),
+            Self::Revoked { line } => write!(f, "line {line} marks this key @revoked"),
+        }
+    }
+}
+
+/// The name known_hosts files use for a host: bare for port 22, else `[host]:port`.
+pub fn host_pattern(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_owned()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+/// The line that trusts `key` for `host:port`, e.g. `[web-1]:2222 ssh-ed25519 AAAA…`.
+pub fn entry_line(host: &str, port: u16, key: &PublicKey) -> String {
+    let blob = key.to_bytes().unwrap_or_default();
+    format!(
+        "{} {} {}",
+        host_pattern(host, port),
+        key_type(&blob).unwrap_or("unknown"),
+        BASE64.encode(&blob)
+    )
+}
+
+/// Checks `key` offered by `host:port` against the known_hosts file at `path`.
+pub fn check(path: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(), HostKeyProblem> {
+    let text = read(path)?;
+    check_text(&text, host, port, key)
+}
+
+/// Key algorithms this file trusts for `host:port` (e.g. `ssh-ed25519`, `ssh-rsa`), in file
+/// order. Used to ask the server for a host key we can actually verify, as OpenSSH does.
+pub fn known_key_types(path: &Path, host: &str, port: u16) -> Vec<String> {
+    let Ok(text) = read(path) else {
+        return Vec::new();
+    };
+    let name = host_pattern(host, port).to_lowercase();
+    let mut types: Vec<String> = Vec::new();
+    for entry in text.lines().filter_map(Entry::parse) {
+        if entry.marker == Marker::None
+            && entry.matches_host(&name)
+            && let Some(t) = key_type(&entry.blob)
+            && !types.iter().any(|k| k == t)
+        {
+            types.push(t.to_owned());
+        }
+    }
+    types
+}
+
+/// Appends a line trusting `key` for `host:port` (trust on first use). Creates the file with
+/// mode 0600 (and its directory with 0700) when missing.
+pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    // A file whose last line lacks a newline would otherwise glue our entry onto it.
+    let needs_newline = match std::fs::read(path) {
+        Ok(bytes) => bytes.last().is_some_and(|b| *b != b'\n'),
+        Err(_) => false,
+    };
+    let mut line = String::new();
+    if needs_newline {
+        line.push('\n');
+    }
+    line.push_str(&entry_line(host, port, key));
+    line.push('\n');
+    // One write with O_APPEND, so concurrent appends from parallel targets do not interleave.
+    file.write_all(line.as_bytes())?;
+    file.sync_all()
+}
+
+fn read(path: &Path) -> Result<String, HostKeyProblem> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(HostKeyProblem::FileMissing),
+        Err(e) => Err(HostKeyProblem::Unreadable {
+            message: e.to_string(),
+        }),
+    }
+}
+
+fn check_text(text: &str, host: &str, port: u16, key: &PublicKey) -> Result<(), HostKeyProblem> {
+    let offered = key.to_bytes().map_err(|e| HostKeyProblem::Unreadable {
+        message: format!("offered key: {e}"),
+    })?;
+    let offered_type = key_type(&offered);
+    let name = host_pattern(host, port).to_lowercase();
+    let mut matched = false;
+    let mut changed: Option<usize> = None;
+    for (index, line) in text.lines().enumerate() {
+        let Some(entry) = Entry::parse(line) else {
+            continue;
+        };
+        if !entry.matches_host(&name) {
+            continue;
+        }
+        let line_no = index + 1;
+        match entry.marker {
+            Marker::Revoked if entry.blob == offered => {
+                return Err(HostKeyProblem::Revoked { line: line_no });
+            }
+            Marker::Revoked | Marker::CertAuthority => {}
+            Marker::None if entry.blob == offered => matched = true,
+            Marker::None => {
+                if changed.is_none() && key_type(&entry.blob) == offered_type {
+                    changed = Some(line_no);
+                }
+            }
+        }
+    }
+    match (matched, changed) {
+        (true, _) => Ok(()),
+        (false, Some(line)) => Err(HostKeyProblem::Changed { line }),
+        (false, None) => Err(HostKeyProblem::Unknown),
+    }
+}
+
+/// The algorithm name at the start of an SSH public key blob (`string type, ...`).
+fn key_type(blob: &[u8]) -> Option<&str> {
+    let len = u32::from_be_bytes(blob.get(..4)?.try_into().ok()?) as usize;
+    std::str::from_utf8(blob.get(4..4 + len)?).ok()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    None,
+    Revoked,
+    CertAuthority,
+}
+
+/// One parsed known_hosts line.
+struct Entry<'a> {
+    marker: Marker,
+    hosts: &'a str,
+    blob: Vec<u8>,
+}
+
+impl<'a> Entry<'a> {
+    /// Parses a line; comments, blank and malformed lines give `None` (OpenSSH skips them too).
+    fn parse(line: &'a str) -> Option<Self> {
+        let mut fields = line.split([' ', '\t']).filter(|f| !f.is_empty());
+        let mut first = fields.next()?;
+        if first.starts_with('#') {
+            return None;
+        }
+        let marker = match first {
+            "@revoked" => Marker::Revoked,
+            "@cert-authority" => Marker::CertAuthority,
+            m if m.starts_with('@') => return None,
+            _ => Marker::None,
+        };
+        if marker != Marker::None {
+            first = fields.next()?;
+        }
+        let _type_name = fields.next()?;
+        let blob = BASE64.decode(fields.next()?).ok()?;
+        key_type(&blob)?;
+        Some(Self {
+            marker,
+            hosts: first,
+            blob,
+        })
+    }
+
+    /// `name` is the lower-cased `host` or `[host]:port`.
+    fn matches_host(&self, name: &str) -> bool {
+        if let Some(hashed) = self.hosts.strip_prefix("|1|") {
+            return hashed_matches(hashed, name);
+        }
+        let mut positive = false;
+        for pattern in self.hosts.split(',') {
+            let (negated, pattern) = match pattern.strip_prefix('!') {
+                Some(p) => (true, p),
+                None => (false, pattern),
+            };
+            if glob(&pattern.to_lowercase(), name) {
+                if negated {
+                    return false;
+                }
+                positive = true;
+            }
+        }
+        positive
+    }
+}
+
+/// `salt|hash` of a `|1|salt|hash` entry: hash = HMAC-SHA1(key = salt, name).
+fn hashed_matches(salt_and_hash: &str, name: &str) -> bool {
+    let Some((salt, hash)) = salt_and_hash.split_once('|') else {
+        return false;
+    };
+    let (Ok(salt), Ok(hash)) = (BASE64.decode(salt), BASE64.decode(hash)) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha1>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.update(name.as_bytes());
+    mac.verify_slice(&hash).is_ok()
+}
+
+/// OpenSSH `match_pattern`: `*` any run of characters, `?` exactly one.
+fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Public halves of throwaway keys (the private halves were never kept).
+    const ED_A: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAp5cIS7vcrOcvQ+XK6s/j7lkYKNBk0MaQdnP6EY2k9J";
+    const ED_A_FP: &str = "SHA256:45EQlaX+cfVdQxjvRHw1NDyTtYT9CBNCJWURMayOQPg";
+    const ED_B: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMU72Fo7g/NCZHmgwrsIEoUzj/NiLsHP+WwlTHPrv6Mi";
+    const EC_C: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBHUAPS0UQzXyLyNNA+tsHhfXq/pjOWJJaUvqtRIUKPAjR72vZkFcDx4/h/J7C/r0LcTEfHEQrTVY5ZN1t5UqlEI=";
+
+    fn key(line: &str) -> PublicKey {
+        russh::keys::parse_public_key_base64(line.split(' ').nth(1).unwrap()).unwrap()
+    }
+
+    fn check_str(text: &str, host: &str, port: u16, k: &str) -> Result<(), HostKeyProblem> {
+        check_text(text, host, port, &key(k))
+    }
+
+    #[test]
+    fn fingerprint_format_is_openssh_sha256() {
+        use russh::keys::HashAlg;
+        assert_eq!(key(ED_A).fingerprint(HashAlg::Sha256).to_string(), ED_A_FP);
+    }
+
+    #[test]
+    fn plain_host_on_port_22_and_bracketed_host_on_other_ports() {
+        let text = format!("web.example {ED_A}\n[web.example]:2222 {ED_B}\n");
+        assert_eq!(check_str(&text, "web.example", 22, ED_A), Ok(()));
+        assert_eq!(check_str(&text, "web.example", 2222, ED_B), Ok(()));
+        // The port-22 line does not vouch for port 2222, whose line has another key.
+        assert_eq!(
+            check_str(&text, "web.example", 2222, ED_A),
+            Err(HostKeyProblem::Changed { line: 2 })
+        );
+        assert_eq!(
+            check_str(&text, "web.example", 2200, ED_A),
+            Err(HostKeyProblem::Unknown)
+        );
+        assert_eq!(
+            check_str(&text, "other.example", 22, ED_A),
+            Err(HostKeyProblem::Unknown)
+        );
+    }
+
+    #[test]
+    fn tabs_comments_blank_lines_and_comma_lists() {
+        let text = format!(
+            "# a comment\n\n   \nmalformed line\nalias,WEB.Example,10.0.0.1\t{}\t{} the comment\n",
+            ED_A.split(' ').next().unwrap(),
+            ED_A.split(' ').nth(1).unwrap()
+        );
+        assert_eq!(check_str(&text, "web.example", 22, ED_A), Ok(()));
+        assert_eq!(check_str(&text, "10.0.0.1", 22, ED_A), Ok(()));
+        assert_eq!(
+            check_str(&text, "alias", 22, ED_B),
+            Err(HostKeyProblem::Changed { line: 5 })
+        );
+    }
+
+    #[test]
+    fn hashed_entries_with_a_known_salt() {
+        // Salt = bytes 0..20; hashes computed independently (Python hmac/hashlib).
+        let text = format!(
+            "|1|AAECAwQFBgcICQoLDA0ODxAREhM=|nnUK16ANsXd3hL31YfAkGOluSjU= {ED_A}\n\
+             |1|AAECAwQFBgcICQoLDA0ODxAREhM=|Wgcx+Fm+LmaWwC7rQ80eIf2uHe0= {ED_B}\n"
+        );
+        assert_eq!(check_str(&text, "example.com", 22, ED_A), Ok(()));
+        assert_eq!(check_str(&text, "example.com", 2222, ED_B), Ok(()));
+        assert_eq!(
+            check_str(&text, "example.com", 22, ED_B),
+            Err(HostKeyProblem::Changed { line: 1 })
+        );
+        assert_eq!(
+            check_str(&text, "example.org", 22, ED_A),
+            Err(HostKeyProblem::Unknown)
+        );
+    }
+
+    #[test]
+    fn hashed_entries_written_by_ssh_keygen_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        std::fs::write(
+            &path,
+            format!("[db.example]:2022 {ED_A}\nweb.example {ED_B}\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new("ssh-keygen")
+            .arg("-H")
+            .arg("-f")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let hashed = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            hashed.starts_with("|1|") && !hashed.contains("example"),
+            "{hashed}"
+        );
+        assert_eq!(check(&path, "db.example", 2022, &key(ED_A)), Ok(()));
+        assert_eq!(check(&path, "web.example", 22, &key(ED_B)), Ok(()));
+        assert_eq!(
+            check(&path, "web.example", 22, &key(ED_A)),
+            Err(HostKeyProblem::Changed { line: 2 })
+        );
+    }
+
+    #[test]
+    fn revoked_wins_over_a_matching_line() {
+        let text = format!("web.example {ED_A}\n@revoked * {ED_A}\n");
+        assert_eq!(
+            check_str(&text, "web.example", 22, ED_A),
+            Err(HostKeyProblem::Revoked { line: 2 })
+        );
+        // A revoked line for another key does not affect this one.
+        let text = format!(
+            "web.example {ED_A}\n@revoked\t*\t{}\n",
+            ED_B.replace(' ', "\t")
+        );
+        assert_eq!(check_str(&text, "web.example", 22, ED_A), Ok(()));
+        // Revoked and not otherwise listed: still revoked, not unknown.
+        assert_eq!(
+            check_str(&text, "web.example", 22, ED_B),
+            Err(HostKeyProblem::Revoked { line: 2 })
+        );
+    }
+
+    #[test]
+    fn cert_authority_lines_do_not_vouch_for_plain_keys() {
+        let text = format!("@cert-authority *.example {ED_A}\n");
+        assert_eq!(
+            check_str(&text, "web.example", 22, ED_A),
+            Err(HostKeyProblem::Unknown)
+        );
+    }
+
+    #[test]
+    fn another_algorithm_listed_is_unknown_not_changed() {
+        let text = format!("web.example {EC_C}\n");
+        assert_eq!(
+            check_str(&text, "web.example", 22, ED_A),
+            Err(HostKeyProblem::Unknown)
+        );
+        // Same type, other key: changed, with the first such line.
+        let text = format!("web.example {EC_C}\nweb.example {ED_B}\n");
+        assert_eq!(
+            check_str(&text, "web.example", 22, ED_A),
+            Err(HostKeyProblem::Changed { line: 2 })
+        );
+        // Both an old and the current key of one type listed: the match wins.
+        let text = format!("web.example {ED_B}\nweb.example {ED_A}\n");
+        assert_eq!(check_str(&text, "web.example", 22, ED_A), Ok(()));
+    }
+
+    #[test]
+    fn wildcards_and_negation() {
+        let text = format!("*.example,!bad.example {ED_A}\n[10.0.0.?]:2222 {ED_B}\n");
+        assert_eq!(check_str(&text, "web.example", 22, ED_A), Ok(()));
+        assert_eq!(
+            check_str(&text, "bad.example", 22, ED_A),
+            Err(HostKeyProblem::Unknown)
+        );
+        assert_eq!(check_str(&text, "10.0.0.7", 2222, ED_B), Ok(()));
+        assert_eq!(
+            check_str(&text, "10.0.0.17", 2222, ED_B),
+            Err(HostKeyProblem::Unknown)
+        );
+        assert!(glob("a*b*c", "aXXbYYc"));
+        assert!(glob("*", ""));
+        assert!(!glob("a*b", "aXXc"));
+        assert!(glob("w?b-*", "web-1"));
+    }
+
+    #[test]
+    fn missing_and_unreadable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            check(&dir.path().join("nope"), "h", 22, &key(ED_A)),
+            Err(HostKeyProblem::FileMissing)
+        );
+        // A directory cannot be read as a file.
+        assert!(matches!(
+            check(dir.path(), "h", 22, &key(ED_A)),
+            Err(HostKeyProblem::Unreadable { .. })
+        ));
+    }
+
+    #[test]
+    fn append_creates_a_private_file_and_then_matches() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("known_hosts");
+        append(&path, "web.example", 2222, &key(ED_A)).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("[web.example]:2222 {ED_A}\n")
+        );
+        assert_eq!(check(&path, "web.example", 2222, &key(ED_A)), Ok(()));
+        assert_eq!(
+            check(&path, "web.example", 2222, &key(ED_B)),
+            Err(HostKeyProblem::Changed { line: 1 })
+        );
+    }
+
+    #[test]
+    fn append_keeps_an_unterminated_last_line_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        std::fs::write(&path, format!("a.example {ED_B}")).unwrap();
+        append(&path, "b.example", 22, &key(ED_A)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("a.example {ED_B}\nb.example {ED_A}\n")
+        );
+        assert_eq!(check(&path, "a.example", 22, &key(ED_B)), Ok(()));
+        assert_eq!(check(&path, "b.example", 22, &key(ED_A)), Ok(()));
+    }
+
+    #[test]
+    fn entry_line_and_known_types() {
+        assert_eq!(
+            entry_line("web.example", 22, &key(ED_A)),
+            format!("web.example {ED_A}")
+        );
+        assert_eq!(
+            entry_line("::1", 2222, &key(ED_A)),
+            format!("[::1]:2222 {ED_A}")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        std::fs::write(
+            &path,
+            format!("web.example {EC_C}\n@revoked web.example {ED_B}\nweb.example {ED_A}\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            known_key_types(&path, "web.example", 22),
+            vec!["ecdsa-sha2-nistp256", "ssh-ed25519"]
+        );
+        assert!(known_key_types(&path, "other", 22).is_empty());
+    }
+}

@@ -3,13 +3,36 @@
 //! upload and atomic replace (posix-rename), and remote-shell quoting (in [`quote`]).
 //!
 //! One [`Session`] per target for the whole run; every exec and SFTP request is a channel
-//! multiplexed on it.
+//! multiplexed on it. Host keys are checked by our own matcher ([`known_hosts`]). Private key
+//! bytes never reach an error message or a log line; neither does the passphrase.
+//!
+//! Not here: `~/.ssh/config` resolution and jump hosts (the caller fills [`SshConfig`]), sudo
+//! (the deploy code wraps commands), and what commands mean.
 
 pub mod known_hosts;
 pub mod quote;
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use russh::keys::agent::AgentIdentity;
+use russh::keys::agent::client::AgentClient;
+use russh::keys::{
+    Algorithm, HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate,
+};
+use russh::{ChannelMsg, ChannelReadHalf, Sig, client};
+use russh_sftp::client::RawSftpSession;
+use russh_sftp::client::error::Error as SftpClientError;
+use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::time::{Instant, timeout, timeout_at};
+use zeroize::Zeroizing;
+
+use crate::secret::Secret;
+
+use known_hosts::HostKeyProblem;
 
 /// Everything needed to reach one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,78 +67,1267 @@ impl ExecOutput {
 /// Transport failures. Host-key errors carry the offered SHA256 fingerprint.
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
-    #[error("{host}:{port}: known_hosts file {path} does not exist; the server offered {fingerprint}. To trust it, add:\n  {line}\nor run with --accept-new-host-keys")]
-    KnownHostsMissing { host: String, port: u16, path: PathBuf, fingerprint: String, line: String },
-    #[error("{host}:{port}: host is not in {path}; the server offered {fingerprint}. To trust it, add:\n  {line}\nor run with --accept-new-host-keys")]
-    UnknownHost { host: String, port: u16, path: PathBuf, fingerprint: String, line: String },
-    #[error("{host}:{port}: HOST KEY CHANGED — {path} line {known_line} has a different key; the server offered {fingerprint}. Someone may be intercepting the connection; if the key change is expected, replace that line")]
-    HostKeyChanged { host: String, port: u16, path: PathBuf, known_line: usize, fingerprint: String },
+    #[error(
+        "{host}:{port}: known_hosts file {path} does not exist; the server offered {fingerprint}. To trust it, add:\n  {line}\nor run with --accept-new-host-keys"
+    )]
+    KnownHostsMissing {
+        host: String,
+        port: u16,
+        path: PathBuf,
+        fingerprint: String,
+        line: String,
+    },
+    #[error(
+        "{host}:{port}: host is not in {path}; the server offered {fingerprint}. To trust it, add:\n  {line}\nor run with --accept-new-host-keys"
+    )]
+    UnknownHost {
+        host: String,
+        port: u16,
+        path: PathBuf,
+        fingerprint: String,
+        line: String,
+    },
+    #[error(
+        "{host}:{port}: HOST KEY CHANGED — {path} line {known_line} has a different key; the server offered {fingerprint}. Someone may be intercepting the connection; if the key change is expected, replace that line"
+    )]
+    HostKeyChanged {
+        host: String,
+        port: u16,
+        path: PathBuf,
+        known_line: usize,
+        fingerprint: String,
+    },
     #[error("{host}:{port}: host key {fingerprint} is marked @revoked in {path} line {known_line}")]
-    HostKeyRevoked { host: String, port: u16, path: PathBuf, known_line: usize, fingerprint: String },
+    HostKeyRevoked {
+        host: String,
+        port: u16,
+        path: PathBuf,
+        known_line: usize,
+        fingerprint: String,
+    },
     #[error("{host}:{port}: connect timed out after {timeout:?}")]
-    ConnectTimeout { host: String, port: u16, timeout: Duration },
+    ConnectTimeout {
+        host: String,
+        port: u16,
+        timeout: Duration,
+    },
     #[error("{host}:{port}: {message}")]
-    Connect { host: String, port: u16, message: String },
+    Connect {
+        host: String,
+        port: u16,
+        message: String,
+    },
     #[error("{host}:{port}: authentication failed for user `{user}`: {message}")]
-    Auth { host: String, port: u16, user: String, message: String },
+    Auth {
+        host: String,
+        port: u16,
+        user: String,
+        message: String,
+    },
     #[error("{host}:{port}: command timed out after {timeout:?}: {command}")]
-    CommandTimeout { host: String, port: u16, timeout: Duration, command: String },
-    #[error("{host}:{port}: the connection closed before `{command}` reported an exit status")]
-    NoExitStatus { host: String, port: u16, command: String },
+    CommandTimeout {
+        host: String,
+        port: u16,
+        timeout: Duration,
+        command: String,
+    },
+    /// `reason` says what happened instead: a signal, or a channel closed without a status.
+    #[error("{host}:{port}: `{command}` reported no exit status ({reason}); treated as a failure")]
+    NoExitStatus {
+        host: String,
+        port: u16,
+        command: String,
+        reason: String,
+    },
     #[error("{host}:{port}: sftp: {message}")]
-    Sftp { host: String, port: u16, message: String },
+    Sftp {
+        host: String,
+        port: u16,
+        message: String,
+    },
     #[error("{host}:{port}: {message}")]
-    Protocol { host: String, port: u16, message: String },
+    Protocol {
+        host: String,
+        port: u16,
+        message: String,
+    },
 }
+
+/// Where authentication material comes from besides [`SshConfig`]. [`Session::connect`] takes
+/// it from the environment (`SSH_AUTH_SOCK`, `CERTCTL_SSH_PASSPHRASE`); tests and embedders
+/// pass it explicitly to [`Session::connect_with`] instead of mutating process-global env.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSources {
+    /// ssh-agent socket, tried first.
+    pub agent_socket: Option<PathBuf>,
+    /// Passphrase for encrypted identity files.
+    pub passphrase: Option<Secret>,
+}
+
+impl AuthSources {
+    /// `SSH_AUTH_SOCK` and `CERTCTL_SSH_PASSPHRASE`; empty values count as unset.
+    pub fn from_env() -> Self {
+        let agent_socket = std::env::var_os("SSH_AUTH_SOCK")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let passphrase = std::env::var("CERTCTL_SSH_PASSPHRASE")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| Secret::new(v.into_bytes()));
+        Self {
+            agent_socket,
+            passphrase,
+        }
+    }
+}
+
+/// Exec channels open at once on one connection. OpenSSH's `MaxSessions` defaults to 10 per
+/// connection; 8 leaves room for the SFTP channel and a margin, and more callers simply queue.
+const MAX_EXEC_CHANNELS: usize = 8;
+/// Each of stdout and stderr keeps at most this much (the tail) of a command's output.
+const OUTPUT_CAP: usize = 1 << 20;
+/// SFTP read/write request size: what OpenSSH's own sftp client uses, well below the
+/// server's 256 KiB packet limit.
+const SFTP_CHUNK: usize = 32 * 1024;
+/// Connection attempts when the server resets the connection before the host key is checked
+/// (sshd's `MaxStartups` drops excess concurrent handshakes this way).
+const HANDSHAKE_ATTEMPTS: u32 = 3;
 
 /// One authenticated connection to a target, with an SFTP channel opened on first use.
 pub struct Session {
-    // implementation-defined
+    handle: client::Handle<Verifier>,
+    host: String,
+    port: u16,
+    command_timeout: Duration,
+    fingerprint: String,
+    exec_slots: Semaphore,
+    sftp: OnceCell<Sftp>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SFTP channel and the extensions the server advertised at init.
+struct Sftp {
+    raw: RawSftpSession,
+    extensions: HashMap<String, String>,
 }
 
 impl Session {
     /// Connects, checks the host key strictly, authenticates.
     pub async fn connect(config: &SshConfig) -> Result<Session, SshError> {
-        todo!("{config:?}")
+        Self::connect_with(config, &AuthSources::from_env()).await
+    }
+
+    /// [`Session::connect`] with explicit agent socket and passphrase instead of the env.
+    ///
+    /// TCP connect, key exchange and authentication all count against `connect_timeout`.
+    /// Identity files are loaded (and decrypted) before connecting, so a bad key fails
+    /// without touching the network twice.
+    pub async fn connect_with(
+        config: &SshConfig,
+        sources: &AuthSources,
+    ) -> Result<Session, SshError> {
+        // Decrypting a key (bcrypt) is CPU work: keep it off the async worker threads.
+        let identities = {
+            let (identity_file, passphrase) =
+                (config.identity_file.clone(), sources.passphrase.clone());
+            tokio::task::spawn_blocking(move || load_identities(identity_file, passphrase.as_ref()))
+                .await
+                .unwrap_or_default()
+        };
+        let fingerprint = Arc::new(Mutex::new(String::new()));
+        let client_config = Arc::new(client_config(config));
+        let connect = async {
+            let mut handle = handshake_with_retries(config, client_config, &fingerprint).await?;
+            authenticate(&mut handle, config, sources, &identities).await?;
+            Ok::<_, SshError>(handle)
+        };
+        let handle = match timeout(config.connect_timeout, connect).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(SshError::ConnectTimeout {
+                    host: config.host.clone(),
+                    port: config.port,
+                    timeout: config.connect_timeout,
+                });
+            }
+        };
+        let fingerprint = fingerprint.lock().map(|f| f.clone()).unwrap_or_default();
+        tracing::debug!(host = %config.host, port = config.port, %fingerprint, "ssh connected");
+        Ok(Session {
+            handle,
+            host: config.host.clone(),
+            port: config.port,
+            command_timeout: config.command_timeout,
+            fingerprint,
+            exec_slots: Semaphore::new(MAX_EXEC_CHANNELS),
+            sftp: OnceCell::new(),
+        })
     }
 
     /// Runs `argv` (quoted here with [`quote::command_line`]) and collects its output.
     pub async fn exec(&self, argv: &[String]) -> Result<ExecOutput, SshError> {
-        todo!("{argv:?}")
+        let command = quote::command_line(argv);
+        self.run(&command, &command, None).await
     }
 
     /// Runs a script already assembled with [`quote::Script`] by `sh -c`-style exec; if
     /// `stdin` is given it is written to the command's standard input, then EOF.
-    pub async fn exec_script(&self, script: &quote::Script, stdin: Option<&[u8]>) -> Result<ExecOutput, SshError> {
-        todo!("{script:?}{stdin:?}")
+    ///
+    /// The script text is the exec request's command string, so the remote user's login shell
+    /// runs it (as `ssh host 'script'` would). Standard input always gets EOF, so a command
+    /// that reads it never waits forever.
+    pub async fn exec_script(
+        &self,
+        script: &quote::Script,
+        stdin: Option<&[u8]>,
+    ) -> Result<ExecOutput, SshError> {
+        self.run(script.as_str(), &summarize(script.as_str()), stdin)
+            .await
     }
 
     /// Creates `path` exclusively (O_EXCL) with `mode` from the first byte (set again after
     /// creation to defeat the umask), writes `data`, fsyncs, closes, and sets owner/group
     /// when given (numeric ids).
-    pub async fn upload(&self, path: &str, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<(), SshError> {
-        todo!("{path}{}{mode}{owner:?}", data.len())
+    ///
+    /// Mode and owner are set on the open handle before any content is written, so the
+    /// content never exists under a wider mode. A failed upload removes its partial file.
+    pub async fn upload(
+        &self,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), SshError> {
+        let sftp = self.sftp().await?;
+        let raw = &sftp.raw;
+        let create = FileAttributes {
+            permissions: Some(mode),
+            ..FileAttributes::empty()
+        };
+        let handle = raw
+            .open(
+                path,
+                OpenFlags::CREATE | OpenFlags::EXCLUDE | OpenFlags::WRITE,
+                create,
+            )
+            .await
+            .map_err(|e| {
+                let hint = if is_status(&e, StatusCode::Failure) {
+                    " (does it exist already?)"
+                } else {
+                    ""
+                };
+                self.sftp_error(format!("cannot create {path}{hint}: {}", describe_sftp(&e)))
+            })?
+            .handle;
+        let written = async {
+            if let Some((uid, gid)) = owner {
+                let ids = FileAttributes { uid: Some(uid), gid: Some(gid), ..FileAttributes::empty() };
+                raw.fsetstat(handle.as_str(), ids).await.map_err(|e| format!("cannot set owner {uid}:{gid}: {}", describe_sftp(&e)))?;
+            }
+            // After any chown (which may clear set-id bits) and regardless of the umask.
+            let perms = FileAttributes { permissions: Some(mode), ..FileAttributes::empty() };
+            raw.fsetstat(handle.as_str(), perms).await.map_err(|e| format!("cannot set mode {mode:04o}: {}", describe_sftp(&e)))?;
+            // Pipelined writes: every chunk is in flight at once, each at its own offset.
+            let writes = data.chunks(SFTP_CHUNK).enumerate().map(|(i, chunk)| raw.write(handle.as_str(), (i * SFTP_CHUNK) as u64, chunk.to_vec()));
+            futures::future::try_join_all(writes).await.map_err(|e| format!("write failed: {}", describe_sftp(&e)))?;
+            if sftp.extensions.contains_key("fsync@openssh.com") {
+                raw.fsync(handle.as_str()).await.map_err(|e| format!("fsync failed: {}", describe_sftp(&e)))?;
+            } else {
+                tracing::warn!(host = %self.host, %path, "sftp server lacks fsync@openssh.com; file not fsync'd");
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        let closed = raw
+            .close(handle.as_str())
+            .await
+            .map_err(|e| format!("close failed: {}", describe_sftp(&e)));
+        if let Err(message) = written.and(closed.map(|_| ())) {
+            let _ = raw.remove(path).await;
+            return Err(self.sftp_error(format!(
+                "upload to {path}: {message} (partial file removed)"
+            )));
+        }
+        // A server that ignored the handle-level attributes still gets them by path.
+        let perms = FileAttributes {
+            permissions: Some(mode),
+            ..FileAttributes::empty()
+        };
+        raw.setstat(path, perms).await.map_err(|e| {
+            self.sftp_error(format!(
+                "cannot set mode {mode:04o} on {path}: {}",
+                describe_sftp(&e)
+            ))
+        })?;
+        Ok(())
     }
 
     /// Atomically replaces `to` with `from` (SFTP posix-rename@openssh.com).
     pub async fn rename_over(&self, from: &str, to: &str) -> Result<(), SshError> {
-        todo!("{from}{to}")
+        const POSIX_RENAME: &str = "posix-rename@openssh.com";
+        let sftp = self.sftp().await?;
+        if !sftp.extensions.contains_key(POSIX_RENAME) {
+            return Err(self.sftp_error(format!(
+                "the server does not offer {POSIX_RENAME}, so {to} cannot be replaced atomically (plain SFTP rename refuses to overwrite)"
+            )));
+        }
+        let mut request = Vec::with_capacity(from.len() + to.len() + 8);
+        put_ssh_string(&mut request, from);
+        put_ssh_string(&mut request, to);
+        match sftp.raw.extended(POSIX_RENAME, request).await {
+            Ok(Packet::Status(s)) if s.status_code == StatusCode::Ok => Ok(()),
+            Ok(Packet::Status(s)) => {
+                let e = SftpClientError::Status(s);
+                Err(self.sftp_error(format!(
+                    "cannot rename {from} over {to}: {}",
+                    describe_sftp(&e)
+                )))
+            }
+            Ok(_) => {
+                Err(self.sftp_error(format!("cannot rename {from} over {to}: unexpected reply")))
+            }
+            Err(e) => Err(self.sftp_error(format!(
+                "cannot rename {from} over {to}: {}",
+                describe_sftp(&e)
+            ))),
+        }
     }
 
     /// Reads a whole remote file (for certificates only — never keys).
+    ///
+    /// A file longer than `limit` bytes is an error rather than a silent truncation.
     pub async fn read_file(&self, path: &str, limit: usize) -> Result<Vec<u8>, SshError> {
-        todo!("{path}{limit}")
+        let sftp = self.sftp().await?;
+        let raw = &sftp.raw;
+        let handle = raw
+            .open(path, OpenFlags::READ, FileAttributes::empty())
+            .await
+            .map_err(|e| self.sftp_error(format!("cannot open {path}: {}", describe_sftp(&e))))?
+            .handle;
+        let mut out = Vec::new();
+        let result = loop {
+            match raw
+                .read(handle.as_str(), out.len() as u64, SFTP_CHUNK as u32)
+                .await
+            {
+                Ok(d) if d.data.is_empty() => break Ok(()),
+                Ok(d) => {
+                    out.extend_from_slice(&d.data);
+                    if out.len() > limit {
+                        break Err(format!("{path} is larger than {limit} bytes"));
+                    }
+                }
+                Err(e) if is_status(&e, StatusCode::Eof) => break Ok(()),
+                Err(e) => break Err(format!("cannot read {path}: {}", describe_sftp(&e))),
+            }
+        };
+        let _ = raw.close(handle.as_str()).await;
+        result.map(|()| out).map_err(|m| self.sftp_error(m))
     }
 
     /// Removes a file; a missing file is not an error.
     pub async fn remove_file(&self, path: &str) -> Result<(), SshError> {
-        todo!("{path}")
+        let sftp = self.sftp().await?;
+        match sftp.raw.remove(path).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, StatusCode::NoSuchFile) => Ok(()),
+            Err(e) => Err(self.sftp_error(format!("cannot remove {path}: {}", describe_sftp(&e)))),
+        }
     }
 
     /// Closes the connection politely.
-    pub async fn close(self) {}
+    pub async fn close(self) {
+        if let Some(sftp) = self.sftp.get() {
+            let _ = sftp.raw.close_session();
+        }
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
 
     pub fn host(&self) -> &str {
-        todo!()
+        &self.host
+    }
+
+    /// The server's host key as OpenSSH prints it (`SHA256:…`), as checked at connect.
+    pub fn host_key_fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Runs one command on its own channel. `label` names it in errors.
+    async fn run(
+        &self,
+        command: &str,
+        label: &str,
+        stdin: Option<&[u8]>,
+    ) -> Result<ExecOutput, SshError> {
+        // Waiting for a free channel slot is not part of the command's time budget.
+        let _slot = self
+            .exec_slots
+            .acquire()
+            .await
+            .map_err(|_| self.protocol("session is closing".to_owned()))?;
+        let deadline = Instant::now() + self.command_timeout;
+        let timed_out = || SshError::CommandTimeout {
+            host: self.host.clone(),
+            port: self.port,
+            timeout: self.command_timeout,
+            command: label.to_owned(),
+        };
+        let channel = match timeout_at(deadline, self.handle.channel_open_session()).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(e)) => return Err(self.channel_error(label, &e)),
+            Ok(Ok(channel)) => channel,
+        };
+        let (mut reader, writer) = channel.split();
+        let work = async {
+            writer
+                .exec(true, command.as_bytes())
+                .await
+                .map_err(|e| self.channel_error(label, &e))?;
+            let input = async {
+                if let Some(data) = stdin {
+                    writer.data(data).await?;
+                }
+                writer.eof().await
+            };
+            let collect = collect(&mut reader);
+            tokio::pin!(input, collect);
+            let mut input_done = false;
+            // Output is read while stdin is written (no deadlock on full windows); once the
+            // channel closes, unsent stdin no longer matters.
+            loop {
+                tokio::select! {
+                    sent = &mut input, if !input_done => {
+                        input_done = true;
+                        if let Err(e) = sent {
+                            tracing::debug!(host = %self.host, command = label, "stdin not fully sent: {e}");
+                        }
+                    }
+                    collected = &mut collect => break Ok::<_, SshError>(collected),
+                }
+            }
+        };
+        let collected = match timeout_at(deadline, work).await {
+            Ok(result) => result?,
+            Err(_) => {
+                // Best effort: ask sshd to kill the command, then free the channel. OpenSSH
+                // refuses `signal` in some setups (e.g. root logins: "session signalling
+                // requires privilege separation"), and closing a non-pty channel does not
+                // kill the process either, so a hung command may keep running remotely.
+                let _ = writer.signal(Sig::KILL).await;
+                let _ = writer.close().await;
+                return Err(timed_out());
+            }
+        };
+        if collected.refused {
+            return Err(self.protocol(format!("the server refused to run `{label}`")));
+        }
+        match collected.status {
+            Some(status) => Ok(ExecOutput {
+                stdout: collected.stdout.finish(),
+                stderr: collected.stderr.finish(),
+                status,
+            }),
+            None => {
+                let reason = match collected.signal {
+                    Some(signal) => format!("killed by signal {signal}"),
+                    None if self.handle.is_closed() => "the connection was lost".to_owned(),
+                    None => "the channel closed without one".to_owned(),
+                };
+                Err(SshError::NoExitStatus {
+                    host: self.host.clone(),
+                    port: self.port,
+                    command: label.to_owned(),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// The SFTP channel, opened on first use and shared by every later request.
+    async fn sftp(&self) -> Result<&Sftp, SshError> {
+        self.sftp
+            .get_or_try_init(|| async {
+                let open = async {
+                    let mut channel = self
+                        .handle
+                        .channel_open_session()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    channel
+                        .request_subsystem(true, "sftp")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    loop {
+                        match channel.wait().await {
+                            Some(ChannelMsg::Success) => break,
+                            Some(ChannelMsg::Failure) => {
+                                return Err("the server refused the sftp subsystem".to_owned());
+                            }
+                            None | Some(ChannelMsg::Close) => {
+                                return Err("the channel closed before sftp started".to_owned());
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    let raw = RawSftpSession::new(channel.into_stream());
+                    raw.set_timeout(self.command_timeout.as_secs().max(1));
+                    let version = raw.init().await.map_err(|e| describe_sftp(&e))?;
+                    Ok(Sftp {
+                        raw,
+                        extensions: version.extensions,
+                    })
+                };
+                match timeout(self.command_timeout, open).await {
+                    Ok(Ok(sftp)) => Ok(sftp),
+                    Ok(Err(message)) => Err(self.sftp_error(format!("cannot start: {message}"))),
+                    Err(_) => Err(self.sftp_error(format!(
+                        "cannot start: no answer within {:?}",
+                        self.command_timeout
+                    ))),
+                }
+            })
+            .await
+    }
+
+    fn sftp_error(&self, message: String) -> SshError {
+        SshError::Sftp {
+            host: self.host.clone(),
+            port: self.port,
+            message,
+        }
+    }
+
+    fn protocol(&self, message: String) -> SshError {
+        SshError::Protocol {
+            host: self.host.clone(),
+            port: self.port,
+            message,
+        }
+    }
+
+    fn channel_error(&self, label: &str, e: &russh::Error) -> SshError {
+        let lost = if self.handle.is_closed() {
+            " (the connection was lost)"
+        } else {
+            ""
+        };
+        self.protocol(format!("cannot run `{label}`: {e}{lost}"))
+    }
+}
+
+/// What one exec channel delivered.
+struct Collected {
+    stdout: Tail,
+    stderr: Tail,
+    status: Option<u32>,
+    signal: Option<String>,
+    /// The server answered the exec request with a failure.
+    refused: bool,
+}
+
+/// Reads a channel until it closes: output can arrive after the exit status.
+async fn collect(reader: &mut ChannelReadHalf) -> Collected {
+    let mut c = Collected {
+        stdout: Tail::default(),
+        stderr: Tail::default(),
+        status: None,
+        signal: None,
+        refused: false,
+    };
+    while let Some(msg) = reader.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => c.stdout.push(&data),
+            ChannelMsg::ExtendedData { data, ext: 1 } => c.stderr.push(&data),
+            ChannelMsg::ExitStatus { exit_status } => c.status = Some(exit_status),
+            ChannelMsg::ExitSignal {
+                signal_name,
+                core_dumped,
+                ..
+            } => {
+                let name = match signal_name {
+                    Sig::Custom(name) => name,
+                    other => format!("{other:?}"),
+                };
+                c.signal = Some(if core_dumped {
+                    format!("{name} (core dumped)")
+                } else {
+                    name
+                });
+            }
+            ChannelMsg::Failure => {
+                c.refused = true;
+                break;
+            }
+            ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    c
+}
+
+/// A byte buffer that keeps only the last [`OUTPUT_CAP`] bytes and counts what it dropped.
+#[derive(Default)]
+struct Tail {
+    bytes: Vec<u8>,
+    dropped: u64,
+}
+
+impl Tail {
+    fn push(&mut self, data: &[u8]) {
+        self.bytes.extend_from_slice(data);
+        // Trim only past twice the cap, so a flood costs amortised O(1) per byte.
+        if self.bytes.len() > 2 * OUTPUT_CAP {
+            let excess = self.bytes.len() - OUTPUT_CAP;
+            self.bytes.drain(..excess);
+            self.dropped += excess as u64;
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.bytes.len() > OUTPUT_CAP {
+            let excess = self.bytes.len() - OUTPUT_CAP;
+            self.bytes.drain(..excess);
+            self.dropped += excess as u64;
+        }
+        if self.dropped == 0 {
+            return self.bytes;
+        }
+        let mut out = format!(
+            "[certctl: {} earlier bytes of output dropped]\n",
+            self.dropped
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.bytes);
+        out
+    }
+}
+
+/// A script's name in errors: its first meaningful line, shortened.
+fn summarize(script: &str) -> String {
+    let lines: Vec<&str> = script
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let first = lines.first().copied().unwrap_or("");
+    let mut label: String = first.chars().take(80).collect();
+    if label.len() < first.len() {
+        label.push('…');
+    }
+    if lines.len() > 1 {
+        label.push_str(&format!(" (script, {} lines)", lines.len()));
+    }
+    label
+}
+
+/// SSH wire `string`: u32 big-endian length, then the bytes.
+fn put_ssh_string(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+fn is_status(e: &SftpClientError, code: StatusCode) -> bool {
+    matches!(e, SftpClientError::Status(s) if s.status_code == code)
+}
+
+fn describe_sftp(e: &SftpClientError) -> String {
+    match e {
+        SftpClientError::Status(s)
+            if s.error_message.is_empty() || s.error_message == s.status_code.to_string() =>
+        {
+            s.status_code.to_string()
+        }
+        SftpClientError::Timeout => "no answer from the server (timeout)".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connecting
+
+fn client_config(config: &SshConfig) -> client::Config {
+    let mut cfg = client::Config::default();
+    if !config.keepalive_interval.is_zero() {
+        // Keepalive shorter than the inactivity timeout, or a quiet command loses its session
+        // without any error (rust-stack.md gotcha 10).
+        cfg.keepalive_interval = Some(config.keepalive_interval);
+        cfg.keepalive_max = 3;
+        cfg.inactivity_timeout = Some(config.keepalive_interval * 4);
+    }
+    cfg.nodelay = true;
+    // Like OpenSSH: ask first for host key types we already trust for this host, so a server
+    // with several host keys presents one we can verify.
+    let known = known_hosts::known_key_types(&config.known_hosts, &config.host, config.port);
+    if !known.is_empty() {
+        let mut order: Vec<Algorithm> = cfg.preferred.key.to_vec();
+        order.sort_by_key(|alg| {
+            if known.iter().any(|k| algorithm_matches(alg, k)) {
+                0
+            } else {
+                1
+            }
+        });
+        cfg.preferred.key = order.into();
+    }
+    cfg
+}
+
+/// Whether negotiating `alg` yields a host key of known_hosts type `key_type`.
+fn algorithm_matches(alg: &Algorithm, key_type: &str) -> bool {
+    match alg {
+        Algorithm::Rsa { .. } => key_type == "ssh-rsa",
+        other => other.as_str() == key_type,
+    }
+}
+
+/// Failures of one connection attempt, before authentication.
+#[derive(Debug)]
+enum HandshakeError {
+    /// The server dropped the connection before the host key was checked: worth retrying.
+    Reset(SshError),
+    Fatal(SshError),
+}
+
+async fn handshake_with_retries(
+    config: &SshConfig,
+    client_config: Arc<client::Config>,
+    fingerprint: &Arc<Mutex<String>>,
+) -> Result<client::Handle<Verifier>, SshError> {
+    let mut backoff = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match handshake(config, client_config.clone(), fingerprint).await {
+            Ok(handle) => return Ok(handle),
+            Err(HandshakeError::Fatal(e)) => return Err(e),
+            Err(HandshakeError::Reset(SshError::Connect {
+                host,
+                port,
+                message,
+            })) if attempt >= HANDSHAKE_ATTEMPTS => {
+                let message = format!("{message} ({attempt} attempts)");
+                return Err(SshError::Connect {
+                    host,
+                    port,
+                    message,
+                });
+            }
+            Err(HandshakeError::Reset(e)) if attempt >= HANDSHAKE_ATTEMPTS => return Err(e),
+            Err(HandshakeError::Reset(e)) => {
+                tracing::debug!(
+                    "{e}; retrying in {backoff:?} (attempt {attempt} of {HANDSHAKE_ATTEMPTS})"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+async fn handshake(
+    config: &SshConfig,
+    client_config: Arc<client::Config>,
+    fingerprint: &Arc<Mutex<String>>,
+) -> Result<client::Handle<Verifier>, HandshakeError> {
+    let connect_error = |message: String| SshError::Connect {
+        host: config.host.clone(),
+        port: config.port,
+        message,
+    };
+    let tcp = tokio::net::TcpStream::connect((config.host.as_str(), config.port))
+        .await
+        .map_err(|e| HandshakeError::Fatal(connect_error(format!("cannot connect: {e}"))))?;
+    let _ = tcp.set_nodelay(true);
+    let verifier = Verifier {
+        host: config.host.clone(),
+        port: config.port,
+        known_hosts: config.known_hosts.clone(),
+        accept_new: config.accept_new_host_keys,
+        fingerprint: fingerprint.clone(),
+    };
+    match client::connect_stream(client_config, tcp, verifier).await {
+        Ok(handle) => Ok(handle),
+        Err(HandlerError::Refused(e)) => Err(HandshakeError::Fatal(*e)),
+        Err(HandlerError::Russh(e)) => {
+            if is_reset(&e) {
+                let message =
+                    format!("the server closed the connection during the SSH handshake: {e}");
+                Err(HandshakeError::Reset(connect_error(message)))
+            } else {
+                Err(HandshakeError::Fatal(connect_error(format!(
+                    "SSH handshake failed: {e}"
+                ))))
+            }
+        }
+    }
+}
+
+fn is_reset(e: &russh::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        russh::Error::Disconnect | russh::Error::HUP => true,
+        russh::Error::IO(io) => matches!(
+            io.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe
+        ),
+        _ => false,
+    }
+}
+
+/// The handler's error: russh's own, or our precise refusal of the host key.
+#[derive(Debug)]
+enum HandlerError {
+    Russh(russh::Error),
+    Refused(Box<SshError>),
+}
+
+impl From<russh::Error> for HandlerError {
+    fn from(e: russh::Error) -> Self {
+        Self::Russh(e)
+    }
+}
+
+/// Checks the server's host key against known_hosts (see [`known_hosts`]).
+struct Verifier {
+    host: String,
+    port: u16,
+    known_hosts: PathBuf,
+    accept_new: bool,
+    /// The offered key's fingerprint, for the session to report.
+    fingerprint: Arc<Mutex<String>>,
+}
+
+impl client::Handler for Verifier {
+    type Error = HandlerError;
+
+    async fn check_server_key(
+        &mut self,
+        offered: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key = match offered {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            PublicKeyOrCertificate::Certificate(_) => {
+                return Err(self.refuse(SshError::Protocol {
+                    host: self.host.clone(),
+                    port: self.port,
+                    message: "the server presented an OpenSSH host certificate; certctl checks plain host keys against known_hosts only".to_owned(),
+                }));
+            }
+        };
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        if let Ok(mut slot) = self.fingerprint.lock() {
+            slot.clone_from(&fingerprint);
+        }
+        let problem = match known_hosts::check(&self.known_hosts, &self.host, self.port, key) {
+            Ok(()) => return Ok(true),
+            Err(problem) => problem,
+        };
+        let (host, port, path) = (self.host.clone(), self.port, self.known_hosts.clone());
+        let error = match problem {
+            HostKeyProblem::FileMissing | HostKeyProblem::Unknown if self.accept_new => {
+                return match known_hosts::append(&self.known_hosts, &self.host, self.port, key) {
+                    Ok(()) => {
+                        tracing::warn!(%host, port, %fingerprint, path = %path.display(), "trusted a new host key on first use and recorded it");
+                        Ok(true)
+                    }
+                    Err(e) => Err(self.refuse(SshError::Connect {
+                        host,
+                        port,
+                        message: format!(
+                            "cannot record the new host key {fingerprint} in {}: {e}",
+                            path.display()
+                        ),
+                    })),
+                };
+            }
+            HostKeyProblem::FileMissing => {
+                let line = known_hosts::entry_line(&self.host, self.port, key);
+                SshError::KnownHostsMissing {
+                    host,
+                    port,
+                    path,
+                    fingerprint,
+                    line,
+                }
+            }
+            HostKeyProblem::Unknown => {
+                let line = known_hosts::entry_line(&self.host, self.port, key);
+                SshError::UnknownHost {
+                    host,
+                    port,
+                    path,
+                    fingerprint,
+                    line,
+                }
+            }
+            HostKeyProblem::Changed { line } => SshError::HostKeyChanged {
+                host,
+                port,
+                path,
+                known_line: line,
+                fingerprint,
+            },
+            HostKeyProblem::Revoked { line } => SshError::HostKeyRevoked {
+                host,
+                port,
+                path,
+                known_line: line,
+                fingerprint,
+            },
+            HostKeyProblem::Unreadable { message } => SshError::Connect {
+                host,
+                port,
+                message: format!("cannot read known_hosts {}: {message}", path.display()),
+            },
+        };
+        Err(self.refuse(error))
+    }
+}
+
+impl Verifier {
+    fn refuse(&self, e: SshError) -> HandlerError {
+        HandlerError::Refused(Box::new(e))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication
+
+/// A key file, loaded (or not) before connecting.
+struct Identity {
+    path: PathBuf,
+    key: Result<Arc<PrivateKey>, String>,
+}
+
+/// The identity file if one is configured, else the default key files that exist.
+fn load_identities(identity_file: Option<PathBuf>, passphrase: Option<&Secret>) -> Vec<Identity> {
+    let paths: Vec<PathBuf> = match identity_file {
+        Some(path) => vec![path],
+        None => match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+            Some(home) => ["id_ed25519", "id_ecdsa", "id_rsa"]
+                .iter()
+                .map(|name| Path::new(&home).join(".ssh").join(name))
+                .filter(|p| p.exists())
+                .collect(),
+            None => Vec::new(),
+        },
+    };
+    paths
+        .into_iter()
+        .map(|path| {
+            let key = load_key_cached(&path, passphrase);
+            if let Err(message) = &key {
+                tracing::debug!(path = %path.display(), "identity not usable: {message}");
+            }
+            Identity { path, key }
+        })
+        .collect()
+}
+
+/// Which key file, decrypted with which passphrase (its SHA-256), as of which modification.
+type KeyCacheKey = (PathBuf, Option<Vec<u8>>, Option<std::time::SystemTime>, u64);
+
+/// Keys decrypted once per process: a fleet run connects to every target with the same key,
+/// and an encrypted key costs ~90 ms of bcrypt per load. Only successes are cached; the
+/// lock is held while loading so concurrent connects wait for one decryption, not N.
+fn load_key_cached(path: &Path, passphrase: Option<&Secret>) -> Result<Arc<PrivateKey>, String> {
+    use sha2::Digest as _;
+    static CACHE: std::sync::LazyLock<Mutex<HashMap<KeyCacheKey, Arc<PrivateKey>>>> =
+        std::sync::LazyLock::new(Mutex::default);
+    let meta = std::fs::metadata(path).ok();
+    let cache_key = (
+        path.to_path_buf(),
+        passphrase.map(|p| sha2::Sha256::digest(p.expose()).to_vec()),
+        meta.as_ref().and_then(|m| m.modified().ok()),
+        meta.as_ref().map_or(0, |m| m.len()),
+    );
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(key) = cache.get(&cache_key) {
+        return Ok(key.clone());
+    }
+    let key = Arc::new(load_key(path, passphrase)?);
+    cache.insert(cache_key, key.clone());
+    Ok(key)
+}
+
+/// Loads a private key; the error text never contains key material.
+fn load_key(path: &Path, passphrase: Option<&Secret>) -> Result<PrivateKey, String> {
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?);
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| "not a text (PEM/OpenSSH) key file".to_owned())?;
+    let passphrase = match passphrase {
+        Some(p) => Some(
+            std::str::from_utf8(p.expose())
+                .map_err(|_| "CERTCTL_SSH_PASSPHRASE is not valid UTF-8".to_owned())?,
+        ),
+        None => None,
+    };
+    russh::keys::decode_secret_key(text, passphrase).map_err(|e| match (e, passphrase) {
+        (russh::keys::Error::KeyIsEncrypted, _) => {
+            "the key is encrypted; set CERTCTL_SSH_PASSPHRASE or load it into ssh-agent".to_owned()
+        }
+        (_, Some(_)) => {
+            "cannot decrypt or parse the key (wrong CERTCTL_SSH_PASSPHRASE?)".to_owned()
+        }
+        (e, None) => format!("cannot parse the key: {e}"),
+    })
+}
+
+/// Agent identities first, then key files; the first one the server accepts wins.
+async fn authenticate(
+    handle: &mut client::Handle<Verifier>,
+    config: &SshConfig,
+    sources: &AuthSources,
+    identities: &[Identity],
+) -> Result<(), SshError> {
+    let auth_error = |message: String| SshError::Auth {
+        host: config.host.clone(),
+        port: config.port,
+        user: config.user.clone(),
+        message,
+    };
+    let mut tried: Vec<String> = Vec::new();
+    let mut rsa_hash: Option<Option<HashAlg>> = None;
+
+    if let Some(socket) = &sources.agent_socket {
+        match AgentClient::connect_uds(socket).await {
+            Err(e) => tried.push(format!(
+                "ssh-agent at {}: unreachable ({e})",
+                socket.display()
+            )),
+            Ok(mut agent) => match agent.request_identities().await {
+                Err(e) => tried.push(format!("ssh-agent at {}: {e}", socket.display())),
+                Ok(ids) => {
+                    let keys: Vec<PublicKey> = ids
+                        .into_iter()
+                        .filter_map(|id| match id {
+                            AgentIdentity::PublicKey { key, .. } => Some(key),
+                            AgentIdentity::Certificate { .. } => None,
+                        })
+                        .collect();
+                    if keys.is_empty() {
+                        tried.push("ssh-agent: no keys".to_owned());
+                    }
+                    for key in keys {
+                        let fp = key.fingerprint(HashAlg::Sha256);
+                        let hash = rsa_hash_for(handle, key.algorithm(), &mut rsa_hash).await;
+                        match handle
+                            .authenticate_publickey_with(
+                                config.user.as_str(),
+                                key,
+                                hash,
+                                &mut agent,
+                            )
+                            .await
+                        {
+                            Ok(r) if r.success() => return Ok(()),
+                            Ok(_) => tried.push(format!("ssh-agent key {fp}: rejected")),
+                            Err(e) => tried.push(format!("ssh-agent key {fp}: {e}")),
+                        }
+                        if handle.is_closed() {
+                            return Err(auth_error(format!(
+                                "the server closed the connection; tried {}",
+                                tried.join("; ")
+                            )));
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    for identity in identities {
+        let path = identity.path.display();
+        let key = match &identity.key {
+            Ok(key) => key.clone(),
+            Err(message) => {
+                tried.push(format!("{path}: {message}"));
+                continue;
+            }
+        };
+        let fp = key.public_key().fingerprint(HashAlg::Sha256);
+        let hash = rsa_hash_for(handle, key.algorithm(), &mut rsa_hash).await;
+        match handle
+            .authenticate_publickey(config.user.as_str(), PrivateKeyWithHashAlg::new(key, hash))
+            .await
+        {
+            Ok(r) if r.success() => return Ok(()),
+            Ok(_) => tried.push(format!("{path} ({fp}): rejected")),
+            Err(e) => {
+                tried.push(format!("{path} ({fp}): {e}"));
+                return Err(auth_error(format!(
+                    "the connection failed during authentication; tried {}",
+                    tried.join("; ")
+                )));
+            }
+        }
+    }
+
+    if tried.is_empty() {
+        let files = match &config.identity_file {
+            Some(path) => path.display().to_string(),
+            None => "~/.ssh/id_ed25519, id_ecdsa, id_rsa".to_owned(),
+        };
+        return Err(auth_error(format!(
+            "no key to offer: SSH_AUTH_SOCK is not set and no identity file exists ({files})"
+        )));
+    }
+    Err(auth_error(format!("tried {}", tried.join("; "))))
+}
+
+/// RSA keys sign with the best hash the server accepts (`rsa-sha2-512/256`); OpenSSH ≥ 8.8
+/// refuses the SHA-1 default. Asked once per connection (it waits for the server's ext-info).
+async fn rsa_hash_for(
+    handle: &client::Handle<Verifier>,
+    alg: Algorithm,
+    cache: &mut Option<Option<HashAlg>>,
+) -> Option<HashAlg> {
+    if !alg.is_rsa() {
+        return None;
+    }
+    if cache.is_none() {
+        *cache = Some(
+            handle
+                .best_supported_rsa_hash()
+                .await
+                .ok()
+                .flatten()
+                .flatten(),
+        );
+    }
+    cache.flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn session_is_send_and_sync() {
+        assert_send_sync::<Session>();
+    }
+
+    #[test]
+    fn tail_keeps_the_last_bytes_and_says_how_many_were_dropped() {
+        let mut t = Tail::default();
+        t.push(b"hello");
+        assert_eq!(t.finish(), b"hello");
+
+        let mut t = Tail::default();
+        let chunk = vec![b'a'; 64 * 1024];
+        for _ in 0..40 {
+            t.push(&chunk);
+        }
+        t.push(b"END");
+        let out = t.finish();
+        let header = format!(
+            "[certctl: {} earlier bytes of output dropped]\n",
+            40 * 64 * 1024 + 3 - OUTPUT_CAP
+        );
+        assert!(
+            out.starts_with(header.as_bytes()),
+            "{}",
+            String::from_utf8_lossy(&out[..80])
+        );
+        assert_eq!(out.len(), header.len() + OUTPUT_CAP);
+        assert!(out.ends_with(b"aaaEND"));
+    }
+
+    #[test]
+    fn script_labels_are_short() {
+        assert_eq!(summarize("nginx -t\n"), "nginx -t");
+        assert_eq!(
+            summarize("\nset -eu\nnginx -t\n"),
+            "set -eu (script, 2 lines)"
+        );
+        let long = "x".repeat(200);
+        assert_eq!(summarize(&long).chars().count(), 81);
+    }
+
+    #[test]
+    fn ssh_string_encoding() {
+        let mut buf = Vec::new();
+        put_ssh_string(&mut buf, "ab");
+        put_ssh_string(&mut buf, "");
+        assert_eq!(buf, [0, 0, 0, 2, b'a', b'b', 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn known_host_key_types_are_preferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let known_hosts = dir.path().join("known_hosts");
+        std::fs::write(
+            &known_hosts,
+            "[h]:2222 ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBHUAPS0UQzXyLyNNA+tsHhfXq/pjOWJJaUvqtRIUKPAjR72vZkFcDx4/h/J7C/r0LcTEfHEQrTVY5ZN1t5UqlEI=\n",
+        )
+        .unwrap();
+        let config = SshConfig {
+            host: "h".into(),
+            port: 2222,
+            user: "u".into(),
+            identity_file: None,
+            known_hosts,
+            accept_new_host_keys: false,
+            connect_timeout: Duration::from_secs(10),
+            command_timeout: Duration::from_secs(60),
+            keepalive_interval: Duration::from_secs(15),
+        };
+        let cfg = client_config(&config);
+        assert_eq!(cfg.preferred.key[0].as_str(), "ecdsa-sha2-nistp256");
+        assert_eq!(cfg.keepalive_interval, Some(Duration::from_secs(15)));
+        assert_eq!(cfg.inactivity_timeout, Some(Duration::from_secs(60)));
+        assert!(cfg.nodelay);
+        // Unknown host: russh's default order.
+        let other = SshConfig {
+            host: "other".into(),
+            ..config
+        };
+        assert_eq!(
+            client_config(&other).preferred.key[0].as_str(),
+            "ssh-ed25519"
+        );
+    }
+
+    #[test]
+    fn encrypted_key_errors_name_the_fix_and_never_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("id");
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "s3cret", "-C", "", "-f"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let no_pass = load_key(&path, None).unwrap_err();
+        assert!(no_pass.contains("CERTCTL_SSH_PASSPHRASE"), "{no_pass}");
+        let wrong = load_key(&path, Some(&Secret::new(b"nope".to_vec()))).unwrap_err();
+        assert!(wrong.contains("wrong CERTCTL_SSH_PASSPHRASE"), "{wrong}");
+        let key = load_key(&path, Some(&Secret::new(b"s3cret".to_vec()))).unwrap();
+        assert_eq!(key.algorithm(), Algorithm::Ed25519);
+        let pass = Secret::new(b"s3cret".to_vec());
+        let first = load_key_cached(&path, Some(&pass)).unwrap();
+        let again = load_key_cached(&path, Some(&pass)).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "decrypted once per process");
+        // The cache never lets a wrong (or missing) passphrase through.
+        assert!(load_key_cached(&path, None).is_err());
+        assert!(load_key_cached(&path, Some(&Secret::new(b"x".to_vec()))).is_err());
+        let missing = load_key(&dir.path().join("absent"), None).unwrap_err();
+        assert!(missing.starts_with("cannot read"), "{missing}");
     }
 }

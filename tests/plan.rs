@@ -1,0 +1,270 @@
+//! The plan is a value: the exact remote paths and argv for a target, computed offline.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use certctl::connector::{Catalogue, Role};
+use certctl::inventory::{Inventory, Location, Target, VerifySettings};
+use certctl::material::{KeySource, Material, MaterialSpec};
+use certctl::plan::{self, RunSettings};
+use certctl::probe::StartTls;
+
+fn target(connector: &str, params: &[(&str, &str)]) -> Target {
+    Target {
+        name: "web-1".into(),
+        host: "10.0.0.11".into(),
+        port: 22,
+        user: "root".into(),
+        identity_file: None,
+        known_hosts: PathBuf::from("/root/.ssh/known_hosts"),
+        jump: None,
+        become_method: None,
+        groups: vec![],
+        certificate: "www".into(),
+        connector: connector.into(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        commands: BTreeMap::new(),
+        verify: VerifySettings::default(),
+        location: Location {
+            file: PathBuf::from("certctl.yaml"),
+            line: 7,
+            column: 5,
+        },
+    }
+}
+
+fn settings() -> RunSettings {
+    RunSettings {
+        run_id: "1700000000-abcdef".into(),
+        accept_new_host_keys: false,
+        connect_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(60),
+        keepalive_interval: Duration::from_secs(15),
+        now: time::OffsetDateTime::now_utc().unix_timestamp(),
+    }
+}
+
+fn material(dir: &std::path::Path) -> Arc<Material> {
+    let pki = support::pki::Pki::new(dir);
+    let leaf = pki.leaf("www", &["www.example.test"]);
+    let spec = MaterialSpec {
+        name: "www".into(),
+        cert: leaf.cert.clone(),
+        chain: Some(leaf.chain.clone()),
+        key: KeySource::File(leaf.key.clone()),
+    };
+    Arc::new(Material::load(&spec).unwrap())
+}
+
+fn plan_one(t: Target) -> Result<plan::TargetPlan, Vec<plan::PlanError>> {
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = Inventory {
+        path: PathBuf::from("certctl.yaml"),
+        certificates: BTreeMap::new(),
+        targets: vec![t],
+        connectors: BTreeMap::new(),
+        groups: vec![],
+    };
+    let materials = BTreeMap::from([("www".to_string(), material(dir.path()))]);
+    let targets: Vec<&Target> = inventory.targets.iter().collect();
+    plan::build(
+        &inventory,
+        &targets,
+        &Catalogue::builtin(),
+        &materials,
+        &settings(),
+    )
+    .map(|mut v| v.remove(0))
+}
+
+#[test]
+fn nginx_plan_has_exact_paths_and_commands() {
+    let p = plan_one(target("nginx", &[])).unwrap();
+    let files: Vec<(Role, &str, &str)> = p
+        .files
+        .iter()
+        .map(|f| (f.role, f.path.as_str(), f.staged.as_str()))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            (
+                Role::Fullchain,
+                "/etc/nginx/ssl/web-1.crt",
+                "/etc/nginx/ssl/.web-1.crt.certctl-1700000000-abcdef.tmp"
+            ),
+            (
+                Role::Key,
+                "/etc/nginx/ssl/web-1.key",
+                "/etc/nginx/ssl/.web-1.key.certctl-1700000000-abcdef.tmp"
+            ),
+        ]
+    );
+    assert_eq!(p.files[0].default_mode, 0o644);
+    assert_eq!(p.files[1].default_mode, 0o600);
+    assert_eq!(p.scratch_dir, "/tmp/certctl-1700000000-abcdef-0");
+    assert_eq!(
+        p.preview,
+        [
+            vec![
+                "nginx",
+                "-t",
+                "-q",
+                "-e",
+                "/tmp/certctl-1700000000-abcdef-0/error.log",
+                "-c",
+                "/tmp/certctl-1700000000-abcdef-0/preview.conf"
+            ],
+            vec!["nginx", "-t", "-q", "-c", "/etc/nginx/nginx.conf"],
+        ]
+    );
+    assert_eq!(
+        p.test,
+        [vec!["nginx", "-t", "-q", "-c", "/etc/nginx/nginx.conf"]]
+    );
+    assert_eq!(
+        p.reload,
+        [vec!["nginx", "-s", "reload", "-c", "/etc/nginx/nginx.conf"]]
+    );
+    // The preview config loads the STAGED pair, not the live one.
+    let conf = &p.templates[0];
+    assert_eq!(conf.path, "/tmp/certctl-1700000000-abcdef-0/preview.conf");
+    assert!(
+        conf.content
+            .contains("ssl_certificate /etc/nginx/ssl/.web-1.crt.certctl-1700000000-abcdef.tmp;")
+    );
+    assert!(
+        conf.content.contains(
+            "ssl_certificate_key /etc/nginx/ssl/.web-1.key.certctl-1700000000-abcdef.tmp;"
+        )
+    );
+    assert!(
+        conf.content.contains("events { worker_connections 16; }"),
+        "{{ renders as a brace"
+    );
+    assert_eq!(p.probe.address, "10.0.0.11:443");
+    assert_eq!(p.probe.sni, "www.example.test");
+    assert_eq!(p.probe.starttls, StartTls::None);
+    assert_eq!(p.backup_dir, "/var/lib/certctl/backups/web-1");
+    assert_eq!(p.keep_backups, 3);
+}
+
+#[test]
+fn target_params_and_command_overrides_win() {
+    let mut t = target(
+        "nginx",
+        &[
+            ("fullchain_path", "/srv/tls/a b.crt"),
+            ("mode", "0640"),
+            ("keep_backups", "5"),
+        ],
+    );
+    t.commands.insert(
+        "reload".into(),
+        vec![vec!["systemctl".into(), "reload".into(), "nginx".into()]],
+    );
+    t.verify.address = Some("[::1]:8443".into());
+    let p = plan_one(t).unwrap();
+    assert_eq!(p.files[0].path, "/srv/tls/a b.crt");
+    assert_eq!(
+        p.files[0].staged,
+        "/srv/tls/.a b.crt.certctl-1700000000-abcdef.tmp"
+    );
+    assert_eq!(p.files[0].explicit_mode, Some(0o640));
+    assert_eq!(p.reload, [vec!["systemctl", "reload", "nginx"]]);
+    assert_eq!(p.keep_backups, 5);
+    assert_eq!(p.probe.address, "[::1]:8443");
+}
+
+#[test]
+fn ipv6_host_gets_brackets_in_the_probe_address() {
+    let mut t = target("nginx", &[]);
+    t.host = "fd00::11".into();
+    assert_eq!(plan_one(t).unwrap().probe.address, "[fd00::11]:443");
+}
+
+#[test]
+fn generic_connector_deploys_only_the_paths_given() {
+    let p = plan_one(target(
+        "ssh",
+        &[
+            ("cert_path", "/opt/app/cert.pem"),
+            ("key_path", "/opt/app/key.pem"),
+        ],
+    ))
+    .unwrap();
+    let roles: Vec<Role> = p.files.iter().map(|f| f.role).collect();
+    assert_eq!(roles, [Role::Cert, Role::Key]);
+    assert!(p.preview.is_empty() && p.test.is_empty() && p.reload.is_empty());
+
+    let errs = plan_one(target("ssh", &[])).unwrap_err();
+    assert!(errs[0].message.contains("deploys no file"), "{}", errs[0]);
+}
+
+#[test]
+fn bad_params_are_errors_naming_target_and_location() {
+    for (params, expected) in [
+        (
+            vec![("fulchain_path", "/x")],
+            "has no param `fulchain_path` (did you mean `fullchain_path`?)",
+        ),
+        (
+            vec![("fullchain_path", "relative/x.crt")],
+            "must be an absolute path",
+        ),
+        (
+            vec![("fullchain_path", "/etc/../x.crt")],
+            "must not contain `.` or `..`",
+        ),
+        (vec![("key_path", "/etc/x\n.key")], "control character"),
+        (
+            vec![("key_path", "/etc/nginx/ssl/web-1.crt")],
+            "two files would be written",
+        ),
+        (vec![("mode", "0666")], "world-writable"),
+        (vec![("keep_backups", "0")], "at least 1"),
+    ] {
+        let errs = plan_one(target("nginx", &params)).unwrap_err();
+        let text = errs[0].to_string();
+        assert!(
+            text.starts_with("certctl.yaml:7:5: target `web-1`: "),
+            "{text}"
+        );
+        assert!(text.contains(expected), "{params:?}: {text}");
+    }
+}
+
+#[test]
+fn sni_not_covered_by_the_certificate_is_an_error() {
+    let mut t = target("nginx", &[]);
+    t.verify.sni = Some("other.example.test".into());
+    let errs = plan_one(t).unwrap_err();
+    assert!(
+        errs[0].message.contains("other.example.test"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn every_example_inventory_loads_and_its_connectors_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let inv = certctl::inventory::load(&path, &Catalogue::builtin_names())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            Catalogue::builtin().with_user(&inv.connectors).unwrap();
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "examples/ has inventories");
+}
