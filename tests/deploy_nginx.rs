@@ -189,7 +189,7 @@ fn failing_live_test_after_swap_rolls_back() {
     let new_fullchain = lab.new.fullchain.display().to_string();
     lab.set_commands(&[(
         "test",
-        vec![vec!["sh".into(), "-c".into(), format!("! cmp -s '{cert}' '{new_fullchain}' || {{ echo 'injected: new certificate rejected' >&2; exit 1; }}")]],
+        vec![vec!["sh".into(), "-c".into(), format!("! cmp -s '{cert}' '{new_fullchain}' || {{{{ echo 'injected: new certificate rejected' >&2; exit 1; }}}}")]],
     )]);
     assert_rolled_back(&lab, "test");
 }

@@ -38,6 +38,8 @@ pub struct TargetOptions {
     pub known_hosts: KnownHosts,
     /// Use the generic `ssh` connector with a user layout instead of `nginx`.
     pub generic: bool,
+    /// Use this connector (with nginx's fullchain/key paths) and these extra params instead.
+    pub connector: Option<(&'static str, Vec<(&'static str, String)>)>,
 }
 
 /// A certificate of the lab and its openssl fingerprint.
@@ -202,6 +204,17 @@ impl Lab {
                     commands.push((section, vec![argv]));
                 }
             }
+        } else if let Some((name, extra)) = &self.options.connector {
+            yaml.push_str(&format!("    connector: {name}\n"));
+            // `@LAB@` in a value is the lab's directory; parents of such paths are created.
+            let lab = self.dir.path().display().to_string();
+            for (k, v) in extra {
+                let v = v.replace("@LAB@", &lab);
+                if let Some(parent) = Path::new(&v).parent() {
+                    fs::create_dir_all(parent).unwrap();
+                }
+                params.push((k, v));
+            }
         } else {
             yaml.push_str("    connector: nginx\n");
             params.push(("nginx_conf", conf.clone()));
@@ -323,9 +336,17 @@ impl Lab {
         (self.nginx.master_pid(), self.nginx.worker_pids())
     }
 
-    /// SSH connections the sshd has accepted so far.
+    /// A directory of the lab's own, created on first use.
+    pub fn path(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// SSH logins the sshd has accepted so far (the harness's own port check is a bare TCP
+    /// connect and logs no login).
     pub fn sshd_connections(&self) -> usize {
-        self.sshd.log().matches("Connection from").count()
+        self.sshd.log().matches("Accepted publickey").count()
     }
 }
 

@@ -6,10 +6,18 @@
     reason = "each test binary uses a different part of the support code"
 )]
 
+pub mod apache;
+pub mod caddy;
+pub mod dovecot;
+pub mod haproxy;
 pub mod lab;
+pub mod mail;
 pub mod nginx;
 pub mod pki;
+pub mod postfix;
 pub mod sshd;
+pub mod tls_lab;
+pub mod watcher;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU32, Ordering};
