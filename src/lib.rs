@@ -30,6 +30,7 @@ pub mod plan;
 pub mod probe;
 pub mod report;
 pub mod secret;
+pub mod select;
 pub mod ssh;
 
 pub use cli::run;
