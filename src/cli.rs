@@ -16,6 +16,7 @@ use crate::material::Material;
 use crate::plan::{self, RunSettings, TargetPlan};
 use crate::probe;
 use crate::report::{self, RunReport, Status, TargetReport};
+use crate::select::{MaxFail, SerialSpec, Shard};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -74,9 +75,14 @@ pub struct InventoryArgs {
         default_value = "certctl.yaml"
     )]
     pub inventory: PathBuf,
-    /// Only these targets or groups (comma-separated names).
+    /// Only these targets: comma-separated names, group names and globs (`web-*`); `!term`
+    /// excludes. A term that matches nothing is an error.
     #[arg(long, value_name = "PATTERN")]
     pub limit: Option<String>,
+    /// Only shard I of N (e.g. `2/3`): a stable partition of the selected targets by name, so
+    /// N CI jobs together cover every target exactly once.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -99,6 +105,14 @@ pub struct DeployArgs {
     /// Redeploy even when the files and the served certificate already match.
     #[arg(long)]
     pub force: bool,
+    /// Deploy in batches: `N`, `P%`, or a list such as `1,10%,100%` (a canary batch first; the
+    /// last size repeats).
+    #[arg(long, value_name = "N|P%,...")]
+    pub serial: Option<SerialSpec>,
+    /// Start no new batch once more than N (or P% of) targets have failed; the rest are
+    /// reported `skipped`. Default 0: any failure stops the rollout after its batch.
+    #[arg(long, value_name = "N|P%", default_value = "0")]
+    pub max_fail: MaxFail,
     /// Human output on stderr, or one JSON document on stdout.
     #[arg(long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
@@ -166,7 +180,7 @@ struct Prepared {
 fn prepare(args: &InventoryArgs, settings: &RunSettings) -> Result<Prepared, Invalid> {
     let inventory = inventory::load(&args.inventory, &Catalogue::builtin_names())?;
     let catalogue = Catalogue::builtin().with_user(&inventory.connectors)?;
-    let targets = select(&inventory, args.limit.as_deref())?;
+    let targets = select(&inventory, args)?;
 
     let mut materials = BTreeMap::new();
     let mut errors = Vec::new();
@@ -203,39 +217,14 @@ fn prepare(args: &InventoryArgs, settings: &RunSettings) -> Result<Prepared, Inv
     })
 }
 
-/// `--limit`: comma-separated target or group names; a name that matches nothing is an error.
-fn select<'a>(inventory: &'a Inventory, limit: Option<&str>) -> Result<Vec<&'a Target>, Invalid> {
-    let Some(limit) = limit else {
-        return Ok(inventory.targets.iter().collect());
-    };
-    let mut wanted = Vec::new();
-    for pattern in limit.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let matched: Vec<&Target> = inventory
-            .targets
-            .iter()
-            .filter(|t| t.name == pattern || t.groups.iter().any(|g| g == pattern))
-            .collect();
-        if matched.is_empty() {
-            let names = inventory
-                .targets
-                .iter()
-                .map(|t| t.name.as_str())
-                .chain(inventory.groups.iter().map(String::as_str));
-            let hint = crate::connector::did_you_mean(pattern, names)
-                .map(|s| format!(" (did you mean `{s}`?)"))
-                .unwrap_or_default();
-            return Err(Invalid(vec![format!(
-                "--limit: `{pattern}` matches no target or group{hint}"
-            )]));
-        }
-        wanted.extend(matched);
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    Ok(inventory
-        .targets
-        .iter()
-        .filter(|t| wanted.iter().any(|w| w.name == t.name) && seen.insert(&t.name))
-        .collect())
+/// `--limit`, then `--shard`.
+fn select<'a>(inventory: &'a Inventory, args: &InventoryArgs) -> Result<Vec<&'a Target>, Invalid> {
+    let selected =
+        crate::select::select(&inventory.targets, &inventory.groups, args.limit.as_deref())?;
+    Ok(match args.shard {
+        Some(shard) => crate::select::shard(selected, shard),
+        None => selected,
+    })
 }
 
 async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
@@ -247,10 +236,13 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
         Arc::from(report::reporter(prepared.plans.len(), verbose));
     let stop = CancellationToken::new();
     let interrupted = watch_interrupts(stop.clone());
+    let total = prepared.plans.len();
     let options = DeployOptions {
         dry_run: args.dry_run,
         force: args.force,
         forks: usize::from(args.forks),
+        batches: crate::select::batches(&args.serial.unwrap_or_default(), total),
+        max_fail: args.max_fail,
     };
     let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();

@@ -23,17 +23,29 @@ use crate::report::{
     Event, FileReport, Reporter, Status, Step, StepReport, StepStatus, TargetReport,
 };
 use crate::secret::Secret;
+use crate::select::{MaxFail, budget_exceeded};
 use crate::ssh::quote::Script;
 use crate::ssh::{ExecOutput, Session};
 
 /// How a deploy run behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployOptions {
     pub dry_run: bool,
     /// Redeploy even when files and served certificate already match.
     pub force: bool,
     /// Targets in flight at once.
     pub forks: usize,
+    /// Batch sizes in order (`--serial`); they sum to the number of targets.
+    pub batches: Vec<usize>,
+    /// Failures allowed before no new batch starts (`--max-fail`).
+    pub max_fail: MaxFail,
+}
+
+/// The step-level switches one target's run needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TargetOptions {
+    dry_run: bool,
+    force: bool,
 }
 
 /// Largest certificate file read back from a target.
@@ -67,18 +79,62 @@ const PRUNE: &str = r#"certctl_prune() {
 }
 "#;
 
-/// Runs every plan, at most `forks` at once. `stop` fires on the first interrupt: targets not
-/// yet started are reported `skipped`; running ones finish or roll back.
+/// Runs every plan in batches (`options.batches`), at most `forks` targets at once. After each
+/// batch, if more targets failed than `max_fail` allows, no further batch starts and the rest
+/// are reported `skipped`. `stop` fires on the first interrupt: targets not yet started are
+/// reported `skipped`; running ones finish or roll back. A failure on one target never
+/// affects another.
 pub async fn deploy_all(
     plans: Vec<TargetPlan>,
     options: DeployOptions,
     reporter: Arc<dyn Reporter>,
     stop: CancellationToken,
 ) -> Vec<TargetReport> {
+    let total = plans.len();
     let forks = Arc::new(Semaphore::new(options.forks.max(1)));
+    let target_options = TargetOptions { dry_run: options.dry_run, force: options.force };
+    let mut reports = Vec::with_capacity(total);
+    let mut plans = plans.into_iter();
+    let mut failed = 0;
+    for size in options.batches.iter().copied() {
+        let batch: Vec<TargetPlan> = plans.by_ref().take(size).collect();
+        if batch.is_empty() {
+            break;
+        }
+        let done = run_batch(batch, target_options, &forks, &reporter, &stop).await;
+        failed += done.iter().filter(|r| r.status.is_failure()).count();
+        reports.extend(done);
+        if budget_exceeded(&options.max_fail, failed, total) {
+            let why = format!(
+                "not started: {failed} target(s) failed, more than --max-fail allows"
+            );
+            for plan in plans.by_ref() {
+                let report = skipped(&plan, &why);
+                reporter.event(Event::TargetFinished { report: report.clone() });
+                reports.push(report);
+            }
+            break;
+        }
+    }
+    // Batch sizes cover every target; should they not, the rest runs as one more batch.
+    let rest: Vec<TargetPlan> = plans.collect();
+    if !rest.is_empty() {
+        reports.extend(run_batch(rest, target_options, &forks, &reporter, &stop).await);
+    }
+    reports
+}
+
+/// One batch, concurrently within `forks`; reports in plan order.
+async fn run_batch(
+    batch: Vec<TargetPlan>,
+    options: TargetOptions,
+    forks: &Arc<Semaphore>,
+    reporter: &Arc<dyn Reporter>,
+    stop: &CancellationToken,
+) -> Vec<TargetReport> {
+    let count = batch.len();
     let mut tasks = tokio::task::JoinSet::new();
-    let count = plans.len();
-    for (index, plan) in plans.into_iter().enumerate() {
+    for (index, plan) in batch.into_iter().enumerate() {
         let forks = forks.clone();
         let reporter = reporter.clone();
         let stop = stop.clone();
@@ -93,9 +149,7 @@ pub async fn deploy_all(
                 }
                 _ => skipped(&plan, "interrupted before this target started"),
             };
-            reporter.event(Event::TargetFinished {
-                report: report.clone(),
-            });
+            reporter.event(Event::TargetFinished { report: report.clone() });
             (index, report)
         });
     }
@@ -170,7 +224,9 @@ fn content_for(material: &Material, planned: &PlannedFile) -> FileBytes {
         Role::Fullchain => FileBytes::Public(material.fullchain_pem()),
         Role::Key => FileBytes::Secret(material.key_pem().clone()),
         Role::Bundle => FileBytes::Secret(material.bundle_pem()),
-        Role::Rendered => FileBytes::Public(planned.rendered.clone().unwrap_or_default().into_bytes()),
+        Role::Rendered => {
+            FileBytes::Public(planned.rendered.clone().unwrap_or_default().into_bytes())
+        }
     }
 }
 
@@ -190,14 +246,14 @@ struct StepFailure {
 /// One target's run: the plan, the session once connected, and the report being built.
 struct Run<'a> {
     plan: &'a TargetPlan,
-    options: DeployOptions,
+    options: TargetOptions,
     reporter: &'a dyn Reporter,
     report: TargetReport,
 }
 
 async fn run_target(
     plan: &TargetPlan,
-    options: DeployOptions,
+    options: TargetOptions,
     reporter: &dyn Reporter,
 ) -> TargetReport {
     let started = Instant::now();

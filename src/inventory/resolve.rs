@@ -14,7 +14,7 @@ use crate::connector::{self, Command, ConnectorDef, did_you_mean};
 use crate::material::{KeySource, MaterialSpec};
 
 /// Command sections a target may override.
-const SECTIONS: [&str; 3] = ["preview", "test", "reload"];
+const SECTIONS: [&str; 5] = ["preview", "test", "reload", "alive", "start"];
 
 /// Where the inventory is, for locations and relative paths.
 pub(super) struct Ctx<'a> {

@@ -1,0 +1,213 @@
+//! Fleet runs against many real targets on loopback: one real sshd, twenty targets each with its
+//! own directory (the generic `ssh` connector), and one real nginx that already serves the new
+//! certificate, so every target's probe can pass and only the injected failures fail.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use support::nginx::Nginx;
+use support::pki::Pki;
+use support::sshd::Sshd;
+
+const SNI: &str = "fleet.test.example";
+
+struct Fleet {
+    dir: tempfile::TempDir,
+    sshd: Sshd,
+    _nginx: Nginx,
+    inventory: PathBuf,
+}
+
+impl Fleet {
+    /// `count` targets `t01`…; targets named in `failing` get a live test that always fails.
+    fn start(count: usize, failing: &[&str]) -> Fleet {
+        let dir = tempfile::Builder::new()
+            .prefix("certctl-fleet-")
+            .tempdir()
+            .unwrap();
+        fs::create_dir_all(dir.path().join("pki")).unwrap();
+        let pki = Pki::new(&dir.path().join("pki"));
+        let leaf = pki.leaf("www", &[SNI]);
+        let nginx = Nginx::start(SNI, &leaf.fullchain, &leaf.key);
+        let sshd = Sshd::start();
+        let j = |s: &str| serde_json::to_string(s).unwrap();
+        let mut yaml = format!(
+            "defaults:\n  user: {}\n  port: {}\n  identity_file: {}\n  known_hosts: {}\n  connector: ssh\n  certificate: www\n  \
+             verify: {{ address: {}, sni: {SNI}, attempts: 3, backoff: 100ms, max_backoff: 200ms }}\n\
+             certificates:\n  www: {{ cert: {}, chain: {}, key: {} }}\ngroups:\n  canary: {{}}\ntargets:\n",
+            j(&sshd.user),
+            sshd.port(),
+            j(&sshd.client_key.display().to_string()),
+            j(&sshd.known_hosts.display().to_string()),
+            j(&nginx.addr.to_string()),
+            j(&leaf.cert.display().to_string()),
+            j(&leaf.chain.display().to_string()),
+            j(&leaf.key.display().to_string()),
+        );
+        for i in 1..=count {
+            let name = format!("t{i:02}");
+            let tdir = dir.path().join(&name);
+            fs::create_dir_all(&tdir).unwrap();
+            yaml.push_str(&format!(
+                "  - name: {name}\n    host: {host}\n    params: {{ fullchain_path: {fc}, key_path: {key}, backup_dir: {bk}, tmp_dir: {tmp} }}\n",
+                host = j(&sshd.host()),
+                fc = j(&tdir.join("fullchain.pem").display().to_string()),
+                key = j(&tdir.join("key.pem").display().to_string()),
+                bk = j(&tdir.join("backups").display().to_string()),
+                tmp = j(&tdir.display().to_string()),
+            ));
+            if failing.contains(&name.as_str()) {
+                yaml.push_str(
+                    "    commands: { test: [sh, -c, 'echo injected failure >&2; exit 1'] }\n",
+                );
+            }
+        }
+        let inventory = dir.path().join("certctl.yaml");
+        fs::write(&inventory, yaml).unwrap();
+        Fleet {
+            dir,
+            sshd,
+            _nginx: nginx,
+            inventory,
+        }
+    }
+
+    fn certctl(&self, args: &[&str]) -> (i32, serde_json::Value, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_certctl"))
+            .arg(args[0])
+            .arg("-i")
+            .arg(&self.inventory)
+            .args(&args[1..])
+            .args(["--output", "json"])
+            .env_remove("SSH_AUTH_SOCK")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        (out.status.code().unwrap(), json, stderr)
+    }
+
+    fn target_dir(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn touched(&self, name: &str) -> bool {
+        self.target_dir(name).join("fullchain.pem").exists()
+            || self.target_dir(name).join("backups").exists()
+    }
+}
+
+fn statuses(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn count(report: &serde_json::Value, status: &str) -> usize {
+    statuses(report).iter().filter(|(_, s)| s == status).count()
+}
+
+#[test]
+fn canary_failure_stops_the_rollout_and_skips_the_rest() {
+    let fleet = Fleet::start(20, &["t01"]);
+    let (code, report, stderr) = fleet.certctl(&["deploy", "--serial", "1,50%"]);
+    assert_eq!(code, 1, "{stderr}");
+    let st = statuses(&report);
+    assert_eq!(
+        st[0],
+        ("t01".to_string(), "rolled-back".to_string()),
+        "{stderr}"
+    );
+    assert_eq!(count(&report, "skipped"), 19, "{st:?}");
+    for (name, _) in &st[1..] {
+        assert!(!fleet.touched(name), "{name} must not be touched");
+    }
+    let skipped = &report["targets"][1];
+    assert!(
+        skipped["error"].as_str().unwrap().contains("--max-fail"),
+        "{skipped}"
+    );
+}
+
+#[test]
+fn failure_in_second_batch_within_budget_continues_then_stops() {
+    // Batches [1, 10, 9]. Two failures in batch 2 exceed --max-fail 1: batch 3 is skipped.
+    let fleet = Fleet::start(20, &["t03", "t04"]);
+    let (code, report, stderr) = fleet.certctl(&["deploy", "--serial", "1,50%", "--max-fail", "1"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(count(&report, "deployed"), 9, "{:?}", statuses(&report));
+    assert_eq!(count(&report, "rolled-back"), 2);
+    assert_eq!(count(&report, "skipped"), 9);
+    for (name, status) in statuses(&report) {
+        assert_eq!(fleet.touched(&name), status != "skipped", "{name} {status}");
+    }
+
+    // One failure in the second batch is within --max-fail 1: every batch runs.
+    let fleet = Fleet::start(20, &["t05"]);
+    let (code, report, _) = fleet.certctl(&["deploy", "--serial", "1,50%", "--max-fail", "1"]);
+    assert_eq!(code, 1);
+    assert_eq!(count(&report, "deployed"), 19);
+    assert_eq!(count(&report, "rolled-back"), 1);
+    assert_eq!(count(&report, "skipped"), 0);
+}
+
+#[test]
+fn shards_cover_every_target_exactly_once() {
+    let fleet = Fleet::start(12, &[]);
+    let mut seen: Vec<String> = Vec::new();
+    for shard in ["1/3", "2/3", "3/3"] {
+        let (code, report, stderr) = fleet.certctl(&["deploy", "--dry-run", "--shard", shard]);
+        assert_eq!(code, 0, "{stderr}");
+        seen.extend(statuses(&report).into_iter().map(|(n, _)| n));
+    }
+    seen.sort();
+    let all: Vec<String> = (1..=12).map(|i| format!("t{i:02}")).collect();
+    assert_eq!(seen, all);
+}
+
+#[test]
+fn limit_that_matches_nothing_is_an_error_and_touches_nothing() {
+    let fleet = Fleet::start(3, &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_certctl"))
+        .args(["deploy", "-i"])
+        .arg(&fleet.inventory)
+        .args(["--limit", "t0*,web-*"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("web-*"));
+    assert!(!fleet.touched("t01"));
+    assert_eq!(fleet.sshd.log().matches("Accepted publickey").count(), 0);
+}
+
+#[test]
+fn a_failing_target_never_affects_the_others() {
+    let fleet = Fleet::start(6, &["t02", "t05"]);
+    let (code, report, stderr) = fleet.certctl(&["deploy", "--forks", "3"]);
+    assert_eq!(code, 1, "{stderr}");
+    for (name, status) in statuses(&report) {
+        let expected = if name == "t02" || name == "t05" {
+            "rolled-back"
+        } else {
+            "deployed"
+        };
+        assert_eq!(status, expected, "{name}");
+        let deployed = fs::read(fleet.target_dir(&name).join("fullchain.pem")).ok();
+        assert_eq!(
+            deployed.is_some(),
+            expected == "deployed",
+            "{name}: a rolled-back new file is removed"
+        );
+    }
+    assert!(Path::new(&fleet.target_dir("t01")).join("key.pem").exists());
+}
