@@ -14,7 +14,12 @@ use crate::probe::StartTls;
 /// Built-in connectors, embedded from `connectors/` at the repository root.
 const BUILTIN_SOURCES: &[(&str, &str)] = &[
     ("nginx", include_str!("../connectors/nginx.yaml")),
+    ("apache", include_str!("../connectors/apache.yaml")),
+    ("haproxy", include_str!("../connectors/haproxy.yaml")),
+    ("caddy", include_str!("../connectors/caddy.yaml")),
     ("ssh", include_str!("../connectors/ssh.yaml")),
+    ("postfix", include_str!("../connectors/postfix.yaml")),
+    ("dovecot", include_str!("../connectors/dovecot.yaml")),
     ("traefik", include_str!("../connectors/traefik.yaml")),
     ("envoy", include_str!("../connectors/envoy.yaml")),
 ];

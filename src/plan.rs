@@ -251,8 +251,8 @@ fn plan_target(
     for f in files.iter_mut() {
         if let Some(name) = f.rendered.take() {
             let body = &def.templates[&name];
-            let content = connector::render(body, &values)
-                .map_err(|e| format!("template `{name}`: {e}"))?;
+            let content =
+                connector::render(body, &values).map_err(|e| format!("template `{name}`: {e}"))?;
             f.rendered = Some(content);
         }
     }

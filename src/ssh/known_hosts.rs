@@ -263,7 +263,7 @@ fn hashed_matches(salt_and_hash: &str, name: &str) -> bool {
 }
 
 /// OpenSSH `match_pattern`: `*` any run of characters, `?` exactly one.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(super) fn glob(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0, 0);

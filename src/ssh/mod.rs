@@ -1,16 +1,26 @@
 //! The SSH transport, and the only module that knows russh: connect with a timeout, strict
 //! known_hosts, agent and key-file auth, keepalive, exec with stdout/stderr/exit status, SFTP
-//! upload and atomic replace (posix-rename), and remote-shell quoting (in [`quote`]).
+//! upload and atomic replace (posix-rename), jump hosts ([`jump`]), the OpenSSH client config
+//! file ([`config`]) and remote-shell quoting ([`quote`]).
 //!
 //! One [`Session`] per target for the whole run; every exec and SFTP request is a channel
-//! multiplexed on it. Host keys are checked by our own matcher ([`known_hosts`]). Private key
-//! bytes never reach an error message or a log line; neither does the passphrase.
+//! multiplexed on it. Targets behind a bastion share one connection to it ([`JumpPool`]).
+//! Host keys are checked by our own matcher ([`known_hosts`]) at every hop. At most
+//! [`HANDSHAKES_PER_HOST`] handshakes run at once against one host (sshd's `MaxStartups`), and
+//! a reset during the handshake is retried with backoff. Private key bytes never reach an
+//! error message or a log line; neither does the passphrase.
 //!
-//! Not here: `~/.ssh/config` resolution and jump hosts (the caller fills [`SshConfig`]), sudo
-//! (the deploy code wraps commands), and what commands mean.
+//! Not here: choosing between inventory and `~/.ssh/config` values (the caller fills
+//! [`SshConfig`] from [`config::HostSettings`]), sudo (the deploy code wraps commands), and
+//! what commands mean.
 
+pub mod config;
+pub mod jump;
 pub mod known_hosts;
+mod prompt;
 pub mod quote;
+
+pub use jump::{JumpHost, JumpPool, JumpSpec};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,6 +58,10 @@ pub struct SshConfig {
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
     pub keepalive_interval: Duration,
+    /// Jump hosts (ProxyJump), first hop first; empty = connect directly. Every hop is
+    /// checked and authenticated like a target, with this config's timeouts and
+    /// `accept_new_host_keys`.
+    pub jump: Vec<JumpHost>,
 }
 
 /// What a remote command did.
@@ -65,11 +79,10 @@ impl ExecOutput {
 }
 
 /// Transport failures. Host-key errors carry the offered SHA256 fingerprint.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SshError {
     #[error(
-        "{host}:{port}: known_hosts file {path} does not exist; the server offered {fingerprint}. To trust it, add:\n  {line}\nor run with --accept-new-host-keys"
-    )]
+        "{}: known_hosts file {path} does not exist; the server offered {fingerprint}. To trust it, add:\n  {line}\nor run with --accept-new-host-keys", endpoint(.host, *.port))]
     KnownHostsMissing {
         host: String,
         port: u16,
@@ -78,8 +91,7 @@ pub enum SshError {
         line: String,
     },
     #[error(
-        "{host}:{port}: host is not in {path}; the server offered {fingerprint}. To trust it, add:\n  {line}\nor run with --accept-new-host-keys"
-    )]
+        "{}: host is not in {path}; the server offered {fingerprint}. To trust it, add:\n  {line}\nor run with --accept-new-host-keys", endpoint(.host, *.port))]
     UnknownHost {
         host: String,
         port: u16,
@@ -88,8 +100,7 @@ pub enum SshError {
         line: String,
     },
     #[error(
-        "{host}:{port}: HOST KEY CHANGED — {path} line {known_line} has a different key; the server offered {fingerprint}. Someone may be intercepting the connection; if the key change is expected, replace that line"
-    )]
+        "{}: HOST KEY CHANGED — {path} line {known_line} has a different key; the server offered {fingerprint}. Someone may be intercepting the connection; if the key change is expected, replace that line", endpoint(.host, *.port))]
     HostKeyChanged {
         host: String,
         port: u16,
@@ -97,7 +108,7 @@ pub enum SshError {
         known_line: usize,
         fingerprint: String,
     },
-    #[error("{host}:{port}: host key {fingerprint} is marked @revoked in {path} line {known_line}")]
+    #[error("{}: host key {fingerprint} is marked @revoked in {path} line {known_line}", endpoint(.host, *.port))]
     HostKeyRevoked {
         host: String,
         port: u16,
@@ -105,26 +116,26 @@ pub enum SshError {
         known_line: usize,
         fingerprint: String,
     },
-    #[error("{host}:{port}: connect timed out after {timeout:?}")]
+    #[error("{}: connect timed out after {timeout:?}", endpoint(.host, *.port))]
     ConnectTimeout {
         host: String,
         port: u16,
         timeout: Duration,
     },
-    #[error("{host}:{port}: {message}")]
+    #[error("{}: {message}", endpoint(.host, *.port))]
     Connect {
         host: String,
         port: u16,
         message: String,
     },
-    #[error("{host}:{port}: authentication failed for user `{user}`: {message}")]
+    #[error("{}: authentication failed for user `{user}`: {message}", endpoint(.host, *.port))]
     Auth {
         host: String,
         port: u16,
         user: String,
         message: String,
     },
-    #[error("{host}:{port}: command timed out after {timeout:?}: {command}")]
+    #[error("{}: command timed out after {timeout:?}: {command}", endpoint(.host, *.port))]
     CommandTimeout {
         host: String,
         port: u16,
@@ -132,25 +143,51 @@ pub enum SshError {
         command: String,
     },
     /// `reason` says what happened instead: a signal, or a channel closed without a status.
-    #[error("{host}:{port}: `{command}` reported no exit status ({reason}); treated as a failure")]
+    #[error("{}: `{command}` reported no exit status ({reason}); treated as a failure", endpoint(.host, *.port))]
     NoExitStatus {
         host: String,
         port: u16,
         command: String,
         reason: String,
     },
-    #[error("{host}:{port}: sftp: {message}")]
+    #[error("{}: sftp: {message}", endpoint(.host, *.port))]
     Sftp {
         host: String,
         port: u16,
         message: String,
     },
-    #[error("{host}:{port}: {message}")]
+    #[error("{}: {message}", endpoint(.host, *.port))]
     Protocol {
         host: String,
         port: u16,
         message: String,
     },
+    /// Hop `hop` (1-based) of `hops` on the way to `host:port` failed; `error` names the hop's
+    /// own host and port (a changed host key at the bastion, its auth, its timeout…).
+    #[error("{}: via jump host {hop} of {hops}: {error}", endpoint(.host, *.port))]
+    Jump {
+        host: String,
+        port: u16,
+        hop: usize,
+        hops: usize,
+        error: Box<SshError>,
+    },
+}
+
+/// `host:port`, with an IPv6 address in brackets (`[::1]:2222`), as in messages and OpenSSH.
+pub fn endpoint(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A configured host without the brackets an IPv6 literal may be written with.
+fn bare_host(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 /// Where authentication material comes from besides [`SshConfig`]. [`Session::connect`] takes
@@ -162,10 +199,15 @@ pub struct AuthSources {
     pub agent_socket: Option<PathBuf>,
     /// Passphrase for encrypted identity files.
     pub passphrase: Option<Secret>,
+    /// With no `passphrase`: ask for an encrypted key's passphrase on the terminal
+    /// (`/dev/tty`, echo off), once per key per process.
+    pub prompt: bool,
 }
 
 impl AuthSources {
-    /// `SSH_AUTH_SOCK` and `CERTCTL_SSH_PASSPHRASE`; empty values count as unset.
+    /// `SSH_AUTH_SOCK` and `CERTCTL_SSH_PASSPHRASE`; empty values count as unset. Without
+    /// the passphrase variable, a terminal on stdin enables the prompt. The passphrase is never
+    /// taken from the command line.
     pub fn from_env() -> Self {
         let agent_socket = std::env::var_os("SSH_AUTH_SOCK")
             .filter(|v| !v.is_empty())
@@ -174,9 +216,11 @@ impl AuthSources {
             .ok()
             .filter(|v| !v.is_empty())
             .map(|v| Secret::new(v.into_bytes()));
+        let prompt = passphrase.is_none() && std::io::IsTerminal::is_terminal(&std::io::stdin());
         Self {
             agent_socket,
             passphrase,
+            prompt,
         }
     }
 }
