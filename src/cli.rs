@@ -50,6 +50,10 @@ pub enum Command {
     /// Offline check of the inventory, the certificate material and the connectors.
     #[command(after_help = EXIT_CODES)]
     Check(CheckArgs),
+    /// Restore each selected target's newest backup set, reload, and verify the restored
+    /// certificate is served. A second rollback goes one backup set further back.
+    #[command(after_help = EXIT_CODES)]
+    Rollback(RollbackArgs),
     /// List the connectors, or show one's definition.
     Connectors {
         #[command(subcommand)]
@@ -113,6 +117,10 @@ pub struct DeployArgs {
     /// reported `skipped`. Default 0: any failure stops the rollout after its batch.
     #[arg(long, value_name = "N|P%", default_value = "0")]
     pub max_fail: MaxFail,
+    /// Remove a lock a killed run left on the targets before taking it. Check first that no
+    /// other certctl run is still working on them.
+    #[arg(long)]
+    pub break_lock: bool,
     /// Human output on stderr, or one JSON document on stdout.
     #[arg(long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
@@ -134,6 +142,24 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// Targets in flight at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub forks: u16,
+    /// Human output on stderr, or one JSON document on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+    /// Remove a lock a killed run left on the targets before taking it.
+    #[arg(long)]
+    pub break_lock: bool,
+    /// Trust and record the host key of a host never seen before (a changed key is still refused).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
     pub inventory: InventoryArgs,
@@ -146,6 +172,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Deploy(args) => deploy_command(args, cli.verbose).await,
         Command::Verify(args) => verify_command(args, cli.verbose).await,
         Command::Check(args) => check_command(args),
+        Command::Rollback(args) => rollback_command(args, cli.verbose).await,
         Command::Connectors { action } => {
             connectors_command(action.unwrap_or(ConnectorsAction::List))
         }
@@ -243,6 +270,8 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
         forks: usize::from(args.forks),
         batches: crate::select::batches(&args.serial.unwrap_or_default(), total),
         max_fail: args.max_fail,
+        break_lock: args.break_lock,
+        undo: false,
     };
     let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();
@@ -255,6 +284,35 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
     );
     finish(&run, args.output);
     if stop.is_cancelled() && interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        return Ok(130);
+    }
+    Ok(report::exit_code(&run))
+}
+
+async fn rollback_command(args: RollbackArgs, verbose: u8) -> Result<u8, Invalid> {
+    let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
+    let settings = RunSettings::new(args.accept_new_host_keys);
+    let prepared = prepare(&args.inventory, &settings)?;
+    let reporter: Arc<dyn report::Reporter> =
+        Arc::from(report::reporter(prepared.plans.len(), verbose));
+    let stop = CancellationToken::new();
+    let interrupted = watch_interrupts(stop.clone());
+    let total = prepared.plans.len();
+    let options = DeployOptions {
+        dry_run: false,
+        force: false,
+        forks: usize::from(args.forks),
+        batches: vec![total],
+        max_fail: MaxFail::Count(usize::MAX),
+        break_lock: args.break_lock,
+        undo: true,
+    };
+    let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
+    reporter.finish();
+    let run = RunReport::new("rollback", false, started_at, started.elapsed(), targets);
+    finish(&run, args.output);
+    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(130);
     }
     Ok(report::exit_code(&run))

@@ -39,6 +39,10 @@ pub struct DeployOptions {
     pub batches: Vec<usize>,
     /// Failures allowed before no new batch starts (`--max-fail`).
     pub max_fail: MaxFail,
+    /// Remove a lock left on a target by a killed run before taking it (`--break-lock`).
+    pub break_lock: bool,
+    /// `certctl rollback`: restore each target's newest backup set, reload, verify.
+    pub undo: bool,
 }
 
 /// The step-level switches one target's run needs.
@@ -46,6 +50,9 @@ pub struct DeployOptions {
 struct TargetOptions {
     dry_run: bool,
     force: bool,
+    break_lock: bool,
+    /// `certctl rollback`: restore the newest backup set instead of deploying.
+    undo: bool,
 }
 
 /// Largest certificate file read back from a target.
@@ -57,7 +64,7 @@ const PREAMBLE: &str = r#"set -u
 umask 077
 certctl_stat() {
   if [ -f "$1" ]; then
-    printf 'F %s present %s %s\n' "$2" "$(stat -c '%a %u %g' -- "$1")" "$(sha256sum < "$1" | cut -d' ' -f1)"
+    printf 'F %s present %s %s\n' "$2" "$(stat -L -c '%a %u %g' -- "$1")" "$(sha256sum < "$1" | cut -d' ' -f1)"
   elif [ -e "$1" ] || [ -L "$1" ]; then
     printf 'F %s notfile\n' "$2"
   else
@@ -75,7 +82,7 @@ certctl_backup() { cp -p -- "$1" "$2" || { fail=1; printf 'B %s failed\n' "$1"; 
 
 /// Prunes old backup sets, newest kept; `$1` = backup dir, `$2` = how many to keep.
 const PRUNE: &str = r#"certctl_prune() {
-  ls -1 -- "$1" | grep -E '^[0-9]+-[0-9a-f]+$' | sort | head -n "-$2" | while IFS= read -r d; do rm -rf -- "$1/$d"; done
+  ls -1 -- "$1" | grep -E '^[0-9]+-[0-9a-f]+(\.restored)?$' | sort | head -n "-$2" | while IFS= read -r d; do rm -rf -- "$1/$d"; done
 }
 "#;
 
@@ -92,7 +99,12 @@ pub async fn deploy_all(
 ) -> Vec<TargetReport> {
     let total = plans.len();
     let forks = Arc::new(Semaphore::new(options.forks.max(1)));
-    let target_options = TargetOptions { dry_run: options.dry_run, force: options.force };
+    let target_options = TargetOptions {
+        dry_run: options.dry_run,
+        force: options.force,
+        break_lock: options.break_lock,
+        undo: options.undo,
+    };
     let mut reports = Vec::with_capacity(total);
     let mut plans = plans.into_iter();
     let mut failed = 0;
@@ -105,12 +117,13 @@ pub async fn deploy_all(
         failed += done.iter().filter(|r| r.status.is_failure()).count();
         reports.extend(done);
         if budget_exceeded(&options.max_fail, failed, total) {
-            let why = format!(
-                "not started: {failed} target(s) failed, more than --max-fail allows"
-            );
+            let why =
+                format!("not started: {failed} target(s) failed, more than --max-fail allows");
             for plan in plans.by_ref() {
                 let report = skipped(&plan, &why);
-                reporter.event(Event::TargetFinished { report: report.clone() });
+                reporter.event(Event::TargetFinished {
+                    report: report.clone(),
+                });
                 reports.push(report);
             }
             break;
@@ -149,7 +162,9 @@ async fn run_batch(
                 }
                 _ => skipped(&plan, "interrupted before this target started"),
             };
-            reporter.event(Event::TargetFinished { report: report.clone() });
+            reporter.event(Event::TargetFinished {
+                report: report.clone(),
+            });
             (index, report)
         });
     }
@@ -339,7 +354,19 @@ impl<'a> Run<'a> {
     /// Everything after connect. Cleanup runs on every path.
     async fn on_session(&mut self, session: &Session) {
         let plan = self.plan;
-        let outcome = self.deploy(session).await;
+        let locked = self
+            .step(Step::Lock, lock(session, plan, self.options.break_lock))
+            .await;
+        if let Err(f) = locked {
+            self.report.status = Status::Failed;
+            self.report.error = Some(format!("lock failed: {}; nothing was changed", f.message));
+            return;
+        }
+        let outcome = if self.options.undo {
+            self.undo(session).await
+        } else {
+            self.deploy(session).await
+        };
         let (status, error) = match outcome {
             Ok(status) => (status, None),
             Err((status, error)) => (status, Some(error)),
@@ -528,6 +555,181 @@ impl<'a> Run<'a> {
                     "the files already held the new certificate but {served} was served; {} failed: {}",
                     f.step.as_str(),
                     f.message
+                ),
+            )),
+        }
+    }
+
+    /// `certctl rollback`: restores the newest backup set (byte-for-byte, checked by hash),
+    /// reloads (or starts a server that died), and probes for the restored certificate. The
+    /// set is then marked `.restored`, so a second rollback goes one set further back.
+    async fn undo(&mut self, session: &Session) -> Result<Status, (Status, String)> {
+        let plan = self.plan;
+        let failed = |message: String| (Status::Failed, message);
+        let mut script = Script::new();
+        script.raw(UNDO);
+        script.cmd(&["certctl_latest", &plan.backup_dir]);
+        let out = session
+            .exec_script(&script, None)
+            .await
+            .map_err(|e| failed(format!("rollback: {e}; nothing was changed")))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some(set) = text.lines().find_map(|l| l.strip_prefix("SET ")) else {
+            return Err(failed(format!(
+                "rollback: no backup set in {}; nothing was changed",
+                plan.backup_dir
+            )));
+        };
+        let set_dir = format!("{}/{set}", plan.backup_dir);
+        // Manifest lines: index, role, whether the file existed before, path.
+        let mut entries = Vec::new();
+        for line in text.lines().filter_map(|l| l.strip_prefix("M ")) {
+            let fields: Vec<&str> = line.splitn(4, '\t').collect();
+            let [idx, role, present, path] = fields[..] else {
+                continue;
+            };
+            let Some(planned) = plan.files.iter().find(|f| f.path == path) else {
+                return Err(failed(format!(
+                    "rollback: backup set {set_dir} names {path}, which is not one of this target's files; nothing was changed"
+                )));
+            };
+            entries.push((idx.to_string(), role.to_string(), present == "1", planned));
+        }
+        if entries.is_empty() {
+            return Err(failed(format!(
+                "rollback: backup set {set_dir} has no manifest; nothing was changed"
+            )));
+        }
+        // What the restored files should serve: read from the backup copies themselves.
+        let mut expected: Option<Expected> = None;
+        for (idx, role, present, planned) in &entries {
+            if *present && planned.role.has_leaf() && expected.is_none() {
+                let pem = session
+                    .read_file(&format!("{set_dir}/{idx}.{role}"), CERT_READ_LIMIT)
+                    .await
+                    .map_err(|e| failed(format!("rollback: reading the backup: {e}")))?;
+                if let Ok(certs) = parse_certs(&pem)
+                    && let Some((leaf, chain)) = certs.split_first()
+                {
+                    expected = Some(Expected {
+                        leaf: leaf.fingerprint,
+                        chain: chain.iter().map(|c| c.fingerprint).collect(),
+                    });
+                }
+            }
+        }
+        if let Some(e) = &expected {
+            self.report.new_fingerprint = Some(e.leaf);
+        }
+
+        let t = self.begin(Step::Rollback);
+        let mut script = Script::new();
+        script.raw(PREAMBLE);
+        for (idx, role, present, planned) in &entries {
+            if *present {
+                let backup = format!("{set_dir}/{idx}.{role}");
+                let tmp = format!(
+                    "{}.restore",
+                    planned
+                        .staged
+                        .strip_suffix(".tmp")
+                        .unwrap_or(&planned.staged)
+                );
+                script.cmd(&["certctl_restore", &backup, &tmp, &planned.path]);
+                script.cmd(&["certctl_stat", &backup, &format!("b{idx}")]);
+            } else {
+                script.cmd(&["certctl_remove", &planned.path]);
+            }
+            script.cmd(&["certctl_stat", &planned.path, idx]);
+        }
+        script.raw("exit $fail\n");
+        let restored = session.exec_script(&script, None).await;
+        let checked = match restored {
+            Ok(out) if out.success() => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                let hash_of = |key: &str| {
+                    text.lines().find_map(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        match f.as_slice() {
+                            ["F", k, "present", _, _, _, sha] if *k == key => Some(sha.to_string()),
+                            ["F", k, "absent"] if *k == key => Some(String::new()),
+                            _ => None,
+                        }
+                    })
+                };
+                entries
+                    .iter()
+                    .filter(|(idx, _, present, _)| {
+                        let live = hash_of(idx);
+                        let want = if *present {
+                            hash_of(&format!("b{idx}"))
+                        } else {
+                            Some(String::new())
+                        };
+                        live.is_none() || live != want
+                    })
+                    .map(|(_, _, _, p)| p.path.clone())
+                    .collect::<Vec<_>>()
+            }
+            Ok(out) => {
+                let message = command_failure("restore script", &out);
+                self.end(Step::Rollback, t, StepStatus::Failed, Some(message.clone()));
+                return Err((
+                    Status::RollbackFailed,
+                    format!("ROLLBACK FAILED: {message}"),
+                ));
+            }
+            Err(e) => {
+                let message = e.to_string();
+                self.end(Step::Rollback, t, StepStatus::Failed, Some(message.clone()));
+                return Err((
+                    Status::RollbackFailed,
+                    format!("ROLLBACK FAILED: {message}"),
+                ));
+            }
+        };
+        if !checked.is_empty() {
+            let message = format!(
+                "after restoring, these files do not match the backup: {}",
+                checked.join(", ")
+            );
+            self.end(Step::Rollback, t, StepStatus::Failed, Some(message.clone()));
+            return Err((
+                Status::RollbackFailed,
+                format!("ROLLBACK FAILED: {message}"),
+            ));
+        }
+        self.end(
+            Step::Rollback,
+            t,
+            StepStatus::Ok,
+            Some(format!(
+                "{} file(s) restored from {set_dir} and checked by SHA-256",
+                entries.len()
+            )),
+        );
+        let _ = self
+            .step(Step::Reload, reload_or_start(session, plan))
+            .await;
+        let verified = match &expected {
+            Some(e) => self.verify(e).await.map_err(|f| f.message),
+            None => Ok(()),
+        };
+        let mut mark = Script::new();
+        mark.cmd(&["mv", "--", &set_dir, &format!("{set_dir}.restored")]);
+        let _ = session.exec_script(&mark, None).await;
+        match (verified, expected) {
+            (Ok(()), Some(e)) => {
+                self.report.error = None;
+                Ok(Status::RolledBack).inspect(|_| {
+                    self.report.served_fingerprint = Some(e.leaf);
+                })
+            }
+            (Ok(()), None) => Ok(Status::RolledBack),
+            (Err(message), _) => Err((
+                Status::RollbackFailed,
+                format!(
+                    "files restored from {set_dir}, but the restored certificate is NOT served: {message}"
                 ),
             )),
         }
@@ -1053,6 +1255,158 @@ async fn restore(
     ))
 }
 
+/// The target's lock: a directory beside its backups (per target, private).
+fn lock_dir(plan: &TargetPlan) -> String {
+    format!("{}/.lock", plan.backup_dir)
+}
+
+/// Who holds a lock: written into it, shown to the next run.
+fn lock_holder(plan: &TargetPlan) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let started = rfc3339(crate::plan::now_unix());
+    format!(
+        "pid={} host={host} user={user} started={started} run={}",
+        std::process::id(),
+        plan.run_id
+    )
+}
+
+/// Takes the target's lock (an atomic `mkdir`), then removes temp files a killed run left
+/// beside the live files — safe now that no other run can be using them.
+async fn lock(
+    session: &Session,
+    plan: &TargetPlan,
+    break_lock: bool,
+) -> Result<((), Option<String>), String> {
+    let dir = lock_dir(plan);
+    let mut script = Script::new();
+    script.raw(LOCK);
+    script.cmd(&["mkdir", "-p", "-m", "0700", "--", &plan.backup_dir]);
+    if break_lock {
+        script.cmd(&["rm", "-rf", "--", &dir]);
+    }
+    script.cmd(&["certctl_lock", &dir, &lock_holder(plan)]);
+    for f in &plan.files {
+        let (parent, base) = f.path.rsplit_once('/').unwrap_or(("/", &f.path));
+        let parent = if parent.is_empty() { "/" } else { parent };
+        let pattern = format!(".{}.certctl-*", glob_escape(base));
+        script.cmd(&["certctl_stale", parent, &pattern]);
+    }
+    let out = session
+        .exec_script(&script, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if let Some(holder) = text.lines().find_map(|l| l.strip_prefix("HELD ")) {
+        return Err(describe_holder(&dir, holder));
+    }
+    if !out.success() || !text.lines().any(|l| l == "LOCKED") {
+        return Err(command_failure("lock script", &out));
+    }
+    let stale: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("STALE "))
+        .collect();
+    let detail = if stale.is_empty() {
+        format!("locked {dir}")
+    } else {
+        format!(
+            "locked {dir}; removed {} temp file(s) left by an interrupted run: {}",
+            stale.len(),
+            stale.join(", ")
+        )
+    };
+    Ok(((), Some(detail)))
+}
+
+/// Names the holder of a lock, and says whether it is still running (when it ran on this
+/// machine we can tell) and how to clear a stale one.
+fn describe_holder(dir: &str, holder: &str) -> String {
+    let field = |name: &str| {
+        holder
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+            .unwrap_or("?")
+            .to_string()
+    };
+    let (pid, host) = (field("pid"), field("host"));
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let who = format!(
+        "pid {pid} on {host} (user {}, started {}, run {})",
+        field("user"),
+        field("started"),
+        field("run")
+    );
+    let alive = pid.parse::<u32>().is_ok_and(process_alive);
+    if host == here && !alive {
+        format!(
+            "{dir} is held by a run that is no longer running: {who}. A killed run left it;              check the target, then rerun with --break-lock to clear it"
+        )
+    } else {
+        format!(
+            "another certctl run holds {dir}: {who}. Wait for it to finish; if it was killed,              rerun with --break-lock"
+        )
+    }
+}
+
+/// Whether a local process is running (a zombie counts as gone).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Escapes `find -name` glob characters so a file name matches only itself.
+fn glob_escape(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `certctl_latest DIR` prints the newest backup set not yet restored (`SET NAME`) and its
+/// manifest (`M` lines).
+const UNDO: &str = r#"set -u
+certctl_latest() {
+  set_name=$(ls -1 -- "$1" 2>/dev/null | grep -E '^[0-9]+-[0-9a-f]+$' | sort | tail -n 1)
+  [ -n "$set_name" ] || return 0
+  printf 'SET %s\n' "$set_name"
+  sed 's/^/M /' -- "$1/$set_name/manifest" 2>/dev/null
+}
+"#;
+
+/// `$1` lock dir, `$2` holder line: prints LOCKED, or HELD and the holder.
+/// `certctl_stale DIR PATTERN` removes (and prints) stale temp files of one live file — only
+/// once this run holds the lock, never another run's files.
+const LOCK: &str = r#"set -u
+umask 077
+certctl_lock() {
+  if mkdir -m 0700 -- "$1" 2>/dev/null; then
+    printf '%s\n' "$2" > "$1/holder" && locked=1 && echo LOCKED
+  else
+    printf 'HELD %s\n' "$(head -n 1 -- "$1/holder" 2>/dev/null || echo unknown)"
+  fi
+}
+certctl_stale() {
+  [ "${locked:-0}" = 1 ] || return 0
+  find "$1" -maxdepth 1 -type f -name "$2" 2>/dev/null | while IFS= read -r f; do
+    rm -f -- "$f" && printf 'STALE %s\n' "$f"
+  done
+}
+"#;
+
 /// Removes staged files and the scratch directory; best effort, on every path.
 async fn cleanup(session: &Session, plan: &TargetPlan) -> Result<((), Option<String>), String> {
     let mut script = Script::new();
@@ -1060,6 +1414,8 @@ async fn cleanup(session: &Session, plan: &TargetPlan) -> Result<((), Option<Str
     argv.extend(plan.files.iter().map(|f| f.staged.as_str()));
     script.cmd(&argv);
     script.cmd(&["rm", "-rf", "--", &plan.scratch_dir]);
+    // Last: the lock, so no other run starts while our files are still being removed.
+    script.cmd(&["rm", "-rf", "--", &lock_dir(plan)]);
     let out = session
         .exec_script(&script, None)
         .await

@@ -80,8 +80,8 @@ fn traefik_emulated_dynamic_config_moved_last_and_new_cert_served() {
     assert_eq!(
         steps,
         [
-            "connect", "inspect", "stage", "preview", "backup", "swap", "test", "reload", "verify",
-            "cleanup"
+            "connect", "lock", "inspect", "stage", "preview", "backup", "swap", "test", "reload",
+            "verify", "cleanup"
         ]
     );
 }

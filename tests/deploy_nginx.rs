@@ -101,7 +101,10 @@ fn dry_run_changes_nothing_and_reports_would_change() {
         .iter()
         .map(|s| s["step"].as_str().unwrap())
         .collect();
-    assert_eq!(steps, ["connect", "inspect", "stage", "preview", "cleanup"]);
+    assert_eq!(
+        steps,
+        ["connect", "lock", "inspect", "stage", "preview", "cleanup"]
+    );
 
     assert_eq!(
         lab.snapshot_live_files(),
@@ -329,8 +332,8 @@ fn generic_ssh_connector_deploys_a_user_layout_with_its_own_commands() {
     assert_eq!(
         steps,
         [
-            "connect", "inspect", "stage", "preview", "backup", "swap", "test", "reload", "verify",
-            "cleanup"
+            "connect", "lock", "inspect", "stage", "preview", "backup", "swap", "test", "reload",
+            "verify", "cleanup"
         ]
     );
 }

@@ -385,6 +385,13 @@ pub fn exit_code(report: &RunReport) -> u8 {
         && any(|s| matches!(s, Status::Mismatch | Status::Unreachable))
     {
         EXIT_VERIFY_MISMATCH
+    } else if report.command == "rollback" {
+        // For `certctl rollback`, `rolled-back` is the success.
+        if any(|s| s.is_failure() && s != Status::RolledBack) {
+            EXIT_FAILED
+        } else {
+            EXIT_OK
+        }
     } else if any(Status::is_failure) {
         EXIT_FAILED
     } else {

@@ -1,0 +1,31 @@
+//! `certctl rollback` against a real sshd + nginx: restores the newest backup set, reloads,
+//! verifies the restored certificate is served; a second rollback has no set left.
+
+mod support;
+
+use support::lab::{Lab, TargetOptions};
+
+#[test]
+fn rollback_restores_the_previous_deploy_and_verifies_it() {
+    let lab = Lab::start(TargetOptions::default());
+    let before = lab.live_file_contents();
+    let out = lab.certctl(&["deploy", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(lab.served(), lab.new.fingerprint);
+
+    let out = lab.certctl(&["rollback", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let target = &out.json()["targets"][0];
+    assert_eq!(target["status"], "rolled-back", "{}", out.stderr);
+    assert_eq!(target["served_fingerprint"], lab.old.fingerprint.as_str());
+    assert_eq!(lab.live_file_contents(), before, "the previous files, byte for byte");
+    assert_eq!(lab.served(), lab.old.fingerprint);
+    assert_eq!(support::mode(lab.nginx.key_path()), 0o600);
+
+    // The set is marked restored; there is nothing older to go back to.
+    let out = lab.certctl(&["rollback", "--output", "json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let error = out.json()["targets"][0]["error"].as_str().unwrap().to_string();
+    assert!(error.contains("no backup set"), "{error}");
+    assert_eq!(lab.live_file_contents(), before);
+}
