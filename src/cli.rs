@@ -139,6 +139,10 @@ pub struct VerifyArgs {
     /// Probes in flight at once.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub forks: u16,
+    /// Report `expiring` (exit 4) when the served certificate expires within this many days;
+    /// 0 turns the check off.
+    #[arg(long, default_value_t = 14, value_name = "DAYS")]
+    pub warn_days: u32,
 }
 
 #[derive(Debug, Args)]
@@ -327,12 +331,13 @@ async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
         Arc::from(report::reporter(prepared.plans.len(), verbose));
     let forks = Arc::new(tokio::sync::Semaphore::new(usize::from(args.forks)));
     let mut tasks = tokio::task::JoinSet::new();
+    let warn_days = args.warn_days;
     for (index, plan) in prepared.plans.into_iter().enumerate() {
         let forks = forks.clone();
         let reporter = reporter.clone();
         tasks.spawn(async move {
             let _permit = forks.acquire_owned().await;
-            let report = verify_target(&plan, reporter.as_ref()).await;
+            let report = verify_target(&plan, warn_days, reporter.as_ref()).await;
             reporter.event(report::Event::TargetFinished {
                 report: report.clone(),
             });
@@ -355,7 +360,7 @@ async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
 }
 
 /// Probes one target on its schedule for the inventory's certificate.
-async fn verify_target(plan: &TargetPlan, reporter: &dyn report::Reporter) -> TargetReport {
+async fn verify_target(plan: &TargetPlan, warn_days: u32, reporter: &dyn report::Reporter) -> TargetReport {
     let started = tokio::time::Instant::now();
     let expected = plan.material.expected();
     reporter.event(report::Event::StepStarted {
@@ -363,14 +368,27 @@ async fn verify_target(plan: &TargetPlan, reporter: &dyn report::Reporter) -> Ta
         step: report::Step::Verify,
     });
     let v = probe::verify(&plan.probe, &expected, &CancellationToken::new()).await;
-    let status = if v.passed {
+    let expires_in = v
+        .last_served
+        .as_ref()
+        .map(|s| s.not_after - crate::plan::now_unix());
+    let expiring = warn_days > 0 && expires_in.is_some_and(|secs| secs < i64::from(warn_days) * 86_400);
+    let status = if v.passed && expiring {
+        Status::Expiring
+    } else if v.passed {
         Status::Ok
     } else if v.last_served.is_some() {
         Status::Mismatch
     } else {
         Status::Unreachable
     };
-    let detail = if v.passed {
+    let detail = if v.passed && expiring {
+        let days = expires_in.unwrap_or(0).div_euclid(86_400);
+        format!(
+            "{} serves {}, which expires in {days} day(s) (--warn-days {warn_days})",
+            plan.probe.address, expected.leaf
+        )
+    } else if v.passed {
         format!("{} serves {}", plan.probe.address, expected.leaf)
     } else {
         let last = v
@@ -409,7 +427,7 @@ async fn verify_target(plan: &TargetPlan, reporter: &dyn report::Reporter) -> Ta
         steps: vec![step],
         probes: v.attempts,
         duration_ms: started.elapsed().as_millis() as u64,
-        error: (!v.passed).then_some(detail),
+        error: (status != Status::Ok).then_some(detail),
     }
 }
 

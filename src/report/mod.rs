@@ -70,11 +70,13 @@ pub enum Status {
     Ok,
     /// `verify` only: something else (or nothing) is served.
     Mismatch,
+    /// `verify` only: the expected certificate is served but expires within `--warn-days`.
+    Expiring,
 }
 
 impl Status {
     /// Every status, in the order tables and totals list them.
-    pub const ALL: [Status; 12] = [
+    pub const ALL: [Status; 13] = [
         Status::Deployed,
         Status::Unchanged,
         Status::Reloaded,
@@ -87,6 +89,7 @@ impl Status {
         Status::Unreachable,
         Status::Ok,
         Status::Mismatch,
+        Status::Expiring,
     ];
 
     /// Whether this outcome makes the run exit non-zero.
@@ -115,6 +118,7 @@ impl Status {
             Status::Unreachable => "unreachable",
             Status::Ok => "ok",
             Status::Mismatch => "mismatch",
+            Status::Expiring => "expiring",
         }
     }
 }
@@ -382,7 +386,7 @@ pub fn exit_code(report: &RunReport) -> u8 {
     if any(|s| s == Status::RollbackFailed) {
         EXIT_ROLLBACK_FAILED
     } else if report.command == "verify"
-        && any(|s| matches!(s, Status::Mismatch | Status::Unreachable))
+        && any(|s| matches!(s, Status::Mismatch | Status::Unreachable | Status::Expiring))
     {
         EXIT_VERIFY_MISMATCH
     } else if report.command == "rollback" {

@@ -24,10 +24,10 @@ pub const JSON_SCHEMA: &str = r##"{
   },
   "$defs": {
     "status": {
-      "description": "A target's final state. ok and mismatch are produced by verify only.",
+      "description": "A target's final state. ok, mismatch and expiring are produced by verify only.",
       "type": "string",
       "enum": ["deployed", "unchanged", "reloaded", "would-change", "would-fail", "failed",
-               "rolled-back", "rollback-failed", "skipped", "unreachable", "ok", "mismatch"]
+               "rolled-back", "rollback-failed", "skipped", "unreachable", "ok", "mismatch", "expiring"]
     },
     "fingerprint": {
       "description": "SHA-256 of the certificate's DER, upper-case hex pairs joined by colons.",
@@ -43,7 +43,7 @@ pub const JSON_SCHEMA: &str = r##"{
       "type": "object",
       "additionalProperties": false,
       "required": ["total", "deployed", "unchanged", "reloaded", "would-change", "would-fail", "failed",
-                   "rolled-back", "rollback-failed", "skipped", "unreachable", "ok", "mismatch"],
+                   "rolled-back", "rollback-failed", "skipped", "unreachable", "ok", "mismatch", "expiring"],
       "properties": {
         "total": { "type": "integer", "minimum": 0 },
         "deployed": { "type": "integer", "minimum": 0 },
@@ -57,7 +57,8 @@ pub const JSON_SCHEMA: &str = r##"{
         "skipped": { "type": "integer", "minimum": 0 },
         "unreachable": { "type": "integer", "minimum": 0 },
         "ok": { "type": "integer", "minimum": 0 },
-        "mismatch": { "type": "integer", "minimum": 0 }
+        "mismatch": { "type": "integer", "minimum": 0 },
+        "expiring": { "type": "integer", "minimum": 0 }
       }
     },
     "target": {

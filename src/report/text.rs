@@ -67,6 +67,7 @@ fn colour_code(status: Status) -> &'static str {
         | Status::WouldChange => "32",
         Status::RolledBack | Status::Skipped => "33",
         Status::WouldFail | Status::Failed | Status::Unreachable | Status::Mismatch => "1;31",
+        Status::Expiring => "1;33",
         Status::RollbackFailed => "1;7;31",
     }
 }
@@ -212,6 +213,7 @@ fn outcome(report: &TargetReport) -> String {
             format!("would change {changed} file{s}, then serve {new}")
         }
         Status::Ok => format!("serving {served}"),
+        Status::Expiring => format!("serving {served}, which expires soon"),
         Status::Mismatch => match &report.served_fingerprint {
             Some(fp) => format!("serving {}, expected {new}", short_fingerprint(fp)),
             None => format!("serving nothing, expected {new}"),

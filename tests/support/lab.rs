@@ -38,6 +38,8 @@ pub struct TargetOptions {
     pub known_hosts: KnownHosts,
     /// Use the generic `ssh` connector with a user layout instead of `nginx`.
     pub generic: bool,
+    /// The new certificate expires this many days from now (default: 90).
+    pub new_expires_in_days: Option<i64>,
     /// Use this connector (with nginx's fullchain/key paths) and these extra params instead.
     pub connector: Option<(&'static str, Vec<(&'static str, String)>)>,
 }
@@ -107,7 +109,10 @@ impl Lab {
             .unwrap();
         let pki = Pki::new(&dir.path().join("pki").tap_create());
         let old = Cert::new(pki.leaf("old", &[SNI]));
-        let new = Cert::new(pki.leaf("new", &[SNI]));
+        let new = match options.new_expires_in_days {
+            Some(days) => Cert::new(pki.issue("new", LeafOpts::new(&[SNI]).valid_secs(-86_400, days * 86_400))),
+            None => Cert::new(pki.leaf("new", &[SNI])),
+        };
         let nginx = Nginx::start(SNI, &old.fullchain, &old.key);
         assert!(nginx.wait_until_served(Some(SNI), &old.fingerprint, Duration::from_secs(10)));
         let sshd = Sshd::start();
