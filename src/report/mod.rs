@@ -678,7 +678,8 @@ pub(crate) mod tests {
                 "rollback-failed",
                 "skipped",
                 "unreachable",
-                "mismatch"
+                "mismatch",
+                "expiring"
             ]
         );
         // ALL is complete and in sync with serde's names.
