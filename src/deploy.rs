@@ -74,6 +74,7 @@ certctl_stat() {
 certctl_dir() { [ -d "$1" ] || printf 'D %s\n' "$2"; }
 certctl_uid() { u=$(id -u -- "$1" 2>/dev/null) || u=-; printf 'U %s %s\n' "$2" "$u"; }
 certctl_gid() { g=$(getent group -- "$1" | cut -d: -f3); printf 'G %s %s\n' "$2" "${g:--}"; }
+certctl_if_new() { f=$1; shift; [ -e "$f" ] || "$@"; }
 fail=0
 certctl_restore() { cp -p -- "$1" "$2" && mv -f -- "$2" "$3" || { fail=1; printf 'R %s failed\n' "$3"; }; }
 certctl_remove() { rm -f -- "$1" || { fail=1; printf 'R %s failed\n' "$1"; }; }
@@ -823,12 +824,18 @@ async fn inspect(
             .unwrap_or("/");
         script.cmd(&["certctl_dir", dir, &idx]);
         script.cmd(&["certctl_stat", &f.path, &idx]);
-        if let Some(owner) = f.explicit_owner.as_ref().or(f.default_owner.as_ref()) {
-            script.cmd(&["certctl_uid", owner, &idx]);
-        }
-        if let Some(group) = f.explicit_group.as_ref().or(f.default_group.as_ref()) {
-            script.cmd(&["certctl_gid", group, &idx]);
-        }
+        // Explicit owner/group always apply; the connector's defaults only to a new file, so
+        // they are resolved only when the file does not exist yet.
+        match (&f.explicit_owner, &f.default_owner) {
+            (Some(owner), _) => script.cmd(&["certctl_uid", owner, &idx]),
+            (None, Some(owner)) => script.cmd(&["certctl_if_new", &f.path, "certctl_uid", owner, &idx]),
+            (None, None) => &mut script,
+        };
+        match (&f.explicit_group, &f.default_group) {
+            (Some(group), _) => script.cmd(&["certctl_gid", group, &idx]),
+            (None, Some(group)) => script.cmd(&["certctl_if_new", &f.path, "certctl_gid", group, &idx]),
+            (None, None) => &mut script,
+        };
     }
     script.cmd(&["mkdir", "-m", "0700", "--", &plan.scratch_dir]);
     let probe = &plan.probe;
@@ -1102,7 +1109,12 @@ fn command_failure(what: &str, out: &ExecOutput) -> String {
         &out.stdout
     };
     let text = crate::report::sanitize(text);
-    format!("`{what}` exited {}: {}", out.status, text.trim())
+    let text = text.trim();
+    if text.is_empty() {
+        format!("`{what}` exited {} (no output)", out.status)
+    } else {
+        format!("`{what}` exited {}: {text}", out.status)
+    }
 }
 
 async fn backup(
