@@ -337,3 +337,67 @@ fn generic_ssh_connector_deploys_a_user_layout_with_its_own_commands() {
         ]
     );
 }
+
+#[test]
+fn files_already_right_but_old_certificate_served_is_reloaded_not_rewritten() {
+    let lab = Lab::start(TargetOptions::default());
+    // Someone copied the new pair into place by hand and forgot to reload.
+    lab.nginx.replace_certs(&lab.new.fullchain, &lab.new.key);
+    assert_eq!(lab.served(), lab.old.fingerprint);
+    let before = lab.snapshot_live_files();
+
+    let out = lab.certctl(&["deploy", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let target = &out.json()["targets"][0];
+    assert_eq!(target["status"], "reloaded", "{}", out.stderr);
+    let steps: Vec<&str> = target["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["connect", "lock", "inspect", "reload", "verify", "cleanup"]
+    );
+    assert_eq!(lab.snapshot_live_files(), before, "not rewritten");
+    assert_eq!(lab.served(), lab.new.fingerprint);
+    assert!(
+        lab.backup_sets().is_empty(),
+        "nothing replaced, nothing backed up"
+    );
+}
+
+#[test]
+fn backups_keep_the_last_n_sets_privately() {
+    let lab = Lab::start(TargetOptions::default());
+    // Alternate old and new so every run really deploys; keep_backups defaults to 3.
+    for round in 0..5 {
+        let out = lab.certctl(&["deploy", "--force", "--output", "json"]);
+        assert_eq!(out.code, 0, "round {round}: {}", out.stderr);
+        assert_eq!(out.json()["targets"][0]["status"], "deployed");
+    }
+    let sets = lab.backup_sets();
+    let sets: Vec<_> = sets.iter().filter(|p| !p.ends_with(".lock")).collect();
+    assert_eq!(sets.len(), 3, "{sets:?}");
+    for set in sets {
+        assert_eq!(support::mode(set), 0o700);
+        for entry in fs::read_dir(set).unwrap() {
+            let path = entry.unwrap().path();
+            assert_eq!(
+                support::mode(&path) & 0o077 & !0o044,
+                0,
+                "{}: no write for others",
+                path.display()
+            );
+            if path.extension().is_some_and(|e| e == "key") {
+                assert_eq!(
+                    support::mode(&path) & 0o077,
+                    0,
+                    "{}: key backups are private",
+                    path.display()
+                );
+            }
+        }
+    }
+}
