@@ -10,4 +10,4 @@ bash scripts/install-deps.sh
 export RUST_BACKTRACE=0
 export INSTA_UPDATE=no
 cargo build --locked --all-targets
-cargo test --locked --all-targets -- --test-threads "${CERTCTL_TEST_THREADS:-4}"
+cargo test --locked --no-fail-fast --all-targets -- --test-threads "${CERTCTL_TEST_THREADS:-4}"

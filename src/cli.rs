@@ -54,6 +54,10 @@ pub enum Command {
     /// certificate is served. A second rollback goes one backup set further back.
     #[command(after_help = EXIT_CODES)]
     Rollback(RollbackArgs),
+    /// Per target, read-only: files on disk (fingerprint, not-after, mode, owner), what is
+    /// served and for how long, OS/arch/hostname and the server software's version.
+    #[command(after_help = EXIT_CODES)]
+    Status(StatusArgs),
     /// List the connectors, or show one's definition.
     Connectors {
         #[command(subcommand)]
@@ -146,6 +150,21 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// Targets in flight at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub forks: u16,
+    /// Human output on stderr, or one JSON document on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+    /// Trust and record the host key of a host never seen before (a changed key is still refused).
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct RollbackArgs {
     #[command(flatten)]
     pub inventory: InventoryArgs,
@@ -177,6 +196,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Verify(args) => verify_command(args, cli.verbose).await,
         Command::Check(args) => check_command(args),
         Command::Rollback(args) => rollback_command(args, cli.verbose).await,
+        Command::Status(args) => status_command(args, cli.verbose).await,
         Command::Connectors { action } => {
             connectors_command(action.unwrap_or(ConnectorsAction::List))
         }
@@ -276,6 +296,7 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
         max_fail: args.max_fail,
         break_lock: args.break_lock,
         undo: false,
+        status: false,
     };
     let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();
@@ -294,32 +315,86 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
 }
 
 async fn rollback_command(args: RollbackArgs, verbose: u8) -> Result<u8, Invalid> {
-    let started = Instant::now();
-    let started_at = std::time::SystemTime::now();
     let settings = RunSettings::new(args.accept_new_host_keys);
     let prepared = prepare(&args.inventory, &settings)?;
-    let reporter: Arc<dyn report::Reporter> =
-        Arc::from(report::reporter(prepared.plans.len(), verbose));
-    let stop = CancellationToken::new();
-    let interrupted = watch_interrupts(stop.clone());
-    let total = prepared.plans.len();
     let options = DeployOptions {
         dry_run: false,
         force: false,
         forks: usize::from(args.forks),
-        batches: vec![total],
+        batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: args.break_lock,
         undo: true,
+        status: false,
     };
+    let (run, code) = fleet_command("rollback", prepared, options, verbose).await;
+    finish(&run, args.output);
+    Ok(code)
+}
+
+async fn status_command(args: StatusArgs, verbose: u8) -> Result<u8, Invalid> {
+    let settings = RunSettings::new(args.accept_new_host_keys);
+    let prepared = prepare(&args.inventory, &settings)?;
+    let options = DeployOptions {
+        dry_run: false,
+        force: false,
+        forks: usize::from(args.forks),
+        batches: vec![prepared.plans.len()],
+        max_fail: MaxFail::Count(usize::MAX),
+        break_lock: false,
+        undo: false,
+        status: true,
+    };
+    let (run, code) = fleet_command("status", prepared, options, verbose).await;
+    if args.output == Output::Human {
+        report::print_stderr(&status_lines(&run));
+    }
+    finish(&run, args.output);
+    Ok(code)
+}
+
+/// Per target: facts and served certificate, then one line per file.
+fn status_lines(run: &RunReport) -> String {
+    let mut out = String::new();
+    for t in &run.targets {
+        let facts = t
+            .steps
+            .iter()
+            .rev()
+            .find(|s| s.step == report::Step::Inspect)
+            .and_then(|s| s.detail.clone())
+            .unwrap_or_default();
+        out.push_str(&format!("{} ({}): {facts}\n", t.name, t.host));
+        for f in &t.files {
+            out.push_str(&format!(
+                "    {:9} {} {} mode {} owner {}:{}{}{}\n",
+                f.role,
+                f.path,
+                f.action,
+                f.mode,
+                f.owner.as_deref().unwrap_or("-"),
+                f.group.as_deref().unwrap_or("-"),
+                f.old_fingerprint.map(|fp| format!(" leaf {fp}")).unwrap_or_default(),
+                f.not_after.as_deref().map(|n| format!(" not-after {n}")).unwrap_or_default(),
+            ));
+        }
+    }
+    out
+}
+
+/// Runs a whole-fleet operation (rollback, status) through the engine with interrupts
+/// watched; returns the report and the exit code.
+async fn fleet_command(command: &str, prepared: Prepared, options: DeployOptions, verbose: u8) -> (RunReport, u8) {
+    let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
+    let reporter: Arc<dyn report::Reporter> = Arc::from(report::reporter(prepared.plans.len(), verbose));
+    let stop = CancellationToken::new();
+    let interrupted = watch_interrupts(stop.clone());
     let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();
-    let run = RunReport::new("rollback", false, started_at, started.elapsed(), targets);
-    finish(&run, args.output);
-    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
-        return Ok(130);
-    }
-    Ok(report::exit_code(&run))
+    let run = RunReport::new(command, false, started_at, started.elapsed(), targets);
+    let code = if interrupted.load(std::sync::atomic::Ordering::SeqCst) { 130 } else { report::exit_code(&run) };
+    (run, code)
 }
 
 async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
@@ -360,7 +435,11 @@ async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
 }
 
 /// Probes one target on its schedule for the inventory's certificate.
-async fn verify_target(plan: &TargetPlan, warn_days: u32, reporter: &dyn report::Reporter) -> TargetReport {
+async fn verify_target(
+    plan: &TargetPlan,
+    warn_days: u32,
+    reporter: &dyn report::Reporter,
+) -> TargetReport {
     let started = tokio::time::Instant::now();
     let expected = plan.material.expected();
     reporter.event(report::Event::StepStarted {
@@ -372,7 +451,8 @@ async fn verify_target(plan: &TargetPlan, warn_days: u32, reporter: &dyn report:
         .last_served
         .as_ref()
         .map(|s| s.not_after - crate::plan::now_unix());
-    let expiring = warn_days > 0 && expires_in.is_some_and(|secs| secs < i64::from(warn_days) * 86_400);
+    let expiring =
+        warn_days > 0 && expires_in.is_some_and(|secs| secs < i64::from(warn_days) * 86_400);
     let status = if v.passed && expiring {
         Status::Expiring
     } else if v.passed {

@@ -197,6 +197,9 @@ pub struct ConnectorDef {
     /// How to start the server when a rollback finds it dead.
     #[serde(default)]
     pub start: Vec<Command>,
+    /// Commands whose first output line names the server software's version (`certctl status`).
+    #[serde(default)]
+    pub version: Vec<Command>,
     #[serde(default)]
     pub verify: VerifyDefaults,
 }
@@ -350,6 +353,7 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
         ("reload", &def.reload),
         ("alive", &def.alive),
         ("start", &def.start),
+        ("version", &def.version),
     ] {
         for (i, cmd) in cmds.iter().enumerate() {
             if cmd.is_empty() {

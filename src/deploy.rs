@@ -43,6 +43,8 @@ pub struct DeployOptions {
     pub break_lock: bool,
     /// `certctl rollback`: restore each target's newest backup set, reload, verify.
     pub undo: bool,
+    /// `certctl status`: read-only; no lock, nothing written on the targets.
+    pub status: bool,
 }
 
 /// The step-level switches one target's run needs.
@@ -53,6 +55,8 @@ struct TargetOptions {
     break_lock: bool,
     /// `certctl rollback`: restore the newest backup set instead of deploying.
     undo: bool,
+    /// `certctl status`: read-only report of files, served certificate and facts.
+    status: bool,
 }
 
 /// Largest certificate file read back from a target.
@@ -105,6 +109,7 @@ pub async fn deploy_all(
         force: options.force,
         break_lock: options.break_lock,
         undo: options.undo,
+        status: options.status,
     };
     let mut reports = Vec::with_capacity(total);
     let mut plans = plans.into_iter();
@@ -355,6 +360,15 @@ impl<'a> Run<'a> {
     /// Everything after connect. Cleanup runs on every path.
     async fn on_session(&mut self, session: &Session) {
         let plan = self.plan;
+        if self.options.status {
+            // Read-only: no lock (it would wait on, or break, a running deploy), no cleanup.
+            let outcome = self.status(session).await;
+            (self.report.status, self.report.error) = match outcome {
+                Ok(status) => (status, None),
+                Err((status, error)) => (status, Some(error)),
+            };
+            return;
+        }
         let locked = self
             .step(Step::Lock, lock(session, plan, self.options.break_lock))
             .await;
@@ -398,7 +412,7 @@ impl<'a> Run<'a> {
 
         // inspect: one remote script for every file, plus one probe of what is served now.
         let (live, served_before) = self
-            .step(Step::Inspect, inspect(session, plan))
+            .step(Step::Inspect, inspect(session, plan, true))
             .await
             .map_err(fail_untouched)?;
         let mut files = Vec::new();
@@ -558,6 +572,81 @@ impl<'a> Run<'a> {
                     f.message
                 ),
             )),
+        }
+    }
+
+    /// `certctl status`: what is on disk (fingerprint, not-after, mode, owner), what is served,
+    /// days to expiry, and facts (OS, arch, hostname, server version). `ok` when files and
+    /// served certificate are the inventory's; `mismatch` otherwise. Writes nothing.
+    async fn status(&mut self, session: &Session) -> Result<Status, (Status, String)> {
+        let plan = self.plan;
+        let failed = |f: StepFailure| (Status::Failed, format!("{}: {}", f.step.as_str(), f.message));
+        let (live, served) = self
+            .step(Step::Inspect, inspect(session, plan, false))
+            .await
+            .map_err(failed)?;
+        let mut files = Vec::new();
+        for (planned, (live, ids)) in plan.files.iter().zip(live) {
+            files.push(decide(planned, live, ids, &plan.material));
+        }
+        for f in files.iter_mut() {
+            if f.live.present && f.planned.role.has_leaf() {
+                f.old_certs = session
+                    .read_file(&f.planned.path, CERT_READ_LIMIT)
+                    .await
+                    .ok()
+                    .and_then(|pem| parse_certs(&pem).ok())
+                    .unwrap_or_default();
+            }
+        }
+        self.report.files = files
+            .iter()
+            .map(|f| {
+                let mut r = file_report(f, &plan.material);
+                r.action = match (f.live.present, f.live.sha256 == f.sha256) {
+                    (false, _) => "missing",
+                    (true, true) => "current",
+                    (true, false) => "differs",
+                }
+                .to_string();
+                // For status, mode/owner are what is on disk now, and not-after is the file's.
+                r.mode = format!("{:04o}", f.live.mode);
+                r.owner = f.live.present.then(|| f.live.uid.to_string());
+                r.group = f.live.present.then(|| f.live.gid.to_string());
+                if let Some(leaf) = f.old_certs.first() {
+                    r.not_after = Some(rfc3339(leaf.not_after));
+                    r.subject = Some(leaf.subject.clone());
+                    r.sans = leaf.sans.clone();
+                    r.chain_length = Some(f.old_certs.len() - 1);
+                }
+                r
+            })
+            .collect();
+        self.report.old_fingerprint = files
+            .iter()
+            .find_map(|f| f.old_certs.first().map(|c| c.fingerprint));
+        self.report.served_fingerprint = served.as_ref().map(|s| s.leaf);
+
+        let t = self.begin(Step::Inspect);
+        let facts = facts(session, plan).await;
+        let days = served
+            .as_ref()
+            .map(|s| (s.not_after - crate::plan::now_unix()).div_euclid(86_400));
+        let served_text = match (&served, days) {
+            (Some(s), Some(d)) => format!("serves {} (expires {}, in {d} day(s))", s.leaf, rfc3339(s.not_after)),
+            _ => "serves no certificate".to_string(),
+        };
+        let detail = format!("{}; {served_text}", facts.unwrap_or_else(|e| format!("facts unavailable: {e}")));
+        self.end(Step::Inspect, t, StepStatus::Ok, Some(detail));
+
+        let expected = plan.material.expected();
+        let files_current = files.iter().all(|f| f.live.present && f.live.sha256 == f.sha256);
+        let served_current = served.as_ref().is_some_and(|s| served_is(s, &expected));
+        match (files_current, served_current) {
+            (true, true) => Ok(Status::Ok),
+            (true, false) => Err((Status::Mismatch, "the files hold the inventory's certificate, but it is not served (reload needed)".into())),
+            (false, true) => Err((Status::Mismatch, "the inventory's certificate is served, but the files on disk differ".into())),
+            (false, false) => Err((Status::Mismatch, "neither the files nor the served certificate are the inventory's".into())),
         }
     }
 
@@ -812,6 +901,7 @@ type OwnerIds = (Option<u32>, Option<u32>);
 async fn inspect(
     session: &Session,
     plan: &TargetPlan,
+    create_scratch: bool,
 ) -> Result<((Vec<(LiveFile, OwnerIds)>, Option<Served>), Option<String>), String> {
     let mut script = Script::new();
     script.raw(PREAMBLE);
@@ -828,16 +918,22 @@ async fn inspect(
         // they are resolved only when the file does not exist yet.
         match (&f.explicit_owner, &f.default_owner) {
             (Some(owner), _) => script.cmd(&["certctl_uid", owner, &idx]),
-            (None, Some(owner)) => script.cmd(&["certctl_if_new", &f.path, "certctl_uid", owner, &idx]),
+            (None, Some(owner)) => {
+                script.cmd(&["certctl_if_new", &f.path, "certctl_uid", owner, &idx])
+            }
             (None, None) => &mut script,
         };
         match (&f.explicit_group, &f.default_group) {
             (Some(group), _) => script.cmd(&["certctl_gid", group, &idx]),
-            (None, Some(group)) => script.cmd(&["certctl_if_new", &f.path, "certctl_gid", group, &idx]),
+            (None, Some(group)) => {
+                script.cmd(&["certctl_if_new", &f.path, "certctl_gid", group, &idx])
+            }
             (None, None) => &mut script,
         };
     }
-    script.cmd(&["mkdir", "-m", "0700", "--", &plan.scratch_dir]);
+    if create_scratch {
+        script.cmd(&["mkdir", "-m", "0700", "--", &plan.scratch_dir]);
+    }
     let probe = &plan.probe;
     let (out, served) = tokio::join!(
         session.exec_script(&script, None),
@@ -925,6 +1021,32 @@ async fn inspect(
     );
     Ok(((live, served), Some(detail)))
 }
+
+/// OS, arch, hostname and the server software's version (the connector's `version`
+/// commands), in one remote script.
+async fn facts(session: &Session, plan: &TargetPlan) -> Result<String, String> {
+    let mut script = Script::new();
+    script.raw(FACTS);
+    script.cmd(&["certctl_fact", "uname", "-srm"]);
+    script.cmd(&["certctl_fact", "hostname"]);
+    for argv in &plan.version {
+        let mut cmd: Vec<&str> = vec!["certctl_fact"];
+        cmd.extend(argv.iter().map(String::as_str));
+        script.cmd(&cmd);
+    }
+    let out = session
+        .exec_script(&script, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = crate::report::sanitize(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("X ")).collect();
+    Ok(lines.join("; "))
+}
+
+/// `certctl_fact CMD...` prints the first line of a command's output (stdout and stderr:
+/// `nginx -v` writes to stderr).
+const FACTS: &str = r#"certctl_fact() { printf 'X %s\n' "$("$@" 2>&1 | head -n 1)"; }
+"#;
 
 /// Mode, owner and content for one file. Explicit params win; a replaced file keeps its own
 /// mode and owner (a secret never becomes world-readable); a new file gets the connector's.

@@ -97,6 +97,8 @@ pub struct TargetPlan {
     pub alive: Vec<Command>,
     /// Starts the server when a rollback finds it dead.
     pub start: Vec<Command>,
+    /// Print the server software's version (`certctl status`).
+    pub version: Vec<Command>,
     pub probe: ProbeSpec,
     /// This run's backup set lives in `{backup_dir}/{run_id}`.
     pub backup_dir: String,
@@ -288,6 +290,7 @@ fn plan_target(
     let reload = section("reload", &def.reload)?;
     let alive = section("alive", &def.alive)?;
     let start = section("start", &def.start)?;
+    let version = render_all("version", &def.version)?;
     let templates = def
         .templates
         .iter()
@@ -322,6 +325,7 @@ fn plan_target(
             connect_timeout: settings.connect_timeout,
             command_timeout: settings.command_timeout,
             keepalive_interval: settings.keepalive_interval,
+            jump: Vec::new(),
         },
         become_method: target.become_method,
         certificate: target.certificate.clone(),
@@ -334,6 +338,7 @@ fn plan_target(
         reload,
         alive,
         start,
+        version,
         probe,
         backup_dir,
         keep_backups,
