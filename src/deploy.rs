@@ -68,7 +68,7 @@ const PREAMBLE: &str = r#"set -u
 umask 077
 certctl_stat() {
   if [ -f "$1" ]; then
-    printf 'F %s present %s %s\n' "$2" "$(stat -L -c '%a %u %g' -- "$1")" "$(sha256sum < "$1" | cut -d' ' -f1)"
+    printf 'F %s present %s %s\n' "$2" "$(stat -L -c '%a %u %g %C' -- "$1" 2>/dev/null)" "$(sha256sum < "$1" | cut -d' ' -f1)"
   elif [ -e "$1" ] || [ -L "$1" ]; then
     printf 'F %s notfile\n' "$2"
   else
@@ -209,6 +209,8 @@ struct LiveFile {
     mode: u32,
     uid: u32,
     gid: u32,
+    /// SELinux context (`ls -Z`), where the target has one.
+    selinux: Option<String>,
     sha256: String,
 }
 
@@ -580,7 +582,12 @@ impl<'a> Run<'a> {
     /// served certificate are the inventory's; `mismatch` otherwise. Writes nothing.
     async fn status(&mut self, session: &Session) -> Result<Status, (Status, String)> {
         let plan = self.plan;
-        let failed = |f: StepFailure| (Status::Failed, format!("{}: {}", f.step.as_str(), f.message));
+        let failed = |f: StepFailure| {
+            (
+                Status::Failed,
+                format!("{}: {}", f.step.as_str(), f.message),
+            )
+        };
         let (live, served) = self
             .step(Step::Inspect, inspect(session, plan, false))
             .await
@@ -633,20 +640,39 @@ impl<'a> Run<'a> {
             .as_ref()
             .map(|s| (s.not_after - crate::plan::now_unix()).div_euclid(86_400));
         let served_text = match (&served, days) {
-            (Some(s), Some(d)) => format!("serves {} (expires {}, in {d} day(s))", s.leaf, rfc3339(s.not_after)),
+            (Some(s), Some(d)) => format!(
+                "serves {} (expires {}, in {d} day(s))",
+                s.leaf,
+                rfc3339(s.not_after)
+            ),
             _ => "serves no certificate".to_string(),
         };
-        let detail = format!("{}; {served_text}", facts.unwrap_or_else(|e| format!("facts unavailable: {e}")));
+        let detail = format!(
+            "{}; {served_text}",
+            facts.unwrap_or_else(|e| format!("facts unavailable: {e}"))
+        );
         self.end(Step::Inspect, t, StepStatus::Ok, Some(detail));
 
         let expected = plan.material.expected();
-        let files_current = files.iter().all(|f| f.live.present && f.live.sha256 == f.sha256);
+        let files_current = files
+            .iter()
+            .all(|f| f.live.present && f.live.sha256 == f.sha256);
         let served_current = served.as_ref().is_some_and(|s| served_is(s, &expected));
         match (files_current, served_current) {
             (true, true) => Ok(Status::Ok),
-            (true, false) => Err((Status::Mismatch, "the files hold the inventory's certificate, but it is not served (reload needed)".into())),
-            (false, true) => Err((Status::Mismatch, "the inventory's certificate is served, but the files on disk differ".into())),
-            (false, false) => Err((Status::Mismatch, "neither the files nor the served certificate are the inventory's".into())),
+            (true, false) => Err((
+                Status::Mismatch,
+                "the files hold the inventory's certificate, but it is not served (reload needed)"
+                    .into(),
+            )),
+            (false, true) => Err((
+                Status::Mismatch,
+                "the inventory's certificate is served, but the files on disk differ".into(),
+            )),
+            (false, false) => Err((
+                Status::Mismatch,
+                "neither the files nor the served certificate are the inventory's".into(),
+            )),
         }
     }
 
@@ -741,7 +767,9 @@ impl<'a> Run<'a> {
                     text.lines().find_map(|l| {
                         let f: Vec<&str> = l.split_whitespace().collect();
                         match f.as_slice() {
-                            ["F", k, "present", _, _, _, sha] if *k == key => Some(sha.to_string()),
+                            ["F", k, "present", _, _, _, _, sha] if *k == key => {
+                                Some(sha.to_string())
+                            }
                             ["F", k, "absent"] if *k == key => Some(String::new()),
                             _ => None,
                         }
@@ -954,6 +982,7 @@ async fn inspect(
                     mode: 0,
                     uid: 0,
                     gid: 0,
+                    selinux: None,
                     sha256: String::new(),
                 },
                 (None, None),
@@ -971,7 +1000,7 @@ async fn inspect(
         match fields.as_slice() {
             ["D", _] => return Err(format!("directory of {path} does not exist on the target")),
             ["F", _, "notfile"] => return Err(format!("{path} exists but is not a regular file")),
-            ["F", _, "present", mode, uid, gid, sha] => {
+            ["F", _, "present", mode, uid, gid, context, sha] => {
                 let parse = |s: &str, radix| {
                     u32::from_str_radix(s, radix)
                         .map_err(|_| format!("inspect: bad stat output for {path}"))
@@ -981,6 +1010,7 @@ async fn inspect(
                     mode: parse(mode, 8)?,
                     uid: parse(uid, 10)?,
                     gid: parse(gid, 10)?,
+                    selinux: (*context != "?").then(|| (*context).to_string()),
                     sha256: (*sha).to_string(),
                 };
             }
@@ -1149,6 +1179,23 @@ async fn stage(
             .upload(&f.planned.staged, f.content.bytes(), f.mode, f.owner)
             .await
             .map_err(|e| format!("writing {}: {e}", f.planned.staged))?;
+    }
+    // Replaced files keep their SELinux context (only where the target has SELinux).
+    let labelled: Vec<&StagedFile<'_>> =
+        files.iter().filter(|f| f.live.selinux.is_some()).collect();
+    if !labelled.is_empty() {
+        let mut script = Script::new();
+        for f in &labelled {
+            let reference = format!("--reference={}", f.planned.path);
+            script.cmd(&["chcon", &reference, "--", &f.planned.staged]);
+        }
+        let out = session
+            .exec_script(&script, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(command_failure("chcon", &out));
+        }
     }
     let detail = files
         .iter()
@@ -1351,7 +1398,7 @@ async fn restore(
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
-            ["F", i, "present", _, _, _, sha] => {
+            ["F", i, "present", _, _, _, _, sha] => {
                 if let Ok(i) = i.parse::<usize>() {
                     checked.insert(
                         i,
