@@ -374,8 +374,13 @@ fn status_lines(run: &RunReport) -> String {
                 f.mode,
                 f.owner.as_deref().unwrap_or("-"),
                 f.group.as_deref().unwrap_or("-"),
-                f.old_fingerprint.map(|fp| format!(" leaf {fp}")).unwrap_or_default(),
-                f.not_after.as_deref().map(|n| format!(" not-after {n}")).unwrap_or_default(),
+                f.old_fingerprint
+                    .map(|fp| format!(" leaf {fp}"))
+                    .unwrap_or_default(),
+                f.not_after
+                    .as_deref()
+                    .map(|n| format!(" not-after {n}"))
+                    .unwrap_or_default(),
             ));
         }
     }
@@ -384,16 +389,26 @@ fn status_lines(run: &RunReport) -> String {
 
 /// Runs a whole-fleet operation (rollback, status) through the engine with interrupts
 /// watched; returns the report and the exit code.
-async fn fleet_command(command: &str, prepared: Prepared, options: DeployOptions, verbose: u8) -> (RunReport, u8) {
+async fn fleet_command(
+    command: &str,
+    prepared: Prepared,
+    options: DeployOptions,
+    verbose: u8,
+) -> (RunReport, u8) {
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
-    let reporter: Arc<dyn report::Reporter> = Arc::from(report::reporter(prepared.plans.len(), verbose));
+    let reporter: Arc<dyn report::Reporter> =
+        Arc::from(report::reporter(prepared.plans.len(), verbose));
     let stop = CancellationToken::new();
     let interrupted = watch_interrupts(stop.clone());
     let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();
     let run = RunReport::new(command, false, started_at, started.elapsed(), targets);
-    let code = if interrupted.load(std::sync::atomic::Ordering::SeqCst) { 130 } else { report::exit_code(&run) };
+    let code = if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        130
+    } else {
+        report::exit_code(&run)
+    };
     (run, code)
 }
 
@@ -631,9 +646,17 @@ fn watch_interrupts(stop: CancellationToken) -> Arc<std::sync::atomic::AtomicBoo
                 );
                 stop.cancel();
             } else {
-                report::print_stderr(
-                    "interrupt: aborting; targets still running may be between states\n",
-                );
+                let running = deploy::in_flight();
+                let mut text = String::from("interrupt: aborting.");
+                if running.is_empty() {
+                    text.push_str(" No target was in the middle of a step.\n");
+                } else {
+                    text.push_str(" These targets may be between states; check them (certctl status) and roll back if needed:\n");
+                    for (name, step) in running {
+                        text.push_str(&format!("  {name}: interrupted during {}\n", step.as_str()));
+                    }
+                }
+                report::print_stderr(&text);
                 std::process::exit(130);
             }
         }

@@ -184,6 +184,28 @@ async fn run_batch(
     reports.into_iter().flatten().collect()
 }
 
+/// Targets whose run is in progress, and the step each is at: what a second interrupt (an
+/// abort) must name, since those targets may be left between states.
+static IN_FLIGHT: std::sync::Mutex<BTreeMap<String, Step>> = std::sync::Mutex::new(BTreeMap::new());
+
+fn set_in_flight(target: &str, step: Option<Step>) {
+    let mut map = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+    match step {
+        Some(step) => {
+            map.insert(target.to_string(), step);
+        }
+        None => {
+            map.remove(target);
+        }
+    }
+}
+
+/// The targets still running and their current step, by name.
+pub fn in_flight() -> Vec<(String, Step)> {
+    let map = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+    map.iter().map(|(n, s)| (n.clone(), *s)).collect()
+}
+
 /// A report for a target that was never started.
 pub fn skipped(plan: &TargetPlan, why: &str) -> TargetReport {
     TargetReport {
@@ -300,7 +322,8 @@ async fn run_target(
         },
     };
     let t = run.begin(Step::Connect);
-    match Session::connect(&plan.ssh).await {
+    let result = Session::connect(&plan.ssh).await;
+    match result {
         Ok(session) => {
             run.end(Step::Connect, t, StepStatus::Ok, None);
             run.on_session(&session).await;
@@ -314,11 +337,13 @@ async fn run_target(
         }
     }
     run.report.duration_ms = started.elapsed().as_millis() as u64;
+    set_in_flight(&plan.name, None);
     run.report
 }
 
 impl<'a> Run<'a> {
     fn begin(&self, step: Step) -> Instant {
+        set_in_flight(&self.plan.name, Some(step));
         self.reporter.event(Event::StepStarted {
             target: self.plan.name.clone(),
             step,

@@ -212,85 +212,121 @@ fn a_failing_target_never_affects_the_others() {
     assert!(Path::new(&fleet.target_dir("t01")).join("key.pem").exists());
 }
 
+/// A deploy with `--forks 1` whose first target waits in its preview until the gate file is
+/// removed; stderr is collected line by line while it runs.
+struct Held {
+    child: std::process::Child,
+    gate: PathBuf,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Held {
+    fn start(fleet: &Fleet) -> Held {
+        let gate = fleet.dir.path().join("gate");
+        fs::write(&gate, "").unwrap();
+        let inventory = fs::read_to_string(&fleet.inventory).unwrap();
+        let marker = "  - name: t02\n";
+        let hold = format!(
+            "    commands: {{ preview: [sh, -c, 'while [ -e \"$0\" ]; do sleep 0.05; done', {}] }}\n",
+            serde_json::to_string(&gate.display().to_string()).unwrap()
+        );
+        fs::write(
+            &fleet.inventory,
+            inventory.replacen(marker, &format!("{hold}{marker}"), 1),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_certctl"))
+            .args(["deploy", "--forks", "1", "--output", "json", "-i"])
+            .arg(&fleet.inventory)
+            .env_remove("SSH_AUTH_SOCK")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pipe = child.stderr.take().unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = {
+            let stderr = stderr.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead as _;
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut s = stderr.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            })
+        };
+        // t01 is inside its preview (held by the gate) once its stage step has ended.
+        wait_for(
+            || stderr.lock().unwrap().contains("stage t01: ok"),
+            "t01 reaches its preview",
+        );
+        Held {
+            child,
+            gate,
+            stderr,
+            reader,
+        }
+    }
+
+    fn interrupt(&self, expect: &str) {
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_for(|| self.stderr.lock().unwrap().contains(expect), expect);
+    }
+
+    fn finish(self) -> (Option<i32>, Vec<u8>, String) {
+        let _ = fs::remove_file(&self.gate);
+        let out = self.child.wait_with_output().unwrap();
+        self.reader.join().unwrap();
+        let stderr = self.stderr.lock().unwrap().clone();
+        (out.status.code(), out.stdout, stderr)
+    }
+}
+
+/// Polls a condition (bounded); never a fixed sleep.
+fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn first_interrupt_lets_the_running_target_finish_and_starts_no_other() {
     let fleet = Fleet::start(3, &[]);
-    // Hold t01 in its preview until the test removes the gate file.
-    let gate = fleet.dir.path().join("gate");
-    fs::write(&gate, "").unwrap();
-    let inventory = fs::read_to_string(&fleet.inventory).unwrap();
-    let marker = "  - name: t02\n";
-    let hold = format!(
-        "    commands: {{ preview: [sh, -c, 'while [ -e \"$0\" ]; do sleep 0.05; done', {}] }}\n",
-        serde_json::to_string(&gate.display().to_string()).unwrap()
-    );
-    fs::write(
-        &fleet.inventory,
-        inventory.replacen(marker, &format!("{hold}{marker}"), 1),
-    )
-    .unwrap();
-
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_certctl"))
-        .args(["deploy", "--forks", "1", "--output", "json", "-i"])
-        .arg(&fleet.inventory)
-        .env_remove("SSH_AUTH_SOCK")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until t01 is inside its preview (its staged files exist), then interrupt once.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while fs::read_dir(fleet.target_dir("t01")).unwrap().count() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "t01 never reached its preview"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let mut child = child;
-    let stderr_pipe = child.stderr.take().unwrap();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = {
-        let seen = seen.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(stderr_pipe)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let mut s = seen.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        })
-    };
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    // Open the gate only once certctl has acknowledged the interrupt.
-    while !seen
-        .lock()
-        .unwrap()
-        .contains("interrupt: starting no new targets")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no interrupt notice: {}",
-            seen.lock().unwrap()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    fs::remove_file(&gate).unwrap();
-    let out = child.wait_with_output().unwrap();
-    reader.join().unwrap();
-    let stderr = seen.lock().unwrap().clone();
-    assert_eq!(out.status.code(), Some(130), "{stderr}");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let held = Held::start(&fleet);
+    held.interrupt("interrupt: starting no new targets");
+    let (code, stdout, stderr) = held.finish();
+    assert_eq!(code, Some(130), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     let st = statuses(&report);
     assert_eq!(st[0].1, "deployed", "the running target finished: {st:?}");
     assert_eq!(st[1].1, "skipped");
     assert_eq!(st[2].1, "skipped");
     assert!(!fleet.touched("t02") && !fleet.touched("t03"));
+}
+
+#[test]
+fn second_interrupt_aborts_and_names_the_targets_between_states() {
+    let fleet = Fleet::start(3, &[]);
+    let held = Held::start(&fleet);
+    held.interrupt("interrupt: starting no new targets");
+    held.interrupt("interrupt: aborting");
+    let (code, _, stderr) = held.finish();
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(
+        stderr.contains("t01: interrupted during preview"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("  t02: interrupted during"), "{stderr}");
+    assert!(!fleet.touched("t02"));
 }
