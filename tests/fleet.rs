@@ -85,7 +85,9 @@ impl Fleet {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        certctl::report::validate_report(&json).unwrap_or_else(|e| panic!("schema: {e}"));
         (out.status.code().unwrap(), json, stderr)
     }
 

@@ -33,7 +33,7 @@ mod text;
 pub use live::LiveReporter;
 pub use plain::PlainReporter;
 pub use sanitize::{sanitize, sanitize_line};
-pub use schema::JSON_SCHEMA;
+pub use schema::{JSON_SCHEMA, validate_report};
 pub use table::summary_table;
 
 /// Every target deployed, unchanged, reloaded, or (dry run / verify) fine.

@@ -89,7 +89,7 @@ pub const JSON_SCHEMA: &str = r##"{
       "properties": {
         "role": { "description": "Content role: cert, chain, fullchain, key, bundle, pkcs12, …", "type": "string" },
         "path": { "description": "Live path on the target.", "type": "string" },
-        "action": { "type": "string", "enum": ["create", "replace", "unchanged"] },
+        "action": { "description": "deploy: create, replace or unchanged; status: current, differs or missing.", "type": "string", "enum": ["create", "replace", "unchanged", "current", "differs", "missing"] },
         "old_sha256": { "description": "SHA-256 of the live file, lower-case hex; null when absent.", "type": ["string", "null"] },
         "new_sha256": { "type": "string" },
         "mode": { "description": "Octal, e.g. 0640.", "type": "string" },
@@ -134,7 +134,13 @@ pub const JSON_SCHEMA: &str = r##"{
 }
 "##;
 
-#[cfg(test)]
+/// Checks a JSON report (as parsed from `--output json`) against [`JSON_SCHEMA`].
+pub fn validate_report(report: &serde_json::Value) -> Result<(), String> {
+    let schema: serde_json::Value =
+        serde_json::from_str(JSON_SCHEMA).map_err(|e| format!("the schema does not parse: {e}"))?;
+    check::validate(&schema, &schema, report, "$")
+}
+
 pub(crate) mod check {
     //! A deliberately tiny structural validator: `$ref` (local), `type`, `enum`, `required`,
     //! `properties`, `additionalProperties: false`, `items`. Enough to catch a field added to

@@ -79,13 +79,22 @@ pub struct Output {
 }
 
 impl Output {
+    /// The JSON report, checked against the documented schema (so every run a test makes
+    /// proves the schema).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+        let value: serde_json::Value = serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
             panic!(
                 "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
                 self.stdout, self.stderr
             )
-        })
+        });
+        if let Err(e) = certctl::report::validate_report(&value) {
+            panic!(
+                "the JSON report does not match the documented schema: {e}\n{}",
+                self.stdout
+            );
+        }
+        value
     }
 }
 
@@ -110,7 +119,10 @@ impl Lab {
         let pki = Pki::new(&dir.path().join("pki").tap_create());
         let old = Cert::new(pki.leaf("old", &[SNI]));
         let new = match options.new_expires_in_days {
-            Some(days) => Cert::new(pki.issue("new", LeafOpts::new(&[SNI]).valid_secs(-86_400, days * 86_400))),
+            Some(days) => Cert::new(pki.issue(
+                "new",
+                LeafOpts::new(&[SNI]).valid_secs(-86_400, days * 86_400),
+            )),
             None => Cert::new(pki.leaf("new", &[SNI])),
         };
         let nginx = Nginx::start(SNI, &old.fullchain, &old.key);
