@@ -401,3 +401,16 @@ fn backups_keep_the_last_n_sets_privately() {
         }
     }
 }
+
+#[test]
+fn human_output_of_a_dry_run_snapshot() {
+    let lab = Lab::start(TargetOptions::default());
+    let out = lab.certctl(&["deploy", "--dry-run"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "human output goes to stderr only");
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"[0-9A-F]{2}(:[0-9A-F]{2}){3,31}…?", "[FP]");
+    settings.add_filter(r"\d+\.\d+s", "[T]");
+    settings.add_filter(r" +\[T\]", " [T]");
+    settings.bind(|| insta::assert_snapshot!("dry_run_human", out.stderr));
+}
