@@ -586,6 +586,7 @@ async fn ssh_agent_identities_authenticate() {
     let sources = AuthSources {
         agent_socket: Some(agent.socket.clone()),
         passphrase: None,
+        prompt: false,
     };
     let session = Session::connect_with(&config, &sources)
         .await
@@ -609,6 +610,7 @@ async fn key_files_are_used_when_the_agent_is_unreachable_or_useless() {
     let dead = AuthSources {
         agent_socket: Some(server.path("no-agent.sock")),
         passphrase: None,
+        prompt: false,
     };
     Session::connect_with(&server.ssh_config(), &dead)
         .await
@@ -624,6 +626,7 @@ async fn key_files_are_used_when_the_agent_is_unreachable_or_useless() {
     let useless = AuthSources {
         agent_socket: Some(agent.socket.clone()),
         passphrase: None,
+        prompt: false,
     };
     let session = Session::connect_with(&server.ssh_config(), &useless)
         .await
@@ -645,6 +648,7 @@ async fn an_encrypted_key_needs_the_passphrase() {
     let with = AuthSources {
         agent_socket: None,
         passphrase: Some(Secret::new(b"correct horse".to_vec())),
+        prompt: false,
     };
     Session::connect_with(&config, &with)
         .await
@@ -663,6 +667,7 @@ async fn an_encrypted_key_needs_the_passphrase() {
     let wrong = AuthSources {
         agent_socket: None,
         passphrase: Some(Secret::new(b"battery staple".to_vec())),
+        prompt: false,
     };
     let err = Session::connect_with(&config, &wrong).await.unwrap_err();
     assert!(
@@ -778,8 +783,136 @@ async fn env_child() {
         connect_timeout: Duration::from_secs(20),
         command_timeout: Duration::from_secs(60),
         keepalive_interval: Duration::from_secs(15),
+        jump: Vec::new(),
     };
     let session = Session::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(session.exec(&argv(&["true"])).await.unwrap().success());
+}
+
+/// With no CERTCTL_SSH_PASSPHRASE and a terminal on stdin, the passphrase is asked on the
+/// terminal with echo off; a wrong answer is asked again. `script` gives [`prompt_child`] a
+/// real pseudo-terminal, with the terminal's own echo ON, so only our `stty -echo` keeps the
+/// typed passphrase off the screen.
+#[test]
+fn an_encrypted_key_passphrase_is_asked_on_the_terminal_without_echo() {
+    use std::io::{Read, Write};
+    let script = support::require("script");
+    let server = Sshd::start();
+    let key = server.path("tty_encrypted");
+    sshd::keygen(&key, "ed25519", "typed at the tty");
+    server.authorize(&key);
+    let child_argv = [
+        std::env::current_exe().unwrap().display().to_string(),
+        "--exact".into(),
+        "prompt_child".into(),
+        "--ignored".into(),
+        "--nocapture".into(),
+        "--test-threads=1".into(),
+    ];
+    let mut child = Command::new(script)
+        .args(["--quiet", "--return", "--echo", "always", "--command"])
+        .arg(certctl::ssh::quote::command_line(&child_argv))
+        .arg("/dev/null")
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("CERTCTL_SSH_PASSPHRASE")
+        .env("RUST_BACKTRACE", "0")
+        .env("CERTCTL_TEST_HOST", server.host())
+        .env("CERTCTL_TEST_PORT", server.port().to_string())
+        .env("CERTCTL_TEST_USER", &server.user)
+        .env("CERTCTL_TEST_IDENTITY", &key)
+        .env("CERTCTL_TEST_KNOWN_HOSTS", &server.known_hosts)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut child = ChildGuard(child);
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    // Waits for `text` in the terminal output; fails (with the output) if it never comes.
+    let mut wait_for = |text: &str| {
+        while !seen.contains(text) {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(_) => panic!("never saw {text:?} on the terminal; output so far:\n{seen}"),
+            }
+        }
+        seen.clone()
+    };
+    wait_for(&format!("Enter passphrase for key '{}': ", key.display()));
+    stdin.write_all(b"not it\n").unwrap();
+    wait_for("Bad passphrase, try again");
+    stdin.write_all(b"typed at the tty\n").unwrap();
+    let output = wait_for("test result:");
+    drop(stdin);
+    let status = child.0.wait().unwrap();
+    reader.join().unwrap();
+    assert!(status.success() && output.contains("1 passed"), "{output}");
+    assert!(
+        !output.contains("typed at the tty"),
+        "passphrase echoed:\n{output}"
+    );
+    assert!(!output.contains("not it"), "passphrase echoed:\n{output}");
+}
+
+#[tokio::test]
+async fn unlock_identities_reports_unusable_keys_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good");
+    sshd::keygen(&good, "ed25519", "");
+    let locked = dir.path().join("locked");
+    sshd::keygen(&locked, "ed25519", "secret");
+    let missing = dir.path().join("missing");
+    let problems =
+        certctl::ssh::unlock_identities(&[good, locked.clone(), missing.clone()], &no_agent())
+            .await;
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with(&format!("{}: the key is encrypted", locked.display())),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].starts_with(&format!("{}: cannot read", missing.display())),
+        "{problems:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "run on a pseudo-terminal by an_encrypted_key_passphrase_is_asked_on_the_terminal_without_echo"]
+async fn prompt_child() {
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| panic!("{k} not set: run via the parent test"))
+    };
+    let config = SshConfig {
+        host: var("CERTCTL_TEST_HOST"),
+        port: var("CERTCTL_TEST_PORT").parse().unwrap(),
+        user: var("CERTCTL_TEST_USER"),
+        identity_file: Some(var("CERTCTL_TEST_IDENTITY").into()),
+        known_hosts: var("CERTCTL_TEST_KNOWN_HOSTS").into(),
+        accept_new_host_keys: false,
+        connect_timeout: Duration::from_secs(120),
+        command_timeout: Duration::from_secs(60),
+        keepalive_interval: Duration::from_secs(15),
+        jump: Vec::new(),
+    };
+    let sources = AuthSources::from_env();
+    assert!(
+        sources.prompt,
+        "stdin is a terminal and no passphrase is set: prompt expected"
+    );
+    let session = Session::connect_with(&config, &sources)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(session.exec(&argv(&["true"])).await.unwrap().success());
@@ -811,6 +944,7 @@ async fn a_server_that_never_speaks_hits_the_connect_timeout() {
         connect_timeout: Duration::from_secs(1),
         command_timeout: Duration::from_secs(5),
         keepalive_interval: Duration::from_secs(15),
+        jump: Vec::new(),
     };
     let err = connect_err(&config).await;
     match &err {
@@ -836,6 +970,7 @@ async fn refused_and_unresolvable_addresses_are_connect_errors_naming_host_and_p
         connect_timeout: Duration::from_secs(10),
         command_timeout: Duration::from_secs(5),
         keepalive_interval: Duration::from_secs(15),
+        jump: Vec::new(),
     };
     let err = connect_err(&config).await;
     assert!(matches!(err, SshError::Connect { .. }), "{err:?}");
@@ -854,6 +989,11 @@ async fn refused_and_unresolvable_addresses_are_connect_errors_naming_host_and_p
     assert!(matches!(err, SshError::Connect { .. }), "{err:?}");
     assert!(
         err.to_string().starts_with("no-such-host.invalid:"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("cannot resolve the host name `no-such-host.invalid`"),
         "{err}"
     );
 }
@@ -883,6 +1023,7 @@ async fn a_server_that_closes_during_the_handshake_is_a_connect_error() {
         connect_timeout: Duration::from_secs(20),
         command_timeout: Duration::from_secs(5),
         keepalive_interval: Duration::from_secs(15),
+        jump: Vec::new(),
     };
     let err = connect_err(&config).await;
     assert!(matches!(err, SshError::Connect { .. }), "{err:?}");

@@ -236,6 +236,10 @@ const SFTP_CHUNK: usize = 32 * 1024;
 /// Connection attempts when the server resets the connection before the host key is checked
 /// (sshd's `MaxStartups` drops excess concurrent handshakes this way).
 const HANDSHAKE_ATTEMPTS: u32 = 3;
+/// Handshakes (TCP connect, key exchange and authentication) in flight at once against one
+/// host and port, process-wide. sshd's default `MaxStartups 10:30:100` starts dropping
+/// unauthenticated connections at 10; more connects simply wait for a slot.
+pub const HANDSHAKES_PER_HOST: usize = 8;
 
 /// One authenticated connection to a target, with an SFTP channel opened on first use.
 pub struct Session {
@@ -246,6 +250,8 @@ pub struct Session {
     fingerprint: String,
     exec_slots: Semaphore,
     sftp: OnceCell<Sftp>,
+    /// The last jump hop, which carries this connection: kept alive as long as the session.
+    _via: Option<Arc<jump::Hop>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -264,55 +270,73 @@ struct Sftp {
 }
 
 impl Session {
-    /// Connects, checks the host key strictly, authenticates.
+    /// Connects (through `config.jump`, sharing bastions via [`JumpPool::global`]), checks the
+    /// host key strictly, authenticates. Agent and passphrase come from the environment.
     pub async fn connect(config: &SshConfig) -> Result<Session, SshError> {
         Self::connect_with(config, &AuthSources::from_env()).await
     }
 
     /// [`Session::connect`] with explicit agent socket and passphrase instead of the env.
-    ///
-    /// TCP connect, key exchange and authentication all count against `connect_timeout`.
-    /// Identity files are loaded (and decrypted) before connecting, so a bad key fails
-    /// without touching the network twice.
     pub async fn connect_with(
         config: &SshConfig,
         sources: &AuthSources,
     ) -> Result<Session, SshError> {
-        // Decrypting a key (bcrypt) is CPU work: keep it off the async worker threads.
-        let identities = {
-            let (identity_file, passphrase) =
-                (config.identity_file.clone(), sources.passphrase.clone());
-            tokio::task::spawn_blocking(move || load_identities(identity_file, passphrase.as_ref()))
+        Self::connect_via(config, sources, JumpPool::global()).await
+    }
+
+    /// [`Session::connect_with`] with jump-host connections taken from (and left in) `pool`.
+    ///
+    /// TCP connect, key exchange and authentication count against `connect_timeout`, for
+    /// each hop and for the target; waiting for a handshake slot ([`HANDSHAKES_PER_HOST`])
+    /// or for another target to finish connecting a shared bastion does not. Identity files
+    /// are loaded (and decrypted) before connecting, so a bad key fails without touching the
+    /// network twice.
+    pub async fn connect_via(
+        config: &SshConfig,
+        sources: &AuthSources,
+        pool: &JumpPool,
+    ) -> Result<Session, SshError> {
+        let target = Endpoint {
+            host: bare_host(&config.host).to_owned(),
+            port: config.port,
+            known_hosts: config.known_hosts.clone(),
+        };
+        let identities =
+            load_identities_async(config.identity_file.iter().cloned().collect(), sources).await;
+        let via = if config.jump.is_empty() {
+            None
+        } else {
+            let hop = pool
+                .last_hop(config, sources)
                 .await
-                .unwrap_or_default()
+                .map_err(|(index, error)| SshError::Jump {
+                    host: target.host.clone(),
+                    port: target.port,
+                    hop: index + 1,
+                    hops: config.jump.len(),
+                    error: Box::new(error),
+                })?;
+            Some(hop)
         };
-        let fingerprint = Arc::new(Mutex::new(String::new()));
-        let client_config = Arc::new(client_config(config));
-        let connect = async {
-            let mut handle = handshake_with_retries(config, client_config, &fingerprint).await?;
-            authenticate(&mut handle, config, sources, &identities).await?;
-            Ok::<_, SshError>(handle)
-        };
-        let handle = match timeout(config.connect_timeout, connect).await {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(SshError::ConnectTimeout {
-                    host: config.host.clone(),
-                    port: config.port,
-                    timeout: config.connect_timeout,
-                });
-            }
-        };
-        let fingerprint = fingerprint.lock().map(|f| f.clone()).unwrap_or_default();
-        tracing::debug!(host = %config.host, port = config.port, %fingerprint, "ssh connected");
+        let (handle, fingerprint) = connect_endpoint(
+            &target,
+            &config.user,
+            via.clone(),
+            config,
+            sources,
+            &identities,
+        )
+        .await?;
+        tracing::debug!(host = %target.host, port = target.port, %fingerprint, jumps = config.jump.len(), "ssh connected");
         Ok(Session {
             handle,
-            host: config.host.clone(),
+            host: target.host,
             port: config.port,
             command_timeout: config.command_timeout,
             fingerprint,
             exec_slots: Semaphore::new(MAX_EXEC_CHANNELS),
             sftp: OnceCell::new(),
+            _via: via,
         })
     }
 
@@ -801,19 +825,42 @@ fn describe_sftp(e: &SftpClientError) -> String {
 // ---------------------------------------------------------------------------------------------
 // Connecting
 
-fn client_config(config: &SshConfig) -> client::Config {
+/// Where one SSH server is and which known_hosts file vouches for it (a target or a hop).
+struct Endpoint {
+    /// Without IPv6 brackets.
+    host: String,
+    port: u16,
+    known_hosts: PathBuf,
+}
+
+impl Endpoint {
+    fn connect_error(&self, message: String) -> SshError {
+        SshError::Connect {
+            host: self.host.clone(),
+            port: self.port,
+            message,
+        }
+    }
+}
+
+fn client_config(
+    host: &str,
+    port: u16,
+    known_hosts: &Path,
+    keepalive_interval: Duration,
+) -> client::Config {
     let mut cfg = client::Config::default();
-    if !config.keepalive_interval.is_zero() {
+    if !keepalive_interval.is_zero() {
         // Keepalive shorter than the inactivity timeout, or a quiet command loses its session
         // without any error (rust-stack.md gotcha 10).
-        cfg.keepalive_interval = Some(config.keepalive_interval);
+        cfg.keepalive_interval = Some(keepalive_interval);
         cfg.keepalive_max = 3;
-        cfg.inactivity_timeout = Some(config.keepalive_interval * 4);
+        cfg.inactivity_timeout = Some(keepalive_interval * 4);
     }
     cfg.nodelay = true;
     // Like OpenSSH: ask first for host key types we already trust for this host, so a server
     // with several host keys presents one we can verify.
-    let known = known_hosts::known_key_types(&config.known_hosts, &config.host, config.port);
+    let known = known_hosts::known_key_types(known_hosts, host, port);
     if !known.is_empty() {
         let mut order: Vec<Algorithm> = cfg.preferred.key.to_vec();
         order.sort_by_key(|alg| {
@@ -836,6 +883,89 @@ fn algorithm_matches(alg: &Algorithm, key_type: &str) -> bool {
     }
 }
 
+/// A slot among the [`HANDSHAKES_PER_HOST`] handshakes allowed at once against one server.
+async fn handshake_slot(host: &str, port: u16) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    type Slots = HashMap<(String, u16), Arc<Semaphore>>;
+    static SLOTS: std::sync::LazyLock<Mutex<Slots>> = std::sync::LazyLock::new(Mutex::default);
+    let semaphore = SLOTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry((host.to_lowercase(), port))
+        .or_insert_with(|| Arc::new(Semaphore::new(HANDSHAKES_PER_HOST)))
+        .clone();
+    // The semaphores are never closed, so this only fails in theory (and then: no cap).
+    semaphore.acquire_owned().await.ok()
+}
+
+/// Handshake and authentication with one server, directly or through `via`, within
+/// `config.connect_timeout`. Returns the connection and the host key's fingerprint.
+async fn connect_endpoint(
+    target: &Endpoint,
+    user: &str,
+    via: Option<Arc<jump::Hop>>,
+    config: &SshConfig,
+    sources: &AuthSources,
+    identities: &[Identity],
+) -> Result<(client::Handle<Verifier>, String), SshError> {
+    let _slot = handshake_slot(&target.host, target.port).await;
+    let fingerprint = Arc::new(Mutex::new(String::new()));
+    let client_config = Arc::new(client_config(
+        &target.host,
+        target.port,
+        &target.known_hosts,
+        config.keepalive_interval,
+    ));
+    let connect = async {
+        let mut handle = handshake_with_retries(
+            target,
+            via.as_deref(),
+            config.accept_new_host_keys,
+            client_config,
+            &fingerprint,
+        )
+        .await?;
+        authenticate(&mut handle, target, user, sources, identities).await?;
+        Ok::<_, SshError>(handle)
+    };
+    let handle = match timeout(config.connect_timeout, connect).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(SshError::ConnectTimeout {
+                host: target.host.clone(),
+                port: target.port,
+                timeout: config.connect_timeout,
+            });
+        }
+    };
+    let fingerprint = fingerprint.lock().map(|f| f.clone()).unwrap_or_default();
+    Ok((handle, fingerprint))
+}
+
+/// Connects and authenticates one jump host, through `upstream` unless it is the first.
+async fn connect_hop(
+    hop: &JumpHost,
+    upstream: Option<Arc<jump::Hop>>,
+    config: &SshConfig,
+    sources: &AuthSources,
+) -> Result<jump::Hop, SshError> {
+    let endpoint = Endpoint {
+        host: bare_host(&hop.host).to_owned(),
+        port: hop.port,
+        known_hosts: hop.known_hosts.clone(),
+    };
+    let identities = load_identities_async(hop.identity_files.clone(), sources).await;
+    let (handle, _) = connect_endpoint(
+        &endpoint,
+        &hop.user,
+        upstream.clone(),
+        config,
+        sources,
+        &identities,
+    )
+    .await?;
+    Ok(jump::Hop::new(handle, hop.label(), upstream))
+}
+
 /// Failures of one connection attempt, before authentication.
 #[derive(Debug)]
 enum HandshakeError {
@@ -845,14 +975,16 @@ enum HandshakeError {
 }
 
 async fn handshake_with_retries(
-    config: &SshConfig,
+    target: &Endpoint,
+    via: Option<&jump::Hop>,
+    accept_new: bool,
     client_config: Arc<client::Config>,
     fingerprint: &Arc<Mutex<String>>,
 ) -> Result<client::Handle<Verifier>, SshError> {
     let mut backoff = Duration::from_millis(200);
     let mut attempt = 1;
     loop {
-        match handshake(config, client_config.clone(), fingerprint).await {
+        match handshake(target, via, accept_new, client_config.clone(), fingerprint).await {
             Ok(handle) => return Ok(handle),
             Err(HandshakeError::Fatal(e)) => return Err(e),
             Err(HandshakeError::Reset(SshError::Connect {
@@ -881,41 +1013,120 @@ async fn handshake_with_retries(
 }
 
 async fn handshake(
-    config: &SshConfig,
+    target: &Endpoint,
+    via: Option<&jump::Hop>,
+    accept_new: bool,
     client_config: Arc<client::Config>,
     fingerprint: &Arc<Mutex<String>>,
 ) -> Result<client::Handle<Verifier>, HandshakeError> {
-    let connect_error = |message: String| SshError::Connect {
-        host: config.host.clone(),
-        port: config.port,
-        message,
-    };
-    let tcp = tokio::net::TcpStream::connect((config.host.as_str(), config.port))
-        .await
-        .map_err(|e| HandshakeError::Fatal(connect_error(format!("cannot connect: {e}"))))?;
-    let _ = tcp.set_nodelay(true);
     let verifier = Verifier {
-        host: config.host.clone(),
-        port: config.port,
-        known_hosts: config.known_hosts.clone(),
-        accept_new: config.accept_new_host_keys,
+        host: target.host.clone(),
+        port: target.port,
+        known_hosts: target.known_hosts.clone(),
+        accept_new,
         fingerprint: fingerprint.clone(),
     };
-    match client::connect_stream(client_config, tcp, verifier).await {
+    let connected = match via {
+        None => {
+            let tcp = tcp_connect(target).await.map_err(HandshakeError::Fatal)?;
+            client::connect_stream(client_config, tcp, verifier).await
+        }
+        Some(hop) => {
+            // The hop resolves and dials the target, as `ssh -J` does.
+            let channel = hop
+                .handle
+                .channel_open_direct_tcpip(
+                    target.host.as_str(),
+                    u32::from(target.port),
+                    "127.0.0.1",
+                    0,
+                )
+                .await
+                .map_err(|e| HandshakeError::Fatal(tunnel_error(target, hop, &e)))?;
+            client::connect_stream(client_config, channel.into_stream(), verifier).await
+        }
+    };
+    match connected {
         Ok(handle) => Ok(handle),
         Err(HandlerError::Refused(e)) => Err(HandshakeError::Fatal(*e)),
         Err(HandlerError::Russh(e)) => {
             if is_reset(&e) {
                 let message =
                     format!("the server closed the connection during the SSH handshake: {e}");
-                Err(HandshakeError::Reset(connect_error(message)))
+                Err(HandshakeError::Reset(target.connect_error(message)))
             } else {
-                Err(HandshakeError::Fatal(connect_error(format!(
-                    "SSH handshake failed: {e}"
-                ))))
+                Err(HandshakeError::Fatal(
+                    target.connect_error(format!("SSH handshake failed: {e}")),
+                ))
             }
         }
     }
+}
+
+/// Resolves the host and connects to its first address that answers, as OpenSSH does.
+async fn tcp_connect(target: &Endpoint) -> Result<tokio::net::TcpStream, SshError> {
+    let literal = target.host.parse::<std::net::IpAddr>().is_ok();
+    let addrs: Vec<std::net::SocketAddr> =
+        match tokio::net::lookup_host((target.host.as_str(), target.port)).await {
+            Ok(addrs) => addrs.collect(),
+            Err(e) => {
+                return Err(target.connect_error(format!(
+                    "cannot resolve the host name `{}`: {e}",
+                    target.host
+                )));
+            }
+        };
+    let mut last = None;
+    for addr in &addrs {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Err(e) => last = Some((addr, e)),
+        }
+    }
+    Err(match last {
+        Some((addr, e)) => {
+            let hint = match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => " (is sshd listening on that port?)",
+                _ => "",
+            };
+            let to = if literal {
+                String::new()
+            } else {
+                format!(" to {addr}")
+            };
+            target.connect_error(format!("cannot connect{to}: {e}{hint}"))
+        }
+        None => target.connect_error(format!(
+            "the host name `{}` resolves to no address",
+            target.host
+        )),
+    })
+}
+
+/// Why a jump host could not open the tunnel to `target`.
+fn tunnel_error(target: &Endpoint, hop: &jump::Hop, e: &russh::Error) -> SshError {
+    use russh::ChannelOpenFailure as F;
+    let message = match e {
+        russh::Error::ChannelOpenFailure(F::ConnectFailed) => format!(
+            "the jump host {} cannot connect to it (refused, unreachable, or a name it cannot resolve)",
+            hop.label
+        ),
+        russh::Error::ChannelOpenFailure(F::AdministrativelyProhibited) => format!(
+            "the jump host {} refuses to forward connections (AllowTcpForwarding?)",
+            hop.label
+        ),
+        _ if hop.handle.is_closed() => {
+            format!("the connection to the jump host {} was lost", hop.label)
+        }
+        other => format!(
+            "the jump host {} could not open a tunnel to it: {other}",
+            hop.label
+        ),
+    };
+    target.connect_error(message)
 }
 
 fn is_reset(e: &russh::Error) -> bool {
@@ -1049,29 +1260,59 @@ impl Verifier {
 // ---------------------------------------------------------------------------------------------
 // Authentication
 
+/// Loads (decrypts, prompting if `sources.prompt`) the given key files — or the default ones
+/// when `files` is empty — into the process's key cache, so later connects reuse them. Call it
+/// before a live progress view starts, so a passphrase prompt does not fight the view for the
+/// terminal. Returns one `path: reason` line per file that cannot be used.
+pub async fn unlock_identities(files: &[PathBuf], sources: &AuthSources) -> Vec<String> {
+    load_identities_async(files.to_vec(), sources)
+        .await
+        .into_iter()
+        .filter_map(|id| {
+            id.key
+                .err()
+                .map(|reason| format!("{}: {reason}", id.path.display()))
+        })
+        .collect()
+}
+
 /// A key file, loaded (or not) before connecting.
 struct Identity {
     path: PathBuf,
     key: Result<Arc<PrivateKey>, String>,
 }
 
-/// The identity file if one is configured, else the default key files that exist.
-fn load_identities(identity_file: Option<PathBuf>, passphrase: Option<&Secret>) -> Vec<Identity> {
-    let paths: Vec<PathBuf> = match identity_file {
-        Some(path) => vec![path],
-        None => match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+/// [`load_identities`] on a blocking thread: decrypting a key (bcrypt) is CPU work, and the
+/// passphrase prompt waits for a person.
+async fn load_identities_async(files: Vec<PathBuf>, sources: &AuthSources) -> Vec<Identity> {
+    let (passphrase, prompt) = (sources.passphrase.clone(), sources.prompt);
+    tokio::task::spawn_blocking(move || load_identities(files, passphrase.as_ref(), prompt))
+        .await
+        .unwrap_or_default()
+}
+
+/// The configured identity files if any, else the default key files that exist.
+fn load_identities(
+    files: Vec<PathBuf>,
+    passphrase: Option<&Secret>,
+    prompt: bool,
+) -> Vec<Identity> {
+    let paths: Vec<PathBuf> = if !files.is_empty() {
+        files
+    } else {
+        match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
             Some(home) => ["id_ed25519", "id_ecdsa", "id_rsa"]
                 .iter()
                 .map(|name| Path::new(&home).join(".ssh").join(name))
                 .filter(|p| p.exists())
                 .collect(),
             None => Vec::new(),
-        },
+        }
     };
     paths
         .into_iter()
         .map(|path| {
-            let key = load_key_cached(&path, passphrase);
+            let key = load_key_cached(&path, passphrase, prompt);
             if let Err(message) = &key {
                 tracing::debug!(path = %path.display(), "identity not usable: {message}");
             }
@@ -1080,68 +1321,146 @@ fn load_identities(identity_file: Option<PathBuf>, passphrase: Option<&Secret>) 
         .collect()
 }
 
-/// Which key file, decrypted with which passphrase (its SHA-256), as of which modification.
-type KeyCacheKey = (PathBuf, Option<Vec<u8>>, Option<std::time::SystemTime>, u64);
+/// How a cached key was decrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Unlock {
+    Plain,
+    /// With this passphrase (its SHA-256).
+    Given(Vec<u8>),
+    /// With a passphrase typed at the prompt.
+    Prompted,
+}
+
+/// Which key file, unlocked how, as of which modification.
+type KeyCacheKey = (PathBuf, Unlock, Option<std::time::SystemTime>, u64);
 
 /// Keys decrypted once per process: a fleet run connects to every target with the same key,
-/// and an encrypted key costs ~90 ms of bcrypt per load. Only successes are cached; the
-/// lock is held while loading so concurrent connects wait for one decryption, not N.
-fn load_key_cached(path: &Path, passphrase: Option<&Secret>) -> Result<Arc<PrivateKey>, String> {
+/// and an encrypted key costs ~90 ms of bcrypt per load (and a prompt costs a person's
+/// time). Only successes are cached; the lock is held while loading so concurrent connects
+/// wait for one decryption (or one prompt), not N.
+fn load_key_cached(
+    path: &Path,
+    passphrase: Option<&Secret>,
+    prompt: bool,
+) -> Result<Arc<PrivateKey>, String> {
     use sha2::Digest as _;
     static CACHE: std::sync::LazyLock<Mutex<HashMap<KeyCacheKey, Arc<PrivateKey>>>> =
         std::sync::LazyLock::new(Mutex::default);
     let meta = std::fs::metadata(path).ok();
-    let cache_key = (
-        path.to_path_buf(),
-        passphrase.map(|p| sha2::Sha256::digest(p.expose()).to_vec()),
-        meta.as_ref().and_then(|m| m.modified().ok()),
-        meta.as_ref().map_or(0, |m| m.len()),
-    );
+    let cache_key = |unlock: Unlock| {
+        (
+            path.to_path_buf(),
+            unlock,
+            meta.as_ref().and_then(|m| m.modified().ok()),
+            meta.as_ref().map_or(0, |m| m.len()),
+        )
+    };
+    let unlock = match passphrase {
+        Some(p) => Unlock::Given(sha2::Sha256::digest(p.expose()).to_vec()),
+        None => Unlock::Plain,
+    };
+    let may_prompt = prompt && passphrase.is_none();
     let mut cache = CACHE
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(key) = cache.get(&cache_key) {
+    if let Some(key) = cache.get(&cache_key(unlock.clone())) {
         return Ok(key.clone());
     }
-    let key = Arc::new(load_key(path, passphrase)?);
-    cache.insert(cache_key, key.clone());
-    Ok(key)
+    if may_prompt && let Some(key) = cache.get(&cache_key(Unlock::Prompted)) {
+        return Ok(key.clone());
+    }
+    match decode_key(path, passphrase) {
+        Ok(key) => {
+            let key = Arc::new(key);
+            cache.insert(cache_key(unlock), key.clone());
+            Ok(key)
+        }
+        Err(KeyError::Encrypted) if may_prompt => {
+            let key = Arc::new(prompt_and_decode(path)?);
+            cache.insert(cache_key(Unlock::Prompted), key.clone());
+            Ok(key)
+        }
+        Err(e) => Err(e.message()),
+    }
+}
+
+/// Asks for the passphrase on the terminal, three tries as OpenSSH allows.
+fn prompt_and_decode(path: &Path) -> Result<PrivateKey, String> {
+    let mut question = format!("Enter passphrase for key '{}': ", path.display());
+    for _ in 0..3 {
+        let passphrase = prompt::passphrase(&question)
+            .map_err(|e| format!("the key is encrypted and the passphrase prompt failed: {e}"))?;
+        if passphrase.is_empty() {
+            return Err("the key is encrypted and no passphrase was entered".to_owned());
+        }
+        match decode_key(path, Some(&passphrase)) {
+            Ok(key) => return Ok(key),
+            Err(KeyError::BadPassphrase) => {
+                question = format!("Bad passphrase, try again for '{}': ", path.display());
+            }
+            Err(e) => return Err(e.message()),
+        }
+    }
+    Err("the key is encrypted and the passphrase entered was wrong 3 times".to_owned())
+}
+
+/// Why a key file could not be loaded.
+enum KeyError {
+    Encrypted,
+    BadPassphrase,
+    Other(String),
+}
+
+impl KeyError {
+    fn message(self) -> String {
+        match self {
+            KeyError::Encrypted => "the key is encrypted; set CERTCTL_SSH_PASSPHRASE, load it into ssh-agent, or run certctl from a terminal to be asked".to_owned(),
+            KeyError::BadPassphrase => {
+                "cannot decrypt or parse the key (wrong CERTCTL_SSH_PASSPHRASE?)".to_owned()
+            }
+            KeyError::Other(message) => message,
+        }
+    }
 }
 
 /// Loads a private key; the error text never contains key material.
+#[cfg(test)]
 fn load_key(path: &Path, passphrase: Option<&Secret>) -> Result<PrivateKey, String> {
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?);
-    let text =
-        std::str::from_utf8(&bytes).map_err(|_| "not a text (PEM/OpenSSH) key file".to_owned())?;
+    decode_key(path, passphrase).map_err(KeyError::message)
+}
+
+fn decode_key(path: &Path, passphrase: Option<&Secret>) -> Result<PrivateKey, KeyError> {
+    let bytes = Zeroizing::new(
+        std::fs::read(path).map_err(|e| KeyError::Other(format!("cannot read: {e}")))?,
+    );
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| KeyError::Other("not a text (PEM/OpenSSH) key file".to_owned()))?;
     let passphrase = match passphrase {
         Some(p) => Some(
             std::str::from_utf8(p.expose())
-                .map_err(|_| "CERTCTL_SSH_PASSPHRASE is not valid UTF-8".to_owned())?,
+                .map_err(|_| KeyError::Other("the passphrase is not valid UTF-8".to_owned()))?,
         ),
         None => None,
     };
     russh::keys::decode_secret_key(text, passphrase).map_err(|e| match (e, passphrase) {
-        (russh::keys::Error::KeyIsEncrypted, _) => {
-            "the key is encrypted; set CERTCTL_SSH_PASSPHRASE or load it into ssh-agent".to_owned()
-        }
-        (_, Some(_)) => {
-            "cannot decrypt or parse the key (wrong CERTCTL_SSH_PASSPHRASE?)".to_owned()
-        }
-        (e, None) => format!("cannot parse the key: {e}"),
+        (russh::keys::Error::KeyIsEncrypted, _) => KeyError::Encrypted,
+        (_, Some(_)) => KeyError::BadPassphrase,
+        (e, None) => KeyError::Other(format!("cannot parse the key: {e}")),
     })
 }
 
 /// Agent identities first, then key files; the first one the server accepts wins.
 async fn authenticate(
     handle: &mut client::Handle<Verifier>,
-    config: &SshConfig,
+    target: &Endpoint,
+    user: &str,
     sources: &AuthSources,
     identities: &[Identity],
 ) -> Result<(), SshError> {
     let auth_error = |message: String| SshError::Auth {
-        host: config.host.clone(),
-        port: config.port,
-        user: config.user.clone(),
+        host: target.host.clone(),
+        port: target.port,
+        user: user.to_owned(),
         message,
     };
     let mut tried: Vec<String> = Vec::new();
@@ -1170,12 +1489,7 @@ async fn authenticate(
                         let fp = key.fingerprint(HashAlg::Sha256);
                         let hash = rsa_hash_for(handle, key.algorithm(), &mut rsa_hash).await;
                         match handle
-                            .authenticate_publickey_with(
-                                config.user.as_str(),
-                                key,
-                                hash,
-                                &mut agent,
-                            )
+                            .authenticate_publickey_with(user, key, hash, &mut agent)
                             .await
                         {
                             Ok(r) if r.success() => return Ok(()),
@@ -1206,7 +1520,7 @@ async fn authenticate(
         let fp = key.public_key().fingerprint(HashAlg::Sha256);
         let hash = rsa_hash_for(handle, key.algorithm(), &mut rsa_hash).await;
         match handle
-            .authenticate_publickey(config.user.as_str(), PrivateKeyWithHashAlg::new(key, hash))
+            .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash))
             .await
         {
             Ok(r) if r.success() => return Ok(()),
@@ -1222,13 +1536,12 @@ async fn authenticate(
     }
 
     if tried.is_empty() {
-        let files = match &config.identity_file {
-            Some(path) => path.display().to_string(),
-            None => "~/.ssh/id_ed25519, id_ecdsa, id_rsa".to_owned(),
-        };
-        return Err(auth_error(format!(
-            "no key to offer: SSH_AUTH_SOCK is not set and no identity file exists ({files})"
-        )));
+        // Configured files always show up in `tried` (if only as unreadable): these are the
+        // defaults.
+        return Err(auth_error(
+            "no key to offer: SSH_AUTH_SOCK is not set and no identity file exists (~/.ssh/id_ed25519, id_ecdsa, id_rsa)"
+                .to_owned(),
+        ));
     }
     Err(auth_error(format!("tried {}", tried.join("; "))))
 }
@@ -1321,30 +1634,77 @@ mod tests {
             "[h]:2222 ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBHUAPS0UQzXyLyNNA+tsHhfXq/pjOWJJaUvqtRIUKPAjR72vZkFcDx4/h/J7C/r0LcTEfHEQrTVY5ZN1t5UqlEI=\n",
         )
         .unwrap();
-        let config = SshConfig {
-            host: "h".into(),
-            port: 2222,
-            user: "u".into(),
-            identity_file: None,
-            known_hosts,
-            accept_new_host_keys: false,
-            connect_timeout: Duration::from_secs(10),
-            command_timeout: Duration::from_secs(60),
-            keepalive_interval: Duration::from_secs(15),
-        };
-        let cfg = client_config(&config);
+        let keepalive = Duration::from_secs(15);
+        let cfg = client_config("h", 2222, &known_hosts, keepalive);
         assert_eq!(cfg.preferred.key[0].as_str(), "ecdsa-sha2-nistp256");
         assert_eq!(cfg.keepalive_interval, Some(Duration::from_secs(15)));
         assert_eq!(cfg.inactivity_timeout, Some(Duration::from_secs(60)));
         assert!(cfg.nodelay);
         // Unknown host: russh's default order.
-        let other = SshConfig {
-            host: "other".into(),
-            ..config
+        assert_eq!(
+            client_config("other", 2222, &known_hosts, keepalive)
+                .preferred
+                .key[0]
+                .as_str(),
+            "ssh-ed25519"
+        );
+    }
+
+    #[tokio::test]
+    async fn handshake_slots_cap_each_host_separately() {
+        use futures::FutureExt as _;
+        let host = "slot-test.example";
+        let mut held = Vec::new();
+        for _ in 0..HANDSHAKES_PER_HOST {
+            held.push(handshake_slot(host, 1).await.unwrap());
+        }
+        assert!(
+            handshake_slot(host, 1).now_or_never().is_none(),
+            "the cap holds"
+        );
+        assert!(
+            handshake_slot("SLOT-TEST.example", 1)
+                .now_or_never()
+                .is_none(),
+            "host names are compared case-insensitively"
+        );
+        assert!(
+            handshake_slot(host, 2).now_or_never().is_some(),
+            "another port"
+        );
+        assert!(
+            handshake_slot("other.example", 1).now_or_never().is_some(),
+            "another host"
+        );
+        let waiting = handshake_slot(host, 1);
+        tokio::pin!(waiting);
+        assert!(futures::poll!(&mut waiting).is_pending());
+        held.pop();
+        assert!(waiting.await.is_some(), "a freed slot goes to the waiter");
+    }
+
+    #[test]
+    fn endpoints_bracket_ipv6_and_errors_use_them() {
+        assert_eq!(endpoint("::1", 2222), "[::1]:2222");
+        assert_eq!(endpoint("web-1", 22), "web-1:22");
+        assert_eq!(bare_host("[::1]"), "::1");
+        assert_eq!(bare_host("::1"), "::1");
+        let e = SshError::ConnectTimeout {
+            host: "fe80::1".into(),
+            port: 22,
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(e.to_string(), "[fe80::1]:22: connect timed out after 1s");
+        let jump = SshError::Jump {
+            host: "web-1".into(),
+            port: 22,
+            hop: 2,
+            hops: 2,
+            error: Box::new(e),
         };
         assert_eq!(
-            client_config(&other).preferred.key[0].as_str(),
-            "ssh-ed25519"
+            jump.to_string(),
+            "web-1:22: via jump host 2 of 2: [fe80::1]:22: connect timed out after 1s"
         );
     }
 
@@ -1365,12 +1725,12 @@ mod tests {
         let key = load_key(&path, Some(&Secret::new(b"s3cret".to_vec()))).unwrap();
         assert_eq!(key.algorithm(), Algorithm::Ed25519);
         let pass = Secret::new(b"s3cret".to_vec());
-        let first = load_key_cached(&path, Some(&pass)).unwrap();
-        let again = load_key_cached(&path, Some(&pass)).unwrap();
+        let first = load_key_cached(&path, Some(&pass), false).unwrap();
+        let again = load_key_cached(&path, Some(&pass), false).unwrap();
         assert!(Arc::ptr_eq(&first, &again), "decrypted once per process");
         // The cache never lets a wrong (or missing) passphrase through.
-        assert!(load_key_cached(&path, None).is_err());
-        assert!(load_key_cached(&path, Some(&Secret::new(b"x".to_vec()))).is_err());
+        assert!(load_key_cached(&path, None, false).is_err());
+        assert!(load_key_cached(&path, Some(&Secret::new(b"x".to_vec())), false).is_err());
         let missing = load_key(&dir.path().join("absent"), None).unwrap_err();
         assert!(missing.starts_with("cannot read"), "{missing}");
     }

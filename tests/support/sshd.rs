@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use certctl::ssh::SshConfig;
+use certctl::ssh::{JumpHost, SshConfig};
 
 use super::{ChildGuard, free_addr, require};
 
@@ -29,6 +29,39 @@ pub struct Sshd {
     dir: tempfile::TempDir,
 }
 
+/// How to start an [`Sshd`] beyond the standard test config.
+#[derive(Debug, Clone)]
+pub struct SshdOptions {
+    /// Where to listen; default: a fresh 127.x.y.z address from [`free_addr`].
+    pub addr: Option<SocketAddr>,
+    /// `LogLevel`: `VERBOSE` names accepted keys; `DEBUG1` also logs each forwarded
+    /// (`direct-tcpip`) connection.
+    pub log_level: &'static str,
+    /// `MaxStartups`; `None` leaves sshd's default (`10:30:100`).
+    pub max_startups: Option<&'static str>,
+    /// Lines appended to the config (see [`Sshd::start_with`]).
+    pub extra: Vec<String>,
+}
+
+impl Default for SshdOptions {
+    fn default() -> Self {
+        SshdOptions {
+            addr: None,
+            log_level: "VERBOSE",
+            max_startups: Some("100:30:200"),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// A free port on the IPv6 loopback `[::1]`. Panics (never skips) when IPv6 is unavailable.
+pub fn free_addr_v6() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("[::1]:0").unwrap_or_else(|e| {
+        panic!("cannot bind [::1]:0 — IPv6 loopback is unavailable in this environment: {e}")
+    });
+    listener.local_addr().unwrap()
+}
+
 impl Sshd {
     /// Starts an sshd with the standard test config.
     pub fn start() -> Sshd {
@@ -39,6 +72,15 @@ impl Sshd {
     /// takes the FIRST value of a repeated keyword, so these can only add keywords, except a
     /// `Subsystem sftp …` line, which replaces the default `internal-sftp`).
     pub fn start_with(extra_config: &[&str]) -> Sshd {
+        Self::start_opts(SshdOptions {
+            extra: extra_config.iter().map(|l| l.to_string()).collect(),
+            ..SshdOptions::default()
+        })
+    }
+
+    /// Starts an sshd with explicit options.
+    pub fn start_opts(options: SshdOptions) -> Sshd {
+        let extra_config = &options.extra;
         let sshd = require("sshd");
         require("ssh-keygen");
         let dir = tempfile::Builder::new()
@@ -55,7 +97,7 @@ impl Sshd {
         let authorized_keys = d.join("authorized_keys");
         std::fs::copy(pub_path(&client_key), &authorized_keys).expect("write authorized_keys");
 
-        let addr = free_addr();
+        let addr = options.addr.unwrap_or_else(free_addr);
         let log_path = d.join("sshd.log");
         let mut config = format!(
             "ListenAddress {addr}\n\
@@ -68,12 +110,15 @@ impl Sshd {
              UsePAM no\n\
              StrictModes no\n\
              PermitRootLogin prohibit-password\n\
-             MaxStartups 100:30:200\n\
-             LogLevel VERBOSE\n",
+             LogLevel {log_level}\n",
             host_key = host_key.display(),
             pid = d.join("sshd.pid").display(),
             authorized_keys = authorized_keys.display(),
+            log_level = options.log_level,
         );
+        if let Some(startups) = options.max_startups {
+            config.push_str(&format!("MaxStartups {startups}\n"));
+        }
         for line in extra_config {
             config.push_str(line);
             config.push('\n');
@@ -140,6 +185,22 @@ impl Sshd {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// How many times `needle` occurs in the log so far.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// This daemon as a jump host: its user, client key and known_hosts.
+    pub fn as_jump(&self) -> JumpHost {
+        JumpHost {
+            host: self.host(),
+            port: self.port(),
+            user: self.user.clone(),
+            identity_files: vec![self.client_key.clone()],
+            known_hosts: self.known_hosts.clone(),
+        }
+    }
+
     /// A path inside this daemon's private temp dir.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -187,6 +248,7 @@ impl Sshd {
             connect_timeout: Duration::from_secs(20),
             command_timeout: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(15),
+            jump: Vec::new(),
         }
     }
 }
