@@ -91,6 +91,10 @@ pub struct InventoryArgs {
     /// N CI jobs together cover every target exactly once.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
+    /// OpenSSH client config to read Host aliases, HostName, IdentityFile, ProxyJump,
+    /// ConnectTimeout and ServerAliveInterval from (default ~/.ssh/config). The inventory wins.
+    #[arg(short = 'F', long = "ssh-config", value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -259,7 +263,18 @@ fn prepare(args: &InventoryArgs, settings: &RunSettings) -> Result<Prepared, Inv
     if !errors.is_empty() {
         return Err(Invalid(errors));
     }
-    let plans = plan::build(&inventory, &targets, &catalogue, &materials, settings)
+    let ssh_client = match &args.ssh_config {
+        Some(path) => crate::ssh::config::SshClientConfig::load(path),
+        None => crate::ssh::config::SshClientConfig::load_default(),
+    }?;
+    for warning in ssh_client.warnings() {
+        report::print_stderr(&format!("warning: {warning}\n"));
+    }
+    let settings = RunSettings {
+        ssh_client: Arc::new(ssh_client),
+        ..settings.clone()
+    };
+    let plans = plan::build(&inventory, &targets, &catalogue, &materials, &settings)
         .map_err(|errs| Invalid(errs.iter().map(ToString::to_string).collect()))?;
     Ok(Prepared {
         plans,

@@ -14,7 +14,7 @@ use crate::probe::{ProbeSpec, Schedule};
 use crate::ssh::SshConfig;
 
 /// Run-wide settings that are not in the inventory.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RunSettings {
     /// Random per run; names staged files, scratch and backup directories.
     pub run_id: String,
@@ -24,6 +24,8 @@ pub struct RunSettings {
     pub keepalive_interval: Duration,
     /// Seconds since the Unix epoch, for validity checks.
     pub now: i64,
+    /// The operator's OpenSSH client config (`-F`, else `~/.ssh/config`; empty if none).
+    pub ssh_client: std::sync::Arc<crate::ssh::config::SshClientConfig>,
 }
 
 impl RunSettings {
@@ -43,6 +45,7 @@ impl RunSettings {
             command_timeout: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(15),
             now: now_unix(),
+            ssh_client: std::sync::Arc::default(),
         }
     }
 }
@@ -315,18 +318,7 @@ fn plan_target(
         name: target.name.clone(),
         connector: target.connector.clone(),
         shell: def.shell,
-        ssh: SshConfig {
-            host: target.host.clone(),
-            port: target.port,
-            user: target.user.clone(),
-            identity_file: target.identity_file.clone(),
-            known_hosts: target.known_hosts.clone(),
-            accept_new_host_keys: settings.accept_new_host_keys,
-            connect_timeout: settings.connect_timeout,
-            command_timeout: settings.command_timeout,
-            keepalive_interval: settings.keepalive_interval,
-            jump: Vec::new(),
-        },
+        ssh: ssh_config(target, settings)?,
         become_method: target.become_method,
         certificate: target.certificate.clone(),
         material,
@@ -343,6 +335,48 @@ fn plan_target(
         backup_dir,
         keep_backups,
         run_id: settings.run_id.clone(),
+    })
+}
+
+/// How to reach a target: the inventory first, then the operator's ssh config for what the
+/// inventory leaves open (HostName of an alias, IdentityFile, ProxyJump, ConnectTimeout,
+/// ServerAliveInterval), then defaults. `jump:` hops use the target's user, key and
+/// known_hosts unless the ssh config says otherwise for that hop.
+fn ssh_config(target: &Target, settings: &RunSettings) -> Result<SshConfig, String> {
+    use crate::ssh::config::JumpDefaults;
+    use crate::ssh::jump::JumpSpec;
+    let hs = settings.ssh_client.resolve(&target.host);
+    let identity_file = target
+        .identity_file
+        .clone()
+        .or_else(|| hs.identity_files.first().cloned());
+    let specs = match &target.jump {
+        Some(jump) => JumpSpec::parse_list(jump).map_err(|e| format!("jump `{jump}`: {e}"))?,
+        None => hs.proxy_jump.clone().unwrap_or_default(),
+    };
+    let defaults = JumpDefaults {
+        user: target.user.clone(),
+        identity_files: identity_file.iter().cloned().collect(),
+        known_hosts: target.known_hosts.clone(),
+    };
+    let chain = settings
+        .ssh_client
+        .jump_chain(&specs, &defaults)
+        .map_err(|e| e.to_string())?;
+    Ok(SshConfig {
+        host: hs.host_name.clone().unwrap_or_else(|| target.host.clone()),
+        port: target.port,
+        user: target.user.clone(),
+        identity_file,
+        known_hosts: target.known_hosts.clone(),
+        accept_new_host_keys: settings.accept_new_host_keys,
+        connect_timeout: hs.connect_timeout.unwrap_or(settings.connect_timeout),
+        command_timeout: settings.command_timeout,
+        keepalive_interval: hs
+            .server_alive_interval
+            .filter(|d| !d.is_zero())
+            .unwrap_or(settings.keepalive_interval),
+        jump: chain.hops,
     })
 }
 

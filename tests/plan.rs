@@ -48,6 +48,7 @@ fn settings() -> RunSettings {
         command_timeout: Duration::from_secs(60),
         keepalive_interval: Duration::from_secs(15),
         now: time::OffsetDateTime::now_utc().unix_timestamp(),
+        ssh_client: Default::default(),
     }
 }
 
