@@ -46,12 +46,22 @@ fn status_reports_files_served_certificate_and_facts_without_changing_anything()
     let target = &out.json()["targets"][0];
     assert_eq!(target["status"], "mismatch");
     assert_eq!(target["served_fingerprint"], lab.old.fingerprint.as_str());
-    assert_eq!(target["old_fingerprint"], lab.old.fingerprint.as_str(), "the leaf on disk");
+    assert_eq!(
+        target["old_fingerprint"],
+        lab.old.fingerprint.as_str(),
+        "the leaf on disk"
+    );
     let files = target["files"].as_array().unwrap();
     assert_eq!(files[0]["action"], "differs");
     assert_eq!(files[1]["mode"], "0600");
     assert!(files[0]["not_after"].as_str().is_some());
-    let facts = target["steps"].as_array().unwrap().iter().rev().find(|s| s["step"] == "inspect").unwrap()["detail"]
+    let facts = target["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|s| s["step"] == "inspect")
+        .unwrap()["detail"]
         .as_str()
         .unwrap()
         .to_string();
@@ -59,7 +69,10 @@ fn status_reports_files_served_certificate_and_facts_without_changing_anything()
     assert!(facts.contains("nginx version: nginx/"), "{facts}");
     assert!(facts.contains("day(s)"), "{facts}");
     assert_eq!(lab.snapshot_live_files(), before, "status writes nothing");
-    assert!(!lab.backup_dir().join(".lock").exists(), "status takes no lock");
+    assert!(
+        !lab.backup_dir().join(".lock").exists(),
+        "status takes no lock"
+    );
 
     assert_eq!(lab.certctl(&["deploy"]).code, 0);
     let out = lab.certctl(&["status"]);

@@ -24,16 +24,33 @@ fn verify_exit_codes_follow_what_is_served() {
 
 #[test]
 fn verify_reports_a_soon_expiring_certificate() {
-    let lab = Lab::start(TargetOptions { new_expires_in_days: Some(5), ..TargetOptions::default() });
+    let lab = Lab::start(TargetOptions {
+        new_expires_in_days: Some(5),
+        ..TargetOptions::default()
+    });
     let out = lab.certctl(&["deploy"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains("warning: certificate `www`"), "deploy warns: {}", out.stderr);
+    assert!(
+        out.stderr.contains("warning: certificate `www`"),
+        "deploy warns: {}",
+        out.stderr
+    );
 
     let out = lab.certctl(&["verify", "--output", "json"]);
     assert_eq!(out.code, 4, "{}", out.stderr);
     let target = &out.json()["targets"][0];
     assert_eq!(target["status"], "expiring");
-    assert!(target["error"].as_str().unwrap().contains("expires in 4 day(s)") || target["error"].as_str().unwrap().contains("expires in 5 day(s)"), "{target}");
+    assert!(
+        target["error"]
+            .as_str()
+            .unwrap()
+            .contains("expires in 4 day(s)")
+            || target["error"]
+                .as_str()
+                .unwrap()
+                .contains("expires in 5 day(s)"),
+        "{target}"
+    );
 
     let out = lab.certctl(&["verify", "--warn-days", "0"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
