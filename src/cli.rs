@@ -472,6 +472,14 @@ async fn verify_target(
 ) -> TargetReport {
     let started = tokio::time::Instant::now();
     let expected = plan.material.expected();
+    if !plan.has_probe {
+        let mut report = deploy::skipped(
+            plan,
+            "no TLS endpoint to probe: the connector has no default port; set verify.address",
+        );
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return report;
+    }
     reporter.event(report::Event::StepStarted {
         target: plan.name.clone(),
         step: report::Step::Verify,

@@ -22,6 +22,10 @@ const BUILTIN_SOURCES: &[(&str, &str)] = &[
     ("dovecot", include_str!("../connectors/dovecot.yaml")),
     ("traefik", include_str!("../connectors/traefik.yaml")),
     ("envoy", include_str!("../connectors/envoy.yaml")),
+    (
+        "javakeystore",
+        include_str!("../connectors/javakeystore.yaml"),
+    ),
 ];
 
 /// Parameters the engine itself understands on every connector.
@@ -79,16 +83,23 @@ pub enum Role {
     /// `template:`), e.g. traefik's dynamic TLS config or envoy's SDS secret; placed last, so
     /// servers that watch it see the new certificate files already in place.
     Rendered,
+    /// A keystore (PKCS12, JKS) the connector's preview commands import the certificate and
+    /// key into. Not uploaded: the engine copies the live keystore (if any) into the scratch
+    /// directory, `{staged.keystore}` names that working copy, and after the preview the
+    /// engine places it beside the live file with its final mode. Secret. Its new content is
+    /// not known in advance, so it always counts as changed.
+    Keystore,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Cert,
         Role::Chain,
         Role::Fullchain,
         Role::Key,
         Role::Bundle,
         Role::Rendered,
+        Role::Keystore,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,12 +110,19 @@ impl Role {
             Role::Key => "key",
             Role::Bundle => "bundle",
             Role::Rendered => "rendered",
+            Role::Keystore => "keystore",
         }
     }
 
     /// Whether the file holds private key material.
     pub fn is_secret(self) -> bool {
-        matches!(self, Role::Key | Role::Bundle)
+        matches!(self, Role::Key | Role::Bundle | Role::Keystore)
+    }
+
+    /// Whether the engine knows the file's content before it reaches the target (every role
+    /// but `keystore`, which the target's own tools build).
+    pub fn is_built_by_engine(self) -> bool {
+        self != Role::Keystore
     }
 
     /// Whether the file starts with the leaf certificate (so its fingerprint can be read).
@@ -153,6 +171,23 @@ pub struct FileDef {
     pub template: Option<String>,
 }
 
+/// A private input file written into the run's scratch directory (0600) before `preview`:
+/// material in one role, or a secret read on the controller from the environment variable
+/// that a param names. `{input.NAME}` (= `{tmpdir}/NAME`) is its path. Removed with the
+/// scratch directory at cleanup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputDef {
+    /// File name inside the scratch directory.
+    pub name: String,
+    /// The content is the material in this role (cert, chain, fullchain, key, bundle).
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// The content is the controller's environment variable named by this param's value.
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
 /// Probe defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,6 +216,9 @@ pub struct ConnectorDef {
     /// before `preview` runs; `{template.NAME}` is the rendered file's path.
     #[serde(default)]
     pub templates: BTreeMap<String, String>,
+    /// Private input files written into the scratch directory before `preview`.
+    #[serde(default)]
+    pub inputs: Vec<InputDef>,
     /// Commands that make the target's own software load the STAGED files, then the live test.
     #[serde(default)]
     pub preview: Vec<Command>,
@@ -327,6 +365,45 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
             parse_mode(mode).map_err(|e| invalid(format!("file `{}`: {e}", f.role)))?;
         }
     }
+    let mut input_names = BTreeSet::new();
+    for input in &def.inputs {
+        let name = &input.name;
+        let plain = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !plain {
+            return Err(invalid(format!(
+                "input `{name}`: the name must be a plain file name (letters, digits, `.`, `_`, `-`)"
+            )));
+        }
+        if !input_names.insert(name.as_str()) || def.templates.contains_key(name) {
+            return Err(invalid(format!(
+                "input `{name}`: the name is used twice (inputs and templates share the scratch directory)"
+            )));
+        }
+        match (&input.role, &input.from) {
+            (Some(Role::Rendered | Role::Keystore), None) => {
+                return Err(invalid(format!(
+                    "input `{name}`: role `{}` cannot be an input",
+                    input.role.unwrap_or(Role::Rendered)
+                )));
+            }
+            (Some(_), None) => {}
+            (None, Some(param)) if def.params.contains_key(param) => {}
+            (None, Some(param)) => {
+                return Err(invalid(format!(
+                    "input `{name}`: `from: {param}` names no param of this connector"
+                )));
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "input `{name}`: give exactly one of `role:` or `from:`"
+                )));
+            }
+        }
+    }
     let known = known_placeholders(def);
     let check = |what: &str, text: &str| -> Result<(), ConnectorError> {
         for p in placeholders(text).map_err(|e| invalid(format!("{what}: {e}")))? {
@@ -380,6 +457,9 @@ pub fn known_placeholders(def: &ConnectorDef) -> BTreeSet<String> {
     }
     for t in def.templates.keys() {
         known.insert(format!("template.{t}"));
+    }
+    for i in &def.inputs {
+        known.insert(format!("input.{}", i.name));
     }
     known
 }
@@ -567,6 +647,22 @@ mod tests {
                 .to_string()
                 .contains("built-in")
         );
+    }
+
+    #[test]
+    fn validate_checks_inputs() {
+        let base = Catalogue::builtin().get("javakeystore").unwrap().clone();
+        assert!(known_placeholders(&base).contains("input.storepass"));
+        let err = |f: fn(&mut ConnectorDef)| {
+            let mut def = base.clone();
+            f(&mut def);
+            validate("x", &def).unwrap_err().to_string()
+        };
+        assert!(err(|d| d.inputs[0].name = "../x".into()).contains("plain file name"));
+        assert!(err(|d| d.inputs[1].name = "storepass".into()).contains("used twice"));
+        assert!(err(|d| d.inputs[0].from = Some("nope".into())).contains("names no param"));
+        assert!(err(|d| d.inputs[1].from = Some("alias".into())).contains("exactly one"));
+        assert!(err(|d| d.inputs[1].role = Some(Role::Keystore)).contains("cannot be an input"));
     }
 
     #[test]

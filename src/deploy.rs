@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connector::Role;
 use crate::material::{CertInfo, Material, parse_certs};
-use crate::plan::{PlannedFile, TargetPlan};
+use crate::plan::{InputContent, PlannedFile, TargetPlan};
 use crate::probe::{self, Expected, Served};
 use crate::report::{
     Event, FileReport, Reporter, Status, Step, StepReport, StepStatus, TargetReport,
@@ -264,14 +264,22 @@ impl FileBytes {
 
 fn content_for(material: &Material, planned: &PlannedFile) -> FileBytes {
     match planned.role {
+        Role::Rendered => {
+            FileBytes::Public(planned.rendered.clone().unwrap_or_default().into_bytes())
+        }
+        role => material_bytes(material, role),
+    }
+}
+
+/// The material in one role. A keystore has no content of ours: the target's tools build it.
+fn material_bytes(material: &Material, role: Role) -> FileBytes {
+    match role {
         Role::Cert => FileBytes::Public(material.cert_pem()),
         Role::Chain => FileBytes::Public(material.chain_pem()),
         Role::Fullchain => FileBytes::Public(material.fullchain_pem()),
         Role::Key => FileBytes::Secret(material.key_pem().clone()),
         Role::Bundle => FileBytes::Secret(material.bundle_pem()),
-        Role::Rendered => {
-            FileBytes::Public(planned.rendered.clone().unwrap_or_default().into_bytes())
-        }
+        Role::Rendered | Role::Keystore => FileBytes::Public(Vec::new()),
     }
 }
 
@@ -496,7 +504,7 @@ impl<'a> Run<'a> {
             .map_err(fail_untouched)?;
 
         // preview: the server's own software loads the STAGED files; then the live test.
-        self.step(Step::Preview, preview(session, plan))
+        self.step(Step::Preview, preview(session, plan, &files))
             .await
             .map_err(fail_untouched)?;
         if dry {
@@ -540,6 +548,12 @@ impl<'a> Run<'a> {
     async fn verify(&mut self, expected: &Expected) -> Result<(), StepFailure> {
         let plan = self.plan;
         let t = self.begin(Step::Verify);
+        if !plan.has_probe {
+            let detail = "no TLS endpoint to probe (no verify.address, and the connector has no \
+                          verify.port)";
+            self.end(Step::Verify, t, StepStatus::Skipped, Some(detail.into()));
+            return Ok(());
+        }
         let v = probe::verify(&plan.probe, expected, &CancellationToken::new()).await;
         self.report.probes.extend(v.attempts.iter().cloned());
         if let Some(s) = &v.last_served {
@@ -912,6 +926,15 @@ impl<'a> Run<'a> {
             .step(Step::Reload, reload_or_start(session, plan))
             .await;
         let Some(old) = old else {
+            if !plan.has_probe {
+                return (
+                    Status::RolledBack,
+                    format!(
+                        "{cause}; previous files restored byte-for-byte and checked by SHA-256 \
+                         (no TLS endpoint to probe)"
+                    ),
+                );
+            }
             let note = match reload {
                 Ok(()) => {
                     "nothing was served before the deploy, so there is no old certificate to probe for"
@@ -988,10 +1011,14 @@ async fn inspect(
         script.cmd(&["mkdir", "-m", "0700", "--", &plan.scratch_dir]);
     }
     let probe = &plan.probe;
-    let (out, served) = tokio::join!(
-        session.exec_script(&script, None),
-        probe::probe_once(&probe.address, &probe.sni, probe.starttls, probe.timeout)
-    );
+    let probed = async {
+        if plan.has_probe {
+            Some(probe::probe_once(&probe.address, &probe.sni, probe.starttls, probe.timeout).await)
+        } else {
+            None
+        }
+    };
+    let (out, served) = tokio::join!(session.exec_script(&script, None), probed);
     let out = out.map_err(|e| e.to_string())?;
     if !out.success() {
         return Err(command_failure("inspect script", &out));
@@ -1064,16 +1091,23 @@ async fn inspect(
             _ => {}
         }
     }
-    let served = served.ok();
-    let detail = format!(
-        "{} file(s) inspected; {} serves {}",
-        plan.files.len(),
-        plan.probe.address,
-        served
-            .as_ref()
-            .map(|s| s.leaf.to_string())
-            .unwrap_or_else(|| "no certificate".into())
-    );
+    let served = served.and_then(Result::ok);
+    let detail = if plan.has_probe {
+        format!(
+            "{} file(s) inspected; {} serves {}",
+            plan.files.len(),
+            plan.probe.address,
+            served
+                .as_ref()
+                .map(|s| s.leaf.to_string())
+                .unwrap_or_else(|| "no certificate".into())
+        )
+    } else {
+        format!(
+            "{} file(s) inspected; no TLS endpoint to probe",
+            plan.files.len()
+        )
+    };
     Ok(((live, served), Some(detail)))
 }
 
@@ -1112,7 +1146,13 @@ fn decide<'p>(
     material: &Material,
 ) -> StagedFile<'p> {
     let content = content_for(material, planned);
-    let sha256 = sha256_hex(content.bytes());
+    // A keystore's new bytes are only known once the target's tools have built it: it never
+    // matches, so every deploy re-imports (documented in connectors/javakeystore.yaml).
+    let sha256 = if planned.role.is_built_by_engine() {
+        sha256_hex(content.bytes())
+    } else {
+        String::new()
+    };
     let mut mode = match (planned.explicit_mode, live.present) {
         (Some(m), _) => m,
         (None, true) => live.mode & 0o7777,
@@ -1161,7 +1201,7 @@ fn file_report(f: &StagedFile<'_>, material: &Material) -> FileReport {
     } else {
         "replace"
     };
-    let leaf = f.planned.role.has_leaf();
+    let leaf = f.planned.role.has_leaf() || f.planned.role == Role::Keystore;
     FileReport {
         role: f.planned.role.to_string(),
         path: f.planned.path.clone(),
@@ -1180,8 +1220,11 @@ fn file_report(f: &StagedFile<'_>, material: &Material) -> FileReport {
             Vec::new()
         },
         not_after: leaf.then(|| rfc3339(material.leaf.not_after)),
-        chain_length: matches!(f.planned.role, Role::Fullchain | Role::Bundle | Role::Chain)
-            .then_some(material.chain.len()),
+        chain_length: matches!(
+            f.planned.role,
+            Role::Fullchain | Role::Bundle | Role::Chain | Role::Keystore
+        )
+        .then_some(material.chain.len()),
     }
 }
 
@@ -1199,15 +1242,41 @@ async fn stage(
     session: &Session,
     files: &[StagedFile<'_>],
 ) -> Result<((), Option<String>), String> {
+    let mut copies = Script::new();
+    copies.raw(PREAMBLE);
+    let mut any_copy = false;
     for f in files {
-        session
-            .upload(&f.planned.staged, f.content.bytes(), f.mode, f.owner)
-            .await
-            .map_err(|e| format!("writing {}: {e}", f.planned.staged))?;
+        match &f.planned.work {
+            // A keystore: the preview imports into a private working copy of the live one
+            // (inside the 0700 scratch directory); without a live keystore the preview's tool
+            // creates it there. Zero-length files are refused by keytool, so none is made.
+            Some(work) => {
+                if f.live.present {
+                    copies.cmd(&["cp", "--", &f.planned.path, work]);
+                    any_copy = true;
+                }
+            }
+            None => session
+                .upload(&f.planned.staged, f.content.bytes(), f.mode, f.owner)
+                .await
+                .map_err(|e| format!("writing {}: {e}", f.planned.staged))?,
+        }
     }
-    // Replaced files keep their SELinux context (only where the target has SELinux).
-    let labelled: Vec<&StagedFile<'_>> =
-        files.iter().filter(|f| f.live.selinux.is_some()).collect();
+    if any_copy {
+        let out = session
+            .exec_script(&copies, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(command_failure("copying the live keystore", &out));
+        }
+    }
+    // Replaced files keep their SELinux context (only where the target has SELinux); keystores
+    // get theirs when they are placed, after the preview.
+    let labelled: Vec<&StagedFile<'_>> = files
+        .iter()
+        .filter(|f| f.live.selinux.is_some() && f.planned.work.is_none())
+        .collect();
     if !labelled.is_empty() {
         let mut script = Script::new();
         for f in &labelled {
@@ -1224,20 +1293,79 @@ async fn stage(
     }
     let detail = files
         .iter()
-        .map(|f| format!("{} ({:04o})", f.planned.staged, f.mode))
+        .map(|f| match &f.planned.work {
+            Some(work) => format!("{work} (working copy)"),
+            None => format!("{} ({:04o})", f.planned.staged, f.mode),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     Ok(((), Some(format!("staged {detail}"))))
 }
 
-async fn preview(session: &Session, plan: &TargetPlan) -> Result<((), Option<String>), String> {
+async fn preview(
+    session: &Session,
+    plan: &TargetPlan,
+    files: &[StagedFile<'_>],
+) -> Result<((), Option<String>), String> {
+    for input in &plan.inputs {
+        let content = match &input.content {
+            InputContent::Material(role) => material_bytes(&plan.material, *role),
+            InputContent::Secret(secret) => FileBytes::Secret(secret.clone()),
+        };
+        session
+            .upload(&input.path, content.bytes(), 0o600, None)
+            .await
+            .map_err(|e| format!("writing input {}: {e}", input.path))?;
+    }
     for t in &plan.templates {
         session
             .upload(&t.path, t.content.as_bytes(), 0o600, None)
             .await
             .map_err(|e| format!("writing template {}: {e}", t.path))?;
     }
-    run_commands(session, &plan.preview).await
+    let (_, detail) = run_commands(session, &plan.preview).await?;
+    place_work_copies(session, files).await?;
+    Ok(((), detail))
+}
+
+/// Copies each keystore's working copy (built by the preview) to its staged name beside the
+/// live file: created private (umask 077), then given its final owner, mode and SELinux
+/// context — whatever mode the preview's tool created the working copy with.
+async fn place_work_copies(session: &Session, files: &[StagedFile<'_>]) -> Result<(), String> {
+    let mut script = Script::new();
+    script.raw("set -e\numask 077\n");
+    let mut any = false;
+    for f in files {
+        let Some(work) = &f.planned.work else {
+            continue;
+        };
+        any = true;
+        let staged = &f.planned.staged;
+        script.cmd(&["rm", "-f", "--", staged]);
+        script.cmd(&["cp", "--", work, staged]);
+        if let Some((uid, gid)) = f.owner {
+            script.cmd(&["chown", &format!("{uid}:{gid}"), "--", staged]);
+        }
+        script.cmd(&["chmod", &format!("{:04o}", f.mode), "--", staged]);
+        if f.live.selinux.is_some() {
+            let reference = format!("--reference={}", f.planned.path);
+            script.cmd(&["chcon", &reference, "--", staged]);
+        }
+    }
+    if !any {
+        return Ok(());
+    }
+    let out = session
+        .exec_script(&script, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(command_failure(
+            "placing the keystore beside the live one",
+            &out,
+        ));
+    }
+    Ok(())
 }
 
 /// Runs commands in order; the first failure stops, with its stderr.
@@ -1297,12 +1425,17 @@ async fn reload_or_start(
 
 /// `CMD exited N: <stderr or stdout>` — sanitised later by the printer.
 fn command_failure(what: &str, out: &ExecOutput) -> String {
-    let text = if out.stderr.iter().any(|b| !b.is_ascii_whitespace()) {
-        &out.stderr
-    } else {
-        &out.stdout
+    let has_text = |b: &[u8]| b.iter().any(|b| !b.is_ascii_whitespace());
+    // Some tools (keytool) report progress on stderr and the error on stdout: keep both.
+    let text = match (has_text(&out.stderr), has_text(&out.stdout)) {
+        (true, true) => format!(
+            "{} {}",
+            crate::report::sanitize(&out.stderr).trim(),
+            crate::report::sanitize(&out.stdout).trim()
+        ),
+        (true, false) => crate::report::sanitize(&out.stderr),
+        (false, _) => crate::report::sanitize(&out.stdout),
     };
-    let text = crate::report::sanitize(text);
     let text = text.trim();
     if text.is_empty() {
         format!("`{what}` exited {} (no output)", out.status)

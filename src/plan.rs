@@ -11,6 +11,7 @@ use crate::connector::{self, Catalogue, Command, ConnectorDef, Role, Shell};
 use crate::inventory::{Become, Inventory, Target};
 use crate::material::Material;
 use crate::probe::{ProbeSpec, Schedule};
+use crate::secret::Secret;
 use crate::ssh::SshConfig;
 
 /// Run-wide settings that are not in the inventory.
@@ -70,6 +71,25 @@ pub struct PlannedFile {
     pub default_group: Option<String>,
     /// Role `rendered`: the file's content, rendered from its template.
     pub rendered: Option<String>,
+    /// Role `keystore`: the private working copy in the scratch directory that the preview
+    /// imports into (`{staged.keystore}`); the engine copies it to `staged` afterwards.
+    pub work: Option<String>,
+}
+
+/// A private input written into the scratch directory (0600) before preview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedInput {
+    pub path: String,
+    pub content: InputContent,
+}
+
+/// What an input file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputContent {
+    /// The material in this role.
+    Material(Role),
+    /// A secret read on the controller (e.g. a keystore password).
+    Secret(Secret),
 }
 
 /// A template rendered into the scratch directory before preview.
@@ -93,6 +113,8 @@ pub struct TargetPlan {
     /// Private directory (0700) on the target for templates and preview output.
     pub scratch_dir: String,
     pub templates: Vec<PlannedTemplate>,
+    /// Private inputs (material, secrets) written into the scratch directory before preview.
+    pub inputs: Vec<PlannedInput>,
     pub preview: Vec<Command>,
     pub test: Vec<Command>,
     pub reload: Vec<Command>,
@@ -102,7 +124,12 @@ pub struct TargetPlan {
     pub start: Vec<Command>,
     /// Print the server software's version (`certctl status`).
     pub version: Vec<Command>,
+    /// Where the served certificate is probed. Meaningful only when `has_probe`.
     pub probe: ProbeSpec,
+    /// False when neither the connector (`verify.port`) nor the target (`verify.address`)
+    /// names a TLS endpoint (e.g. a keystore): inspect and verify then skip the probe, and a
+    /// rollback is checked by hash only.
+    pub has_probe: bool,
     /// This run's backup set lives in `{backup_dir}/{run_id}`.
     pub backup_dir: String,
     pub keep_backups: u32,
@@ -210,6 +237,19 @@ fn plan_target(
     for name in def.templates.keys() {
         values.insert(format!("template.{name}"), format!("{scratch_dir}/{name}"));
     }
+    let mut inputs = Vec::new();
+    for input in &def.inputs {
+        let path = format!("{scratch_dir}/{}", input.name);
+        values.insert(format!("input.{}", input.name), path.clone());
+        let content = match (&input.role, &input.from) {
+            (Some(role), _) => InputContent::Material(*role),
+            (None, Some(param)) => {
+                InputContent::Secret(secret_from_env(param, &params, &input.name)?)
+            }
+            (None, None) => return Err(format!("input `{}` has no content", input.name)),
+        };
+        inputs.push(PlannedInput { path, content });
+    }
 
     let mut files = Vec::new();
     for f in &def.files {
@@ -225,8 +265,12 @@ fn plan_target(
             Some(m) => connector::parse_mode(m).map_err(|e| format!("file `{}`: {e}", f.role))?,
             None => f.role.default_mode(),
         };
+        let work = (f.role == Role::Keystore).then(|| format!("{scratch_dir}/{base}.work"));
         values.insert(format!("live.{}", f.role), path.clone());
-        values.insert(format!("staged.{}", f.role), staged.clone());
+        values.insert(
+            format!("staged.{}", f.role),
+            work.clone().unwrap_or_else(|| staged.clone()),
+        );
         files.push(PlannedFile {
             role: f.role,
             path,
@@ -238,6 +282,7 @@ fn plan_target(
             default_owner: f.owner.clone(),
             default_group: f.group.clone(),
             rendered: f.template.clone(),
+            work,
         });
     }
     if files.is_empty() {
@@ -306,7 +351,7 @@ fn plan_target(
         })
         .collect::<Result<Vec<_>, String>>()?;
 
-    let probe = probe_spec(target, def, &material)?;
+    let (probe, has_probe) = probe_spec(target, def, &material)?;
     let names = [probe.sni.clone()];
     if !probe.sni.is_empty() {
         material
@@ -325,6 +370,7 @@ fn plan_target(
         files,
         scratch_dir,
         templates,
+        inputs,
         preview,
         test,
         reload,
@@ -332,6 +378,7 @@ fn plan_target(
         start,
         version,
         probe,
+        has_probe,
         backup_dir,
         keep_backups,
         run_id: settings.run_id.clone(),
@@ -449,33 +496,53 @@ fn check_remote_path(what: &str, path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads a secret input on the controller: `param`'s value names an environment variable.
+fn secret_from_env(
+    param: &str,
+    params: &BTreeMap<String, String>,
+    input: &str,
+) -> Result<Secret, String> {
+    let var = params
+        .get(param)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| format!("param `{param}` must name an environment variable"))?;
+    match std::env::var_os(var) {
+        Some(value) if !value.is_empty() => {
+            use std::os::unix::ffi::OsStringExt as _;
+            Ok(Secret::new(value.into_vec()))
+        }
+        _ => Err(format!(
+            "environment variable `{var}` (param `{param}`, for input `{input}`) is not set or \
+             empty on the controller"
+        )),
+    }
+}
+
+/// The probe, and whether there is one: without `verify.address` and without a connector
+/// `verify.port` the target has no TLS endpoint to probe.
 fn probe_spec(
     target: &Target,
     def: &ConnectorDef,
     material: &Material,
-) -> Result<ProbeSpec, String> {
+) -> Result<(ProbeSpec, bool), String> {
     let v = &target.verify;
-    let address = match &v.address {
-        Some(a) => a.clone(),
-        None => {
-            let port = def.verify.port.ok_or_else(|| {
-                format!(
-                    "connector `{}` has no default probe port: set verify.address",
-                    target.connector
-                )
-            })?;
-            if target.host.contains(':') && !target.host.starts_with('[') {
+    let (address, has_probe) = match (&v.address, def.verify.port) {
+        (Some(a), _) => (a.clone(), true),
+        (None, Some(port)) => {
+            let address = if target.host.contains(':') && !target.host.starts_with('[') {
                 format!("[{}]:{port}", target.host)
             } else {
                 format!("{}:{port}", target.host)
-            }
+            };
+            (address, true)
         }
+        (None, None) => (String::new(), false),
     };
     let sni = match &v.sni {
         Some(s) => s.clone(),
         None => material.default_sni().unwrap_or_default(),
     };
-    Ok(ProbeSpec {
+    let spec = ProbeSpec {
         address,
         sni,
         starttls: v.starttls.unwrap_or(def.verify.starttls),
@@ -486,7 +553,8 @@ fn probe_spec(
         },
         timeout: v.timeout,
         consecutive: v.consecutive,
-    })
+    };
+    Ok((spec, has_probe))
 }
 
 /// Seconds since the Unix epoch.

@@ -389,6 +389,14 @@ pub fn exit_code(report: &RunReport) -> u8 {
         && any(|s| matches!(s, Status::Mismatch | Status::Unreachable | Status::Expiring))
     {
         EXIT_VERIFY_MISMATCH
+    } else if report.command == "verify" {
+        // Targets with nothing to probe (a keystore without an endpoint) are `skipped`; that
+        // is not a failure of the check.
+        if any(|s| s.is_failure() && s != Status::Skipped) {
+            EXIT_FAILED
+        } else {
+            EXIT_OK
+        }
     } else if report.command == "rollback" {
         // For `certctl rollback`, `rolled-back` is the success.
         if any(|s| s.is_failure() && s != Status::RolledBack) {
