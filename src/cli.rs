@@ -103,6 +103,17 @@ pub enum Output {
     Json,
 }
 
+/// Options every command that works on the fleet takes.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Targets in flight at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    pub forks: u16,
+    /// Human output on stderr, or one JSON document on stdout.
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+}
+
 #[derive(Debug, Args)]
 pub struct DeployArgs {
     #[command(flatten)]
@@ -111,9 +122,6 @@ pub struct DeployArgs {
     /// would change, and leave every live file and service untouched.
     #[arg(long)]
     pub dry_run: bool,
-    /// Targets in flight at once.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
-    pub forks: u16,
     /// Redeploy even when the files and the served certificate already match.
     #[arg(long)]
     pub force: bool,
@@ -129,9 +137,8 @@ pub struct DeployArgs {
     /// other certctl run is still working on them.
     #[arg(long)]
     pub break_lock: bool,
-    /// Human output on stderr, or one JSON document on stdout.
-    #[arg(long, value_enum, default_value_t = Output::Human)]
-    pub output: Output,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Trust and record the host key of a host never seen before (a changed key is still refused).
     #[arg(long)]
     pub accept_new_host_keys: bool,
@@ -141,12 +148,8 @@ pub struct DeployArgs {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub inventory: InventoryArgs,
-    /// Human output on stderr, or one JSON document on stdout.
-    #[arg(long, value_enum, default_value_t = Output::Human)]
-    pub output: Output,
-    /// Probes in flight at once.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
-    pub forks: u16,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Report `expiring` (exit 4) when the served certificate expires within this many days;
     /// 0 turns the check off.
     #[arg(long, default_value_t = 14, value_name = "DAYS")]
@@ -157,12 +160,8 @@ pub struct VerifyArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub inventory: InventoryArgs,
-    /// Targets in flight at once.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
-    pub forks: u16,
-    /// Human output on stderr, or one JSON document on stdout.
-    #[arg(long, value_enum, default_value_t = Output::Human)]
-    pub output: Output,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Trust and record the host key of a host never seen before (a changed key is still refused).
     #[arg(long)]
     pub accept_new_host_keys: bool,
@@ -172,12 +171,8 @@ pub struct StatusArgs {
 pub struct RollbackArgs {
     #[command(flatten)]
     pub inventory: InventoryArgs,
-    /// Targets in flight at once.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
-    pub forks: u16,
-    /// Human output on stderr, or one JSON document on stdout.
-    #[arg(long, value_enum, default_value_t = Output::Human)]
-    pub output: Output,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Remove a lock a killed run left on the targets before taking it.
     #[arg(long)]
     pub break_lock: bool,
@@ -306,7 +301,7 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
     let options = DeployOptions {
         dry_run: args.dry_run,
         force: args.force,
-        forks: usize::from(args.forks),
+        forks: usize::from(args.run.forks),
         batches: crate::select::batches(&args.serial.unwrap_or_default(), total),
         max_fail: args.max_fail,
         break_lock: args.break_lock,
@@ -322,7 +317,7 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
         started.elapsed(),
         targets,
     );
-    finish(&run, args.output);
+    finish(&run, args.run.output);
     if stop.is_cancelled() && interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(130);
     }
@@ -335,7 +330,7 @@ async fn rollback_command(args: RollbackArgs, verbose: u8) -> Result<u8, Invalid
     let options = DeployOptions {
         dry_run: false,
         force: false,
-        forks: usize::from(args.forks),
+        forks: usize::from(args.run.forks),
         batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: args.break_lock,
@@ -343,7 +338,7 @@ async fn rollback_command(args: RollbackArgs, verbose: u8) -> Result<u8, Invalid
         status: false,
     };
     let (run, code) = fleet_command("rollback", prepared, options, verbose).await;
-    finish(&run, args.output);
+    finish(&run, args.run.output);
     Ok(code)
 }
 
@@ -353,7 +348,7 @@ async fn status_command(args: StatusArgs, verbose: u8) -> Result<u8, Invalid> {
     let options = DeployOptions {
         dry_run: false,
         force: false,
-        forks: usize::from(args.forks),
+        forks: usize::from(args.run.forks),
         batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: false,
@@ -361,10 +356,10 @@ async fn status_command(args: StatusArgs, verbose: u8) -> Result<u8, Invalid> {
         status: true,
     };
     let (run, code) = fleet_command("status", prepared, options, verbose).await;
-    if args.output == Output::Human {
+    if args.run.output == Output::Human {
         report::print_stderr(&status_lines(&run));
     }
-    finish(&run, args.output);
+    finish(&run, args.run.output);
     Ok(code)
 }
 
@@ -434,7 +429,7 @@ async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
     let prepared = prepare(&args.inventory, &settings)?;
     let reporter: Arc<dyn report::Reporter> =
         Arc::from(report::reporter(prepared.plans.len(), verbose));
-    let forks = Arc::new(tokio::sync::Semaphore::new(usize::from(args.forks)));
+    let forks = Arc::new(tokio::sync::Semaphore::new(usize::from(args.run.forks)));
     let mut tasks = tokio::task::JoinSet::new();
     let warn_days = args.warn_days;
     for (index, plan) in prepared.plans.into_iter().enumerate() {
@@ -460,7 +455,7 @@ async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
     reports.sort_by_key(|(i, _)| *i);
     let targets = reports.into_iter().map(|(_, r)| r).collect();
     let run = RunReport::new("verify", false, started_at, started.elapsed(), targets);
-    finish(&run, args.output);
+    finish(&run, args.run.output);
     Ok(report::exit_code(&run))
 }
 
@@ -573,7 +568,7 @@ fn check_command(args: CheckArgs) -> Result<u8, Invalid> {
                 .join(", "),
             plan.certificate,
             leaf.fingerprint,
-            format_unix(leaf.not_after),
+            report::format_unix(leaf.not_after),
         ));
     }
     Ok(0)
@@ -633,17 +628,6 @@ fn print_stdout(text: &str) {
     if let Err(e) = report::print_stdout(text) {
         report::print_stderr(&format!("error: writing to stdout: {e}"));
     }
-}
-
-/// `2026-11-27T00:00:00Z`.
-fn format_unix(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }
 
 /// First Ctrl-C (or SIGTERM): start no new target, let running ones finish or roll back.

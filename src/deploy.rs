@@ -660,7 +660,7 @@ impl<'a> Run<'a> {
                 r.owner = f.live.present.then(|| f.live.uid.to_string());
                 r.group = f.live.present.then(|| f.live.gid.to_string());
                 if let Some(leaf) = f.old_certs.first() {
-                    r.not_after = Some(rfc3339(leaf.not_after));
+                    r.not_after = Some(crate::report::format_unix(leaf.not_after));
                     r.subject = Some(leaf.subject.clone());
                     r.sans = leaf.sans.clone();
                     r.chain_length = Some(f.old_certs.len() - 1);
@@ -682,7 +682,7 @@ impl<'a> Run<'a> {
             (Some(s), Some(d)) => format!(
                 "serves {} (expires {}, in {d} day(s))",
                 s.leaf,
-                rfc3339(s.not_after)
+                crate::report::format_unix(s.not_after)
             ),
             _ => "serves no certificate".to_string(),
         };
@@ -1219,23 +1219,13 @@ fn file_report(f: &StagedFile<'_>, material: &Material) -> FileReport {
         } else {
             Vec::new()
         },
-        not_after: leaf.then(|| rfc3339(material.leaf.not_after)),
+        not_after: leaf.then(|| crate::report::format_unix(material.leaf.not_after)),
         chain_length: matches!(
             f.planned.role,
             Role::Fullchain | Role::Bundle | Role::Chain | Role::Keystore
         )
         .then_some(material.chain.len()),
     }
-}
-
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }
 
 async fn stage(
@@ -1605,7 +1595,7 @@ fn lock_holder(plan: &TargetPlan) -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let started = rfc3339(crate::plan::now_unix());
+    let started = crate::report::format_unix(crate::plan::now_unix());
     format!(
         "pid={} host={host} user={user} started={started} run={}",
         std::process::id(),

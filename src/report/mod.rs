@@ -367,6 +367,17 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Seconds since the Unix epoch as RFC 3339 UTC (`2026-11-27T00:00:00Z`).
+pub fn format_unix(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
 /// `2026-11-05T10:11:12Z`.
 fn rfc3339_seconds(at: SystemTime) -> String {
     let at = time::OffsetDateTime::from(at);
