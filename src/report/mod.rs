@@ -329,6 +329,15 @@ impl RunReport {
             for probe in &mut target.probes {
                 sanitize_in_place(&mut probe.detail);
             }
+            // Certificate subjects and SANs may come from files on the target.
+            for file in &mut target.files {
+                if let Some(subject) = &mut file.subject {
+                    *subject = sanitize_line(subject);
+                }
+                for san in &mut file.sans {
+                    *san = sanitize_line(san);
+                }
+            }
         }
         RunReport {
             version: SCHEMA_VERSION,
