@@ -1233,7 +1233,7 @@ async fn inspect(
         })
         .collect();
     let mut seen = vec![false; live.len()];
-    for line in text.lines() {
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let idx = fields
             .get(1)
