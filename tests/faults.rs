@@ -5,9 +5,10 @@
 //! matches the report; and a following clean run leaves no temp file behind.
 //!
 //! The matrix runs every cell (each on its own rig, a few at a time) and writes the outcome
-//! table to `target/reliability-table.md`. Cells where the engine misbehaves today are marked
-//! with `bug`: the matrix pins the observed behaviour, and an `#[ignore]`d test below states
-//! the behaviour the engine should have.
+//! table to `target/reliability-table.md`. A cell where the engine misbehaves is marked with
+//! `bug` (none is today): the matrix then pins the observed behaviour, and an `#[ignore]`d
+//! test below states the behaviour the engine should have. The tests below pin the engine
+//! bugs the matrix found and that are fixed.
 
 mod support;
 
