@@ -580,7 +580,7 @@ async fn ssh_agent_identities_authenticate() {
 
     // No identity file at all: only the agent can get us in.
     let config = SshConfig {
-        identity_file: Some(server.path("absent_key")),
+        identity_files: vec![server.path("absent_key")],
         ..server.ssh_config()
     };
     let sources = AuthSources {
@@ -641,7 +641,7 @@ async fn an_encrypted_key_needs_the_passphrase() {
     sshd::keygen(&key, "ed25519", "correct horse");
     server.authorize(&key);
     let config = SshConfig {
-        identity_file: Some(key.clone()),
+        identity_files: vec![key.clone()],
         ..server.ssh_config()
     };
 
@@ -686,7 +686,7 @@ async fn a_key_not_in_authorized_keys_fails_auth_naming_what_was_tried() {
     let stranger = server.path("stranger_ed25519");
     sshd::keygen(&stranger, "ed25519", "");
     let err = connect_err(&SshConfig {
-        identity_file: Some(stranger.clone()),
+        identity_files: vec![stranger.clone()],
         ..server.ssh_config()
     })
     .await;
@@ -777,8 +777,11 @@ async fn env_child() {
         host: var("CERTCTL_TEST_HOST"),
         port: var("CERTCTL_TEST_PORT").parse().unwrap(),
         user: var("CERTCTL_TEST_USER"),
-        identity_file: Some(var("CERTCTL_TEST_IDENTITY").into()),
+        identity_files: vec![var("CERTCTL_TEST_IDENTITY").into()],
         known_hosts: var("CERTCTL_TEST_KNOWN_HOSTS").into(),
+        known_hosts_extra: Vec::new(),
+        identities_only: false,
+        become_sudo: false,
         accept_new_host_keys: false,
         connect_timeout: Duration::from_secs(20),
         command_timeout: Duration::from_secs(60),
@@ -904,8 +907,11 @@ async fn prompt_child() {
         host: var("CERTCTL_TEST_HOST"),
         port: var("CERTCTL_TEST_PORT").parse().unwrap(),
         user: var("CERTCTL_TEST_USER"),
-        identity_file: Some(var("CERTCTL_TEST_IDENTITY").into()),
+        identity_files: vec![var("CERTCTL_TEST_IDENTITY").into()],
         known_hosts: var("CERTCTL_TEST_KNOWN_HOSTS").into(),
+        known_hosts_extra: Vec::new(),
+        identities_only: false,
+        become_sudo: false,
         accept_new_host_keys: false,
         connect_timeout: Duration::from_secs(120),
         command_timeout: Duration::from_secs(60),
@@ -943,8 +949,11 @@ async fn a_server_that_never_speaks_hits_the_connect_timeout() {
         host: addr.ip().to_string(),
         port: addr.port(),
         user: "nobody".into(),
-        identity_file: None,
+        identity_files: Vec::new(),
         known_hosts: PathBuf::from("/nonexistent/known_hosts"),
+        known_hosts_extra: Vec::new(),
+        identities_only: false,
+        become_sudo: false,
         accept_new_host_keys: false,
         connect_timeout: Duration::from_secs(1),
         command_timeout: Duration::from_secs(5),
@@ -969,8 +978,11 @@ async fn refused_and_unresolvable_addresses_are_connect_errors_naming_host_and_p
         host: addr.ip().to_string(),
         port: addr.port(),
         user: "nobody".into(),
-        identity_file: None,
+        identity_files: Vec::new(),
         known_hosts: PathBuf::from("/nonexistent/known_hosts"),
+        known_hosts_extra: Vec::new(),
+        identities_only: false,
+        become_sudo: false,
         accept_new_host_keys: false,
         connect_timeout: Duration::from_secs(10),
         command_timeout: Duration::from_secs(5),
@@ -1022,8 +1034,11 @@ async fn a_server_that_closes_during_the_handshake_is_a_connect_error() {
         host: addr.ip().to_string(),
         port: addr.port(),
         user: "nobody".into(),
-        identity_file: None,
+        identity_files: Vec::new(),
         known_hosts: PathBuf::from("/nonexistent/known_hosts"),
+        known_hosts_extra: Vec::new(),
+        identities_only: false,
+        become_sudo: false,
         accept_new_host_keys: false,
         connect_timeout: Duration::from_secs(20),
         command_timeout: Duration::from_secs(5),

@@ -243,6 +243,11 @@ impl SshClientConfig {
         Ok(config)
     }
 
+    /// The local user this config was read for (`%u`, `%d`, `~`).
+    pub fn local_user(&self) -> &LocalUser {
+        &self.local
+    }
+
     /// File-level warnings (skipped `Match` blocks, unusable `Include`s), to show once.
     pub fn warnings(&self) -> &[String] {
         &self.warnings

@@ -78,6 +78,59 @@ pub fn check(path: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(), 
     check_text(&text, host, port, key)
 }
 
+/// Checks `key` against several known_hosts files, as OpenSSH reads its `UserKnownHostsFile`
+/// and `GlobalKnownHostsFile` lists: a key `@revoked` in any file is refused, and a file that
+/// exists but cannot be read fails closed (it might hold a revocation); otherwise a key listed
+/// in any file is trusted; otherwise a different key of the same type in any file means the
+/// key changed. The error carries the index of the file it is about (0, the first file, for
+/// "unknown" and "missing": that is where a new key would be recorded).
+pub fn check_files(
+    files: &[&Path],
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+) -> Result<(), (usize, HostKeyProblem)> {
+    let results: Vec<Result<(), HostKeyProblem>> =
+        files.iter().map(|f| check(f, host, port, key)).collect();
+    let find = |wanted: fn(&HostKeyProblem) -> bool| {
+        results.iter().enumerate().find_map(|(i, r)| match r {
+            Err(p) if wanted(p) => Some((i, p.clone())),
+            _ => None,
+        })
+    };
+    if let Some(found) = find(|p| matches!(p, HostKeyProblem::Revoked { .. })) {
+        return Err(found);
+    }
+    if let Some(found) = find(|p| matches!(p, HostKeyProblem::Unreadable { .. })) {
+        return Err(found);
+    }
+    if results.iter().any(Result::is_ok) {
+        return Ok(());
+    }
+    if let Some(found) = find(|p| matches!(p, HostKeyProblem::Changed { .. })) {
+        return Err(found);
+    }
+    if results
+        .iter()
+        .all(|r| matches!(r, Err(HostKeyProblem::FileMissing)))
+    {
+        return Err((0, HostKeyProblem::FileMissing));
+    }
+    Err((0, HostKeyProblem::Unknown))
+}
+
+/// Whether a `@cert-authority` line of the file at `path` applies to `host:port`: such a host
+/// proves itself with a host certificate signed by that CA.
+pub fn has_cert_authority(path: &Path, host: &str, port: u16) -> bool {
+    let Ok(text) = read(path) else {
+        return false;
+    };
+    let name = host_pattern(host, port).to_lowercase();
+    text.lines()
+        .filter_map(Entry::parse)
+        .any(|e| e.marker == Marker::CertAuthority && e.matches_host(&name))
+}
+
 /// Key algorithms this file trusts for `host:port` (e.g. `ssh-ed25519`, `ssh-rsa`), in file
 /// order. Used to ask the server for a host key we can actually verify, as OpenSSH does.
 pub fn known_key_types(path: &Path, host: &str, port: u16) -> Vec<String> {
