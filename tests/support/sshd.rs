@@ -216,6 +216,18 @@ impl Sshd {
         fingerprint(&self.path("host_ed25519.pub"))
     }
 
+    /// Lets any local user log in with [`Sshd::client_key`]: sshd reads authorized_keys as
+    /// the logging-in user, so the daemon's directory becomes traversable (0711; the private
+    /// keys in it stay 0600) and authorized_keys readable (0644, public keys only).
+    pub fn allow_other_logins(&self) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let set = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        set(self.dir.path(), 0o711);
+        set(&self.authorized_keys, 0o644);
+    }
+
     /// Adds a public key to authorized_keys.
     pub fn authorize(&self, private_key: &Path) {
         let line = std::fs::read_to_string(pub_path(private_key)).expect("read public key");
