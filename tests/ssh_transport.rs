@@ -12,7 +12,7 @@ use certctl::secret::Secret;
 use certctl::ssh::quote::Script;
 use certctl::ssh::{AuthSources, Session, SshConfig, SshError};
 use support::ChildGuard;
-use support::sshd::{self, Sshd};
+use support::sshd::{self, Agent, Sshd};
 
 fn argv(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
@@ -524,50 +524,6 @@ async fn the_server_is_asked_for_a_host_key_type_we_already_trust() {
 }
 
 // --- authentication -------------------------------------------------------------------------
-
-/// An ssh-agent in the foreground (`-D`) on its own socket, killed by PID on drop.
-struct Agent {
-    socket: PathBuf,
-    _child: ChildGuard,
-}
-
-impl Agent {
-    fn start(dir: &Path) -> Agent {
-        support::require("ssh-agent");
-        let socket = dir.join("agent.sock");
-        let child = Command::new("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn ssh-agent");
-        let mut child = ChildGuard(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(child.0.try_wait().unwrap().is_none(), "ssh-agent exited");
-            assert!(Instant::now() < deadline, "ssh-agent socket never appeared");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Agent {
-            socket,
-            _child: child,
-        }
-    }
-
-    fn add(&self, key: &Path) {
-        let out = Command::new("ssh-add")
-            .arg(key)
-            .env("SSH_AUTH_SOCK", &self.socket)
-            .output()
-            .expect("run ssh-add");
-        assert!(
-            out.status.success(),
-            "ssh-add: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
 
 #[tokio::test]
 async fn ssh_agent_identities_authenticate() {

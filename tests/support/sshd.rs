@@ -268,6 +268,50 @@ impl Sshd {
     }
 }
 
+/// An ssh-agent in the foreground (`-D`) on its own socket, killed by PID on drop.
+pub struct Agent {
+    pub socket: PathBuf,
+    _child: ChildGuard,
+}
+
+impl Agent {
+    pub fn start(dir: &Path) -> Agent {
+        require("ssh-agent");
+        let socket = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn ssh-agent");
+        let mut child = ChildGuard(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(child.0.try_wait().unwrap().is_none(), "ssh-agent exited");
+            assert!(Instant::now() < deadline, "ssh-agent socket never appeared");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Agent {
+            socket,
+            _child: child,
+        }
+    }
+
+    pub fn add(&self, key: &Path) {
+        let out = Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .output()
+            .expect("run ssh-add");
+        assert!(
+            out.status.success(),
+            "ssh-add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Generates a key pair at `path` (+ `.pub`) with `ssh-keygen`.
 pub fn keygen(path: &Path, kind: &str, passphrase: &str) {
     let out = Command::new("ssh-keygen")
