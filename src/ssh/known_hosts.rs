@@ -1,5 +1,6 @@
 //! OpenSSH known_hosts matching: hashed names, `[host]:port`, tab or space separated fields,
-//! `@revoked`, `@cert-authority` (recognised, not trusted for plain keys).
+//! `@revoked`, `@cert-authority` (the CA keys that may sign a host's certificate; never
+//! trusted as a plain host key).
 //!
 //! Our own matcher rather than russh's `check_known_hosts_path`, which ignores `@revoked`,
 //! splits fields on single spaces only and treats a missing file as "host unknown". Semantics
@@ -129,6 +130,32 @@ pub fn has_cert_authority(path: &Path, host: &str, port: u16) -> bool {
     text.lines()
         .filter_map(Entry::parse)
         .any(|e| e.marker == Marker::CertAuthority && e.matches_host(&name))
+}
+
+/// The CA keys of the `@cert-authority` lines of the file at `path` that apply to
+/// `host:port`, each with its 1-based line number.
+pub fn cert_authorities(path: &Path, host: &str, port: u16) -> Vec<(PublicKey, usize)> {
+    let Ok(text) = read(path) else {
+        return Vec::new();
+    };
+    let name = host_pattern(host, port).to_lowercase();
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, line)| Entry::parse(line).map(|e| (i + 1, e)))
+        .filter(|(_, e)| e.marker == Marker::CertAuthority && e.matches_host(&name))
+        .filter_map(|(line, e)| PublicKey::from_bytes(&e.blob).ok().map(|k| (k, line)))
+        .collect()
+}
+
+/// The line (1-based) of the file at `path` that marks `key` `@revoked` for `host:port`.
+pub fn revoked_line(path: &Path, host: &str, port: u16, key: &PublicKey) -> Option<usize> {
+    let text = read(path).ok()?;
+    let blob = key.to_bytes().ok()?;
+    let name = host_pattern(host, port).to_lowercase();
+    text.lines().enumerate().find_map(|(i, line)| {
+        let e = Entry::parse(line)?;
+        (e.marker == Marker::Revoked && e.matches_host(&name) && e.blob == blob).then_some(i + 1)
+    })
 }
 
 /// Key algorithms this file trusts for `host:port` (e.g. `ssh-ed25519`, `ssh-rsa`), in file

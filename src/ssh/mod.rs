@@ -116,9 +116,10 @@ pub enum SshError {
         fingerprint: String,
         line: String,
     },
-    /// Only a `@cert-authority` line covers the host; certctl does not check host certificates.
+    /// Only a `@cert-authority` line covers the host, and it offered a plain key, no
+    /// certificate.
     #[error(
-        "{}: only a @cert-authority line trusts this host, and certctl does not verify OpenSSH host certificates; the server offered the plain key {fingerprint}. To trust it, add to {path}:\n  {line}\nor run with --accept-new-host-keys", endpoint(.host, *.port))]
+        "{}: only a @cert-authority line trusts this host, but it presented no host certificate, only the plain key {fingerprint}. To trust that key, add to {path}:\n  {line}\nor run with --accept-new-host-keys", endpoint(.host, *.port))]
     CertAuthorityOnly {
         host: String,
         port: u16,
@@ -134,6 +135,13 @@ pub enum SshError {
         path: PathBuf,
         known_line: usize,
         fingerprint: String,
+    },
+    #[error("{}: host certificate for key {fingerprint} refused: {message}", endpoint(.host, *.port))]
+    HostCertificate {
+        host: String,
+        port: u16,
+        fingerprint: String,
+        message: String,
     },
     #[error("{}: host key {fingerprint} is marked @revoked in {path} line {known_line}", endpoint(.host, *.port))]
     HostKeyRevoked {
@@ -1162,6 +1170,33 @@ fn client_config(
         cfg.inactivity_timeout = Some(keepalive_interval * 4);
     }
     cfg.nodelay = true;
+    // A `@cert-authority` line for this host: ask for a host certificate first (a server
+    // without one still presents its plain key).
+    if known_hosts
+        .iter()
+        .any(|f| known_hosts::has_cert_authority(f, host, port))
+    {
+        use russh::keys::EcdsaCurve;
+        cfg.preferred.host_key_certificates = vec![
+            Algorithm::Ed25519,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP384,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP521,
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512),
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha256),
+            },
+        ]
+        .into();
+    }
     // Like OpenSSH: ask first for host key types we already trust for this host, so a server
     // with several host keys presents one we can verify.
     let mut known: Vec<String> = Vec::new();
@@ -1497,13 +1532,7 @@ impl client::Handler for Verifier {
     ) -> Result<bool, Self::Error> {
         let key = match offered {
             PublicKeyOrCertificate::PublicKey { key, .. } => key,
-            PublicKeyOrCertificate::Certificate(_) => {
-                return Err(self.refuse(SshError::Protocol {
-                    host: self.host.clone(),
-                    port: self.port,
-                    message: "the server presented an OpenSSH host certificate; certctl checks plain host keys against known_hosts only".to_owned(),
-                }));
-            }
+            PublicKeyOrCertificate::Certificate(cert) => return self.check_certificate(cert),
         };
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
         if let Ok(mut slot) = self.fingerprint.lock() {
@@ -1595,6 +1624,86 @@ impl client::Handler for Verifier {
 impl Verifier {
     fn refuse(&self, e: SshError) -> HandlerError {
         HandlerError::Refused(Box::new(e))
+    }
+
+    fn files(&self) -> Vec<&Path> {
+        std::iter::once(self.known_hosts.as_path())
+            .chain(self.known_hosts_extra.iter().map(PathBuf::as_path))
+            .collect()
+    }
+
+    /// An OpenSSH host certificate (offered only when a `@cert-authority` line applies to
+    /// the host, see [`client_config`]), checked as OpenSSH does: a host certificate, signed
+    /// by one of those CAs, within its validity period, naming this host among its
+    /// principals, with no critical option; neither its key nor the CA `@revoked`.
+    fn check_certificate(&self, cert: &russh::keys::Certificate) -> Result<bool, HandlerError> {
+        let key = PublicKey::from(cert.public_key().clone());
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        if let Ok(mut slot) = self.fingerprint.lock() {
+            slot.clone_from(&fingerprint);
+        }
+        let refuse = |message: String| {
+            self.refuse(SshError::HostCertificate {
+                host: self.host.clone(),
+                port: self.port,
+                fingerprint: fingerprint.clone(),
+                message,
+            })
+        };
+        let ca_key = PublicKey::from(cert.signature_key().clone());
+        for file in self.files() {
+            for revoked in [&key, &ca_key] {
+                if let Some(line) = known_hosts::revoked_line(file, &self.host, self.port, revoked)
+                {
+                    return Err(self.refuse(SshError::HostKeyRevoked {
+                        host: self.host.clone(),
+                        port: self.port,
+                        path: file.to_path_buf(),
+                        known_line: line,
+                        fingerprint: revoked.fingerprint(HashAlg::Sha256).to_string(),
+                    }));
+                }
+            }
+        }
+        let cas: Vec<russh::keys::ssh_key::Fingerprint> = self
+            .files()
+            .into_iter()
+            .flat_map(|f| known_hosts::cert_authorities(f, &self.host, self.port))
+            .map(|(ca, _)| ca.fingerprint(HashAlg::Sha256))
+            .collect();
+        let ca_fp = ca_key.fingerprint(HashAlg::Sha256);
+        if cert.cert_type() != russh::keys::ssh_key::certificate::CertType::Host {
+            return Err(refuse(
+                "it is a user certificate, not a host certificate".into(),
+            ));
+        }
+        if !cas.contains(&ca_fp) {
+            return Err(refuse(format!(
+                "it is signed by {ca_fp}, which no @cert-authority line for this host names"
+            )));
+        }
+        if cert.validate(&cas).is_err() {
+            return Err(refuse(format!(
+                "its signature by {ca_fp} does not verify, or it is outside its validity period"
+            )));
+        }
+        if !cert
+            .valid_principals()
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(&self.host))
+        {
+            return Err(refuse(format!(
+                "it is not valid for `{}` (principals: {})",
+                self.host,
+                cert.valid_principals().join(", ")
+            )));
+        }
+        if !cert.critical_options().is_empty() {
+            return Err(refuse(
+                "it carries critical options certctl does not know".into(),
+            ));
+        }
+        Ok(true)
     }
 }
 
