@@ -751,7 +751,7 @@ const UNSUPPORTED: &[(&str, &[&str], &str)] = &[
     (
         "certificatefile",
         &[],
-        "certificate authentication is not supported",
+        "only a KEY-cert.pub beside an identity file is offered",
     ),
     (
         "ciphers",

@@ -98,7 +98,10 @@ impl Drop for LoginUser {
                 _ => std::thread::sleep(Duration::from_millis(100)),
             }
         }
-        eprintln!("warning: could not remove test user {}", self.name);
+        // A leftover account is a test failure, unless the test is failing already.
+        if !std::thread::panicking() {
+            panic!("could not remove test user {}", self.name);
+        }
     }
 }
 
