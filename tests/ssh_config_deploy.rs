@@ -1,7 +1,8 @@
 //! The operator's own SSH setup, used by `certctl deploy` end to end against a real sshd and
 //! nginx: an ssh config file (`-F`) with Host patterns, negation and an alias supplying
 //! HostName, Port, User, IdentityFile, IdentitiesOnly and several UserKnownHostsFile; an
-//! encrypted key unlocked with `CERTCTL_SSH_PASSPHRASE`; a real `ssh-agent`.
+//! encrypted key unlocked with `CERTCTL_SSH_PASSPHRASE`; a real `ssh-agent`; trust on first
+//! use only with `--accept-new-host-keys`, strict afterwards, and `@revoked` refused.
 
 mod support;
 
@@ -177,4 +178,73 @@ fn a_real_ssh_agent_authenticates_the_deploy() {
     assert_eq!(out.json()["targets"][0]["status"], "deployed");
     let fp = sshd::fingerprint(&sshd::pub_path(&key));
     assert!(lab.sshd.log().contains(&fp), "{}", lab.sshd.log());
+}
+
+#[test]
+fn accept_new_host_keys_records_the_key_then_runs_are_strict_and_revoked_keys_refused() {
+    let lab = Lab::start(TargetOptions {
+        known_hosts: support::lab::KnownHosts::Empty,
+        ..TargetOptions::default()
+    });
+    let yaml = fs::read_to_string(&lab.inventory).unwrap();
+    let known_hosts: String = yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("  known_hosts: "))
+        .map(|v| serde_json::from_str(v).unwrap())
+        .unwrap();
+    let known_hosts = Path::new(&known_hosts);
+    let before = lab.snapshot_live_files();
+
+    let out = certctl(&lab, &["deploy", "--output", "json"], &[], None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.json()["targets"][0]["status"], "unreachable");
+    assert_eq!(
+        fs::read_to_string(known_hosts).unwrap(),
+        "",
+        "nothing recorded"
+    );
+    assert_eq!(lab.snapshot_live_files(), before);
+
+    let out = certctl(
+        &lab,
+        &["deploy", "--accept-new-host-keys", "--output", "json"],
+        &[],
+        None,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["targets"][0]["status"], "deployed");
+    assert_eq!(
+        fs::read_to_string(known_hosts).unwrap(),
+        format!("{}\n", lab.sshd.known_hosts_line())
+    );
+    // Strict from now on: the recorded key is enough without the flag…
+    let out = certctl(&lab, &["verify", "--output", "json"], &[], None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = certctl(&lab, &["status", "--output", "json"], &[], None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // …and another key for the host is refused even with the flag, and not recorded.
+    let wrong = lab.sshd.write_wrong_known_hosts(known_hosts);
+    let out = certctl(&lab, &["rollback", "--accept-new-host-keys"], &[], None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("HOST KEY CHANGED"), "{}", out.stderr);
+    assert_eq!(
+        fs::read_to_string(known_hosts).unwrap(),
+        format!("{wrong}\n")
+    );
+    assert_eq!(lab.served(), lab.new.fingerprint, "nothing rolled back");
+
+    // The right key, but revoked in the same file: refused.
+    fs::write(
+        known_hosts,
+        format!(
+            "{}\n@revoked * {}\n",
+            lab.sshd.known_hosts_line(),
+            lab.sshd.host_key_pub
+        ),
+    )
+    .unwrap();
+    let out = certctl(&lab, &["rollback", "--accept-new-host-keys"], &[], None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("is marked @revoked"), "{}", out.stderr);
+    assert_eq!(lab.served(), lab.new.fingerprint, "nothing rolled back");
 }
