@@ -682,7 +682,8 @@ impl Session {
 
     /// Reads a whole remote file (for certificates only — never keys).
     ///
-    /// A file longer than `limit` bytes is an error rather than a silent truncation.
+    /// A file longer than `limit` bytes is an error rather than a silent truncation. With
+    /// `become: sudo` it is `sudo -n -- cat`, and `limit` is at most 1 MiB.
     pub async fn read_file(&self, path: &str, limit: usize) -> Result<Vec<u8>, SshError> {
         if self.sudo.is_some() {
             let argv: Vec<&str> = SUDO.iter().copied().chain(["cat", "--", path]).collect();
@@ -691,6 +692,8 @@ impl Session {
             if !out.success() {
                 return Err(self.become_error(sudo_failure(&out, &format!("cannot read {path}"))));
             }
+            // Command output keeps at most OUTPUT_CAP bytes (and says what it dropped).
+            let limit = limit.min(OUTPUT_CAP);
             if out.stdout.len() > limit {
                 return Err(self.become_error(format!("{path} is larger than {limit} bytes")));
             }
