@@ -4,6 +4,7 @@
 //! commands can be tested offline.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -394,7 +395,7 @@ fn plan_target(
 /// | user | `user` | `User` | the local user |
 /// | port | `port` | `Port` | 22 |
 /// | keys | `identity_file` (only it) | every `IdentityFile`, `IdentitiesOnly` | agent, then ~/.ssh/id_{ed25519,ecdsa,rsa} |
-/// | known_hosts | `known_hosts` (only it) | every `UserKnownHostsFile` (new keys go to the first) | ~/.ssh/known_hosts |
+/// | known_hosts | `known_hosts` (only it) | every `UserKnownHostsFile` (new keys go to the first), then every `GlobalKnownHostsFile` | ~/.ssh/known_hosts{,2}, then /etc/ssh/ssh_known_hosts{,2} |
 /// | jump | `jump` | `ProxyJump` | direct |
 /// | timeouts | — | `ConnectTimeout`, `ServerAliveInterval` | 10 s, 15 s |
 ///
@@ -418,10 +419,17 @@ fn ssh_config(target: &Target, settings: &RunSettings) -> Result<(SshConfig, Vec
         Some(file) => vec![file.clone()],
         None => hs.identity_files.clone(),
     };
+    // The system-wide files OpenSSH also reads, unless the inventory names its one file.
+    let global = hs.global_known_hosts_files.clone().unwrap_or_else(|| {
+        vec![
+            PathBuf::from("/etc/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts2"),
+        ]
+    });
     let (known_hosts, known_hosts_extra) = match (&target.known_hosts, &hs.known_hosts_files) {
         (Some(file), _) => (file.clone(), Vec::new()),
         (None, Some(files)) => match files.split_first() {
-            Some((first, rest)) => (first.clone(), rest.to_vec()),
+            Some((first, rest)) => (first.clone(), [rest, &global].concat()),
             None => {
                 return Err(format!(
                     "the ssh config says `UserKnownHostsFile none` for `{}`, which would trust \
@@ -431,7 +439,10 @@ fn ssh_config(target: &Target, settings: &RunSettings) -> Result<(SshConfig, Vec
             }
         },
         (None, None) => match &local.home {
-            Some(home) => (home.join(".ssh/known_hosts"), Vec::new()),
+            Some(home) => (
+                home.join(".ssh/known_hosts"),
+                [vec![home.join(".ssh/known_hosts2")], global].concat(),
+            ),
             None => {
                 return Err(
                     "$HOME is not set, so ~/.ssh/known_hosts is unknown; set `known_hosts:` to a \

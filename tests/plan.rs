@@ -286,7 +286,8 @@ fn ssh_settings_come_from_the_inventory_then_the_ssh_config_then_defaults() {
     let config = SshClientConfig::parse(
         "Host web-*\n  HostName %h.internal\n  User cfguser\n  Port 2200\n  \
          IdentityFile ~/.ssh/a\n  IdentityFile ~/.ssh/b\n  IdentitiesOnly yes\n  \
-         UserKnownHostsFile ~/.ssh/kh1 ~/.ssh/kh2\n  StrictHostKeyChecking accept-new\n\
+         UserKnownHostsFile ~/.ssh/kh1 ~/.ssh/kh2\n  GlobalKnownHostsFile /etc/fleet_known_hosts\n  \
+         StrictHostKeyChecking accept-new\n\
          Host none-kh\n  UserKnownHostsFile none\n",
         std::path::Path::new("/home/operator/.ssh/config"),
         local,
@@ -320,7 +321,10 @@ fn ssh_settings_come_from_the_inventory_then_the_ssh_config_then_defaults() {
     assert_eq!(p.ssh.known_hosts, PathBuf::from("/home/operator/.ssh/kh1"));
     assert_eq!(
         p.ssh.known_hosts_extra,
-        [PathBuf::from("/home/operator/.ssh/kh2")]
+        [
+            PathBuf::from("/home/operator/.ssh/kh2"),
+            PathBuf::from("/etc/fleet_known_hosts")
+        ]
     );
     assert!(!p.ssh.become_sudo);
     assert!(
@@ -364,6 +368,15 @@ fn ssh_settings_come_from_the_inventory_then_the_ssh_config_then_defaults() {
     assert_eq!(
         p.ssh.known_hosts,
         PathBuf::from("/home/operator/.ssh/known_hosts")
+    );
+    assert_eq!(
+        p.ssh.known_hosts_extra,
+        [
+            PathBuf::from("/home/operator/.ssh/known_hosts2"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts2")
+        ],
+        "OpenSSH's defaults"
     );
 
     // `UserKnownHostsFile none` would trust nothing: refused with the fix.
