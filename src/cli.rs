@@ -271,6 +271,13 @@ fn prepare(args: &InventoryArgs, settings: &RunSettings) -> Result<Prepared, Inv
     };
     let plans = plan::build(&inventory, &targets, &catalogue, &materials, &settings)
         .map_err(|errs| Invalid(errs.iter().map(ToString::to_string).collect()))?;
+    // Per-host ssh config warnings, once each however many targets share the line.
+    let mut shown = std::collections::BTreeSet::new();
+    for warning in plans.iter().flat_map(|p| &p.ssh_warnings) {
+        if shown.insert(warning.as_str()) {
+            report::print_stderr(&format!("warning: {warning}\n"));
+        }
+    }
     Ok(Prepared {
         plans,
         certificates: materials.len(),

@@ -4,6 +4,7 @@
 //! commands can be tested offline.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +107,10 @@ pub struct TargetPlan {
     pub connector: String,
     pub shell: Shell,
     pub ssh: SshConfig,
+    /// What the operator's ssh config says for this host that certctl does not follow
+    /// (`file:line: …`), to show before connecting.
+    pub ssh_warnings: Vec<String>,
+    /// `become: sudo`; the transport does the wrapping ([`SshConfig::become_sudo`]).
     pub become_method: Option<Become>,
     pub certificate: String,
     pub material: Arc<Material>,
@@ -193,13 +198,6 @@ fn plan_target(
             "connector `{}` needs a {:?} shell, which this version of certctl cannot drive yet",
             target.connector, def.shell
         ));
-    }
-    if target.become_method.is_some() {
-        return Err(
-            "`become: sudo` is not supported yet: log in as a user that can write the \
-                    certificate files and run the reload"
-                .into(),
-        );
     }
 
     let params = resolve_params(target, def)?;
@@ -349,6 +347,7 @@ fn plan_target(
         })
         .collect::<Result<Vec<_>, String>>()?;
 
+    let (ssh, ssh_warnings) = ssh_config(target, settings)?;
     let (probe, has_probe) = probe_spec(target, def, &material)?;
     let names = [probe.sni.clone()];
     if !probe.sni.is_empty() {
@@ -361,7 +360,8 @@ fn plan_target(
         name: target.name.clone(),
         connector: target.connector.clone(),
         shell: def.shell,
-        ssh: ssh_config(target, settings)?,
+        ssh,
+        ssh_warnings,
         become_method: target.become_method,
         certificate: target.certificate.clone(),
         material,
@@ -383,37 +383,107 @@ fn plan_target(
     })
 }
 
-/// How to reach a target: the inventory first, then the operator's ssh config for what the
-/// inventory leaves open (HostName of an alias, IdentityFile, ProxyJump, ConnectTimeout,
-/// ServerAliveInterval), then defaults. `jump:` hops use the target's user, key and
-/// known_hosts unless the ssh config says otherwise for that hop.
-fn ssh_config(target: &Target, settings: &RunSettings) -> Result<SshConfig, String> {
-    use crate::ssh::config::JumpDefaults;
+/// How to reach a target. Precedence, per setting: what the inventory writes (target <
+/// group < defaults, merged by the inventory), then the operator's ssh config for the
+/// inventory's `host` (as `ssh HOST` would read it), then built-in defaults:
+///
+/// | setting | inventory | ssh config | default |
+/// |---|---|---|---|
+/// | address | — | `HostName` | `host` |
+/// | user | `user` | `User` | the local user |
+/// | port | `port` | `Port` | 22 |
+/// | keys | `identity_file` (only it) | every `IdentityFile`, `IdentitiesOnly` | agent, then ~/.ssh/id_{ed25519,ecdsa,rsa} |
+/// | known_hosts | `known_hosts` (only it) | every `UserKnownHostsFile` (new keys go to the first), then every `GlobalKnownHostsFile` | ~/.ssh/known_hosts{,2}, then /etc/ssh/ssh_known_hosts{,2} |
+/// | jump | `jump` | `ProxyJump` | direct |
+/// | timeouts | — | `ConnectTimeout`, `ServerAliveInterval` | 10 s, 15 s |
+///
+/// `StrictHostKeyChecking` never loosens checking: `no` is read as `yes` and `accept-new` is
+/// not followed (only `--accept-new-host-keys` trusts on first use); both warn. Jump hops use
+/// the inventory's user, key and known_hosts unless the ssh config says otherwise for the hop.
+/// Returns the config and the ssh config's warnings for this host.
+fn ssh_config(target: &Target, settings: &RunSettings) -> Result<(SshConfig, Vec<String>), String> {
+    use crate::ssh::config::{HostKeyChecking, JumpDefaults};
     use crate::ssh::jump::JumpSpec;
-    let hs = settings.ssh_client.resolve(&target.host);
-    let identity_file = target
-        .identity_file
+    let client = &settings.ssh_client;
+    let hs = client.resolve(&target.host);
+    let mut warnings = hs.warnings.clone();
+    let local = client.local_user();
+    let user = target
+        .user
         .clone()
-        .or_else(|| hs.identity_files.first().cloned());
+        .or_else(|| hs.user.clone())
+        .unwrap_or_else(|| local.name.clone());
+    let identity_files = match &target.identity_file {
+        Some(file) => vec![file.clone()],
+        None => hs.identity_files.clone(),
+    };
+    // The system-wide files OpenSSH also reads, unless the inventory names its one file.
+    let global = hs.global_known_hosts_files.clone().unwrap_or_else(|| {
+        vec![
+            PathBuf::from("/etc/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts2"),
+        ]
+    });
+    let (known_hosts, known_hosts_extra) = match (&target.known_hosts, &hs.known_hosts_files) {
+        (Some(file), _) => (file.clone(), Vec::new()),
+        (None, Some(files)) => match files.split_first() {
+            Some((first, rest)) => (first.clone(), [rest, &global].concat()),
+            None => {
+                return Err(format!(
+                    "the ssh config says `UserKnownHostsFile none` for `{}`, which would trust \
+                     no host key; set `known_hosts:` in the inventory",
+                    target.host
+                ));
+            }
+        },
+        (None, None) => match &local.home {
+            Some(home) => (
+                home.join(".ssh/known_hosts"),
+                [vec![home.join(".ssh/known_hosts2")], global].concat(),
+            ),
+            None => {
+                return Err(
+                    "$HOME is not set, so ~/.ssh/known_hosts is unknown; set `known_hosts:` to a \
+                     full path"
+                        .into(),
+                );
+            }
+        },
+    };
+    if hs.host_key_checking == Some(HostKeyChecking::AcceptNew) && !settings.accept_new_host_keys {
+        let warning = format!(
+            "ssh config: StrictHostKeyChecking accept-new for `{}` is not followed: certctl \
+             trusts a new host key only with --accept-new-host-keys",
+            target.host
+        );
+        warnings.push(warning);
+    }
     let specs = match &target.jump {
         Some(jump) => JumpSpec::parse_list(jump).map_err(|e| format!("jump `{jump}`: {e}"))?,
         None => hs.proxy_jump.clone().unwrap_or_default(),
     };
     let defaults = JumpDefaults {
-        user: target.user.clone(),
-        identity_files: identity_file.iter().cloned().collect(),
-        known_hosts: target.known_hosts.clone(),
+        user: target.user.clone().unwrap_or_else(|| local.name.clone()),
+        identity_files: identity_files.clone(),
+        known_hosts: known_hosts.clone(),
     };
-    let chain = settings
-        .ssh_client
+    let chain = client
         .jump_chain(&specs, &defaults)
         .map_err(|e| e.to_string())?;
-    Ok(SshConfig {
+    for w in chain.warnings {
+        if !warnings.contains(&w) {
+            warnings.push(w);
+        }
+    }
+    let config = SshConfig {
         host: hs.host_name.clone().unwrap_or_else(|| target.host.clone()),
-        port: target.port,
-        user: target.user.clone(),
-        identity_file,
-        known_hosts: target.known_hosts.clone(),
+        port: target.port.or(hs.port).unwrap_or(22),
+        user,
+        identity_files,
+        identities_only: hs.identities_only.unwrap_or(false),
+        known_hosts,
+        known_hosts_extra,
+        become_sudo: target.become_method == Some(Become::Sudo),
         accept_new_host_keys: settings.accept_new_host_keys,
         connect_timeout: hs.connect_timeout.unwrap_or(settings.connect_timeout),
         command_timeout: settings.command_timeout,
@@ -422,7 +492,8 @@ fn ssh_config(target: &Target, settings: &RunSettings) -> Result<SshConfig, Stri
             .filter(|d| !d.is_zero())
             .unwrap_or(settings.keepalive_interval),
         jump: chain.hops,
-    })
+    };
+    Ok((config, warnings))
 }
 
 /// Connector defaults (rendered with the target's name and host), then the target's params.

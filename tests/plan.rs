@@ -17,10 +17,10 @@ fn target(connector: &str, params: &[(&str, &str)]) -> Target {
     Target {
         name: "web-1".into(),
         host: "10.0.0.11".into(),
-        port: 22,
-        user: "root".into(),
+        port: Some(22),
+        user: Some("root".into()),
         identity_file: None,
-        known_hosts: PathBuf::from("/root/.ssh/known_hosts"),
+        known_hosts: Some(PathBuf::from("/root/.ssh/known_hosts")),
         jump: None,
         become_method: None,
         groups: vec![],
@@ -65,6 +65,10 @@ fn material(dir: &std::path::Path) -> Arc<Material> {
 }
 
 fn plan_one(t: Target) -> Result<plan::TargetPlan, Vec<plan::PlanError>> {
+    plan_with(t, &settings())
+}
+
+fn plan_with(t: Target, settings: &RunSettings) -> Result<plan::TargetPlan, Vec<plan::PlanError>> {
     let dir = tempfile::tempdir().unwrap();
     let inventory = Inventory {
         path: PathBuf::from("certctl.yaml"),
@@ -80,7 +84,7 @@ fn plan_one(t: Target) -> Result<plan::TargetPlan, Vec<plan::PlanError>> {
         &targets,
         &Catalogue::builtin(),
         &materials,
-        &settings(),
+        settings,
     )
     .map(|mut v| v.remove(0))
 }
@@ -275,4 +279,118 @@ fn every_example_inventory_loads_and_its_connectors_validate() {
         }
     }
     assert!(seen >= 3, "examples/ has inventories");
+}
+
+/// Inventory > ssh config > defaults, setting by setting (README "SSH settings").
+#[test]
+fn ssh_settings_come_from_the_inventory_then_the_ssh_config_then_defaults() {
+    use certctl::inventory::Become;
+    use certctl::ssh::config::{LocalUser, SshClientConfig};
+    let local = LocalUser {
+        name: "operator".into(),
+        home: Some(PathBuf::from("/home/operator")),
+    };
+    let config = SshClientConfig::parse(
+        "Host web-*\n  HostName %h.internal\n  User cfguser\n  Port 2200\n  \
+         IdentityFile ~/.ssh/a\n  IdentityFile ~/.ssh/b\n  IdentitiesOnly yes\n  \
+         UserKnownHostsFile ~/.ssh/kh1 ~/.ssh/kh2\n  GlobalKnownHostsFile /etc/fleet_known_hosts\n  \
+         StrictHostKeyChecking accept-new\n\
+         Host none-kh\n  UserKnownHostsFile none\n",
+        std::path::Path::new("/home/operator/.ssh/config"),
+        local,
+    )
+    .unwrap();
+    let settings = RunSettings {
+        ssh_client: Arc::new(config),
+        ..settings()
+    };
+    let bare = |host: &str| Target {
+        host: host.into(),
+        port: None,
+        user: None,
+        known_hosts: None,
+        ..target("nginx", &[])
+    };
+
+    // Nothing in the inventory: the ssh config decides.
+    let p = plan_with(bare("web-1"), &settings).unwrap();
+    assert_eq!(p.ssh.host, "web-1.internal");
+    assert_eq!(p.ssh.user, "cfguser");
+    assert_eq!(p.ssh.port, 2200);
+    assert_eq!(
+        p.ssh.identity_files,
+        [
+            PathBuf::from("/home/operator/.ssh/a"),
+            PathBuf::from("/home/operator/.ssh/b")
+        ]
+    );
+    assert!(p.ssh.identities_only);
+    assert_eq!(p.ssh.known_hosts, PathBuf::from("/home/operator/.ssh/kh1"));
+    assert_eq!(
+        p.ssh.known_hosts_extra,
+        [
+            PathBuf::from("/home/operator/.ssh/kh2"),
+            PathBuf::from("/etc/fleet_known_hosts")
+        ]
+    );
+    assert!(!p.ssh.become_sudo);
+    assert!(
+        !p.ssh.accept_new_host_keys,
+        "accept-new in the ssh config is not followed"
+    );
+    assert!(
+        p.ssh_warnings
+            .iter()
+            .any(|w| w.contains("StrictHostKeyChecking accept-new")
+                && w.contains("--accept-new-host-keys")),
+        "{:?}",
+        p.ssh_warnings
+    );
+
+    // The inventory wins wherever it says something, even when it says the default.
+    let explicit = Target {
+        port: Some(22),
+        user: Some("root".into()),
+        identity_file: Some(PathBuf::from("/keys/deploy")),
+        known_hosts: Some(PathBuf::from("/etc/certctl/known_hosts")),
+        become_method: Some(Become::Sudo),
+        ..bare("web-1")
+    };
+    let p = plan_with(explicit, &settings).unwrap();
+    assert_eq!(p.ssh.host, "web-1.internal", "HostName still applies");
+    assert_eq!((p.ssh.user.as_str(), p.ssh.port), ("root", 22));
+    assert_eq!(p.ssh.identity_files, [PathBuf::from("/keys/deploy")]);
+    assert_eq!(p.ssh.known_hosts, PathBuf::from("/etc/certctl/known_hosts"));
+    assert!(p.ssh.known_hosts_extra.is_empty());
+    assert!(p.ssh.become_sudo);
+
+    // A host the ssh config does not mention: defaults.
+    let p = plan_with(bare("db-1"), &settings).unwrap();
+    assert_eq!(
+        (p.ssh.host.as_str(), p.ssh.user.as_str(), p.ssh.port),
+        ("db-1", "operator", 22)
+    );
+    assert!(p.ssh.identity_files.is_empty());
+    assert!(!p.ssh.identities_only);
+    assert_eq!(
+        p.ssh.known_hosts,
+        PathBuf::from("/home/operator/.ssh/known_hosts")
+    );
+    assert_eq!(
+        p.ssh.known_hosts_extra,
+        [
+            PathBuf::from("/home/operator/.ssh/known_hosts2"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts"),
+            PathBuf::from("/etc/ssh/ssh_known_hosts2")
+        ],
+        "OpenSSH's defaults"
+    );
+
+    // `UserKnownHostsFile none` would trust nothing: refused with the fix.
+    let err = plan_with(bare("none-kh"), &settings).unwrap_err();
+    assert!(
+        err[0].message.contains("UserKnownHostsFile none")
+            && err[0].message.contains("known_hosts:"),
+        "{err:?}"
+    );
 }

@@ -14,10 +14,10 @@ fn target(name: &str, groups: &[&str]) -> Target {
     Target {
         name: name.into(),
         host: format!("{name}.example.net"),
-        port: 22,
-        user: "root".into(),
+        port: Some(22),
+        user: Some("root".into()),
         identity_file: None,
-        known_hosts: PathBuf::from("/root/.ssh/known_hosts"),
+        known_hosts: Some(PathBuf::from("/root/.ssh/known_hosts")),
         jump: None,
         become_method: None,
         groups: groups.iter().map(|g| g.to_string()).collect(),

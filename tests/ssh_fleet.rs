@@ -575,6 +575,20 @@ fn assert_same_as_openssh(ours: &HostSettings, g: &BTreeMap<String, Vec<String>>
             .collect::<Vec<_>>()
             .join(" "),
     };
+    let global: String = match &ours.global_known_hosts_files {
+        None => "/etc/ssh/ssh_known_hosts /etc/ssh/ssh_known_hosts2".to_owned(),
+        Some(files) if files.is_empty() => "none".to_owned(),
+        Some(files) => files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    assert_eq!(
+        global,
+        one("globalknownhostsfile"),
+        "{alias}: globalknownhostsfile"
+    );
     assert_eq!(
         known,
         one("userknownhostsfile"),
@@ -652,6 +666,7 @@ fn ssh_config_resolution_matches_openssh() {
              \x20 IdentityFile {d}/keys/%h-%r-%u-%p\n\
              \x20 ProxyJump ops@bastion.example:2222,[::1]:22\n\
              \x20 UserKnownHostsFile ~/fleet_known_hosts {d}/kh-%h-%p\n\
+             \x20 GlobalKnownHostsFile /etc/fleet/known_hosts {d}/global-%h\n\
              \x20 StrictHostKeyChecking accept-new\n\
              \n\
              Host web-1\n\

@@ -12,7 +12,7 @@ use certctl::secret::Secret;
 use certctl::ssh::quote::Script;
 use certctl::ssh::{AuthSources, Session, SshConfig, SshError};
 use support::ChildGuard;
-use support::sshd::{self, Sshd};
+use support::sshd::{self, Agent, Sshd};
 
 fn argv(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
@@ -525,50 +525,6 @@ async fn the_server_is_asked_for_a_host_key_type_we_already_trust() {
 
 // --- authentication -------------------------------------------------------------------------
 
-/// An ssh-agent in the foreground (`-D`) on its own socket, killed by PID on drop.
-struct Agent {
-    socket: PathBuf,
-    _child: ChildGuard,
-}
-
-impl Agent {
-    fn start(dir: &Path) -> Agent {
-        support::require("ssh-agent");
-        let socket = dir.join("agent.sock");
-        let child = Command::new("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn ssh-agent");
-        let mut child = ChildGuard(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(child.0.try_wait().unwrap().is_none(), "ssh-agent exited");
-            assert!(Instant::now() < deadline, "ssh-agent socket never appeared");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Agent {
-            socket,
-            _child: child,
-        }
-    }
-
-    fn add(&self, key: &Path) {
-        let out = Command::new("ssh-add")
-            .arg(key)
-            .env("SSH_AUTH_SOCK", &self.socket)
-            .output()
-            .expect("run ssh-add");
-        assert!(
-            out.status.success(),
-            "ssh-add: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
 #[tokio::test]
 async fn ssh_agent_identities_authenticate() {
     let server = Sshd::start();
@@ -580,7 +536,7 @@ async fn ssh_agent_identities_authenticate() {
 
     // No identity file at all: only the agent can get us in.
     let config = SshConfig {
-        identity_file: Some(server.path("absent_key")),
+        identity_files: vec![server.path("absent_key")],
         ..server.ssh_config()
     };
     let sources = AuthSources {
@@ -641,7 +597,7 @@ async fn an_encrypted_key_needs_the_passphrase() {
     sshd::keygen(&key, "ed25519", "correct horse");
     server.authorize(&key);
     let config = SshConfig {
-        identity_file: Some(key.clone()),
+        identity_files: vec![key.clone()],
         ..server.ssh_config()
     };
 
@@ -686,7 +642,7 @@ async fn a_key_not_in_authorized_keys_fails_auth_naming_what_was_tried() {
     let stranger = server.path("stranger_ed25519");
     sshd::keygen(&stranger, "ed25519", "");
     let err = connect_err(&SshConfig {
-        identity_file: Some(stranger.clone()),
+        identity_files: vec![stranger.clone()],
         ..server.ssh_config()
     })
     .await;
@@ -777,8 +733,11 @@ async fn env_child() {
         host: var("CERTCTL_TEST_HOST"),
         port: var("CERTCTL_TEST_PORT").parse().unwrap(),
         user: var("CERTCTL_TEST_USER"),
-        identity_file: Some(var("CERTCTL_TEST_IDENTITY").into()),
+        identity_files: vec![var("CERTCTL_TEST_IDENTITY").into()],
         known_hosts: var("CERTCTL_TEST_KNOWN_HOSTS").into(),
+        known_hosts_extra: Vec::new(),
+        identities_only: false,
+        become_sudo: false,
         accept_new_host_keys: false,
         connect_timeout: Duration::from_secs(20),
         command_timeout: Duration::from_secs(60),
@@ -904,8 +863,11 @@ async fn prompt_child() {
         host: var("CERTCTL_TEST_HOST"),
         port: var("CERTCTL_TEST_PORT").parse().unwrap(),
         user: var("CERTCTL_TEST_USER"),
-        identity_file: Some(var("CERTCTL_TEST_IDENTITY").into()),
+        identity_files: vec![var("CERTCTL_TEST_IDENTITY").into()],
         known_hosts: var("CERTCTL_TEST_KNOWN_HOSTS").into(),
+        known_hosts_extra: Vec::new(),
+        identities_only: false,
+        become_sudo: false,
         accept_new_host_keys: false,
         connect_timeout: Duration::from_secs(120),
         command_timeout: Duration::from_secs(60),
@@ -943,8 +905,11 @@ async fn a_server_that_never_speaks_hits_the_connect_timeout() {
         host: addr.ip().to_string(),
         port: addr.port(),
         user: "nobody".into(),
-        identity_file: None,
+        identity_files: Vec::new(),
         known_hosts: PathBuf::from("/nonexistent/known_hosts"),
+        known_hosts_extra: Vec::new(),
+        identities_only: false,
+        become_sudo: false,
         accept_new_host_keys: false,
         connect_timeout: Duration::from_secs(1),
         command_timeout: Duration::from_secs(5),
@@ -969,8 +934,11 @@ async fn refused_and_unresolvable_addresses_are_connect_errors_naming_host_and_p
         host: addr.ip().to_string(),
         port: addr.port(),
         user: "nobody".into(),
-        identity_file: None,
+        identity_files: Vec::new(),
         known_hosts: PathBuf::from("/nonexistent/known_hosts"),
+        known_hosts_extra: Vec::new(),
+        identities_only: false,
+        become_sudo: false,
         accept_new_host_keys: false,
         connect_timeout: Duration::from_secs(10),
         command_timeout: Duration::from_secs(5),
@@ -1022,8 +990,11 @@ async fn a_server_that_closes_during_the_handshake_is_a_connect_error() {
         host: addr.ip().to_string(),
         port: addr.port(),
         user: "nobody".into(),
-        identity_file: None,
+        identity_files: Vec::new(),
         known_hosts: PathBuf::from("/nonexistent/known_hosts"),
+        known_hosts_extra: Vec::new(),
+        identities_only: false,
+        become_sudo: false,
         accept_new_host_keys: false,
         connect_timeout: Duration::from_secs(20),
         command_timeout: Duration::from_secs(5),
@@ -1040,4 +1011,249 @@ async fn a_server_that_closes_during_the_handshake_is_a_connect_error() {
     assert!(err.to_string().contains("(3 attempts)"), "{err}");
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     closer.abort();
+}
+
+// --- RSA, certificates ----------------------------------------------------------------------
+
+/// `ssh-keygen -s CA -I ID OPTIONS… KEY.pub`: writes `KEY-cert.pub`.
+fn sign(ca: &Path, key: &Path, options: &[&str]) {
+    let out = Command::new("ssh-keygen")
+        .arg("-q")
+        .arg("-s")
+        .arg(ca)
+        .args(["-I", "certctl-test"])
+        .args(options)
+        .arg(sshd::pub_path(key))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ssh-keygen -s: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn rsa_keys_sign_with_sha2_when_the_server_refuses_sha1() {
+    let server = Sshd::start_with(&["PubkeyAcceptedAlgorithms rsa-sha2-512,rsa-sha2-256"]);
+    let rsa = server.path("client_rsa");
+    sshd::keygen(&rsa, "rsa", "");
+    server.authorize(&rsa);
+    // From a key file…
+    let config = SshConfig {
+        identity_files: vec![rsa.clone()],
+        ..server.ssh_config()
+    };
+    let session = connect(&config).await;
+    assert!(session.exec(&argv(&["true"])).await.unwrap().success());
+    session.close().await;
+    // …and from an agent.
+    let agent = Agent::start(&server.path(""));
+    agent.add(&rsa);
+    let config = SshConfig {
+        identity_files: vec![server.path("absent")],
+        ..server.ssh_config()
+    };
+    let sources = AuthSources {
+        agent_socket: Some(agent.socket.clone()),
+        ..no_agent()
+    };
+    let session = Session::connect_with(&config, &sources)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(session.exec(&argv(&["true"])).await.unwrap().success());
+    let log = server.log();
+    assert_eq!(
+        log.matches(&format!("Accepted publickey for {} ", server.user))
+            .count(),
+        2,
+        "{log}"
+    );
+    assert!(log.contains("RSA SHA256:"), "{log}");
+    assert!(
+        !log.contains("ssh-rsa"),
+        "SHA-1 signatures never offered: {log}"
+    );
+}
+
+#[tokio::test]
+async fn an_openssh_user_certificate_beside_the_key_is_offered() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("user_ca");
+    sshd::keygen(&ca, "ed25519", "");
+    let server = Sshd::start_with(&[&format!(
+        "TrustedUserCAKeys {}",
+        sshd::pub_path(&ca).display()
+    )]);
+    // A key that is NOT in authorized_keys: only its certificate can get it in.
+    let key = dir.path().join("id_ed25519");
+    sshd::keygen(&key, "ed25519", "");
+    let config = SshConfig {
+        identity_files: vec![key.clone()],
+        ..server.ssh_config()
+    };
+    let err = connect_err(&config).await;
+    assert!(matches!(err, SshError::Auth { .. }), "{err:?}");
+
+    sign(&ca, &key, &["-n", &server.user, "-V", "-5m:+1h"]);
+    let session = connect(&config).await;
+    assert!(session.exec(&argv(&["true"])).await.unwrap().success());
+    let log = server.log();
+    assert!(
+        log.contains("ED25519-CERT") && log.contains("ID certctl-test"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_trusted_only_through_at_cert_authority_is_refused_with_the_reason() {
+    let server = Sshd::start();
+    let ca = server.path("host_ca");
+    sshd::keygen(&ca, "ed25519", "");
+    let known_hosts = server.path("kh_ca_only");
+    std::fs::write(
+        &known_hosts,
+        format!(
+            "@cert-authority [{}]:* {}\n",
+            server.host(),
+            sshd::public_line(&ca)
+        ),
+    )
+    .unwrap();
+    let err = connect_err(&SshConfig {
+        known_hosts,
+        ..server.ssh_config()
+    })
+    .await;
+    assert!(matches!(err, SshError::CertAuthorityOnly { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("only a @cert-authority line trusts this host")
+            && message.contains(&server.host_key_fingerprint())
+            && message.contains(&server.known_hosts_line()),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn several_known_hosts_files_are_read_and_a_revocation_in_any_wins() {
+    let server = Sshd::start();
+    let missing = server.path("kh_missing");
+    // Trusted through the second file.
+    let session = connect(&SshConfig {
+        known_hosts: missing.clone(),
+        known_hosts_extra: vec![server.known_hosts.clone()],
+        ..server.ssh_config()
+    })
+    .await;
+    session.close().await;
+    // Revoked in another file: refused even though the first file trusts it.
+    let revoked = server.path("kh_revoked");
+    std::fs::write(&revoked, format!("@revoked * {}\n", server.host_key_pub)).unwrap();
+    let err = connect_err(&SshConfig {
+        known_hosts_extra: vec![revoked.clone()],
+        ..server.ssh_config()
+    })
+    .await;
+    match err {
+        SshError::HostKeyRevoked { path, .. } => assert_eq!(path, revoked),
+        other => panic!("expected HostKeyRevoked, got {other:?}"),
+    }
+}
+
+/// An sshd whose ECDSA host key has a certificate signed by `ca` for `principal` (the
+/// standard ed25519 host key has none).
+fn sshd_with_host_certificate(dir: &Path, ca: &Path, principal: Option<&str>) -> Sshd {
+    let addr = support::free_addr();
+    let host_key = dir.join(format!("host_ecdsa_{}", addr.port()));
+    sshd::keygen(&host_key, "ecdsa", "");
+    let principal = principal.map_or_else(|| addr.ip().to_string(), str::to_owned);
+    sign(ca, &host_key, &["-h", "-n", &principal, "-V", "-5m:+1h"]);
+    Sshd::start_opts(support::sshd::SshdOptions {
+        addr: Some(addr),
+        extra: vec![
+            format!("HostKey {}", host_key.display()),
+            format!("HostCertificate {}-cert.pub", host_key.display()),
+        ],
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn a_host_certificate_signed_by_a_known_cert_authority_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("host_ca");
+    sshd::keygen(&ca, "ed25519", "");
+    let server = sshd_with_host_certificate(dir.path(), &ca, None);
+    let ca_line = |ca: &Path| {
+        format!(
+            "# our CA\n@cert-authority [{}]:*,!other {}\n",
+            server.host(),
+            sshd::public_line(ca)
+        )
+    };
+    let known_hosts = dir.path().join("kh_ca");
+    std::fs::write(&known_hosts, ca_line(&ca)).unwrap();
+    let config = SshConfig {
+        known_hosts: known_hosts.clone(),
+        ..server.ssh_config()
+    };
+    let session = connect(&config).await;
+    assert!(session.exec(&argv(&["true"])).await.unwrap().success());
+    let ecdsa_fp = sshd::fingerprint(&dir.path().join(format!("host_ecdsa_{}.pub", server.port())));
+    assert_eq!(session.host_key_fingerprint(), ecdsa_fp);
+    session.close().await;
+
+    // Another CA in known_hosts: the same certificate is refused.
+    let other_ca = dir.path().join("other_ca");
+    sshd::keygen(&other_ca, "ed25519", "");
+    std::fs::write(&known_hosts, ca_line(&other_ca)).unwrap();
+    let err = connect_err(&config).await;
+    assert!(
+        matches!(err, SshError::HostCertificate { .. })
+            && err
+                .to_string()
+                .contains("no @cert-authority line for this host names"),
+        "{err}"
+    );
+
+    // The host key revoked: refused even with a valid certificate.
+    std::fs::write(
+        &known_hosts,
+        format!(
+            "{}@revoked * {}\n",
+            ca_line(&ca),
+            sshd::public_line(&dir.path().join(format!("host_ecdsa_{}", server.port())))
+        ),
+    )
+    .unwrap();
+    let err = connect_err(&config).await;
+    assert!(matches!(err, SshError::HostKeyRevoked { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_host_certificate_for_another_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("host_ca");
+    sshd::keygen(&ca, "ed25519", "");
+    let server = sshd_with_host_certificate(dir.path(), &ca, Some("other.example"));
+    let known_hosts = dir.path().join("kh_ca");
+    std::fs::write(
+        &known_hosts,
+        format!("@cert-authority * {}\n", sshd::public_line(&ca)),
+    )
+    .unwrap();
+    let err = connect_err(&SshConfig {
+        known_hosts,
+        ..server.ssh_config()
+    })
+    .await;
+    assert!(
+        matches!(err, SshError::HostCertificate { .. })
+            && err.to_string().contains(&format!(
+                "not valid for `{}` (principals: other.example)",
+                server.host()
+            )),
+        "{err}"
+    );
 }

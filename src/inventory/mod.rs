@@ -96,10 +96,14 @@ impl Default for VerifySettings {
 pub struct Target {
     pub name: String,
     pub host: String,
-    pub port: u16,
-    pub user: String,
+    /// `port:` as written; `None` = the ssh config's `Port`, else 22 (decided by the plan).
+    pub port: Option<u16>,
+    /// `user:` as written; `None` = the ssh config's `User`, else the local user.
+    pub user: Option<String>,
     pub identity_file: Option<PathBuf>,
-    pub known_hosts: PathBuf,
+    /// `known_hosts:` as written; `None` = the ssh config's `UserKnownHostsFile`, else
+    /// `~/.ssh/known_hosts`.
+    pub known_hosts: Option<PathBuf>,
     /// `[user@]host[:port]`
     pub jump: Option<String>,
     pub become_method: Option<Become>,

@@ -559,24 +559,17 @@ fn target(
             ),
         ));
     };
-    let known_hosts = match merged.known_hosts {
-        Some(p) => ctx.path("known_hosts", p)?,
-        None => home_dir()
-            .map(|h| h.join(".ssh/known_hosts"))
-            .ok_or_else(|| {
-                ctx.err(
-                    t,
-                    format!("{label}: $HOME is not set; set `known_hosts:` to a full path"),
-                )
-            })?,
-    };
+    let known_hosts = merged
+        .known_hosts
+        .map(|p| ctx.path("known_hosts", p))
+        .transpose()?;
     let verify = verify(ctx, &label, &merged)?;
 
     Ok(Target {
         name: name.value.clone(),
         host: host.value.clone(),
-        port: merged.port.map_or(22, |p| p.value),
-        user: merged.user.map_or_else(default_user, |u| u.value.clone()),
+        port: merged.port.map(|p| p.value),
+        user: merged.user.map(|u| u.value.clone()),
         identity_file: merged
             .identity_file
             .map(|p| ctx.path("identity_file", p))
@@ -662,14 +655,6 @@ fn verify(ctx: &Ctx<'_>, label: &str, m: &Merged<'_>) -> Result<VerifySettings, 
         });
     }
     Ok(v)
-}
-
-/// `$USER`, else `root`.
-fn default_user() -> String {
-    std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "root".into())
 }
 
 /// The shortest exact spelling of `d` in the inventory's own units.

@@ -114,6 +114,9 @@ pub struct HostSettings {
     pub proxy_jump: Option<Vec<JumpSpec>>,
     /// `UserKnownHostsFile`: `Some(empty)` for `none` (nothing is trusted then).
     pub known_hosts_files: Option<Vec<PathBuf>>,
+    /// `GlobalKnownHostsFile`: `Some(empty)` for `none`; `None` = OpenSSH's default
+    /// (`/etc/ssh/ssh_known_hosts`, `/etc/ssh/ssh_known_hosts2`).
+    pub global_known_hosts_files: Option<Vec<PathBuf>>,
     pub host_key_checking: Option<HostKeyChecking>,
     pub connect_timeout: Option<Duration>,
     /// `ServerAliveInterval`; zero means keepalive off.
@@ -243,6 +246,11 @@ impl SshClientConfig {
         Ok(config)
     }
 
+    /// The local user this config was read for (`%u`, `%d`, `~`).
+    pub fn local_user(&self) -> &LocalUser {
+        &self.local
+    }
+
     /// File-level warnings (skipped `Match` blocks, unusable `Include`s), to show once.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
@@ -256,6 +264,7 @@ impl SshClientConfig {
         };
         let mut identity_raw: Vec<&Item> = Vec::new();
         let mut known_hosts_raw: Option<&Item> = None;
+        let mut global_known_hosts_raw: Option<&Item> = None;
         let mut proxy_decided = false;
         let mut ignore_unknown: Option<Vec<String>> = None;
         let mut decided: Vec<&str> = Vec::new();
@@ -312,6 +321,9 @@ impl SshClientConfig {
                 "proxyjump" | "proxycommand" => {}
                 "userknownhostsfile" => {
                     known_hosts_raw.get_or_insert(item);
+                }
+                "globalknownhostsfile" => {
+                    global_known_hosts_raw.get_or_insert(item);
                 }
                 "stricthostkeychecking" => {
                     if s.host_key_checking.is_none() {
@@ -420,20 +432,40 @@ impl SshClientConfig {
                 ),
             }
         }
-        if let Some(item) = known_hosts_raw {
+        let mut path_warnings = Vec::new();
+        for (raw, keyword, slot) in [
+            (
+                known_hosts_raw,
+                "UserKnownHostsFile",
+                &mut s.known_hosts_files,
+            ),
+            (
+                global_known_hosts_raw,
+                "GlobalKnownHostsFile",
+                &mut s.global_known_hosts_files,
+            ),
+        ] {
+            let Some(item) = raw else { continue };
             let mut files = Vec::new();
             if !(item.args.len() == 1 && item.args[0].eq_ignore_ascii_case("none")) {
                 for arg in &item.args {
-                    match self.expand_path(arg, &tokens) {
+                    // As in ssh(1): tokens and `~` expand in UserKnownHostsFile only.
+                    let expanded = if keyword == "GlobalKnownHostsFile" {
+                        Ok(PathBuf::from(arg))
+                    } else {
+                        self.expand_path(arg, &tokens)
+                    };
+                    match expanded {
                         Ok(path) => files.push(path),
-                        Err(e) => warn(
-                            &mut s,
-                            format!("{}: UserKnownHostsFile {arg}: {e}; not used", item.at()),
-                        ),
+                        Err(e) => path_warnings
+                            .push(format!("{}: {keyword} {arg}: {e}; not used", item.at())),
                     }
                 }
             }
-            s.known_hosts_files = Some(files);
+            *slot = Some(files);
+        }
+        for w in path_warnings {
+            warn(&mut s, w);
         }
         s
     }
@@ -746,7 +778,7 @@ const UNSUPPORTED: &[(&str, &[&str], &str)] = &[
     (
         "certificatefile",
         &[],
-        "certificate authentication is not supported",
+        "only a KEY-cert.pub beside an identity file is offered",
     ),
     (
         "ciphers",
@@ -774,11 +806,6 @@ const UNSUPPORTED: &[(&str, &[&str], &str)] = &[
         "certctl keeps one connection per target itself",
     ),
     ("forwardagent", &["no"], "certctl never forwards the agent"),
-    (
-        "globalknownhostsfile",
-        &[],
-        "only UserKnownHostsFile or the inventory's known_hosts is checked",
-    ),
     (
         "gssapiauthentication",
         &["no"],

@@ -1,5 +1,6 @@
 //! OpenSSH known_hosts matching: hashed names, `[host]:port`, tab or space separated fields,
-//! `@revoked`, `@cert-authority` (recognised, not trusted for plain keys).
+//! `@revoked`, `@cert-authority` (the CA keys that may sign a host's certificate; never
+//! trusted as a plain host key).
 //!
 //! Our own matcher rather than russh's `check_known_hosts_path`, which ignores `@revoked`,
 //! splits fields on single spaces only and treats a missing file as "host unknown". Semantics
@@ -76,6 +77,85 @@ pub fn entry_line(host: &str, port: u16, key: &PublicKey) -> String {
 pub fn check(path: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(), HostKeyProblem> {
     let text = read(path)?;
     check_text(&text, host, port, key)
+}
+
+/// Checks `key` against several known_hosts files, as OpenSSH reads its `UserKnownHostsFile`
+/// and `GlobalKnownHostsFile` lists: a key `@revoked` in any file is refused, and a file that
+/// exists but cannot be read fails closed (it might hold a revocation); otherwise a key listed
+/// in any file is trusted; otherwise a different key of the same type in any file means the
+/// key changed. The error carries the index of the file it is about (0, the first file, for
+/// "unknown" and "missing": that is where a new key would be recorded).
+pub fn check_files(
+    files: &[&Path],
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+) -> Result<(), (usize, HostKeyProblem)> {
+    let results: Vec<Result<(), HostKeyProblem>> =
+        files.iter().map(|f| check(f, host, port, key)).collect();
+    let find = |wanted: fn(&HostKeyProblem) -> bool| {
+        results.iter().enumerate().find_map(|(i, r)| match r {
+            Err(p) if wanted(p) => Some((i, p.clone())),
+            _ => None,
+        })
+    };
+    if let Some(found) = find(|p| matches!(p, HostKeyProblem::Revoked { .. })) {
+        return Err(found);
+    }
+    if let Some(found) = find(|p| matches!(p, HostKeyProblem::Unreadable { .. })) {
+        return Err(found);
+    }
+    if results.iter().any(Result::is_ok) {
+        return Ok(());
+    }
+    if let Some(found) = find(|p| matches!(p, HostKeyProblem::Changed { .. })) {
+        return Err(found);
+    }
+    if results
+        .iter()
+        .all(|r| matches!(r, Err(HostKeyProblem::FileMissing)))
+    {
+        return Err((0, HostKeyProblem::FileMissing));
+    }
+    Err((0, HostKeyProblem::Unknown))
+}
+
+/// Whether a `@cert-authority` line of the file at `path` applies to `host:port`: such a host
+/// proves itself with a host certificate signed by that CA.
+pub fn has_cert_authority(path: &Path, host: &str, port: u16) -> bool {
+    let Ok(text) = read(path) else {
+        return false;
+    };
+    let name = host_pattern(host, port).to_lowercase();
+    text.lines()
+        .filter_map(Entry::parse)
+        .any(|e| e.marker == Marker::CertAuthority && e.matches_host(&name))
+}
+
+/// The CA keys of the `@cert-authority` lines of the file at `path` that apply to
+/// `host:port`, each with its 1-based line number.
+pub fn cert_authorities(path: &Path, host: &str, port: u16) -> Vec<(PublicKey, usize)> {
+    let Ok(text) = read(path) else {
+        return Vec::new();
+    };
+    let name = host_pattern(host, port).to_lowercase();
+    text.lines()
+        .enumerate()
+        .filter_map(|(i, line)| Entry::parse(line).map(|e| (i + 1, e)))
+        .filter(|(_, e)| e.marker == Marker::CertAuthority && e.matches_host(&name))
+        .filter_map(|(line, e)| PublicKey::from_bytes(&e.blob).ok().map(|k| (k, line)))
+        .collect()
+}
+
+/// The line (1-based) of the file at `path` that marks `key` `@revoked` for `host:port`.
+pub fn revoked_line(path: &Path, host: &str, port: u16, key: &PublicKey) -> Option<usize> {
+    let text = read(path).ok()?;
+    let blob = key.to_bytes().ok()?;
+    let name = host_pattern(host, port).to_lowercase();
+    text.lines().enumerate().find_map(|(i, line)| {
+        let e = Entry::parse(line)?;
+        (e.marker == Marker::Revoked && e.matches_host(&name) && e.blob == blob).then_some(i + 1)
+    })
 }
 
 /// Key algorithms this file trusts for `host:port` (e.g. `ssh-ed25519`, `ssh-rsa`), in file

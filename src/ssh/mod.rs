@@ -10,9 +10,13 @@
 //! a reset during the handshake is retried with backoff. Private key bytes never reach an
 //! error message or a log line; neither does the passphrase.
 //!
+//! `become: sudo` lives here too, so callers need not know about it: a [`Session`] made with
+//! [`SshConfig::become_sudo`] checks `sudo -n true` at connect, runs every command and script
+//! through `sudo -n`, and does its file operations (upload, rename, read, remove) through sudo,
+//! uploads going first to the login user's private staging directory.
+//!
 //! Not here: choosing between inventory and `~/.ssh/config` values (the caller fills
-//! [`SshConfig`] from [`config::HostSettings`]), sudo (the deploy code wraps commands), and
-//! what commands mean.
+//! [`SshConfig`] from [`config::HostSettings`]) and what commands mean.
 
 pub mod config;
 pub mod jump;
@@ -50,9 +54,22 @@ pub struct SshConfig {
     pub host: String,
     pub port: u16,
     pub user: String,
-    /// Tried after the agent; none = the agent, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa.
-    pub identity_file: Option<PathBuf>,
+    /// Tried after the agent, in order; empty = the agent, then ~/.ssh/id_ed25519, id_ecdsa,
+    /// id_rsa. A key file with an OpenSSH certificate beside it (`KEY-cert.pub`) offers the
+    /// certificate first.
+    pub identity_files: Vec<PathBuf>,
+    /// OpenSSH `IdentitiesOnly`: offer only agent keys that match one of `identity_files`.
+    pub identities_only: bool,
+    /// The known_hosts file that vouches for the target and receives new keys
+    /// (`--accept-new-host-keys`).
     pub known_hosts: PathBuf,
+    /// Further known_hosts files that are read but never written (the ssh config's later
+    /// `UserKnownHostsFile`s, its `GlobalKnownHostsFile`s). A key revoked in any file is
+    /// refused; a key listed in any file is trusted.
+    pub known_hosts_extra: Vec<PathBuf>,
+    /// `become: sudo`: every command and file operation on the target runs through `sudo -n`
+    /// (see [`Session`]); checked with `sudo -n true` right after connecting.
+    pub become_sudo: bool,
     /// Record the key of a never-seen host (trust on first use); a changed key is still refused.
     pub accept_new_host_keys: bool,
     pub connect_timeout: Duration,
@@ -99,6 +116,17 @@ pub enum SshError {
         fingerprint: String,
         line: String,
     },
+    /// Only a `@cert-authority` line covers the host, and it offered a plain key, no
+    /// certificate.
+    #[error(
+        "{}: only a @cert-authority line trusts this host, but it presented no host certificate, only the plain key {fingerprint}. To trust that key, add to {path}:\n  {line}\nor run with --accept-new-host-keys", endpoint(.host, *.port))]
+    CertAuthorityOnly {
+        host: String,
+        port: u16,
+        path: PathBuf,
+        fingerprint: String,
+        line: String,
+    },
     #[error(
         "{}: HOST KEY CHANGED — {path} line {known_line} has a different key; the server offered {fingerprint}. Someone may be intercepting the connection; if the key change is expected, replace that line", endpoint(.host, *.port))]
     HostKeyChanged {
@@ -107,6 +135,13 @@ pub enum SshError {
         path: PathBuf,
         known_line: usize,
         fingerprint: String,
+    },
+    #[error("{}: host certificate for key {fingerprint} refused: {message}", endpoint(.host, *.port))]
+    HostCertificate {
+        host: String,
+        port: u16,
+        fingerprint: String,
+        message: String,
     },
     #[error("{}: host key {fingerprint} is marked @revoked in {path} line {known_line}", endpoint(.host, *.port))]
     HostKeyRevoked {
@@ -149,6 +184,14 @@ pub enum SshError {
         port: u16,
         command: String,
         reason: String,
+    },
+    /// A `become: sudo` step failed: sudo refused (a password is required, no rights), or
+    /// the privileged file operation did.
+    #[error("{}: become sudo: {message}", endpoint(.host, *.port))]
+    Become {
+        host: String,
+        port: u16,
+        message: String,
     },
     #[error("{}: sftp: {message}", endpoint(.host, *.port))]
     Sftp {
@@ -250,8 +293,18 @@ pub struct Session {
     fingerprint: String,
     exec_slots: Semaphore,
     sftp: OnceCell<Sftp>,
+    /// `become: sudo`: set when every operation runs through `sudo -n`.
+    sudo: Option<Sudo>,
     /// The last jump hop, which carries this connection: kept alive as long as the session.
     _via: Option<Arc<jump::Hop>>,
+}
+
+/// State of a `become: sudo` session: the login user's private staging directory (created
+/// with `mktemp -d`, so 0700 and owned by the login user) where uploads land before `sudo`
+/// installs them, and a counter naming the uploads in it.
+struct Sudo {
+    stage_dir: OnceCell<String>,
+    uploads: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Session {
@@ -300,9 +353,9 @@ impl Session {
             host: bare_host(&config.host).to_owned(),
             port: config.port,
             known_hosts: config.known_hosts.clone(),
+            known_hosts_extra: config.known_hosts_extra.clone(),
         };
-        let identities =
-            load_identities_async(config.identity_file.iter().cloned().collect(), sources).await;
+        let identities = load_identities_async(config.identity_files.clone(), sources).await;
         let via = if config.jump.is_empty() {
             None
         } else {
@@ -321,6 +374,7 @@ impl Session {
         let (handle, fingerprint) = connect_endpoint(
             &target,
             &config.user,
+            config.identities_only,
             via.clone(),
             config,
             sources,
@@ -328,7 +382,7 @@ impl Session {
         )
         .await?;
         tracing::debug!(host = %target.host, port = target.port, %fingerprint, jumps = config.jump.len(), "ssh connected");
-        Ok(Session {
+        let session = Session {
             handle,
             host: target.host,
             port: config.port,
@@ -336,14 +390,56 @@ impl Session {
             fingerprint,
             exec_slots: Semaphore::new(MAX_EXEC_CHANNELS),
             sftp: OnceCell::new(),
+            sudo: config.become_sudo.then(|| Sudo {
+                stage_dir: OnceCell::new(),
+                uploads: std::sync::atomic::AtomicU64::new(0),
+            }),
             _via: via,
-        })
+        };
+        if config.become_sudo {
+            session.check_sudo(&config.user).await?;
+        }
+        Ok(session)
+    }
+
+    /// Whether commands and file operations run through `sudo -n` (`become: sudo`).
+    pub fn uses_sudo(&self) -> bool {
+        self.sudo.is_some()
+    }
+
+    /// `sudo -n true`, once, right after connecting: a login that may not use sudo without a
+    /// password fails here, with sudo's own words, instead of at the first privileged step.
+    async fn check_sudo(&self, user: &str) -> Result<(), SshError> {
+        let out = self
+            .run(&quote::command_line(&SUDO_CHECK), "sudo -n true", None)
+            .await?;
+        if out.success() {
+            return Ok(());
+        }
+        let said = match first_line(&out.stderr) {
+            s if s.is_empty() => format!("exit status {}", out.status),
+            s => s,
+        };
+        Err(self.become_error(format!(
+            "user `{user}` cannot run `sudo -n` here ({said}); give it passwordless (NOPASSWD) sudo rights on this host, or remove `become: sudo`"
+        )))
     }
 
     /// Runs `argv` (quoted here with [`quote::command_line`]) and collects its output.
+    ///
+    /// With `become: sudo` the command runs as `sudo -n -- ARGV…`; errors still name it as
+    /// written.
     pub async fn exec(&self, argv: &[String]) -> Result<ExecOutput, SshError> {
-        let command = quote::command_line(argv);
-        self.run(&command, &command, None).await
+        let label = quote::command_line(argv);
+        if self.sudo.is_some() {
+            let wrapped: Vec<&str> = SUDO
+                .iter()
+                .copied()
+                .chain(argv.iter().map(String::as_str))
+                .collect();
+            return self.run(&quote::command_line(&wrapped), &label, None).await;
+        }
+        self.run(&label, &label, None).await
     }
 
     /// Runs a script already assembled with [`quote::Script`] by `sh -c`-style exec; if
@@ -351,14 +447,25 @@ impl Session {
     ///
     /// The script text is the exec request's command string, so the remote user's login shell
     /// runs it (as `ssh host 'script'` would). Standard input always gets EOF, so a command
-    /// that reads it never waits forever.
+    /// that reads it never waits forever. With `become: sudo` it runs as
+    /// `sudo -n -- sh -c SCRIPT` (stdin passes through sudo).
     pub async fn exec_script(
         &self,
         script: &quote::Script,
         stdin: Option<&[u8]>,
     ) -> Result<ExecOutput, SshError> {
-        self.run(script.as_str(), &summarize(script.as_str()), stdin)
-            .await
+        let label = summarize(script.as_str());
+        if self.sudo.is_some() {
+            let wrapped: Vec<&str> = SUDO
+                .iter()
+                .copied()
+                .chain(["sh", "-c", script.as_str()])
+                .collect();
+            return self
+                .run(&quote::command_line(&wrapped), &label, stdin)
+                .await;
+        }
+        self.run(script.as_str(), &label, stdin).await
     }
 
     /// Creates `path` exclusively (O_EXCL) with `mode` from the first byte (set again after
@@ -367,7 +474,93 @@ impl Session {
     ///
     /// Mode and owner are set on the open handle before any content is written, so the
     /// content never exists under a wider mode. A failed upload removes its partial file.
+    ///
+    /// With `become: sudo` the data goes by SFTP to a 0600 file in the login user's private
+    /// staging directory, then `sudo` creates `path` exclusively with `mode` and `owner`
+    /// (root's umask 077 before that), appends the content, fsyncs, and removes the staged
+    /// copy; the staged copy is removed on failure too.
     pub async fn upload(
+        &self,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), SshError> {
+        match &self.sudo {
+            Some(sudo) => self.upload_sudo(sudo, path, data, mode, owner).await,
+            None => self.upload_direct(path, data, mode, owner).await,
+        }
+    }
+
+    async fn upload_sudo(
+        &self,
+        sudo: &Sudo,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), SshError> {
+        let dir = self.stage_dir(sudo).await?;
+        let n = sudo
+            .uploads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let staged = format!("{dir}/{n}");
+        self.upload_direct(&staged, data, 0o600, None).await?;
+        let mode_arg = format!("{mode:04o}");
+        let owner_arg = owner
+            .map(|(uid, gid)| format!("{uid}:{gid}"))
+            .unwrap_or_default();
+        let argv: Vec<&str> = SUDO
+            .iter()
+            .copied()
+            .chain([
+                "sh",
+                "-c",
+                SUDO_INSTALL,
+                "certctl-install",
+                &staged,
+                path,
+                &mode_arg,
+                &owner_arg,
+            ])
+            .collect();
+        let label = format!("sudo install {path}");
+        let installed = self.run(&quote::command_line(&argv), &label, None).await;
+        // Whatever happened (sudo refused, the connection dropped mid-way), the staged copy
+        // does not outlive this call.
+        let removed = self.remove_direct(&staged).await;
+        let out = installed?;
+        if !out.success() {
+            return Err(self.become_error(sudo_failure(&out, &format!("cannot install {path}"))));
+        }
+        removed
+    }
+
+    /// The private staging directory of a `become: sudo` session, created on first use.
+    async fn stage_dir<'a>(&'a self, sudo: &'a Sudo) -> Result<&'a str, SshError> {
+        sudo.stage_dir
+            .get_or_try_init(|| async {
+                let argv = ["mktemp", "-d", "/tmp/certctl-sudo.XXXXXXXXXX"];
+                let out = self
+                    .run(&quote::command_line(&argv), "mktemp -d", None)
+                    .await?;
+                let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                if !out.success()
+                    || !dir.starts_with("/tmp/certctl-sudo.")
+                    || dir.chars().any(char::is_control)
+                {
+                    return Err(self.become_error(sudo_failure(
+                        &out,
+                        "cannot create a private staging directory with `mktemp -d`",
+                    )));
+                }
+                Ok(dir)
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    async fn upload_direct(
         &self,
         path: &str,
         data: &[u8],
@@ -439,8 +632,25 @@ impl Session {
         Ok(())
     }
 
-    /// Atomically replaces `to` with `from` (SFTP posix-rename@openssh.com).
+    /// Atomically replaces `to` with `from` (SFTP posix-rename@openssh.com; with
+    /// `become: sudo`, `mv -f` — a rename(2) within the directory — run by sudo).
     pub async fn rename_over(&self, from: &str, to: &str) -> Result<(), SshError> {
+        if self.sudo.is_some() {
+            let argv: Vec<&str> = SUDO
+                .iter()
+                .copied()
+                .chain(["sh", "-c", SUDO_RENAME, "certctl-rename", from, to])
+                .collect();
+            let label = format!("sudo mv {from} {to}");
+            let out = self.run(&quote::command_line(&argv), &label, None).await?;
+            if !out.success() {
+                return Err(self.become_error(sudo_failure(
+                    &out,
+                    &format!("cannot rename {from} over {to}"),
+                )));
+            }
+            return Ok(());
+        }
         const POSIX_RENAME: &str = "posix-rename@openssh.com";
         let sftp = self.sftp().await?;
         if !sftp.extensions.contains_key(POSIX_RENAME) {
@@ -472,8 +682,23 @@ impl Session {
 
     /// Reads a whole remote file (for certificates only — never keys).
     ///
-    /// A file longer than `limit` bytes is an error rather than a silent truncation.
+    /// A file longer than `limit` bytes is an error rather than a silent truncation. With
+    /// `become: sudo` it is `sudo -n -- cat`, and `limit` is at most 1 MiB.
     pub async fn read_file(&self, path: &str, limit: usize) -> Result<Vec<u8>, SshError> {
+        if self.sudo.is_some() {
+            let argv: Vec<&str> = SUDO.iter().copied().chain(["cat", "--", path]).collect();
+            let label = format!("sudo cat {path}");
+            let out = self.run(&quote::command_line(&argv), &label, None).await?;
+            if !out.success() {
+                return Err(self.become_error(sudo_failure(&out, &format!("cannot read {path}"))));
+            }
+            // Command output keeps at most OUTPUT_CAP bytes (and says what it dropped).
+            let limit = limit.min(OUTPUT_CAP);
+            if out.stdout.len() > limit {
+                return Err(self.become_error(format!("{path} is larger than {limit} bytes")));
+            }
+            return Ok(out.stdout);
+        }
         let sftp = self.sftp().await?;
         let raw = &sftp.raw;
         let handle = raw
@@ -504,6 +729,24 @@ impl Session {
 
     /// Removes a file; a missing file is not an error.
     pub async fn remove_file(&self, path: &str) -> Result<(), SshError> {
+        if self.sudo.is_some() {
+            let argv: Vec<&str> = SUDO
+                .iter()
+                .copied()
+                .chain(["rm", "-f", "--", path])
+                .collect();
+            let label = format!("sudo rm {path}");
+            let out = self.run(&quote::command_line(&argv), &label, None).await?;
+            if !out.success() {
+                return Err(self.become_error(sudo_failure(&out, &format!("cannot remove {path}"))));
+            }
+            return Ok(());
+        }
+        self.remove_direct(path).await
+    }
+
+    /// Removes a file over SFTP as the login user; a missing file is not an error.
+    async fn remove_direct(&self, path: &str) -> Result<(), SshError> {
         let sftp = self.sftp().await?;
         match sftp.raw.remove(path).await {
             Ok(_) => Ok(()),
@@ -514,6 +757,13 @@ impl Session {
 
     /// Closes the connection politely.
     pub async fn close(self) {
+        if let Some(dir) = self.sudo.as_ref().and_then(|s| s.stage_dir.get()) {
+            // Empty unless an install failed half-way; never holds a key after an upload.
+            let argv = ["rm", "-rf", "--", dir.as_str()];
+            let _ = self
+                .run(&quote::command_line(&argv), "rm -rf staging dir", None)
+                .await;
+        }
         if let Some(sftp) = self.sftp.get() {
             let _ = sftp.raw.close_session();
         }
@@ -677,6 +927,14 @@ impl Session {
         }
     }
 
+    fn become_error(&self, message: String) -> SshError {
+        SshError::Become {
+            host: self.host.clone(),
+            port: self.port,
+            message,
+        }
+    }
+
     fn protocol(&self, message: String) -> SshError {
         SshError::Protocol {
             host: self.host.clone(),
@@ -782,6 +1040,55 @@ impl Tail {
     }
 }
 
+/// The `sudo` prefix of every privileged command: `-n` never waits for a password (it fails
+/// at once with "a password is required"); `--` ends sudo's options.
+const SUDO: [&str; 3] = ["sudo", "-n", "--"];
+const SUDO_CHECK: [&str; 3] = ["sudo", "-n", "true"];
+
+/// Run by `sudo -n -- sh -c` as root: `$1` the login user's staged copy, `$2` the destination,
+/// `$3` the octal mode, `$4` `uid:gid` or empty. The destination is created exclusively
+/// (noclobber: O_EXCL) under umask 077, gets its owner and mode, and only then its content.
+const SUDO_INSTALL: &str = r#"set -u
+src=$1 dst=$2 mode=$3 owner=$4
+fail() { rm -f -- "$src"; printf '%s
+' "$1" >&2; exit 1; }
+undo() { rm -f -- "$dst"; fail "$1"; }
+[ -f "$src" ] || fail "the uploaded copy $src is missing"
+(umask 077 && set -C && : > "$dst") 2>/dev/null || fail "cannot create $dst (does it exist already?)"
+if [ -n "$owner" ]; then chown -- "$owner" "$dst" || undo "cannot set owner $owner on $dst"; fi
+chmod -- "$mode" "$dst" || undo "cannot set mode $mode on $dst"
+cat -- "$src" >> "$dst" || undo "cannot write $dst"
+sync -- "$dst" 2>/dev/null || sync
+rm -f -- "$src"
+"#;
+
+/// Run by `sudo -n -- sh -c` as root: renames `$1` over `$2` (same directory, so rename(2)
+/// is atomic); refuses a directory at `$2`, which `mv` would move into.
+const SUDO_RENAME: &str = r#"if [ -d "$2" ] && [ ! -L "$2" ]; then printf '%s is a directory
+' "$2" >&2; exit 1; fi
+exec mv -f -- "$1" "$2"
+"#;
+
+/// `what`, then what the failed privileged command said (first line of stderr, printable).
+fn sudo_failure(out: &ExecOutput, what: &str) -> String {
+    match first_line(&out.stderr) {
+        s if s.is_empty() => format!("{what} (exit status {})", out.status),
+        s => format!("{what}: {s}"),
+    }
+}
+
+/// The first non-empty line of remote output, without control characters, at most 300
+/// characters: remote text goes into an error message.
+fn first_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    line.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
 /// A script's name in errors: its first meaningful line, shortened.
 fn summarize(script: &str) -> String {
     let lines: Vec<&str> = script
@@ -831,9 +1138,17 @@ struct Endpoint {
     host: String,
     port: u16,
     known_hosts: PathBuf,
+    /// Read-only further known_hosts files ([`SshConfig::known_hosts_extra`]).
+    known_hosts_extra: Vec<PathBuf>,
 }
 
 impl Endpoint {
+    fn known_hosts_files(&self) -> Vec<PathBuf> {
+        std::iter::once(self.known_hosts.clone())
+            .chain(self.known_hosts_extra.iter().cloned())
+            .collect()
+    }
+
     fn connect_error(&self, message: String) -> SshError {
         SshError::Connect {
             host: self.host.clone(),
@@ -846,7 +1161,7 @@ impl Endpoint {
 fn client_config(
     host: &str,
     port: u16,
-    known_hosts: &Path,
+    known_hosts: &[PathBuf],
     keepalive_interval: Duration,
 ) -> client::Config {
     let mut cfg = client::Config::default();
@@ -858,9 +1173,43 @@ fn client_config(
         cfg.inactivity_timeout = Some(keepalive_interval * 4);
     }
     cfg.nodelay = true;
+    // A `@cert-authority` line for this host: ask for a host certificate first (a server
+    // without one still presents its plain key).
+    if known_hosts
+        .iter()
+        .any(|f| known_hosts::has_cert_authority(f, host, port))
+    {
+        use russh::keys::EcdsaCurve;
+        cfg.preferred.host_key_certificates = vec![
+            Algorithm::Ed25519,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP384,
+            },
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP521,
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512),
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha256),
+            },
+        ]
+        .into();
+    }
     // Like OpenSSH: ask first for host key types we already trust for this host, so a server
     // with several host keys presents one we can verify.
-    let known = known_hosts::known_key_types(known_hosts, host, port);
+    let mut known: Vec<String> = Vec::new();
+    for file in known_hosts {
+        for key_type in known_hosts::known_key_types(file, host, port) {
+            if !known.contains(&key_type) {
+                known.push(key_type);
+            }
+        }
+    }
     if !known.is_empty() {
         let mut order: Vec<Algorithm> = cfg.preferred.key.to_vec();
         order.sort_by_key(|alg| {
@@ -902,6 +1251,7 @@ async fn handshake_slot(host: &str, port: u16) -> Option<tokio::sync::OwnedSemap
 async fn connect_endpoint(
     target: &Endpoint,
     user: &str,
+    identities_only: bool,
     via: Option<Arc<jump::Hop>>,
     config: &SshConfig,
     sources: &AuthSources,
@@ -912,7 +1262,7 @@ async fn connect_endpoint(
     let client_config = Arc::new(client_config(
         &target.host,
         target.port,
-        &target.known_hosts,
+        &target.known_hosts_files(),
         config.keepalive_interval,
     ));
     let connect = async {
@@ -924,7 +1274,15 @@ async fn connect_endpoint(
             &fingerprint,
         )
         .await?;
-        authenticate(&mut handle, target, user, sources, identities).await?;
+        authenticate(
+            &mut handle,
+            target,
+            user,
+            sources,
+            identities,
+            identities_only,
+        )
+        .await?;
         Ok::<_, SshError>(handle)
     };
     let handle = match timeout(config.connect_timeout, connect).await {
@@ -952,11 +1310,13 @@ async fn connect_hop(
         host: bare_host(&hop.host).to_owned(),
         port: hop.port,
         known_hosts: hop.known_hosts.clone(),
+        known_hosts_extra: Vec::new(),
     };
     let identities = load_identities_async(hop.identity_files.clone(), sources).await;
     let (handle, _) = connect_endpoint(
         &endpoint,
         &hop.user,
+        false,
         upstream.clone(),
         config,
         sources,
@@ -1023,6 +1383,7 @@ async fn handshake(
         host: target.host.clone(),
         port: target.port,
         known_hosts: target.known_hosts.clone(),
+        known_hosts_extra: target.known_hosts_extra.clone(),
         accept_new,
         fingerprint: fingerprint.clone(),
     };
@@ -1159,6 +1520,7 @@ struct Verifier {
     host: String,
     port: u16,
     known_hosts: PathBuf,
+    known_hosts_extra: Vec<PathBuf>,
     accept_new: bool,
     /// The offered key's fingerprint, for the session to report.
     fingerprint: Arc<Mutex<String>>,
@@ -1173,23 +1535,20 @@ impl client::Handler for Verifier {
     ) -> Result<bool, Self::Error> {
         let key = match offered {
             PublicKeyOrCertificate::PublicKey { key, .. } => key,
-            PublicKeyOrCertificate::Certificate(_) => {
-                return Err(self.refuse(SshError::Protocol {
-                    host: self.host.clone(),
-                    port: self.port,
-                    message: "the server presented an OpenSSH host certificate; certctl checks plain host keys against known_hosts only".to_owned(),
-                }));
-            }
+            PublicKeyOrCertificate::Certificate(cert) => return self.check_certificate(cert),
         };
         let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
         if let Ok(mut slot) = self.fingerprint.lock() {
             slot.clone_from(&fingerprint);
         }
-        let problem = match known_hosts::check(&self.known_hosts, &self.host, self.port, key) {
+        let files: Vec<&Path> = std::iter::once(self.known_hosts.as_path())
+            .chain(self.known_hosts_extra.iter().map(PathBuf::as_path))
+            .collect();
+        let (file, problem) = match known_hosts::check_files(&files, &self.host, self.port, key) {
             Ok(()) => return Ok(true),
-            Err(problem) => problem,
+            Err(found) => found,
         };
-        let (host, port, path) = (self.host.clone(), self.port, self.known_hosts.clone());
+        let (host, port, path) = (self.host.clone(), self.port, files[file].to_path_buf());
         let error = match problem {
             HostKeyProblem::FileMissing | HostKeyProblem::Unknown if self.accept_new => {
                 return match known_hosts::append(&self.known_hosts, &self.host, self.port, key) {
@@ -1210,6 +1569,20 @@ impl client::Handler for Verifier {
             HostKeyProblem::FileMissing => {
                 let line = known_hosts::entry_line(&self.host, self.port, key);
                 SshError::KnownHostsMissing {
+                    host,
+                    port,
+                    path,
+                    fingerprint,
+                    line,
+                }
+            }
+            HostKeyProblem::Unknown
+                if files
+                    .iter()
+                    .any(|f| known_hosts::has_cert_authority(f, &self.host, self.port)) =>
+            {
+                let line = known_hosts::entry_line(&self.host, self.port, key);
+                SshError::CertAuthorityOnly {
                     host,
                     port,
                     path,
@@ -1255,6 +1628,86 @@ impl Verifier {
     fn refuse(&self, e: SshError) -> HandlerError {
         HandlerError::Refused(Box::new(e))
     }
+
+    fn files(&self) -> Vec<&Path> {
+        std::iter::once(self.known_hosts.as_path())
+            .chain(self.known_hosts_extra.iter().map(PathBuf::as_path))
+            .collect()
+    }
+
+    /// An OpenSSH host certificate (offered only when a `@cert-authority` line applies to
+    /// the host, see [`client_config`]), checked as OpenSSH does: a host certificate, signed
+    /// by one of those CAs, within its validity period, naming this host among its
+    /// principals, with no critical option; neither its key nor the CA `@revoked`.
+    fn check_certificate(&self, cert: &russh::keys::Certificate) -> Result<bool, HandlerError> {
+        let key = PublicKey::from(cert.public_key().clone());
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        if let Ok(mut slot) = self.fingerprint.lock() {
+            slot.clone_from(&fingerprint);
+        }
+        let refuse = |message: String| {
+            self.refuse(SshError::HostCertificate {
+                host: self.host.clone(),
+                port: self.port,
+                fingerprint: fingerprint.clone(),
+                message,
+            })
+        };
+        let ca_key = PublicKey::from(cert.signature_key().clone());
+        for file in self.files() {
+            for revoked in [&key, &ca_key] {
+                if let Some(line) = known_hosts::revoked_line(file, &self.host, self.port, revoked)
+                {
+                    return Err(self.refuse(SshError::HostKeyRevoked {
+                        host: self.host.clone(),
+                        port: self.port,
+                        path: file.to_path_buf(),
+                        known_line: line,
+                        fingerprint: revoked.fingerprint(HashAlg::Sha256).to_string(),
+                    }));
+                }
+            }
+        }
+        let cas: Vec<russh::keys::ssh_key::Fingerprint> = self
+            .files()
+            .into_iter()
+            .flat_map(|f| known_hosts::cert_authorities(f, &self.host, self.port))
+            .map(|(ca, _)| ca.fingerprint(HashAlg::Sha256))
+            .collect();
+        let ca_fp = ca_key.fingerprint(HashAlg::Sha256);
+        if cert.cert_type() != russh::keys::ssh_key::certificate::CertType::Host {
+            return Err(refuse(
+                "it is a user certificate, not a host certificate".into(),
+            ));
+        }
+        if !cas.contains(&ca_fp) {
+            return Err(refuse(format!(
+                "it is signed by {ca_fp}, which no @cert-authority line for this host names"
+            )));
+        }
+        if cert.validate(&cas).is_err() {
+            return Err(refuse(format!(
+                "its signature by {ca_fp} does not verify, or it is outside its validity period"
+            )));
+        }
+        if !cert
+            .valid_principals()
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(&self.host))
+        {
+            return Err(refuse(format!(
+                "it is not valid for `{}` (principals: {})",
+                self.host,
+                cert.valid_principals().join(", ")
+            )));
+        }
+        if !cert.critical_options().is_empty() {
+            return Err(refuse(
+                "it carries critical options certctl does not know".into(),
+            ));
+        }
+        Ok(true)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1280,6 +1733,44 @@ pub async fn unlock_identities(files: &[PathBuf], sources: &AuthSources) -> Vec<
 struct Identity {
     path: PathBuf,
     key: Result<Arc<PrivateKey>, String>,
+    /// An OpenSSH user certificate beside the key (`KEY-cert.pub`), offered before the key.
+    cert: Option<russh::keys::Certificate>,
+}
+
+impl Identity {
+    /// The public half: from the loaded key, else from `KEY.pub` (an encrypted key nobody
+    /// unlocked still identifies its agent copy, for `IdentitiesOnly`).
+    fn public_key(&self) -> Option<PublicKey> {
+        match &self.key {
+            Ok(key) => Some(key.public_key().clone()),
+            Err(_) => {
+                let mut pub_path = self.path.clone().into_os_string();
+                pub_path.push(".pub");
+                PublicKey::read_openssh_file(Path::new(&pub_path)).ok()
+            }
+        }
+    }
+}
+
+/// `KEY-cert.pub` beside `path`, when it exists and parses as a certificate for that key.
+fn load_certificate(path: &Path, key: &PrivateKey) -> Option<russh::keys::Certificate> {
+    let mut cert_path = path.to_path_buf().into_os_string();
+    cert_path.push("-cert.pub");
+    let cert_path = PathBuf::from(cert_path);
+    if !cert_path.exists() {
+        return None;
+    }
+    match russh::keys::Certificate::read_file(&cert_path) {
+        Ok(cert) if cert.public_key() == key.public_key().key_data() => Some(cert),
+        Ok(_) => {
+            tracing::warn!(path = %cert_path.display(), "certificate is for another key; not used");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(path = %cert_path.display(), "cannot parse the certificate: {e}; not used");
+            None
+        }
+    }
 }
 
 /// [`load_identities`] on a blocking thread: decrypting a key (bcrypt) is CPU work, and the
@@ -1316,7 +1807,11 @@ fn load_identities(
             if let Err(message) = &key {
                 tracing::debug!(path = %path.display(), "identity not usable: {message}");
             }
-            Identity { path, key }
+            let cert = key
+                .as_ref()
+                .ok()
+                .and_then(|key| load_certificate(&path, key));
+            Identity { path, key, cert }
         })
         .collect()
 }
@@ -1456,6 +1951,7 @@ async fn authenticate(
     user: &str,
     sources: &AuthSources,
     identities: &[Identity],
+    identities_only: bool,
 ) -> Result<(), SshError> {
     let auth_error = |message: String| SshError::Auth {
         host: target.host.clone(),
@@ -1472,39 +1968,49 @@ async fn authenticate(
                 "ssh-agent at {}: unreachable ({e})",
                 socket.display()
             )),
-            Ok(mut agent) => match agent.request_identities().await {
-                Err(e) => tried.push(format!("ssh-agent at {}: {e}", socket.display())),
-                Ok(ids) => {
-                    let keys: Vec<PublicKey> = ids
-                        .into_iter()
-                        .filter_map(|id| match id {
-                            AgentIdentity::PublicKey { key, .. } => Some(key),
-                            AgentIdentity::Certificate { .. } => None,
-                        })
-                        .collect();
-                    if keys.is_empty() {
-                        tried.push("ssh-agent: no keys".to_owned());
-                    }
-                    for key in keys {
-                        let fp = key.fingerprint(HashAlg::Sha256);
-                        let hash = rsa_hash_for(handle, key.algorithm(), &mut rsa_hash).await;
-                        match handle
-                            .authenticate_publickey_with(user, key, hash, &mut agent)
-                            .await
-                        {
-                            Ok(r) if r.success() => return Ok(()),
-                            Ok(_) => tried.push(format!("ssh-agent key {fp}: rejected")),
-                            Err(e) => tried.push(format!("ssh-agent key {fp}: {e}")),
+            Ok(mut agent) => {
+                match agent.request_identities().await {
+                    Err(e) => tried.push(format!("ssh-agent at {}: {e}", socket.display())),
+                    Ok(ids) => {
+                        let mut keys: Vec<PublicKey> = ids
+                            .into_iter()
+                            .filter_map(|id| match id {
+                                AgentIdentity::PublicKey { key, .. } => Some(key),
+                                AgentIdentity::Certificate { .. } => None,
+                            })
+                            .collect();
+                        if keys.is_empty() {
+                            tried.push("ssh-agent: no keys".to_owned());
+                        } else if identities_only {
+                            // OpenSSH `IdentitiesOnly`: only agent copies of the identity files.
+                            let allowed: Vec<PublicKey> =
+                                identities.iter().filter_map(Identity::public_key).collect();
+                            keys.retain(|k| allowed.iter().any(|a| a.key_data() == k.key_data()));
+                            if keys.is_empty() {
+                                tried.push("ssh-agent: no key matching the identity files (IdentitiesOnly)".to_owned());
+                            }
                         }
-                        if handle.is_closed() {
-                            return Err(auth_error(format!(
-                                "the server closed the connection; tried {}",
-                                tried.join("; ")
-                            )));
+                        for key in keys {
+                            let fp = key.fingerprint(HashAlg::Sha256);
+                            let hash = rsa_hash_for(handle, key.algorithm(), &mut rsa_hash).await;
+                            match handle
+                                .authenticate_publickey_with(user, key, hash, &mut agent)
+                                .await
+                            {
+                                Ok(r) if r.success() => return Ok(()),
+                                Ok(_) => tried.push(format!("ssh-agent key {fp}: rejected")),
+                                Err(e) => tried.push(format!("ssh-agent key {fp}: {e}")),
+                            }
+                            if handle.is_closed() {
+                                return Err(auth_error(format!(
+                                    "the server closed the connection; tried {}",
+                                    tried.join("; ")
+                                )));
+                            }
                         }
                     }
                 }
-            },
+            }
         }
     }
 
@@ -1518,6 +2024,22 @@ async fn authenticate(
             }
         };
         let fp = key.public_key().fingerprint(HashAlg::Sha256);
+        if let Some(cert) = &identity.cert {
+            match handle
+                .authenticate_openssh_cert(user, key.clone(), cert.clone())
+                .await
+            {
+                Ok(r) if r.success() => return Ok(()),
+                Ok(_) => tried.push(format!("{path}-cert.pub ({fp}): certificate rejected")),
+                Err(e) => {
+                    tried.push(format!("{path}-cert.pub ({fp}): {e}"));
+                    return Err(auth_error(format!(
+                        "the connection failed during authentication; tried {}",
+                        tried.join("; ")
+                    )));
+                }
+            }
+        }
         let hash = rsa_hash_for(handle, key.algorithm(), &mut rsa_hash).await;
         match handle
             .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash))
@@ -1635,14 +2157,14 @@ mod tests {
         )
         .unwrap();
         let keepalive = Duration::from_secs(15);
-        let cfg = client_config("h", 2222, &known_hosts, keepalive);
+        let cfg = client_config("h", 2222, std::slice::from_ref(&known_hosts), keepalive);
         assert_eq!(cfg.preferred.key[0].as_str(), "ecdsa-sha2-nistp256");
         assert_eq!(cfg.keepalive_interval, Some(Duration::from_secs(15)));
         assert_eq!(cfg.inactivity_timeout, Some(Duration::from_secs(60)));
         assert!(cfg.nodelay);
         // Unknown host: russh's default order.
         assert_eq!(
-            client_config("other", 2222, &known_hosts, keepalive)
+            client_config("other", 2222, &[known_hosts], keepalive)
                 .preferred
                 .key[0]
                 .as_str(),

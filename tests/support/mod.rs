@@ -18,6 +18,7 @@ pub mod pki;
 pub mod postfix;
 pub mod sshd;
 pub mod tls_lab;
+pub mod users;
 pub mod watcher;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};

@@ -216,6 +216,18 @@ impl Sshd {
         fingerprint(&self.path("host_ed25519.pub"))
     }
 
+    /// Lets any local user log in with [`Sshd::client_key`]: sshd reads authorized_keys as
+    /// the logging-in user, so the daemon's directory becomes traversable (0711; the private
+    /// keys in it stay 0600) and authorized_keys readable (0644, public keys only).
+    pub fn allow_other_logins(&self) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let set = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        set(self.dir.path(), 0o711);
+        set(&self.authorized_keys, 0o644);
+    }
+
     /// Adds a public key to authorized_keys.
     pub fn authorize(&self, private_key: &Path) {
         let line = std::fs::read_to_string(pub_path(private_key)).expect("read public key");
@@ -242,14 +254,61 @@ impl Sshd {
             host: self.host(),
             port: self.port(),
             user: self.user.clone(),
-            identity_file: Some(self.client_key.clone()),
+            identity_files: vec![self.client_key.clone()],
+            identities_only: false,
             known_hosts: self.known_hosts.clone(),
+            known_hosts_extra: Vec::new(),
+            become_sudo: false,
             accept_new_host_keys: false,
             connect_timeout: Duration::from_secs(20),
             command_timeout: Duration::from_secs(60),
             keepalive_interval: Duration::from_secs(15),
             jump: Vec::new(),
         }
+    }
+}
+
+/// An ssh-agent in the foreground (`-D`) on its own socket, killed by PID on drop.
+pub struct Agent {
+    pub socket: PathBuf,
+    _child: ChildGuard,
+}
+
+impl Agent {
+    pub fn start(dir: &Path) -> Agent {
+        require("ssh-agent");
+        let socket = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn ssh-agent");
+        let mut child = ChildGuard(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(child.0.try_wait().unwrap().is_none(), "ssh-agent exited");
+            assert!(Instant::now() < deadline, "ssh-agent socket never appeared");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Agent {
+            socket,
+            _child: child,
+        }
+    }
+
+    pub fn add(&self, key: &Path) {
+        let out = Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .output()
+            .expect("run ssh-add");
+        assert!(
+            out.status.success(),
+            "ssh-add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
