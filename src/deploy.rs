@@ -25,7 +25,7 @@ use crate::report::{
 use crate::secret::Secret;
 use crate::select::{MaxFail, budget_exceeded};
 use crate::ssh::quote::Script;
-use crate::ssh::{ExecOutput, Session};
+use crate::ssh::{ExecOutput, Session, SshError};
 
 /// How a deploy run behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,7 +349,12 @@ async fn run_target(
         Err(e) => {
             let message = e.to_string();
             run.end(Step::Connect, t, StepStatus::Failed, Some(message.clone()));
-            run.report.status = Status::Unreachable;
+            // A login that works but may not `sudo -n` is reachable: it fails, like any other
+            // step the target refuses.
+            run.report.status = match e {
+                SshError::Become { .. } => Status::Failed,
+                _ => Status::Unreachable,
+            };
             run.report.error = Some(format!("{message}; nothing was changed"));
         }
     }

@@ -259,6 +259,8 @@ fn a_non_root_login_without_sudo_rights_fails_fast_and_changes_nothing() {
     let out = lab.certctl(&["deploy", "--output", "json"]);
     assert_eq!(out.code, 1, "{}", out.stderr);
     let target = &out.json()["targets"][0];
+    // The login worked: a refused sudo is a failure of the target, not an unreachable host.
+    assert_eq!(target["status"], "failed", "{}", out.stderr);
     let error = target["error"].as_str().unwrap();
     assert!(
         error.contains(&format!("{}:{}", lab.sshd.host(), lab.sshd.port()))
