@@ -27,6 +27,7 @@ const BUILTIN_SOURCES: &[(&str, &str)] = &[
         include_str!("../connectors/javakeystore.yaml"),
     ),
     ("k8ssecret", include_str!("../connectors/k8ssecret.yaml")),
+    ("f5", include_str!("../connectors/f5.yaml")),
 ];
 
 /// Parameters the engine itself understands on every connector.
@@ -151,6 +152,44 @@ pub struct ParamDef {
     pub default: Option<String>,
     #[serde(default)]
     pub description: String,
+    /// What the value must look like, checked when the plan is built.
+    #[serde(default)]
+    pub format: Option<ParamFormat>,
+}
+
+/// A closed set of value formats a param may require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ParamFormat {
+    /// A product object name (BIG-IP and the like): letters, digits, `_`, `.`, `-`, not
+    /// starting with `-` or `.`. Such a value is safe inside the product's own command
+    /// language (e.g. a `tmsh -c` transaction), where certctl's quoting does not reach.
+    ObjectName,
+}
+
+impl ParamFormat {
+    /// `Err(why)` when `value` does not have this format.
+    pub fn check(self, value: &str) -> Result<(), String> {
+        match self {
+            ParamFormat::ObjectName => {
+                let ok = value
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "`{value}` is not a valid object name (letters, digits, `_`, `.`, `-`; \
+                         starting with a letter, digit or `_`)"
+                    ))
+                }
+            }
+        }
+    }
 }
 
 /// One file the connector deploys.
@@ -253,18 +292,18 @@ impl RestoreDef {
     }
 }
 
-/// Removing old versions of what `apply` created (objects named with `{run_id}`), newest
-/// `keep_backups` kept, after a verified deploy. Best effort: a failure is reported, the
-/// deploy stays deployed.
+/// Removing old versions of what `apply` created (objects named with `{run_id}`) after a
+/// verified deploy: `list` prints what exists; every whitespace-separated word of its output
+/// that starts with `prefix` and goes on with a run id (`SECONDS-HEX`) is an object of that
+/// version; objects of all but the newest `keep_backups` versions (this run's always kept)
+/// are removed with `delete`, where `{object}` is the word. Best effort: a failure is
+/// reported, the deploy stays deployed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PruneDef {
-    /// Lists what exists; every whitespace-separated word of its output that starts with
-    /// `prefix` and continues with a run id (`DIGITS-HEX`) names one version.
     pub list: Command,
     pub prefix: String,
-    /// Run for each version to remove; `{version}` is its run id.
-    pub delete: Vec<Command>,
+    pub delete: Command,
 }
 
 /// A Kubernetes `kubernetes.io/tls` Secret manifest input, rendered by certctl (JSON) from
@@ -342,7 +381,12 @@ pub struct ConnectorDef {
     pub restore: Vec<RestoreDef>,
     /// `swap: commands`: removes old versions after a verified deploy.
     #[serde(default)]
-    pub prune: Option<PruneDef>,
+    pub prune: Vec<PruneDef>,
+    /// `swap: commands`: removes what the preview created, at cleanup on every path: every
+    /// word of `list`'s output that starts with `prefix` is removed with `delete` (`{object}`).
+    /// Best effort: failures are reported, none stops the others.
+    #[serde(default)]
+    pub discard: Vec<PruneDef>,
     #[serde(default)]
     pub verify: VerifyDefaults,
 }
@@ -594,13 +638,13 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
     for (i, r) in def.restore.iter().enumerate() {
         check_with(&known_backup, &format!("restore[{i}]"), r.parts().0)?;
     }
-    if let Some(prune) = &def.prune {
-        check_with(&known, "prune.list", &prune.list)?;
-        check("prune.prefix", &prune.prefix)?;
-        let mut known_version = known.clone();
-        known_version.insert("version".into());
-        for (i, cmd) in prune.delete.iter().enumerate() {
-            check_with(&known_version, &format!("prune.delete[{i}]"), cmd)?;
+    let mut known_object = known.clone();
+    known_object.insert("object".into());
+    for (section, defs) in [("discard", &def.discard), ("prune", &def.prune)] {
+        for (i, p) in defs.iter().enumerate() {
+            check_with(&known, &format!("{section}[{i}].list"), &p.list)?;
+            check(&format!("{section}[{i}].prefix"), &p.prefix)?;
+            check_with(&known_object, &format!("{section}[{i}].delete"), &p.delete)?;
         }
     }
     Ok(())
@@ -617,7 +661,8 @@ fn validate_swap(def: &ConnectorDef) -> Result<(), String> {
                 ("snapshot", def.snapshot.is_empty()),
                 ("apply", def.apply.is_empty()),
                 ("restore", def.restore.is_empty()),
-                ("prune", def.prune.is_none()),
+                ("prune", def.prune.is_empty()),
+                ("discard", def.discard.is_empty()),
             ];
             if let Some((name, _)) = extra.iter().find(|(_, empty)| !empty) {
                 return Err(format!("`{name}` needs `swap: commands`"));
@@ -676,10 +721,13 @@ fn validate_swap(def: &ConnectorDef) -> Result<(), String> {
                     return Err(format!("restore[{i}]: no snapshot is saved as `{name}`"));
                 }
             }
-            if let Some(prune) = &def.prune
-                && (prune.prefix.is_empty() || prune.delete.is_empty())
+            if def
+                .prune
+                .iter()
+                .chain(&def.discard)
+                .any(|p| p.prefix.is_empty())
             {
-                return Err("`prune` needs a non-empty `prefix` and `delete`".into());
+                return Err("`prune` and `discard` need a non-empty `prefix`".into());
             }
         }
     }

@@ -109,7 +109,9 @@ pub struct CommandSwap {
     pub snapshot: Vec<(String, Command)>,
     pub apply: Vec<Command>,
     pub restore: Vec<PlannedRestore>,
-    pub prune: Option<PlannedPrune>,
+    pub prune: Vec<PlannedPrune>,
+    /// Same shape as `prune`: every listed object with the prefix is removed.
+    pub discard: Vec<PlannedPrune>,
 }
 
 /// One restore command and its guard: (snapshot name, run only when it is non-empty).
@@ -119,11 +121,12 @@ pub struct PlannedRestore {
     pub argv: Command,
 }
 
+/// One prune listing: `delete` has `{object}` left for the engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedPrune {
     pub list: Command,
     pub prefix: String,
-    pub delete: Vec<Command>,
+    pub delete: Command,
 }
 
 /// Everything the engine needs to deploy to one target.
@@ -461,7 +464,7 @@ fn command_swap(
     let mut deferred: BTreeMap<String, String> =
         values.iter().map(|(k, v)| (k.clone(), escape(v))).collect();
     deferred.insert("backup".into(), "{backup}".into());
-    deferred.insert("version".into(), "{version}".into());
+    deferred.insert("object".into(), "{object}".into());
     for s in &def.snapshot {
         let key = format!("snapshot.{}", s.save);
         deferred.insert(key.clone(), format!("{{{key}}}"));
@@ -470,8 +473,12 @@ fn command_swap(
         if cmd.is_empty() {
             return Err(format!("{what} is an empty command"));
         }
+        // Literal braces stay escaped for the engine's second rendering.
         cmd.iter()
-            .map(|a| connector::render(a, &deferred).map_err(|e| format!("{what}: {e}")))
+            .map(|a| {
+                let a = a.replace("{{", "{{{{").replace("}}", "}}}}");
+                connector::render(&a, &deferred).map_err(|e| format!("{what}: {e}"))
+            })
             .collect()
     };
     let snapshot = def
@@ -498,25 +505,27 @@ fn command_swap(
             })
         })
         .collect::<Result<_, String>>()?;
-    let prune = match &def.prune {
-        None => None,
-        Some(p) => Some(PlannedPrune {
-            list: render("prune.list", &p.list)?,
-            prefix: connector::render(&p.prefix, values)
-                .map_err(|e| format!("prune.prefix: {e}"))?,
-            delete: p
-                .delete
-                .iter()
-                .enumerate()
-                .map(|(i, c)| render(&format!("prune.delete[{i}]"), c))
-                .collect::<Result<_, String>>()?,
-        }),
+    let listings = |section: &str, defs: &[connector::PruneDef]| {
+        defs.iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Ok(PlannedPrune {
+                    list: render(&format!("{section}[{i}].list"), &p.list)?,
+                    prefix: connector::render(&p.prefix, values)
+                        .map_err(|e| format!("{section}[{i}].prefix: {e}"))?,
+                    delete: render(&format!("{section}[{i}].delete"), &p.delete)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()
     };
+    let prune = listings("prune", &def.prune)?;
+    let discard = listings("discard", &def.discard)?;
     Ok(CommandSwap {
         snapshot,
         apply,
         restore,
         prune,
+        discard,
     })
 }
 
@@ -661,6 +670,13 @@ fn resolve_params(target: &Target, def: &ConnectorDef) -> Result<BTreeMap<String
             ));
         }
         params.insert(name.clone(), value.clone());
+    }
+    for (name, p) in &def.params {
+        if let (Some(format), Some(value)) = (p.format, params.get(name)) {
+            format
+                .check(value)
+                .map_err(|e| format!("param `{name}`: {e}"))?;
+        }
     }
     let missing: Vec<&str> = def
         .params

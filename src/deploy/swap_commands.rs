@@ -43,11 +43,11 @@ fn set_dir(plan: &TargetPlan) -> String {
 }
 
 /// Fills in the run-time placeholders: `{backup}` and `{snapshot.NAME}` (the backup set and
-/// the files in it), `{version}`.
-fn fill(argv: &Command, set: &str, swap: &CommandSwap, version: &str) -> Result<Command, String> {
+/// the files in it), `{object}` (prune).
+fn fill(argv: &Command, set: &str, swap: &CommandSwap, object: &str) -> Result<Command, String> {
     let mut values = BTreeMap::from([
         ("backup".to_string(), set.to_string()),
-        ("version".to_string(), version.to_string()),
+        ("object".to_string(), object.to_string()),
     ]);
     for (name, _) in &swap.snapshot {
         values.insert(format!("snapshot.{name}"), format!("{set}/{name}"));
@@ -438,85 +438,164 @@ pub(super) async fn status(
     }
 }
 
-/// The versions `prune.list` names, newest first: words that start with the prefix and go on
-/// with a run id (`SECONDS-HEX`).
-fn versions(text: &str, prefix: &str) -> Vec<String> {
-    let mut found: Vec<(u64, String)> = text
+/// The objects `prune.list` printed and their versions: words that start with the prefix
+/// and go on with a run id (`SECONDS-HEX`).
+fn objects(text: &str, prefix: &str) -> Vec<(String, (u64, String))> {
+    let mut found: Vec<(String, (u64, String))> = text
         .split_whitespace()
-        .filter_map(|w| w.strip_prefix(prefix))
-        .filter_map(|rest| {
+        .filter_map(|w| {
+            let rest = w.strip_prefix(prefix)?;
             let (secs, hex) = rest.split_once('-')?;
+            let secs_n = secs.parse::<u64>().ok()?;
             let hex_len = hex
                 .bytes()
-                .take_while(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                .take_while(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
                 .count();
-            let secs_n = secs.parse::<u64>().ok().filter(|_| !secs.is_empty())?;
-            (hex_len > 0).then(|| (secs_n, format!("{secs}-{}", &hex[..hex_len])))
+            (hex_len > 0).then(|| {
+                (
+                    w.to_string(),
+                    (secs_n, format!("{secs}-{}", &hex[..hex_len])),
+                )
+            })
         })
         .collect();
     found.sort();
     found.dedup();
-    found.reverse();
-    found.into_iter().map(|(_, v)| v).collect()
+    found
 }
 
-/// Removes versions beyond the newest `keep_backups` (this run's is always kept).
-pub(super) async fn prune(session: &Session, plan: &TargetPlan) -> Result<Option<String>, String> {
+/// Removes the objects of every version but the newest `keep_backups` (this run's always
+/// kept). Carries on past a failure; reports them all.
+async fn prune(session: &Session, plan: &TargetPlan) -> Result<Option<String>, String> {
     let Some(swap) = &plan.commands else {
         return Ok(None);
     };
-    let Some(prune) = &swap.prune else {
+    if swap.prune.is_empty() {
         return Ok(None);
-    };
+    }
     let set = set_dir(plan);
-    let list = fill(&prune.list, &set, swap, "")?;
-    let out = session.exec(&list).await.map_err(|e| e.to_string())?;
-    if !out.success() {
-        return Err(format!(
-            "prune: {}",
-            command_failure(&crate::ssh::quote::command_line(&list), &out)
-        ));
-    }
-    let all = versions(&String::from_utf8_lossy(&out.stdout), &prune.prefix);
-    let keep = plan.keep_backups as usize;
-    let old: Vec<&String> = all
-        .iter()
-        .filter(|v| **v != plan.run_id)
-        .skip(keep.saturating_sub(1))
-        .collect();
-    for version in &old {
-        let argvs = prune
-            .delete
+    let mut removed = 0;
+    let mut errors = Vec::new();
+    for p in &swap.prune {
+        let list = fill(&p.list, &set, swap, "")?;
+        let out = session.exec(&list).await.map_err(|e| e.to_string())?;
+        if !out.success() {
+            errors.push(command_failure(
+                &crate::ssh::quote::command_line(&list),
+                &out,
+            ));
+            continue;
+        }
+        let found = objects(&String::from_utf8_lossy(&out.stdout), &p.prefix);
+        let mut versions: Vec<&(u64, String)> = found.iter().map(|(_, v)| v).collect();
+        versions.sort();
+        versions.dedup();
+        versions.reverse();
+        let keep: BTreeSet<&str> = versions
             .iter()
-            .map(|d| fill(d, &set, swap, version))
-            .collect::<Result<Vec<_>, _>>()?;
-        run_commands(session, &argvs)
-            .await
-            .map_err(|e| format!("prune of version {version}: {e}"))?;
+            .map(|(_, v)| v.as_str())
+            .filter(|v| *v != plan.run_id)
+            .take((plan.keep_backups as usize).saturating_sub(1))
+            .chain([plan.run_id.as_str()])
+            .collect();
+        for (object, (_, version)) in &found {
+            if keep.contains(version.as_str()) {
+                continue;
+            }
+            let argv = fill(&p.delete, &set, swap, object)?;
+            match run_commands(session, std::slice::from_ref(&argv)).await {
+                Ok(_) => removed += 1,
+                Err(e) => errors.push(e),
+            }
+        }
     }
-    Ok(Some(format!(
-        "pruned {} old version(s), kept {}",
-        old.len(),
-        all.len() - old.len()
-    )))
+    if errors.is_empty() {
+        Ok(Some(format!("pruned {removed} old object(s)")))
+    } else {
+        Err(format!(
+            "prune removed {removed} old object(s); failed: {}",
+            errors.join("; ")
+        ))
+    }
 }
 
-/// The cleanup step: after a verified deploy, prune; then the usual cleanup (scratch
-/// directory, lock). A failed prune fails the step but not the deploy.
+/// Removes what the preview created: every object `discard.list` prints that starts with the
+/// prefix. Failures are collected, none stops the others.
+async fn discard(session: &Session, plan: &TargetPlan) -> Vec<String> {
+    let Some(swap) = &plan.commands else {
+        return Vec::new();
+    };
+    let set = set_dir(plan);
+    let mut errors = Vec::new();
+    for d in &swap.discard {
+        let list = match fill(&d.list, &set, swap, "") {
+            Ok(l) => l,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let out = match session.exec(&list).await {
+            Ok(out) if out.success() => out,
+            Ok(out) => {
+                errors.push(command_failure(
+                    &crate::ssh::quote::command_line(&list),
+                    &out,
+                ));
+                continue;
+            }
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let found: BTreeSet<&str> = text
+            .split_whitespace()
+            .filter(|w| w.starts_with(&d.prefix))
+            .collect();
+        for object in found {
+            let argv = match fill(&d.delete, &set, swap, object) {
+                Ok(a) => a,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            if let Err(e) = run_commands(session, std::slice::from_ref(&argv)).await {
+                errors.push(e);
+            }
+        }
+    }
+    errors
+}
+
+/// The cleanup step: what the preview created is discarded; after a verified deploy, old
+/// versions are pruned; then the usual cleanup (scratch directory, lock). A failed discard or
+/// prune fails the step but not the deploy.
 pub(super) async fn cleanup(
     session: &Session,
     plan: &TargetPlan,
     deployed: bool,
 ) -> Result<((), Option<String>), String> {
+    let mut errors = discard(session, plan).await;
     let pruned = if deployed {
         prune(session, plan).await
     } else {
         Ok(None)
     };
     let (_, detail) = super::cleanup(session, plan).await?;
-    match pruned {
-        Ok(note) => Ok(((), note.or(detail))),
-        Err(e) => Err(e),
+    let note = match pruned {
+        Ok(note) => note,
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    if errors.is_empty() {
+        Ok(((), note.or(detail)))
+    } else {
+        Err(errors.join("; "))
     }
 }
 
@@ -525,15 +604,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_are_run_ids_after_the_prefix_newest_first() {
+    fn prune_objects_are_words_with_a_run_id_after_the_prefix() {
         let text = "sys crypto cert /Common/certctl-1700000000-abc123 {\n}\n\
-                    sys crypto cert /Common/certctl-1800000000-00ff {\n}\n\
+                    sys crypto cert /Common/certctl-1800000000-00ff-chain {\n}\n\
                     sys crypto cert /Common/certctl-1700000000-abc123 {\n}\n\
                     sys crypto cert /Common/other-1900000000-aa {\n}\n\
                     sys crypto cert /Common/certctl-x-aa /Common/certctl-1600000000-\n";
+        let found = objects(text, "/Common/certctl-");
         assert_eq!(
-            versions(text, "/Common/certctl-"),
-            ["1800000000-00ff", "1700000000-abc123"]
+            found,
+            [
+                (
+                    "/Common/certctl-1700000000-abc123".to_string(),
+                    (1_700_000_000, "1700000000-abc123".to_string())
+                ),
+                (
+                    "/Common/certctl-1800000000-00ff-chain".to_string(),
+                    (1_800_000_000, "1800000000-00ff".to_string())
+                ),
+            ]
         );
     }
 }

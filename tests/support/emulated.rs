@@ -140,8 +140,18 @@ impl EmuLab {
             .collect()
     }
 
-    /// Makes the emulator fail these operations (empty: none).
+    /// Makes the emulator fail these operations (empty: none); resets call counters (`OP#N`).
     pub fn fail(&self, ops: &[&str]) {
+        for e in fs::read_dir(&self.home).unwrap() {
+            let p = e.unwrap().path();
+            if p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("count.")
+            {
+                fs::remove_file(p).unwrap();
+            }
+        }
         fs::write(self.home.join("fail"), ops.join("\n")).unwrap();
     }
 
