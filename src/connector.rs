@@ -958,6 +958,70 @@ mod tests {
     }
 
     #[test]
+    fn validate_checks_swap_commands_sections() {
+        let base = Catalogue::builtin().get("k8ssecret").unwrap().clone();
+        let err = |f: fn(&mut ConnectorDef)| {
+            let mut def = base.clone();
+            f(&mut def);
+            validate("x", &def).unwrap_err().to_string()
+        };
+        let nginx = Catalogue::builtin().get("nginx").unwrap().clone();
+        assert!(
+            err(|d| d.files = Catalogue::builtin().get("nginx").unwrap().files.clone())
+                .contains("give the material as `inputs`")
+        );
+        assert!(err(|d| d.apply.clear()).contains("needs `apply`"));
+        assert!(err(|d| d.restore.clear()).contains("needs `restore`"));
+        assert!(err(|d| d.snapshot[0].save = "../x".into()).contains("plain file name"));
+        assert!(err(|d| d.snapshot[0].save = "manifest".into()).contains("plain file name"));
+        assert!(err(|d| d.snapshot.push(d.snapshot[0].clone())).contains("saved twice"));
+        assert!(
+            err(|d| d.restore[0] = RestoreDef::Guarded(GuardedCommand {
+                run: vec!["x".into()],
+                if_saved: Some("nope".into()),
+                unless_saved: None,
+            }))
+            .contains("no snapshot is saved as `nope`")
+        );
+        assert!(
+            err(|d| d.restore[0] = RestoreDef::Guarded(GuardedCommand {
+                run: vec!["x".into()],
+                if_saved: Some("secret.yaml".into()),
+                unless_saved: Some("secret.yaml".into()),
+            }))
+            .contains("at most one")
+        );
+        assert!(
+            err(|d| d.apply[0].push("{snapshot.secret.yaml}".into()))
+                .contains("unknown placeholder `{snapshot.secret.yaml}`")
+        );
+        assert!(err(|d| d.test[0].push("x{words.workloads}".into())).contains("whole argument"));
+        assert!(err(|d| d.apply[0].push("{words.workloads}".into())).contains("whole argument"));
+        assert!(err(|d| d.inputs[0].role = Some(Role::Key)).contains("exactly one of"));
+        // The commands-only sections are refused on a files connector.
+        let mut def = nginx.clone();
+        def.apply = base.apply.clone();
+        assert!(
+            validate("x", &def)
+                .unwrap_err()
+                .to_string()
+                .contains("`apply` needs `swap: commands`")
+        );
+    }
+
+    #[test]
+    fn object_name_format() {
+        for ok in ["Common", "clientssl-web", "a.b_c-1", "_x"] {
+            ParamFormat::ObjectName.check(ok).unwrap();
+        }
+        for bad in [
+            "", "-x", ".x", "a b", "a;b", "a}b", "$x", "`id`", "'q'", "a/b",
+        ] {
+            assert!(ParamFormat::ObjectName.check(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn did_you_mean_finds_close_names() {
         assert_eq!(
             did_you_mean("fulchain_path", ["fullchain_path", "key_path"]),
