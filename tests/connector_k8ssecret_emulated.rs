@@ -289,6 +289,19 @@ fn k8ssecret_emulated_dry_run_previews_and_changes_nothing() {
     assert_eq!(fs::read(secret_file(&lab, CONTEXT)).unwrap(), before);
     assert!(!lab.home.join("state/kind-a/restarts").exists());
     assert!(lab.scratch_dirs().is_empty());
+
+    // `certctl status` is read-only: no kubectl command; without an endpoint to probe it says
+    // it cannot tell.
+    let out = lab.certctl(&["status", "--output", "json"]);
+    let report = &out.json()["targets"][0];
+    assert_eq!(report["status"], "mismatch", "{}", out.stdout);
+    assert!(
+        report["error"].as_str().unwrap().contains("verify.address"),
+        "{}",
+        out.stdout
+    );
+    assert!(lab.take_argv().is_empty());
+    assert_eq!(fs::read(secret_file(&lab, CONTEXT)).unwrap(), before);
 }
 
 /// A failure injected at each step: before the swap nothing changes; from the swap on the
