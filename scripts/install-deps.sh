@@ -3,7 +3,7 @@
 # nothing when everything is already there. Run as root on Debian 12.
 set -euo pipefail
 
-packages=(openssh-server openssh-client nginx openssl sudo ca-certificates apache2 haproxy caddy procps postfix dovecot-core dovecot-imapd)
+packages=(openssh-server openssh-client nginx openssl sudo ca-certificates apache2 haproxy caddy procps postfix dovecot-core dovecot-imapd python3 python3-yaml)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -30,9 +30,12 @@ fi
 mkdir -p -m 0755 /run/sshd
 
 # Fail loudly if a daemon the tests need is still missing: never skip silently.
-for bin in /usr/sbin/sshd /usr/sbin/nginx /usr/bin/openssl /usr/bin/ssh-keygen /usr/bin/ssh-agent /usr/sbin/apache2 /usr/sbin/apachectl /usr/sbin/haproxy /usr/bin/caddy /usr/bin/pgrep /usr/bin/pkill /usr/sbin/postfix /usr/sbin/postconf /usr/sbin/dovecot /usr/bin/doveconf /usr/bin/doveadm; do
+for bin in /usr/sbin/sshd /usr/sbin/nginx /usr/bin/openssl /usr/bin/ssh-keygen /usr/bin/ssh-agent /usr/sbin/apache2 /usr/sbin/apachectl /usr/sbin/haproxy /usr/bin/caddy /usr/bin/pgrep /usr/bin/pkill /usr/sbin/postfix /usr/sbin/postconf /usr/sbin/dovecot /usr/bin/doveconf /usr/bin/doveadm /usr/bin/python3; do
   [ -x "$bin" ] || { echo "install-deps: $bin is missing after install" >&2; exit 1; }
 done
+
+# tests/emulators/kubectl parses YAML as kubectl does.
+/usr/bin/python3 -c 'import yaml' || { echo "install-deps: python3-yaml is missing after install" >&2; exit 1; }
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo not found: certctl needs a Rust toolchain >= 1.89 (rustup.rs)" >&2

@@ -26,6 +26,8 @@ const BUILTIN_SOURCES: &[(&str, &str)] = &[
         "javakeystore",
         include_str!("../connectors/javakeystore.yaml"),
     ),
+    ("k8ssecret", include_str!("../connectors/k8ssecret.yaml")),
+    ("f5", include_str!("../connectors/f5.yaml")),
 ];
 
 /// Parameters the engine itself understands on every connector.
@@ -150,6 +152,44 @@ pub struct ParamDef {
     pub default: Option<String>,
     #[serde(default)]
     pub description: String,
+    /// What the value must look like, checked when the plan is built.
+    #[serde(default)]
+    pub format: Option<ParamFormat>,
+}
+
+/// A closed set of value formats a param may require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ParamFormat {
+    /// A product object name (BIG-IP and the like): letters, digits, `_`, `.`, `-`, not
+    /// starting with `-` or `.`. Such a value is safe inside the product's own command
+    /// language (e.g. a `tmsh -c` transaction), where certctl's quoting does not reach.
+    ObjectName,
+}
+
+impl ParamFormat {
+    /// `Err(why)` when `value` does not have this format.
+    pub fn check(self, value: &str) -> Result<(), String> {
+        match self {
+            ParamFormat::ObjectName => {
+                let ok = value
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "`{value}` is not a valid object name (letters, digits, `_`, `.`, `-`; \
+                         starting with a letter, digit or `_`)"
+                    ))
+                }
+            }
+        }
+    }
 }
 
 /// One file the connector deploys.
@@ -186,6 +226,93 @@ pub struct InputDef {
     /// The content is the controller's environment variable named by this param's value.
     #[serde(default)]
     pub from: Option<String>,
+    /// The content is a Kubernetes TLS Secret manifest built from the material.
+    #[serde(default)]
+    pub kubernetes_tls_secret: Option<KubernetesSecretDef>,
+}
+
+/// How the new certificate goes live on the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwapMode {
+    /// Files staged beside the live ones, backed up, renamed over them, restored on failure.
+    #[default]
+    Files,
+    /// The target's own tool makes the change (an API call: `kubectl apply`, a `tmsh`
+    /// transaction, a certificate store import). Only `inputs` are staged, into the private
+    /// scratch directory; `snapshot` saves the current state into the backup set, `apply`
+    /// makes the change, `restore` puts the snapshot back, `prune` removes old versions.
+    Commands,
+}
+
+/// A command whose standard output the engine saves, on the target, as `{snapshot.NAME}`:
+/// a 0600 file in this run's (0700) backup set. `swap: commands` only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotDef {
+    /// The snapshot's name (a plain file name).
+    pub save: String,
+    pub run: Command,
+}
+
+/// A `restore` command: always run, or only when a snapshot holds something (`if_saved`) or
+/// is empty (`unless_saved`) — e.g. re-apply the previous object, or delete the new one when
+/// there was none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RestoreDef {
+    Always(Command),
+    Guarded(GuardedCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardedCommand {
+    pub run: Command,
+    #[serde(default)]
+    pub if_saved: Option<String>,
+    #[serde(default)]
+    pub unless_saved: Option<String>,
+}
+
+impl RestoreDef {
+    /// The command, and its guard: (snapshot name, run when the snapshot is non-empty).
+    pub fn parts(&self) -> (&Command, Option<(&str, bool)>) {
+        match self {
+            RestoreDef::Always(c) => (c, None),
+            RestoreDef::Guarded(g) => {
+                let guard = match (&g.if_saved, &g.unless_saved) {
+                    (Some(s), _) => Some((s.as_str(), true)),
+                    (None, Some(s)) => Some((s.as_str(), false)),
+                    (None, None) => None,
+                };
+                (&g.run, guard)
+            }
+        }
+    }
+}
+
+/// Removing old versions of what `apply` created (objects named with `{run_id}`) after a
+/// verified deploy: `list` prints what exists; every whitespace-separated word of its output
+/// that starts with `prefix` and goes on with a run id (`SECONDS-HEX`) is an object of that
+/// version; objects of all but the newest `keep_backups` versions (this run's always kept)
+/// are removed with `delete`, where `{object}` is the word. Best effort: a failure is
+/// reported, the deploy stays deployed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneDef {
+    pub list: Command,
+    pub prefix: String,
+    pub delete: Command,
+}
+
+/// A Kubernetes `kubernetes.io/tls` Secret manifest input, rendered by certctl (JSON) from
+/// the material: `tls.crt` = leaf + chain, `tls.key`, labelled as managed by certctl. Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSecretDef {
+    pub name: String,
+    pub namespace: String,
 }
 
 /// Probe defaults.
@@ -211,6 +338,11 @@ pub struct ConnectorDef {
     pub shell: Shell,
     #[serde(default)]
     pub params: BTreeMap<String, ParamDef>,
+    /// `files` (default) or `commands`: see [`SwapMode`].
+    #[serde(default)]
+    pub swap: SwapMode,
+    /// The live files; empty with `swap: commands`.
+    #[serde(default)]
     pub files: Vec<FileDef>,
     /// Small temporary files rendered into the run's private scratch directory on the target
     /// before `preview` runs; `{template.NAME}` is the rendered file's path.
@@ -238,6 +370,23 @@ pub struct ConnectorDef {
     /// Commands whose first output line names the server software's version (`certctl status`).
     #[serde(default)]
     pub version: Vec<Command>,
+    /// `swap: commands`: saves the current state (backup step).
+    #[serde(default)]
+    pub snapshot: Vec<SnapshotDef>,
+    /// `swap: commands`: makes the change (swap step).
+    #[serde(default)]
+    pub apply: Vec<Command>,
+    /// `swap: commands`: puts the snapshot back (rollback step, `certctl rollback`).
+    #[serde(default)]
+    pub restore: Vec<RestoreDef>,
+    /// `swap: commands`: removes old versions after a verified deploy.
+    #[serde(default)]
+    pub prune: Vec<PruneDef>,
+    /// `swap: commands`: removes what the preview created, at cleanup on every path: every
+    /// word of `list`'s output that starts with `prefix` is removed with `delete` (`{object}`).
+    /// Best effort: failures are reported, none stops the others.
+    #[serde(default)]
+    pub discard: Vec<PruneDef>,
     #[serde(default)]
     pub verify: VerifyDefaults,
 }
@@ -333,11 +482,7 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
         connector: name.to_string(),
         message,
     };
-    if def.files.is_empty() {
-        return Err(invalid(
-            "`files` is empty: a connector must deploy at least one file".into(),
-        ));
-    }
+    validate_swap(def).map_err(invalid)?;
     let mut roles = BTreeSet::new();
     for f in &def.files {
         match (f.role, &f.template) {
@@ -383,6 +528,17 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
                 "input `{name}`: the name is used twice (inputs and templates share the scratch directory)"
             )));
         }
+        if let Some(k) = &input.kubernetes_tls_secret {
+            if input.role.is_some() || input.from.is_some() {
+                return Err(invalid(format!(
+                    "input `{name}`: give exactly one of `role:`, `from:` or `kubernetes_tls_secret:`"
+                )));
+            }
+            for (what, text) in [("name", &k.name), ("namespace", &k.namespace)] {
+                placeholders(text).map_err(|e| invalid(format!("input `{name}` {what}: {e}")))?;
+            }
+            continue;
+        }
         match (&input.role, &input.from) {
             (Some(Role::Rendered | Role::Keystore), None) => {
                 return Err(invalid(format!(
@@ -424,6 +580,12 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
     for (tname, body) in &def.templates {
         check(&format!("template `{tname}`"), body)?;
     }
+    for i in &def.inputs {
+        if let Some(k) = &i.kubernetes_tls_secret {
+            check(&format!("input `{}` name", i.name), &k.name)?;
+            check(&format!("input `{}` namespace", i.name), &k.namespace)?;
+        }
+    }
     for (section, cmds) in [
         ("preview", &def.preview),
         ("test", &def.test),
@@ -431,6 +593,7 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
         ("alive", &def.alive),
         ("start", &def.start),
         ("version", &def.version),
+        ("apply", &def.apply),
     ] {
         for (i, cmd) in cmds.iter().enumerate() {
             if cmd.is_empty() {
@@ -438,6 +601,133 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
             }
             for arg in cmd {
                 check(&format!("{section}[{i}]"), arg)?;
+                let found = placeholders(arg).unwrap_or_default();
+                let whole = found.len() == 1 && *arg == format!("{{{}}}", found[0]);
+                let inside = found.iter().any(|p| p.starts_with("words."));
+                if inside && (!whole || section == "apply") {
+                    return Err(invalid(format!(
+                        "{section}[{i}]: `{{words.PARAM}}` must be a whole argument (of preview, test, reload, alive, start or version)"
+                    )));
+                }
+            }
+        }
+    }
+    // snapshot and restore may also name the backup set and the snapshots; prune's delete
+    // names the version it removes.
+    let mut known_backup = known.clone();
+    known_backup.insert("backup".into());
+    for s in &def.snapshot {
+        known_backup.insert(format!("snapshot.{}", s.save));
+    }
+    let check_with = |known: &BTreeSet<String>, what: &str, cmd: &Command| {
+        if cmd.is_empty() {
+            return Err(invalid(format!("{what} is an empty command")));
+        }
+        for arg in cmd {
+            for p in placeholders(arg).map_err(|e| invalid(format!("{what}: {e}")))? {
+                if !known.contains(&p) || p.starts_with("words.") {
+                    return Err(invalid(format!("{what}: unknown placeholder `{{{p}}}`")));
+                }
+            }
+        }
+        Ok(())
+    };
+    for (i, s) in def.snapshot.iter().enumerate() {
+        check_with(&known_backup, &format!("snapshot[{i}]"), &s.run)?;
+    }
+    for (i, r) in def.restore.iter().enumerate() {
+        check_with(&known_backup, &format!("restore[{i}]"), r.parts().0)?;
+    }
+    let mut known_object = known.clone();
+    known_object.insert("object".into());
+    for (section, defs) in [("discard", &def.discard), ("prune", &def.prune)] {
+        for (i, p) in defs.iter().enumerate() {
+            check_with(&known, &format!("{section}[{i}].list"), &p.list)?;
+            check(&format!("{section}[{i}].prefix"), &p.prefix)?;
+            check_with(&known_object, &format!("{section}[{i}].delete"), &p.delete)?;
+        }
+    }
+    Ok(())
+}
+
+/// The sections each swap mode needs, and only those.
+fn validate_swap(def: &ConnectorDef) -> Result<(), String> {
+    match def.swap {
+        SwapMode::Files => {
+            if def.files.is_empty() {
+                return Err("`files` is empty: a connector must deploy at least one file".into());
+            }
+            let extra = [
+                ("snapshot", def.snapshot.is_empty()),
+                ("apply", def.apply.is_empty()),
+                ("restore", def.restore.is_empty()),
+                ("prune", def.prune.is_empty()),
+                ("discard", def.discard.is_empty()),
+            ];
+            if let Some((name, _)) = extra.iter().find(|(_, empty)| !empty) {
+                return Err(format!("`{name}` needs `swap: commands`"));
+            }
+        }
+        SwapMode::Commands => {
+            if !def.files.is_empty() {
+                return Err(
+                    "`swap: commands` places no live file: give the material as `inputs` \
+                     (staged in the private scratch directory), not `files`"
+                        .into(),
+                );
+            }
+            if def.apply.is_empty() {
+                return Err(
+                    "`swap: commands` needs `apply` (the commands that make the change)".into(),
+                );
+            }
+            if def.restore.is_empty() {
+                return Err(
+                    "`swap: commands` needs `restore` (the commands that put the snapshot back)"
+                        .into(),
+                );
+            }
+            let plain = |n: &str| {
+                !n.is_empty()
+                    && !n.starts_with('.')
+                    && n != "manifest"
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            };
+            let mut names = BTreeSet::new();
+            for s in &def.snapshot {
+                if !plain(&s.save) {
+                    return Err(format!(
+                        "snapshot `{}`: the name must be a plain file name (letters, digits, `.`, `_`, `-`; not `manifest`)",
+                        s.save
+                    ));
+                }
+                if !names.insert(s.save.as_str()) {
+                    return Err(format!("snapshot `{}` is saved twice", s.save));
+                }
+            }
+            for (i, r) in def.restore.iter().enumerate() {
+                if let RestoreDef::Guarded(g) = r
+                    && g.if_saved.is_some()
+                    && g.unless_saved.is_some()
+                {
+                    return Err(format!(
+                        "restore[{i}]: give at most one of `if_saved:` and `unless_saved:`"
+                    ));
+                }
+                if let (_, Some((name, _))) = r.parts()
+                    && !names.contains(name)
+                {
+                    return Err(format!("restore[{i}]: no snapshot is saved as `{name}`"));
+                }
+            }
+            if def
+                .prune
+                .iter()
+                .chain(&def.discard)
+                .any(|p| p.prefix.is_empty())
+            {
+                return Err("`prune` and `discard` need a non-empty `prefix`".into());
             }
         }
     }
@@ -447,8 +737,10 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
 /// Every placeholder a definition may use.
 pub fn known_placeholders(def: &ConnectorDef) -> BTreeSet<String> {
     let mut known: BTreeSet<String> = def.params.keys().cloned().collect();
+    // `{words.PARAM}`: a whole argument only (checked in `validate`).
+    known.extend(def.params.keys().map(|p| format!("words.{p}")));
     known.extend(ENGINE_PARAMS.iter().map(|(n, _)| (*n).to_string()));
-    for fixed in ["target", "host", "tmpdir"] {
+    for fixed in ["target", "host", "tmpdir", "run_id"] {
         known.insert(fixed.to_string());
     }
     for f in &def.files {
@@ -663,6 +955,70 @@ mod tests {
         assert!(err(|d| d.inputs[0].from = Some("nope".into())).contains("names no param"));
         assert!(err(|d| d.inputs[1].from = Some("alias".into())).contains("exactly one"));
         assert!(err(|d| d.inputs[1].role = Some(Role::Keystore)).contains("cannot be an input"));
+    }
+
+    #[test]
+    fn validate_checks_swap_commands_sections() {
+        let base = Catalogue::builtin().get("k8ssecret").unwrap().clone();
+        let err = |f: fn(&mut ConnectorDef)| {
+            let mut def = base.clone();
+            f(&mut def);
+            validate("x", &def).unwrap_err().to_string()
+        };
+        let nginx = Catalogue::builtin().get("nginx").unwrap().clone();
+        assert!(
+            err(|d| d.files = Catalogue::builtin().get("nginx").unwrap().files.clone())
+                .contains("give the material as `inputs`")
+        );
+        assert!(err(|d| d.apply.clear()).contains("needs `apply`"));
+        assert!(err(|d| d.restore.clear()).contains("needs `restore`"));
+        assert!(err(|d| d.snapshot[0].save = "../x".into()).contains("plain file name"));
+        assert!(err(|d| d.snapshot[0].save = "manifest".into()).contains("plain file name"));
+        assert!(err(|d| d.snapshot.push(d.snapshot[0].clone())).contains("saved twice"));
+        assert!(
+            err(|d| d.restore[0] = RestoreDef::Guarded(GuardedCommand {
+                run: vec!["x".into()],
+                if_saved: Some("nope".into()),
+                unless_saved: None,
+            }))
+            .contains("no snapshot is saved as `nope`")
+        );
+        assert!(
+            err(|d| d.restore[0] = RestoreDef::Guarded(GuardedCommand {
+                run: vec!["x".into()],
+                if_saved: Some("secret.yaml".into()),
+                unless_saved: Some("secret.yaml".into()),
+            }))
+            .contains("at most one")
+        );
+        assert!(
+            err(|d| d.apply[0].push("{snapshot.secret.yaml}".into()))
+                .contains("unknown placeholder `{snapshot.secret.yaml}`")
+        );
+        assert!(err(|d| d.test[0].push("x{words.workloads}".into())).contains("whole argument"));
+        assert!(err(|d| d.apply[0].push("{words.workloads}".into())).contains("whole argument"));
+        assert!(err(|d| d.inputs[0].role = Some(Role::Key)).contains("exactly one of"));
+        // The commands-only sections are refused on a files connector.
+        let mut def = nginx.clone();
+        def.apply = base.apply.clone();
+        assert!(
+            validate("x", &def)
+                .unwrap_err()
+                .to_string()
+                .contains("`apply` needs `swap: commands`")
+        );
+    }
+
+    #[test]
+    fn object_name_format() {
+        for ok in ["Common", "clientssl-web", "a.b_c-1", "_x"] {
+            ParamFormat::ObjectName.check(ok).unwrap();
+        }
+        for bad in [
+            "", "-x", ".x", "a b", "a;b", "a}b", "$x", "`id`", "'q'", "a/b",
+        ] {
+            assert!(ParamFormat::ObjectName.check(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -27,6 +27,8 @@ use crate::select::{MaxFail, budget_exceeded};
 use crate::ssh::quote::Script;
 use crate::ssh::{ExecOutput, Session, SshError};
 
+mod swap_commands;
+
 /// How a deploy run behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployOptions {
@@ -444,11 +446,20 @@ impl<'a> Run<'a> {
         };
         self.report.status = status;
         self.report.error = error;
-        let _ = self.step(Step::Cleanup, cleanup(session, plan)).await;
+        let deployed = self.report.status == Status::Deployed;
+        let _ = self
+            .step(
+                Step::Cleanup,
+                swap_commands::cleanup(session, plan, deployed),
+            )
+            .await;
     }
 
     async fn deploy(&mut self, session: &mut Session) -> Result<Status, (Status, String)> {
         let plan = self.plan;
+        if let Some(swap) = &plan.commands {
+            return swap_commands::deploy(self, session, swap).await;
+        }
         let dry = self.options.dry_run;
         let fail_untouched = |f: StepFailure| {
             let status = if dry {
@@ -642,6 +653,9 @@ impl<'a> Run<'a> {
     /// served certificate are the inventory's; `mismatch` otherwise. Writes nothing.
     async fn status(&mut self, session: &Session) -> Result<Status, (Status, String)> {
         let plan = self.plan;
+        if plan.commands.is_some() {
+            return swap_commands::status(self, session).await;
+        }
         let failed = |f: StepFailure| {
             (
                 Status::Failed,
@@ -741,6 +755,9 @@ impl<'a> Run<'a> {
     /// set is then marked `.restored`, so a second rollback goes one set further back.
     async fn undo(&mut self, session: &Session) -> Result<Status, (Status, String)> {
         let plan = self.plan;
+        if let Some(swap) = &plan.commands {
+            return swap_commands::undo(self, session, swap).await;
+        }
         let failed = |message: String| (Status::Failed, message);
         let mut script = Script::new();
         script.raw(UNDO);

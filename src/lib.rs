@@ -15,6 +15,7 @@
 //! - [`cli`] turns arguments into plain options; [`run`] dispatches commands.
 //! - [`inventory`] loads the YAML contract v1 and merges defaults < groups < target.
 //! - [`material`] parses and checks certificate material before anything connects.
+//! - [`pkcs12`] builds the PFX that Windows targets import (leaf, chain, key, password).
 //! - [`connector`] holds connector definitions (built-ins embedded from `connectors/`).
 //! - [`plan`] is pure: inventory + material + connectors -> one [`plan::TargetPlan`] per target.
 //! - [`deploy`] runs the per-target state machine over [`ssh`] and [`probe`]; it prints nothing
@@ -26,6 +27,7 @@ pub mod connector;
 pub mod deploy;
 pub mod inventory;
 pub mod material;
+pub mod pkcs12;
 pub mod plan;
 pub mod probe;
 pub mod report;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connector::{self, Catalogue, Command, ConnectorDef, Role, Shell};
+use crate::connector::{self, Catalogue, Command, ConnectorDef, Role, Shell, SwapMode};
 use crate::inventory::{Become, Inventory, Target};
 use crate::material::Material;
 use crate::probe::{ProbeSpec, Schedule};
@@ -100,6 +100,36 @@ pub struct PlannedTemplate {
     pub content: String,
 }
 
+/// `swap: commands` (see [`connector::SwapMode`]): the commands with every placeholder
+/// rendered except `{backup}`, `{snapshot.NAME}` and `{version}`, which the engine fills in
+/// at run time (`certctl rollback` restores an earlier run's backup set). Other values are
+/// brace-escaped, so the second rendering leaves them as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSwap {
+    /// (snapshot name, command whose stdout is saved as it).
+    pub snapshot: Vec<(String, Command)>,
+    pub apply: Vec<Command>,
+    pub restore: Vec<PlannedRestore>,
+    pub prune: Vec<PlannedPrune>,
+    /// Same shape as `prune`: every listed object with the prefix is removed.
+    pub discard: Vec<PlannedPrune>,
+}
+
+/// One restore command and its guard: (snapshot name, run only when it is non-empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedRestore {
+    pub guard: Option<(String, bool)>,
+    pub argv: Command,
+}
+
+/// One prune listing: `delete` has `{object}` left for the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedPrune {
+    pub list: Command,
+    pub prefix: String,
+    pub delete: Command,
+}
+
 /// Everything the engine needs to deploy to one target.
 #[derive(Debug, Clone)]
 pub struct TargetPlan {
@@ -139,6 +169,8 @@ pub struct TargetPlan {
     pub backup_dir: String,
     pub keep_backups: u32,
     pub run_id: String,
+    /// `swap: commands`: the change is made by commands, not by renaming files.
+    pub commands: Option<CommandSwap>,
 }
 
 /// A planning error for one target (or certificate); all are collected, none hides another.
@@ -232,6 +264,7 @@ fn plan_target(
     values.insert("target".into(), target.name.clone());
     values.insert("host".into(), target.host.clone());
     values.insert("tmpdir".into(), scratch_dir.clone());
+    values.insert("run_id".into(), settings.run_id.clone());
     for name in def.templates.keys() {
         values.insert(format!("template.{name}"), format!("{scratch_dir}/{name}"));
     }
@@ -240,6 +273,19 @@ fn plan_target(
         let path = format!("{scratch_dir}/{}", input.name);
         values.insert(format!("input.{}", input.name), path.clone());
         let content = match (&input.role, &input.from) {
+            _ if input.kubernetes_tls_secret.is_some() => {
+                let k = input.kubernetes_tls_secret.as_ref().expect("checked");
+                let name = connector::render(&k.name, &values)
+                    .map_err(|e| format!("input `{}` name: {e}", input.name))?;
+                let namespace = connector::render(&k.namespace, &values)
+                    .map_err(|e| format!("input `{}` namespace: {e}", input.name))?;
+                InputContent::Secret(kubernetes_tls_secret(
+                    &name,
+                    &namespace,
+                    &target.name,
+                    &material,
+                )?)
+            }
             (Some(role), _) => InputContent::Material(*role),
             (None, Some(param)) => {
                 InputContent::Secret(secret_from_env(param, &params, &input.name)?)
@@ -283,7 +329,7 @@ fn plan_target(
             work,
         });
     }
-    if files.is_empty() {
+    if files.is_empty() && def.swap == SwapMode::Files {
         return Err(format!(
             "connector `{}` deploys no file: set at least one path param ({})",
             target.connector,
@@ -309,20 +355,38 @@ fn plan_target(
         }
     }
 
+    // An argument that is exactly `{words.PARAM}` becomes the param's whitespace-separated
+    // words (zero or more arguments); a command where that is none is left out.
     let render_all = |section: &str, cmds: &[Command]| -> Result<Vec<Command>, String> {
-        cmds.iter()
-            .enumerate()
-            .map(|(i, cmd)| {
-                if cmd.is_empty() {
-                    return Err(format!("{section}[{i}] is an empty command"));
+        let mut out = Vec::new();
+        for (i, cmd) in cmds.iter().enumerate() {
+            if cmd.is_empty() {
+                return Err(format!("{section}[{i}] is an empty command"));
+            }
+            let mut argv = Vec::new();
+            let mut empty_words = false;
+            for arg in cmd {
+                let words = arg
+                    .strip_prefix("{words.")
+                    .and_then(|r| r.strip_suffix('}'))
+                    .and_then(|p| params.get(p));
+                match words {
+                    Some(value) => {
+                        let before = argv.len();
+                        argv.extend(value.split_whitespace().map(str::to_string));
+                        empty_words |= argv.len() == before;
+                    }
+                    None => argv.push(
+                        connector::render(arg, &values)
+                            .map_err(|e| format!("{section}[{i}]: {e}"))?,
+                    ),
                 }
-                cmd.iter()
-                    .map(|arg| {
-                        connector::render(arg, &values).map_err(|e| format!("{section}[{i}]: {e}"))
-                    })
-                    .collect()
-            })
-            .collect()
+            }
+            if !empty_words {
+                out.push(argv);
+            }
+        }
+        Ok(out)
     };
     let section = |name: &str, from_def: &[Command]| -> Result<Vec<Command>, String> {
         match target.commands.get(name) {
@@ -348,6 +412,11 @@ fn plan_target(
         .collect::<Result<Vec<_>, String>>()?;
 
     let (ssh, ssh_warnings) = ssh_config(target, settings)?;
+    let commands = match def.swap {
+        SwapMode::Files => None,
+        SwapMode::Commands => Some(command_swap(def, &values)?),
+    };
+
     let (probe, has_probe) = probe_spec(target, def, &material)?;
     let names = [probe.sni.clone()];
     if !probe.sni.is_empty() {
@@ -380,7 +449,148 @@ fn plan_target(
         backup_dir,
         keep_backups,
         run_id: settings.run_id.clone(),
+        commands,
     })
+}
+
+/// Renders the `swap: commands` sections, leaving the run-time placeholders for the engine.
+fn command_swap(
+    def: &ConnectorDef,
+    values: &BTreeMap<String, String>,
+) -> Result<CommandSwap, String> {
+    let escape = |v: &str| v.replace('{', "{{").replace('}', "}}");
+    let mut deferred: BTreeMap<String, String> =
+        values.iter().map(|(k, v)| (k.clone(), escape(v))).collect();
+    deferred.insert("backup".into(), "{backup}".into());
+    deferred.insert("object".into(), "{object}".into());
+    for s in &def.snapshot {
+        let key = format!("snapshot.{}", s.save);
+        deferred.insert(key.clone(), format!("{{{key}}}"));
+    }
+    let render = |what: &str, cmd: &Command| -> Result<Command, String> {
+        if cmd.is_empty() {
+            return Err(format!("{what} is an empty command"));
+        }
+        // Literal braces stay escaped for the engine's second rendering.
+        cmd.iter()
+            .map(|a| {
+                let a = a.replace("{{", "{{{{").replace("}}", "}}}}");
+                connector::render(&a, &deferred).map_err(|e| format!("{what}: {e}"))
+            })
+            .collect()
+    };
+    let snapshot = def
+        .snapshot
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Ok((s.save.clone(), render(&format!("snapshot[{i}]"), &s.run)?)))
+        .collect::<Result<_, String>>()?;
+    let apply = def
+        .apply
+        .iter()
+        .enumerate()
+        .map(|(i, c)| render(&format!("apply[{i}]"), c))
+        .collect::<Result<_, String>>()?;
+    let restore = def
+        .restore
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (cmd, guard) = r.parts();
+            Ok(PlannedRestore {
+                guard: guard.map(|(n, saved)| (n.to_string(), saved)),
+                argv: render(&format!("restore[{i}]"), cmd)?,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let listings = |section: &str, defs: &[connector::PruneDef]| {
+        defs.iter()
+            .enumerate()
+            .map(|(i, p)| {
+                Ok(PlannedPrune {
+                    list: render(&format!("{section}[{i}].list"), &p.list)?,
+                    prefix: connector::render(&p.prefix, values)
+                        .map_err(|e| format!("{section}[{i}].prefix: {e}"))?,
+                    delete: render(&format!("{section}[{i}].delete"), &p.delete)?,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()
+    };
+    let prune = listings("prune", &def.prune)?;
+    let discard = listings("discard", &def.discard)?;
+    Ok(CommandSwap {
+        snapshot,
+        apply,
+        restore,
+        prune,
+        discard,
+    })
+}
+
+/// A `kubernetes.io/tls` Secret as JSON (which kubectl reads as YAML): `tls.crt` = leaf +
+/// chain, `tls.key`; labelled managed-by certctl, annotated with the target and the leaf's
+/// fingerprint and expiry. Names are checked as Kubernetes checks them (DNS-1123), so a bad
+/// one is an error here, before anything connects.
+fn kubernetes_tls_secret(
+    name: &str,
+    namespace: &str,
+    target: &str,
+    material: &Material,
+) -> Result<Secret, String> {
+    use base64::Engine as _;
+    for (what, value, max) in [("name", name, 253), ("namespace", namespace, 63)] {
+        let ok = !value.is_empty()
+            && value.len() <= max
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && value
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && value
+                .bytes()
+                .last()
+                .is_some_and(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            return Err(format!(
+                "Kubernetes Secret {what} `{value}` is not a valid name (lower-case letters, \
+                 digits, `-` and `.`, starting and ending with a letter or digit, at most {max} characters)"
+            ));
+        }
+    }
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let crt = b64.encode(material.fullchain_pem());
+    let key = zeroize::Zeroizing::new(b64.encode(material.key_pem().expose()));
+    let head = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": { "app.kubernetes.io/managed-by": "certctl" },
+            "annotations": {
+                "certctl.io/target": target,
+                "certctl.io/fingerprint": material.leaf.fingerprint.to_string(),
+                "certctl.io/not-after": crate::report::format_unix(material.leaf.not_after),
+            },
+        },
+        "data": { "tls.crt": crt, "tls.key": "" },
+    });
+    // The key goes in last, straight into a zeroized buffer (never through a serde_json
+    // value, which is not zeroized on drop).
+    let text = serde_json::to_string_pretty(&head).map_err(|e| e.to_string())?;
+    let marker = "\"tls.key\": \"\"";
+    let at = text.find(marker).ok_or("rendering the Secret manifest")?;
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(text.len() + key.len()));
+    out.extend_from_slice(&text.as_bytes()[..at]);
+    out.extend_from_slice(b"\"tls.key\": \"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\"");
+    out.extend_from_slice(&text.as_bytes()[at + marker.len()..]);
+    out.push(b'\n');
+    Ok(Secret::new(std::mem::take(&mut *out)))
 }
 
 /// How to reach a target. Precedence, per setting: what the inventory writes (target <
@@ -529,6 +739,13 @@ fn resolve_params(target: &Target, def: &ConnectorDef) -> Result<BTreeMap<String
             ));
         }
         params.insert(name.clone(), value.clone());
+    }
+    for (name, p) in &def.params {
+        if let (Some(format), Some(value)) = (p.format, params.get(name)) {
+            format
+                .check(value)
+                .map_err(|e| format!("param `{name}`: {e}"))?;
+        }
     }
     let missing: Vec<&str> = def
         .params

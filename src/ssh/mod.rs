@@ -468,6 +468,21 @@ impl Session {
         self.run(script.as_str(), &label, stdin).await
     }
 
+    /// Runs a PowerShell script on a Windows OpenSSH target (see [`quote::PowerShell`]): the
+    /// exec request is `powershell … -EncodedCommand …`, so no other shell interprets it.
+    pub async fn exec_powershell(
+        &self,
+        script: &quote::PowerShell,
+    ) -> Result<ExecOutput, SshError> {
+        let label = script
+            .as_str()
+            .lines()
+            .nth(1)
+            .map(summarize)
+            .unwrap_or_else(|| "powershell".into());
+        self.run(&script.command_line(), &label, None).await
+    }
+
     /// Creates `path` exclusively (O_EXCL) with `mode` from the first byte (set again after
     /// creation to defeat the umask), writes `data`, fsyncs, closes, and sets owner/group
     /// when given (numeric ids).

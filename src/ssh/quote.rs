@@ -88,6 +88,72 @@ pub fn quote_powershell(arg: &str) -> String {
     out
 }
 
+/// A Windows PowerShell script for a Windows OpenSSH target, assembled from statement
+/// templates whose `{placeholders}` are filled with values quoted by [`quote_powershell`]
+/// (single-quoted, verbatim) and nothing else. It starts with `$ErrorActionPreference =
+/// 'Stop'`, so the first error ends it with a non-zero exit.
+///
+/// It reaches PowerShell as `powershell … -EncodedCommand BASE64` (UTF-16LE, as PowerShell
+/// takes it): every character of that line is plain in `cmd.exe`, PowerShell and `sh`, so
+/// whichever default shell the Windows OpenSSH server has, no shell interprets the script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PowerShell {
+    text: String,
+}
+
+impl Default for PowerShell {
+    fn default() -> Self {
+        Self {
+            text: "$ErrorActionPreference = 'Stop'\n".to_string(),
+        }
+    }
+}
+
+impl PowerShell {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends one statement: `template` with each `{name}` replaced by the PowerShell-quoted
+    /// `values[name]` (`{{`/`}}` are literal braces), then a newline.
+    pub fn statement(
+        &mut self,
+        template: &str,
+        values: &std::collections::BTreeMap<String, String>,
+    ) -> Result<&mut Self, String> {
+        let quoted = values
+            .iter()
+            .map(|(k, v)| (k.clone(), quote_powershell(v)))
+            .collect();
+        let line = crate::connector::render(template, &quoted)?;
+        if line.contains(['\n', '\r']) {
+            return Err(format!("a PowerShell statement must be one line: {line:?}"));
+        }
+        self.text.push_str(&line);
+        self.text.push('\n');
+        Ok(self)
+    }
+
+    /// The script text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The exec request that runs the script.
+    pub fn command_line(&self) -> String {
+        use base64::Engine as _;
+        let utf16: Vec<u8> = self
+            .text
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        format!(
+            "powershell -NoLogo -NoProfile -NonInteractive -EncodedCommand {}",
+            base64::engine::general_purpose::STANDARD.encode(utf16)
+        )
+    }
+}
+
 /// A POSIX shell script assembled from quoted commands; raw shell syntax only comes from the
 /// fixed operators this type offers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -114,6 +180,62 @@ impl Script {
     /// The script text.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+}
+
+#[cfg(test)]
+mod powershell_tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn statements_quote_every_value_and_encode_as_utf16le() {
+        let values = BTreeMap::from([
+            ("site".to_string(), "Default 'Web' $x `y`; z".to_string()),
+            ("store".to_string(), "Cert:\\LocalMachine\\My".to_string()),
+        ]);
+        let mut ps = PowerShell::new();
+        ps.statement("Get-WebBinding -Name {site} -Port 443", &values)
+            .unwrap()
+            .statement("Get-ChildItem -Path {store}", &values)
+            .unwrap();
+        assert_eq!(
+            ps.as_str(),
+            "$ErrorActionPreference = 'Stop'\n\
+             Get-WebBinding -Name 'Default ''Web'' $x `y`; z' -Port 443\n\
+             Get-ChildItem -Path 'Cert:\\LocalMachine\\My'\n"
+        );
+        let line = ps.command_line();
+        let b64 = line
+            .strip_prefix("powershell -NoLogo -NoProfile -NonInteractive -EncodedCommand ")
+            .unwrap();
+        assert!(
+            b64.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b))
+        );
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let units: Vec<u16> = bytes
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(String::from_utf16(&units).unwrap(), ps.as_str());
+    }
+
+    #[test]
+    fn a_value_cannot_add_a_statement() {
+        let values = BTreeMap::from([("v".to_string(), "a\nRemove-Item x".to_string())]);
+        let err = PowerShell::new()
+            .statement("Write-Output {v}", &values)
+            .unwrap_err();
+        assert!(err.contains("one line"), "{err}");
+        assert!(
+            PowerShell::new()
+                .statement("Write-Output {nope}", &values)
+                .is_err()
+        );
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod apache;
 pub mod caddy;
 pub mod dovecot;
+pub mod emulated;
 pub mod faults;
 pub mod haproxy;
 pub mod lab;

@@ -1,0 +1,628 @@
+//! `swap: commands` (see [`crate::connector::SwapMode`]): targets where the change is an API
+//! call made by the target's own tool — `kubectl apply`, a `tmsh` transaction, a certificate
+//! store import — rather than files renamed into place.
+//!
+//! The state machine and the report's steps are the same as for files; only what some steps
+//! do differs:
+//!
+//! | step | files | commands |
+//! |---|---|---|
+//! | stage | temp files beside the live ones | inputs and templates into the private scratch dir (0600) |
+//! | backup | copy the live files | `snapshot`: each command's stdout saved (0600) in the backup set |
+//! | swap | rename over the live files | `apply` |
+//! | rollback | restore the copies, check by hash | `restore` (guarded by whether a snapshot is empty) |
+//! | cleanup | remove temp files, scratch, lock | also `prune` old versions after a verified deploy |
+//!
+//! Nothing here is product-specific: the connectors are YAML definitions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{
+    FileBytes, Run, StepFailure, UNDO, command_failure, inspect, material_bytes, reload_or_start,
+    run_commands, served_is,
+};
+use crate::connector::{self, Command};
+use crate::material::Fingerprint;
+use crate::plan::{CommandSwap, InputContent, TargetPlan};
+use crate::probe::Expected;
+use crate::report::{Status, Step};
+use crate::ssh::Session;
+use crate::ssh::quote::Script;
+
+/// `certctl_save FILE CMD...` runs CMD with its stdout in FILE (created 0600: umask 077).
+/// `certctl_saved FILE NAME` prints `S NAME` when FILE is non-empty.
+const SNAPSHOT: &str = r#"set -u
+umask 077
+certctl_save() { f=$1; shift; "$@" > "$f" || { rc=$?; printf 'snapshot %s failed\n' "$f" >&2; exit "$rc"; }; }
+certctl_saved() { if [ -s "$1" ]; then printf 'S %s\n' "$2"; fi; }
+"#;
+
+/// The backup set of this run.
+fn set_dir(plan: &TargetPlan) -> String {
+    format!("{}/{}", plan.backup_dir, plan.run_id)
+}
+
+/// Fills in the run-time placeholders: `{backup}` and `{snapshot.NAME}` (the backup set and
+/// the files in it), `{object}` (prune).
+fn fill(argv: &Command, set: &str, swap: &CommandSwap, object: &str) -> Result<Command, String> {
+    let mut values = BTreeMap::from([
+        ("backup".to_string(), set.to_string()),
+        ("object".to_string(), object.to_string()),
+    ]);
+    for (name, _) in &swap.snapshot {
+        values.insert(format!("snapshot.{name}"), format!("{set}/{name}"));
+    }
+    argv.iter().map(|a| connector::render(a, &values)).collect()
+}
+
+pub(super) async fn deploy(
+    run: &mut Run<'_>,
+    session: &Session,
+    swap: &CommandSwap,
+) -> Result<Status, (Status, String)> {
+    let plan = run.plan;
+    let dry = run.options.dry_run;
+    let fail_untouched = |f: StepFailure| {
+        let status = if dry {
+            Status::WouldFail
+        } else {
+            Status::Failed
+        };
+        (
+            status,
+            format!(
+                "{} failed: {}; nothing on the target was changed",
+                f.step.as_str(),
+                f.message
+            ),
+        )
+    };
+
+    // inspect: the private scratch directory, and what is served now.
+    let served_before = run
+        .step(Step::Inspect, async {
+            let ((_, served), _) = inspect(session, plan, true).await?;
+            let detail = if plan.has_probe {
+                format!(
+                    "{} serves {}",
+                    plan.probe.address,
+                    served
+                        .as_ref()
+                        .map(|s| s.leaf.to_string())
+                        .unwrap_or_else(|| "no certificate".into())
+                )
+            } else {
+                "no TLS endpoint to probe".to_string()
+            };
+            Ok((served, Some(detail)))
+        })
+        .await
+        .map_err(fail_untouched)?;
+    let expected = plan.material.expected();
+    run.report.served_fingerprint = served_before.as_ref().map(|s| s.leaf);
+    run.report.old_fingerprint = run.report.served_fingerprint;
+    let served_match = served_before
+        .as_ref()
+        .is_some_and(|s| served_is(s, &expected));
+    if served_match && !run.options.force {
+        return Ok(Status::Unchanged);
+    }
+
+    run.step(Step::Stage, stage(session, plan))
+        .await
+        .map_err(fail_untouched)?;
+    run.step(Step::Preview, run_commands(session, &plan.preview))
+        .await
+        .map_err(fail_untouched)?;
+    if dry {
+        return Ok(Status::WouldChange);
+    }
+    let old = served_before.map(|s| Expected {
+        leaf: s.leaf,
+        chain: s.chain,
+    });
+    run.step(Step::Backup, snapshot(session, plan, swap, old.as_ref()))
+        .await
+        .map_err(fail_untouched)?;
+
+    // From here on the target may have changed: any failure restores the snapshot.
+    let applied = run
+        .step(Step::Swap, apply(session, &set_dir(plan), swap))
+        .await;
+    let after = match applied {
+        Ok(()) => run.after_swap(session).await,
+        Err(f) => Err(f),
+    };
+    match after {
+        Ok(()) => Ok(Status::Deployed),
+        Err(failure) => Err(rollback(run, session, swap, old, failure).await),
+    }
+}
+
+/// Inputs and templates into the private scratch directory, 0600.
+async fn stage(session: &Session, plan: &TargetPlan) -> Result<((), Option<String>), String> {
+    let mut written = Vec::new();
+    for input in &plan.inputs {
+        let content = match &input.content {
+            InputContent::Material(role) => material_bytes(&plan.material, *role),
+            InputContent::Secret(secret) => FileBytes::Secret(secret.clone()),
+        };
+        session
+            .upload(&input.path, content.bytes(), 0o600, None)
+            .await
+            .map_err(|e| format!("writing input {}: {e}", input.path))?;
+        written.push(input.path.as_str());
+    }
+    for t in &plan.templates {
+        session
+            .upload(&t.path, t.content.as_bytes(), 0o600, None)
+            .await
+            .map_err(|e| format!("writing template {}: {e}", t.path))?;
+        written.push(t.path.as_str());
+    }
+    Ok(((), Some(format!("staged {} (0600)", written.join(", ")))))
+}
+
+async fn apply(
+    session: &Session,
+    set: &str,
+    swap: &CommandSwap,
+) -> Result<((), Option<String>), String> {
+    let argvs = swap
+        .apply
+        .iter()
+        .map(|a| fill(a, set, swap, ""))
+        .collect::<Result<Vec<_>, _>>()?;
+    run_commands(session, &argvs).await
+}
+
+/// The backup set (0700), each snapshot command's stdout saved in it (0600), a manifest
+/// saying how to undo it and what was served before, and old sets pruned.
+async fn snapshot(
+    session: &Session,
+    plan: &TargetPlan,
+    swap: &CommandSwap,
+    old: Option<&Expected>,
+) -> Result<((), Option<String>), String> {
+    let set = set_dir(plan);
+    let mut script = Script::new();
+    script.raw(SNAPSHOT).raw(super::PRUNE);
+    script.cmd(&["mkdir", "-p", "-m", "0700", "--", &plan.backup_dir]);
+    script.cmd(&["chmod", "0700", "--", &plan.backup_dir]);
+    script.cmd(&["mkdir", "-m", "0700", "--", &set]);
+    for (name, argv) in &swap.snapshot {
+        let mut cmd = vec!["certctl_save".to_string(), format!("{set}/{name}")];
+        cmd.extend(fill(argv, &set, swap, "")?);
+        script.cmd(&cmd);
+    }
+    script.cmd(&[
+        "certctl_prune",
+        &plan.backup_dir,
+        &plan.keep_backups.to_string(),
+    ]);
+    let out = session
+        .exec_script(&script, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(command_failure("snapshot script", &out));
+    }
+    let mut manifest = String::from("swap\tcommands\n");
+    if let Some(old) = old {
+        manifest.push_str(&format!("old\t{}", old.leaf));
+        for c in &old.chain {
+            manifest.push_str(&format!("\t{c}"));
+        }
+        manifest.push('\n');
+    }
+    session
+        .upload(&format!("{set}/manifest"), manifest.as_bytes(), 0o600, None)
+        .await
+        .map_err(|e| format!("writing backup manifest: {e}"))?;
+    Ok((
+        (),
+        Some(format!(
+            "backup set {set}: {} snapshot(s)",
+            swap.snapshot.len()
+        )),
+    ))
+}
+
+/// Runs the restore commands against the snapshots in `set`: a guarded command runs only when
+/// its snapshot is (or is not) empty.
+async fn restore(
+    session: &Session,
+    set: &str,
+    swap: &CommandSwap,
+) -> Result<((), Option<String>), String> {
+    let guarded: BTreeSet<&str> = swap
+        .restore
+        .iter()
+        .filter_map(|r| r.guard.as_ref().map(|(n, _)| n.as_str()))
+        .collect();
+    let mut saved = BTreeSet::new();
+    if !guarded.is_empty() {
+        let mut script = Script::new();
+        script.raw(SNAPSHOT);
+        for name in &guarded {
+            script.cmd(&["certctl_saved", &format!("{set}/{name}"), name]);
+        }
+        let out = session
+            .exec_script(&script, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(command_failure("reading the snapshots", &out));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        saved.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("S "))
+                .map(str::to_string),
+        );
+    }
+    let mut argvs = Vec::new();
+    for r in &swap.restore {
+        let wanted = match &r.guard {
+            None => true,
+            Some((name, when_saved)) => saved.contains(name) == *when_saved,
+        };
+        if wanted {
+            argvs.push(fill(&r.argv, set, swap, "")?);
+        }
+    }
+    run_commands(session, &argvs).await?;
+    Ok((
+        (),
+        Some(format!("{} restore command(s) ok, from {set}", argvs.len())),
+    ))
+}
+
+/// After a failure at or after the swap: restore the snapshot, reload, probe for the old
+/// certificate.
+async fn rollback(
+    run: &mut Run<'_>,
+    session: &Session,
+    swap: &CommandSwap,
+    old: Option<Expected>,
+    failure: StepFailure,
+) -> (Status, String) {
+    let plan = run.plan;
+    let cause = format!("{} failed: {}", failure.step.as_str(), failure.message);
+    let restored = run
+        .step(Step::Rollback, restore(session, &set_dir(plan), swap))
+        .await;
+    if let Err(f) = restored {
+        return (
+            Status::RollbackFailed,
+            format!(
+                "{cause}; ROLLBACK FAILED: {} — the target may hold the new certificate, the old one, or neither",
+                f.message
+            ),
+        );
+    }
+    let _ = run.step(Step::Reload, reload_or_start(session, plan)).await;
+    let Some(old) = old.filter(|_| plan.has_probe) else {
+        return (
+            Status::RolledBack,
+            format!("{cause}; the snapshot was restored (nothing was served before to probe for)"),
+        );
+    };
+    match run.verify(&old).await {
+        Ok(()) => (
+            Status::RolledBack,
+            format!(
+                "{cause}; the snapshot was restored; {} serves {} again",
+                plan.probe.address, old.leaf
+            ),
+        ),
+        Err(f) => (
+            Status::RollbackFailed,
+            format!(
+                "{cause}; the snapshot was restored, but the old certificate is NOT served: {}",
+                f.message
+            ),
+        ),
+    }
+}
+
+/// `certctl rollback`: restores the newest backup set not yet restored, reloads, and probes
+/// for the certificate that was served before it was taken.
+pub(super) async fn undo(
+    run: &mut Run<'_>,
+    session: &Session,
+    swap: &CommandSwap,
+) -> Result<Status, (Status, String)> {
+    let plan = run.plan;
+    let failed = |message: String| (Status::Failed, message);
+    let mut script = Script::new();
+    script.raw(UNDO);
+    script.cmd(&["certctl_latest", &plan.backup_dir]);
+    let out = session
+        .exec_script(&script, None)
+        .await
+        .map_err(|e| failed(format!("rollback: {e}; nothing was changed")))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(set) = text.lines().find_map(|l| l.strip_prefix("SET ")) else {
+        return Err(failed(format!(
+            "rollback: no backup set in {}; nothing was changed",
+            plan.backup_dir
+        )));
+    };
+    let set_dir = format!("{}/{set}", plan.backup_dir);
+    let manifest: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("M ")).collect();
+    if manifest.first() != Some(&"swap\tcommands") {
+        return Err(failed(format!(
+            "rollback: backup set {set_dir} was not taken by a `swap: commands` connector; nothing was changed"
+        )));
+    }
+    let old = manifest.iter().find_map(|l| {
+        let mut fields = l.strip_prefix("old\t")?.split('\t');
+        let leaf = Fingerprint::parse(fields.next()?)?;
+        let chain = fields.map(Fingerprint::parse).collect::<Option<Vec<_>>>()?;
+        Some(Expected { leaf, chain })
+    });
+    if let Some(e) = &old {
+        run.report.new_fingerprint = Some(e.leaf);
+    }
+    run.step(Step::Rollback, restore(session, &set_dir, swap))
+        .await
+        .map_err(|f| {
+            (
+                Status::RollbackFailed,
+                format!("ROLLBACK FAILED: {}", f.message),
+            )
+        })?;
+    let _ = run.step(Step::Reload, reload_or_start(session, plan)).await;
+    let verified = match old.as_ref().filter(|_| plan.has_probe) {
+        Some(e) => run.verify(e).await.map_err(|f| f.message),
+        None => Ok(()),
+    };
+    let mut mark = Script::new();
+    mark.cmd(&["mv", "--", &set_dir, &format!("{set_dir}.restored")]);
+    let _ = session.exec_script(&mark, None).await;
+    match verified {
+        Ok(()) => {
+            if let Some(e) = old.filter(|_| plan.has_probe) {
+                run.report.served_fingerprint = Some(e.leaf);
+            }
+            Ok(Status::RolledBack)
+        }
+        Err(message) => Err((
+            Status::RollbackFailed,
+            format!(
+                "snapshot {set_dir} restored, but the certificate served before is NOT served: {message}"
+            ),
+        )),
+    }
+}
+
+/// `certctl status`: what is served (the target's own state is only read by the connector's
+/// commands, which status does not run). Writes nothing.
+pub(super) async fn status(
+    run: &mut Run<'_>,
+    session: &Session,
+) -> Result<Status, (Status, String)> {
+    let plan = run.plan;
+    let served = run
+        .step(Step::Inspect, async {
+            let ((_, served), detail) = inspect(session, plan, false).await?;
+            Ok((served, detail))
+        })
+        .await
+        .map_err(|f| {
+            (
+                Status::Failed,
+                format!("{}: {}", f.step.as_str(), f.message),
+            )
+        })?;
+    run.report.served_fingerprint = served.as_ref().map(|s| s.leaf);
+    if !plan.has_probe {
+        return Err((
+            Status::Mismatch,
+            "no TLS endpoint to probe (set verify.address): this connector's state is read only \
+             by its own commands"
+                .into(),
+        ));
+    }
+    if served
+        .as_ref()
+        .is_some_and(|s| served_is(s, &plan.material.expected()))
+    {
+        Ok(Status::Ok)
+    } else {
+        Err((
+            Status::Mismatch,
+            "the inventory's certificate is not served".into(),
+        ))
+    }
+}
+
+/// The objects `prune.list` printed and their versions: words that start with the prefix
+/// and go on with a run id (`SECONDS-HEX`).
+fn objects(text: &str, prefix: &str) -> Vec<(String, (u64, String))> {
+    let mut found: Vec<(String, (u64, String))> = text
+        .split_whitespace()
+        .filter_map(|w| {
+            let rest = w.strip_prefix(prefix)?;
+            let (secs, hex) = rest.split_once('-')?;
+            let secs_n = secs.parse::<u64>().ok()?;
+            let hex_len = hex
+                .bytes()
+                .take_while(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+                .count();
+            (hex_len > 0).then(|| {
+                (
+                    w.to_string(),
+                    (secs_n, format!("{secs}-{}", &hex[..hex_len])),
+                )
+            })
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Removes the objects of every version but the newest `keep_backups` (this run's always
+/// kept). Carries on past a failure; reports them all.
+async fn prune(session: &Session, plan: &TargetPlan) -> Result<Option<String>, String> {
+    let Some(swap) = &plan.commands else {
+        return Ok(None);
+    };
+    if swap.prune.is_empty() {
+        return Ok(None);
+    }
+    let set = set_dir(plan);
+    let mut removed = 0;
+    let mut errors = Vec::new();
+    for p in &swap.prune {
+        let list = fill(&p.list, &set, swap, "")?;
+        let out = session.exec(&list).await.map_err(|e| e.to_string())?;
+        if !out.success() {
+            errors.push(command_failure(
+                &crate::ssh::quote::command_line(&list),
+                &out,
+            ));
+            continue;
+        }
+        let found = objects(&String::from_utf8_lossy(&out.stdout), &p.prefix);
+        let mut versions: Vec<&(u64, String)> = found.iter().map(|(_, v)| v).collect();
+        versions.sort();
+        versions.dedup();
+        versions.reverse();
+        let keep: BTreeSet<&str> = versions
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .filter(|v| *v != plan.run_id)
+            .take((plan.keep_backups as usize).saturating_sub(1))
+            .chain([plan.run_id.as_str()])
+            .collect();
+        for (object, (_, version)) in &found {
+            if keep.contains(version.as_str()) {
+                continue;
+            }
+            let argv = fill(&p.delete, &set, swap, object)?;
+            match run_commands(session, std::slice::from_ref(&argv)).await {
+                Ok(_) => removed += 1,
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(Some(format!("pruned {removed} old object(s)")))
+    } else {
+        Err(format!(
+            "prune removed {removed} old object(s); failed: {}",
+            errors.join("; ")
+        ))
+    }
+}
+
+/// Removes what the preview created: every object `discard.list` prints that starts with the
+/// prefix. Failures are collected, none stops the others.
+async fn discard(session: &Session, plan: &TargetPlan) -> Vec<String> {
+    let Some(swap) = &plan.commands else {
+        return Vec::new();
+    };
+    let set = set_dir(plan);
+    let mut errors = Vec::new();
+    for d in &swap.discard {
+        let list = match fill(&d.list, &set, swap, "") {
+            Ok(l) => l,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let out = match session.exec(&list).await {
+            Ok(out) if out.success() => out,
+            Ok(out) => {
+                errors.push(command_failure(
+                    &crate::ssh::quote::command_line(&list),
+                    &out,
+                ));
+                continue;
+            }
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let found: BTreeSet<&str> = text
+            .split_whitespace()
+            .filter(|w| w.starts_with(&d.prefix))
+            .collect();
+        for object in found {
+            let argv = match fill(&d.delete, &set, swap, object) {
+                Ok(a) => a,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            if let Err(e) = run_commands(session, std::slice::from_ref(&argv)).await {
+                errors.push(e);
+            }
+        }
+    }
+    errors
+}
+
+/// The cleanup step: what the preview created is discarded; after a verified deploy, old
+/// versions are pruned; then the usual cleanup (scratch directory, lock). A failed discard or
+/// prune fails the step but not the deploy.
+pub(super) async fn cleanup(
+    session: &Session,
+    plan: &TargetPlan,
+    deployed: bool,
+) -> Result<((), Option<String>), String> {
+    let mut errors = discard(session, plan).await;
+    let pruned = if deployed {
+        prune(session, plan).await
+    } else {
+        Ok(None)
+    };
+    let (_, detail) = super::cleanup(session, plan).await?;
+    let note = match pruned {
+        Ok(note) => note,
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    if errors.is_empty() {
+        Ok(((), note.or(detail)))
+    } else {
+        Err(errors.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_objects_are_words_with_a_run_id_after_the_prefix() {
+        let text = "sys crypto cert /Common/certctl-1700000000-abc123 {\n}\n\
+                    sys crypto cert /Common/certctl-1800000000-00ff-chain {\n}\n\
+                    sys crypto cert /Common/certctl-1700000000-abc123 {\n}\n\
+                    sys crypto cert /Common/other-1900000000-aa {\n}\n\
+                    sys crypto cert /Common/certctl-x-aa /Common/certctl-1600000000-\n";
+        let found = objects(text, "/Common/certctl-");
+        assert_eq!(
+            found,
+            [
+                (
+                    "/Common/certctl-1700000000-abc123".to_string(),
+                    (1_700_000_000, "1700000000-abc123".to_string())
+                ),
+                (
+                    "/Common/certctl-1800000000-00ff-chain".to_string(),
+                    (1_800_000_000, "1800000000-00ff".to_string())
+                ),
+            ]
+        );
+    }
+}
