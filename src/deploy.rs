@@ -153,7 +153,9 @@ pub async fn deploy_all(
     reports
 }
 
-/// One batch, concurrently within `forks`; reports in plan order.
+/// One batch, concurrently within `forks`; targets start in plan order (a fork is taken
+/// before the next target's task exists, so `--forks 1` is strictly sequential) and reports
+/// come back in plan order.
 async fn run_batch(
     batch: Vec<TargetPlan>,
     options: TargetOptions,
@@ -162,29 +164,34 @@ async fn run_batch(
     stop: &CancellationToken,
 ) -> Vec<TargetReport> {
     let count = batch.len();
+    let mut reports: Vec<Option<TargetReport>> = vec![None; count];
     let mut tasks = tokio::task::JoinSet::new();
     for (index, plan) in batch.into_iter().enumerate() {
-        let forks = forks.clone();
+        let permit = tokio::select! {
+            p = forks.clone().acquire_owned() => p.ok(),
+            () = stop.cancelled() => None,
+        };
+        let permit = match permit {
+            Some(permit) if !stop.is_cancelled() => permit,
+            _ => {
+                let report = skipped(&plan, "interrupted before this target started");
+                reporter.event(Event::TargetFinished {
+                    report: report.clone(),
+                });
+                reports[index] = Some(report);
+                continue;
+            }
+        };
         let reporter = reporter.clone();
-        let stop = stop.clone();
         tasks.spawn(async move {
-            let permit = tokio::select! {
-                p = forks.acquire_owned() => p.ok(),
-                () = stop.cancelled() => None,
-            };
-            let report = match permit {
-                Some(_permit) if !stop.is_cancelled() => {
-                    run_target(&plan, options, reporter.as_ref()).await
-                }
-                _ => skipped(&plan, "interrupted before this target started"),
-            };
+            let report = run_target(&plan, options, reporter.as_ref()).await;
             reporter.event(Event::TargetFinished {
                 report: report.clone(),
             });
+            drop(permit);
             (index, report)
         });
     }
-    let mut reports: Vec<Option<TargetReport>> = vec![None; count];
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok((index, report)) => reports[index] = Some(report),
