@@ -68,7 +68,11 @@ const PREAMBLE: &str = r#"set -u
 umask 077
 certctl_stat() {
   if [ -f "$1" ]; then
-    printf 'F %s present %s %s\n' "$2" "$(stat -L -c '%a %u %g %C' -- "$1" 2>/dev/null)" "$(sha256sum < "$1" | cut -d' ' -f1)"
+    if h=$(sha256sum < "$1") && h=${h%% *} && [ ${#h} = 64 ]; then
+      printf 'F %s present %s %s\n' "$2" "$(stat -L -c '%a %u %g %C' -- "$1" 2>/dev/null)" "$h"
+    else
+      printf 'F %s unreadable\n' "$2"
+    fi
   elif [ -e "$1" ] || [ -L "$1" ]; then
     printf 'F %s notfile\n' "$2"
   else
@@ -80,8 +84,12 @@ certctl_uid() { u=$(id -u -- "$1" 2>/dev/null) || u=-; printf 'U %s %s\n' "$2" "
 certctl_gid() { g=$(getent group -- "$1" | cut -d: -f3); printf 'G %s %s\n' "$2" "${g:--}"; }
 certctl_if_new() { f=$1; shift; [ -e "$f" ] || "$@"; }
 fail=0
-certctl_restore() { cp -p -- "$1" "$2" && mv -f -- "$2" "$3" || { fail=1; printf 'R %s failed\n' "$3"; }; }
+certctl_copy() { cp -p -- "$1" "$2" || { fail=1; printf 'R %s failed\n' "$3"; }; }
+certctl_place() { mv -f -- "$1" "$2" || { fail=1; rm -f -- "$1"; printf 'R %s failed\n' "$2"; }; }
+certctl_discard() { rm -f -- "$@"; printf 'R nothing restored: a copy failed, the live files were left as they were\n'; }
 certctl_remove() { rm -f -- "$1" || { fail=1; printf 'R %s failed\n' "$1"; }; }
+certctl_remove_dir() { rm -rf -- "$1" || { fail=1; printf 'R %s failed\n' "$1"; }; }
+certctl_scratch() { mkdir -m 0700 -- "$1" || return; { printf '%s\n' "$2" > "$1/.certctl-lock"; } 2>/dev/null || :; }
 certctl_backup() { cp -p -- "$1" "$2" || { fail=1; printf 'B %s failed\n' "$1"; }; }
 "#;
 
@@ -332,9 +340,10 @@ async fn run_target(
     let t = run.begin(Step::Connect);
     let result = Session::connect(&plan.ssh).await;
     match result {
-        Ok(session) => {
+        Ok(mut session) => {
             run.end(Step::Connect, t, StepStatus::Ok, None);
-            run.on_session(&session).await;
+            // The run may replace the session (a reconnect to roll back): close the last one.
+            run.on_session(&mut session).await;
             session.close().await;
         }
         Err(e) => {
@@ -392,8 +401,9 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Everything after connect. Cleanup runs on every path.
-    async fn on_session(&mut self, session: &Session) {
+    /// Everything after connect. Cleanup runs on every path — on a new connection when the
+    /// rollback needed one.
+    async fn on_session(&mut self, session: &mut Session) {
         let plan = self.plan;
         if self.options.status {
             // Read-only: no lock (it would wait on, or break, a running deploy), no cleanup.
@@ -408,8 +418,14 @@ impl<'a> Run<'a> {
             .step(Step::Lock, lock(session, plan, self.options.break_lock))
             .await;
         if let Err(f) = locked {
+            // The lock script may have taken the lock before it failed (a command timeout, a
+            // lost connection): release it if it names this run, never another run's.
+            let released = self.release_lock(session).await;
             self.report.status = Status::Failed;
-            self.report.error = Some(format!("lock failed: {}; nothing was changed", f.message));
+            self.report.error = Some(format!(
+                "lock failed: {}; nothing live was changed{released}",
+                f.message
+            ));
             return;
         }
         let outcome = if self.options.undo {
@@ -426,7 +442,7 @@ impl<'a> Run<'a> {
         let _ = self.step(Step::Cleanup, cleanup(session, plan)).await;
     }
 
-    async fn deploy(&mut self, session: &Session) -> Result<Status, (Status, String)> {
+    async fn deploy(&mut self, session: &mut Session) -> Result<Status, (Status, String)> {
         let plan = self.plan;
         let dry = self.options.dry_run;
         let fail_untouched = |f: StepFailure| {
@@ -531,7 +547,7 @@ impl<'a> Run<'a> {
                     leaf: s.leaf,
                     chain: s.chain,
                 });
-                Err(self.rollback(session, &files, &swapped, old, failure).await)
+                Err(self.rollback(session, &files, swapped, old, failure).await)
             }
         }
     }
@@ -780,20 +796,18 @@ impl<'a> Run<'a> {
         let t = self.begin(Step::Rollback);
         let mut script = Script::new();
         script.raw(PREAMBLE);
+        let items: Vec<RestoreItem<'_>> = entries
+            .iter()
+            .map(|(idx, role, present, planned)| RestoreItem {
+                backup: present.then(|| format!("{set_dir}/{idx}.{role}")),
+                planned,
+            })
+            .collect();
+        restore_set(&mut script, &items);
         for (idx, role, present, planned) in &entries {
             if *present {
                 let backup = format!("{set_dir}/{idx}.{role}");
-                let tmp = format!(
-                    "{}.restore",
-                    planned
-                        .staged
-                        .strip_suffix(".tmp")
-                        .unwrap_or(&planned.staged)
-                );
-                script.cmd(&["certctl_restore", &backup, &tmp, &planned.path]);
                 script.cmd(&["certctl_stat", &backup, &format!("b{idx}")]);
-            } else {
-                script.cmd(&["certctl_remove", &planned.path]);
             }
             script.cmd(&["certctl_stat", &planned.path, idx]);
         }
@@ -893,20 +907,59 @@ impl<'a> Run<'a> {
     }
 
     /// Restores the swapped files from the backup, checks them by hash, reloads, and probes
-    /// for the previous certificate.
+    /// for the previous certificate. When the connection was lost (during the step that
+    /// failed, or during the restore itself), the rollback goes on over a new connection.
     async fn rollback(
         &mut self,
-        session: &Session,
+        session: &mut Session,
         files: &[StagedFile<'_>],
-        swapped: &[usize],
+        mut swapped: Vec<usize>,
         old: Option<Expected>,
         failure: StepFailure,
     ) -> (Status, String) {
         let plan = self.plan;
-        let cause = format!("{} failed: {}", failure.step.as_str(), failure.message);
-        let restored = self
-            .step(Step::Rollback, restore(session, plan, files, swapped))
+        let mut cause = format!("{} failed: {}", failure.step.as_str(), failure.message);
+        if connection_lost(session).await {
+            if failure.step == Step::Swap && swapped.len() < files.len() {
+                // The rename in flight may have been done with its reply lost: restore that
+                // file too (copying its backup over an untouched file changes nothing).
+                swapped.push(swapped.len());
+            }
+            if let Err(e) = self.reconnect(session, failure.step).await {
+                return (
+                    Status::RollbackFailed,
+                    format!(
+                        "{cause}; ROLLBACK FAILED: the connection was lost and {e} — the new \
+                         files may be live: run `certctl rollback` once the target is reachable"
+                    ),
+                );
+            }
+            cause.push_str("; the connection was lost, so the rollback ran over a new one");
+        }
+        let mut restored = self
+            .step(Step::Rollback, restore(session, plan, files, &swapped))
             .await;
+        if restored.is_err() && connection_lost(session).await {
+            match self.reconnect(session, Step::Rollback).await {
+                Ok(()) => {
+                    cause.push_str(
+                        "; the connection was lost during the restore, which was run again over a new one",
+                    );
+                    restored = self
+                        .step(Step::Rollback, restore(session, plan, files, &swapped))
+                        .await;
+                }
+                Err(e) => {
+                    return (
+                        Status::RollbackFailed,
+                        format!(
+                            "{cause}; ROLLBACK FAILED: the connection was lost during the restore and {e} \
+                             — the live files may be new: run `certctl rollback` once the target is reachable"
+                        ),
+                    );
+                }
+            }
+        }
         if let Err(f) = restored {
             return (
                 Status::RollbackFailed,
@@ -965,6 +1018,141 @@ impl<'a> Run<'a> {
     }
 }
 
+/// Pauses before each connect made to reach a target again after its connection was lost.
+const RECONNECT_BACKOFF: [std::time::Duration; 3] = [
+    std::time::Duration::ZERO,
+    std::time::Duration::from_secs(1),
+    std::time::Duration::from_secs(3),
+];
+
+/// Whether the connection no longer carries commands (on a lost connection opening a
+/// channel fails at once).
+async fn connection_lost(session: &Session) -> bool {
+    session.exec(&["true".to_string()]).await.is_err()
+}
+
+impl Run<'_> {
+    /// After the connection was lost during `during`: connects again with the same
+    /// configuration (the same strict host-key check and authentication), up to
+    /// [`RECONNECT_BACKOFF`] attempts, and checks the target's lock still names this run. The
+    /// new session replaces `session`. Recorded as a second connect step. The error says
+    /// why no usable connection was had ("could not be re-established: …").
+    async fn reconnect(&mut self, session: &mut Session, during: Step) -> Result<(), String> {
+        let plan = self.plan;
+        let t = self.begin(Step::Connect);
+        let mut last = String::new();
+        for (attempt, pause) in RECONNECT_BACKOFF.iter().enumerate() {
+            tokio::time::sleep(*pause).await;
+            let error = match Session::connect(&plan.ssh).await {
+                Ok(new) => {
+                    // The old connection is gone; dropping it frees its resources.
+                    drop(std::mem::replace(session, new));
+                    let result = match lock_owner(session, plan).await {
+                        Ok(None) => Ok(format!(
+                            "the connection was lost during {}; reconnected (attempt {}) and the \
+                             lock still names this run",
+                            during.as_str(),
+                            attempt + 1
+                        )),
+                        Ok(Some(holder)) => Err(format!(
+                            "the lock {} no longer names this run ({holder}), so nothing more was \
+                             done",
+                            lock_dir(plan)
+                        )),
+                        Err(e) => Err(format!("the lock could not be checked: {e}")),
+                    };
+                    return match result {
+                        Ok(detail) => {
+                            self.end(Step::Connect, t, StepStatus::Ok, Some(detail));
+                            Ok(())
+                        }
+                        Err(message) => {
+                            self.end(Step::Connect, t, StepStatus::Failed, Some(message.clone()));
+                            Err(format!("after reconnecting, {message}"))
+                        }
+                    };
+                }
+                Err(e) => e,
+            };
+            last = error.to_string();
+            // A host-key or authentication problem does not go away by retrying.
+            if !matches!(
+                error,
+                crate::ssh::SshError::Connect { .. }
+                    | crate::ssh::SshError::ConnectTimeout { .. }
+                    | crate::ssh::SshError::Protocol { .. }
+            ) {
+                break;
+            }
+        }
+        let message = format!("could not be re-established: {last}");
+        self.end(Step::Connect, t, StepStatus::Failed, Some(message.clone()));
+        Err(message)
+    }
+
+    /// After a failed lock step: removes the lock if it names this run (over a new connection
+    /// if the old one was lost). Says what became of it, for the report's error.
+    async fn release_lock(&mut self, session: &mut Session) -> String {
+        let plan = self.plan;
+        let dir = lock_dir(plan);
+        if connection_lost(session).await {
+            let t = self.begin(Step::Connect);
+            match Session::connect(&plan.ssh).await {
+                Ok(new) => {
+                    drop(std::mem::replace(session, new));
+                    let detail = "the connection was lost during lock; reconnected to release it";
+                    self.end(Step::Connect, t, StepStatus::Ok, Some(detail.into()));
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    self.end(Step::Connect, t, StepStatus::Failed, Some(message.clone()));
+                    return format!(
+                        "; the lock {dir} may still be held by this run (reconnecting to release \
+                         it failed: {message}): check the target, then rerun with --break-lock"
+                    );
+                }
+            }
+        }
+        let mut script = Script::new();
+        script.raw(UNLOCK);
+        script.cmd(&["certctl_unlock", &dir, &plan.run_id]);
+        match session.exec_script(&script, None).await {
+            Ok(out) => match String::from_utf8_lossy(&out.stdout).trim() {
+                "RELEASED" => "; the lock this run had taken was released".into(),
+                "NOTOURS" | "NOLOCK" => String::new(),
+                _ => format!(
+                    "; the lock {dir} may still be held by this run ({}): check the target, then \
+                     rerun with --break-lock",
+                    command_failure("unlock", &out)
+                ),
+            },
+            Err(e) => format!(
+                "; the lock {dir} may still be held by this run (releasing it failed: {e}): \
+                 check the target, then rerun with --break-lock"
+            ),
+        }
+    }
+}
+
+/// Who holds the target's lock, if not this run: `Ok(None)` when its holder line names this
+/// run, `Ok(Some(holder))` otherwise (another run's holder line, or that there is none).
+async fn lock_owner(session: &Session, plan: &TargetPlan) -> Result<Option<String>, String> {
+    let mut script = Script::new();
+    script.raw(UNLOCK);
+    script.cmd(&["certctl_owner", &lock_dir(plan), &plan.run_id]);
+    let out = session
+        .exec_script(&script, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.trim() {
+        "OURS" => Ok(None),
+        other => Ok(Some(crate::report::sanitize_line(
+            other.strip_prefix("OTHER ").unwrap_or(other),
+        ))),
+    }
+}
+
 /// Whether what was served is exactly the expected leaf and chain.
 fn served_is(served: &Served, expected: &Expected) -> bool {
     served.leaf == expected.leaf && served.chain == expected.chain
@@ -1008,7 +1196,10 @@ async fn inspect(
         };
     }
     if create_scratch {
-        script.cmd(&["mkdir", "-m", "0700", "--", &plan.scratch_dir]);
+        // Tagged with this target's lock, so a later run holding that lock can tell the
+        // scratch directory of a killed run of this target from anyone else's (best effort:
+        // an untagged one is only never swept; a full disk fails the preview, as it should).
+        script.cmd(&["certctl_scratch", &plan.scratch_dir, &lock_dir(plan)]);
     }
     let probe = &plan.probe;
     let probed = async {
@@ -1041,22 +1232,40 @@ async fn inspect(
             )
         })
         .collect();
-    for line in text.lines() {
+    let mut seen = vec![false; live.len()];
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let idx = fields
             .get(1)
             .and_then(|i| i.parse::<usize>().ok())
             .filter(|i| *i < live.len());
-        let Some(idx) = idx else { continue };
+        // Every line is one of ours: anything else means the script did not run as written
+        // (a shell that prints, a tool that misbehaves), and a guess here could lose a file.
+        let Some(idx) = idx else {
+            return Err(malformed_inspect(None, line, &out));
+        };
         let path = &plan.files[idx].path;
         match fields.as_slice() {
             ["D", _] => return Err(format!("directory of {path} does not exist on the target")),
             ["F", _, "notfile"] => return Err(format!("{path} exists but is not a regular file")),
+            ["F", _, "unreadable"] => {
+                let why = crate::report::sanitize(&out.stderr);
+                let why = why.trim();
+                return Err(format!(
+                    "{path} exists but could not be hashed (sha256sum failed{}{why}); it is not \
+                     treated as absent",
+                    if why.is_empty() { "" } else { ": " }
+                ));
+            }
+            ["F", _, "absent"] => seen[idx] = true,
             ["F", _, "present", mode, uid, gid, context, sha] => {
                 let parse = |s: &str, radix| {
                     u32::from_str_radix(s, radix)
                         .map_err(|_| format!("inspect: bad stat output for {path}"))
                 };
+                if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(malformed_inspect(Some(path), line, &out));
+                }
                 live[idx].0 = LiveFile {
                     present: true,
                     mode: parse(mode, 8)?,
@@ -1065,6 +1274,7 @@ async fn inspect(
                     selinux: (*context != "?").then(|| (*context).to_string()),
                     sha256: (*sha).to_string(),
                 };
+                seen[idx] = true;
             }
             ["U", _, "-"] => {
                 return Err(format!(
@@ -1086,10 +1296,17 @@ async fn inspect(
                         .unwrap_or_default()
                 ));
             }
-            ["U", _, uid] => live[idx].1.0 = uid.parse().ok(),
-            ["G", _, gid] => live[idx].1.1 = gid.parse().ok(),
-            _ => {}
+            ["U", _, uid] if uid.parse::<u32>().is_ok() => live[idx].1.0 = uid.parse().ok(),
+            ["G", _, gid] if gid.parse::<u32>().is_ok() => live[idx].1.1 = gid.parse().ok(),
+            _ => return Err(malformed_inspect(Some(path), line, &out)),
         }
+    }
+    if let Some(i) = seen.iter().position(|s| !s) {
+        return Err(format!(
+            "the inspect script said nothing about {} (its output was cut short?){}",
+            plan.files[i].path,
+            stderr_note(&out)
+        ));
     }
     let served = served.and_then(Result::ok);
     let detail = if plan.has_probe {
@@ -1109,6 +1326,27 @@ async fn inspect(
         )
     };
     Ok(((live, served), Some(detail)))
+}
+
+/// An inspect line that is none of the script's: the step fails rather than guess.
+fn malformed_inspect(path: Option<&str>, line: &str, out: &ExecOutput) -> String {
+    let about = path.map(|p| format!(" about {p}")).unwrap_or_default();
+    format!(
+        "unexpected output from the inspect script{about}: {:?}{}",
+        crate::report::sanitize(line.as_bytes()),
+        stderr_note(out)
+    )
+}
+
+/// `; stderr: …` when a script wrote to stderr (sanitised), else nothing.
+fn stderr_note(out: &ExecOutput) -> String {
+    let text = crate::report::sanitize(&out.stderr);
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr: {text}")
+    }
 }
 
 /// OS, arch, hostname and the server software's version (the connector's `version`
@@ -1510,26 +1748,20 @@ async fn restore(
     let set = format!("{}/{}", plan.backup_dir, plan.run_id);
     let mut script = Script::new();
     script.raw(PREAMBLE);
-    for &i in swapped {
-        let f = &files[i];
-        if f.live.present {
-            let tmp = format!(
-                "{}.restore",
-                f.planned
-                    .staged
-                    .strip_suffix(".tmp")
-                    .unwrap_or(&f.planned.staged)
-            );
-            script.cmd(&[
-                "certctl_restore",
-                &format!("{set}/{i}.{}", f.planned.role),
-                &tmp,
-                &f.planned.path,
-            ]);
-        } else {
-            script.cmd(&["certctl_remove", &f.planned.path]);
-        }
-    }
+    let items: Vec<RestoreItem<'_>> = swapped
+        .iter()
+        .map(|&i| {
+            let f = &files[i];
+            RestoreItem {
+                backup: f
+                    .live
+                    .present
+                    .then(|| format!("{set}/{i}.{}", f.planned.role)),
+                planned: f.planned,
+            }
+        })
+        .collect();
+    restore_set(&mut script, &items);
     for &i in swapped {
         script.cmd(&["certctl_stat", &files[i].planned.path, &i.to_string()]);
     }
@@ -1538,10 +1770,15 @@ async fn restore(
         .exec_script(&script, None)
         .await
         .map_err(|e| e.to_string())?;
-    if !out.success() {
-        return Err(command_failure("restore script", &out));
-    }
     let text = String::from_utf8_lossy(&out.stdout);
+    if !out.success() {
+        return Err(format!(
+            "restore script exited {}: {}{}",
+            out.status,
+            restore_failures(&text),
+            stderr_note(&out)
+        ));
+    }
     let mut checked: BTreeMap<usize, bool> = BTreeMap::new();
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
@@ -1584,6 +1821,72 @@ async fn restore(
     ))
 }
 
+/// What the `R` lines of a restore or cleanup script say went wrong, sanitised.
+fn restore_failures(stdout: &str) -> String {
+    let lines: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("R "))
+        .map(crate::report::sanitize_line)
+        .collect();
+    if lines.is_empty() {
+        "no file named".into()
+    } else {
+        lines.join("; ")
+    }
+}
+
+/// One live file to put back: from its backup copy, or removed when it did not exist before.
+struct RestoreItem<'p> {
+    backup: Option<String>,
+    planned: &'p PlannedFile,
+}
+
+/// The temp name a backup is copied to before it is renamed over the live file.
+fn restore_temp(planned: &PlannedFile) -> String {
+    format!(
+        "{}.restore",
+        planned
+            .staged
+            .strip_suffix(".tmp")
+            .unwrap_or(&planned.staged)
+    )
+}
+
+/// Restores a set as a whole: every backup is first copied to a temp name beside its live
+/// file; only when all copies succeeded are they renamed over the live files (and files that
+/// did not exist before removed). A failed copy removes the temp copies and leaves the live
+/// files as they were, so a restore never mixes old and new. `$fail` says whether it all
+/// worked; `R PATH failed` lines name what did not.
+fn restore_set(script: &mut Script, items: &[RestoreItem<'_>]) {
+    for item in items {
+        if let Some(backup) = &item.backup {
+            let tmp = restore_temp(item.planned);
+            script.cmd(&["certctl_copy", backup, &tmp, &item.planned.path]);
+        }
+    }
+    script.raw("if [ \"$fail\" = 0 ]; then\n");
+    for item in items {
+        match &item.backup {
+            Some(_) => script.cmd(&[
+                "certctl_place",
+                &restore_temp(item.planned),
+                &item.planned.path,
+            ]),
+            None => script.cmd(&["certctl_remove", &item.planned.path]),
+        };
+    }
+    script.raw("else\n");
+    let mut discard = vec!["certctl_discard".to_string()];
+    discard.extend(
+        items
+            .iter()
+            .filter(|i| i.backup.is_some())
+            .map(|i| restore_temp(i.planned)),
+    );
+    script.cmd(&discard);
+    script.raw("fi\n");
+}
+
 /// The target's lock: a directory beside its backups (per target, private).
 fn lock_dir(plan: &TargetPlan) -> String {
     format!("{}/.lock", plan.backup_dir)
@@ -1624,6 +1927,12 @@ async fn lock(
         let pattern = format!(".{}.certctl-*", glob_escape(base));
         script.cmd(&["certctl_stale", parent, &pattern]);
     }
+    let tmp_dir = plan
+        .scratch_dir
+        .rsplit_once('/')
+        .map(|(d, _)| if d.is_empty() { "/" } else { d })
+        .unwrap_or("/");
+    script.cmd(&["certctl_stale_scratch", tmp_dir, &dir, &plan.scratch_dir]);
     let out = session
         .exec_script(&script, None)
         .await
@@ -1635,19 +1944,28 @@ async fn lock(
     if !out.success() || !text.lines().any(|l| l == "LOCKED") {
         return Err(command_failure("lock script", &out));
     }
-    let stale: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("STALE "))
-        .collect();
-    let detail = if stale.is_empty() {
-        format!("locked {dir}")
-    } else {
-        format!(
-            "locked {dir}; removed {} temp file(s) left by an interrupted run: {}",
+    let listed = |tag: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix(tag))
+            .map(crate::report::sanitize_line)
+            .collect()
+    };
+    let (stale, scratch) = (listed("STALE "), listed("SCRATCH "));
+    let mut detail = format!("locked {dir}");
+    if !stale.is_empty() {
+        detail.push_str(&format!(
+            "; removed {} temp file(s) left by an interrupted run: {}",
             stale.len(),
             stale.join(", ")
-        )
-    };
+        ));
+    }
+    if !scratch.is_empty() {
+        detail.push_str(&format!(
+            "; removed {} scratch directory(ies) left by an interrupted run of this target: {}",
+            scratch.len(),
+            scratch.join(", ")
+        ));
+    }
     Ok(((), Some(detail)))
 }
 
@@ -1674,11 +1992,13 @@ fn describe_holder(dir: &str, holder: &str) -> String {
     let alive = pid.parse::<u32>().is_ok_and(process_alive);
     if host == here && !alive {
         format!(
-            "{dir} is held by a run that is no longer running: {who}. A killed run left it;              check the target, then rerun with --break-lock to clear it"
+            "{dir} is held by a run that is no longer running: {who}. A killed run left it; \
+             check the target, then rerun with --break-lock to clear it"
         )
     } else {
         format!(
-            "another certctl run holds {dir}: {who}. Wait for it to finish; if it was killed,              rerun with --break-lock"
+            "another certctl run holds {dir}: {who}. Wait for it to finish; if it was killed, \
+             rerun with --break-lock"
         )
     }
 }
@@ -1719,6 +2039,10 @@ certctl_latest() {
 /// `$1` lock dir, `$2` holder line: prints LOCKED, or HELD and the holder.
 /// `certctl_stale DIR PATTERN` removes (and prints) stale temp files of one live file — only
 /// once this run holds the lock, never another run's files.
+/// `certctl_stale_scratch TMPDIR LOCKDIR OURS` removes (and prints, SCRATCH) scratch directories in
+/// `TMPDIR` tagged with this target's lock (`.certctl-lock`, written when a run creates its
+/// scratch directory), other than this run's: once we hold the lock, a run that made one can
+/// no longer be running on this target. Untagged directories and other targets' are kept.
 const LOCK: &str = r#"set -u
 umask 077
 certctl_lock() {
@@ -1734,23 +2058,99 @@ certctl_stale() {
     rm -f -- "$f" && printf 'STALE %s\n' "$f"
   done
 }
+certctl_stale_scratch() {
+  [ "${locked:-0}" = 1 ] || return 0
+  for d in "$1"/certctl-*; do
+    [ -d "$d" ] && [ ! -L "$d" ] && [ -O "$d" ] && [ "$d" != "$3" ] || continue
+    [ "$(head -n 1 -- "$d/.certctl-lock" 2>/dev/null)" = "$2" ] || continue
+    rm -rf -- "$d" && printf 'SCRATCH %s\n' "$d"
+  done
+}
 "#;
 
-/// Removes staged files and the scratch directory; best effort, on every path.
+/// `certctl_unlock LOCKDIR RUN` removes the lock only if its holder line names run `RUN`
+/// (this run): prints RELEASED, NOTOURS (another run's, or no holder written) or NOLOCK.
+/// `certctl_owner LOCKDIR RUN` prints OURS, or OTHER and the holder line.
+const UNLOCK: &str = r#"set -u
+certctl_unlock() {
+  [ -d "$1" ] || { echo NOLOCK; return 0; }
+  h=$(head -n 1 -- "$1/holder" 2>/dev/null) || h=
+  case " $h " in
+    *" run=$2 "*) rm -rf -- "$1" && echo RELEASED ;;
+    *) echo NOTOURS ;;
+  esac
+}
+certctl_owner() {
+  h=$(head -n 1 -- "$1/holder" 2>/dev/null) || h=
+  case " $h " in
+    *" run=$2 "*) echo OURS ;;
+    *) printf 'OTHER %s\n' "${h:-no lock held}" ;;
+  esac
+}
+"#;
+
+/// Removes staged files, restore temp copies and the scratch directory, then the lock; best
+/// effort, on every path. Each removal that fails is named, and the step fails.
 async fn cleanup(session: &Session, plan: &TargetPlan) -> Result<((), Option<String>), String> {
     let mut script = Script::new();
-    let mut argv: Vec<&str> = vec!["rm", "-f", "--"];
-    argv.extend(plan.files.iter().map(|f| f.staged.as_str()));
-    script.cmd(&argv);
-    script.cmd(&["rm", "-rf", "--", &plan.scratch_dir]);
+    script.raw(PREAMBLE);
+    for f in &plan.files {
+        script.cmd(&["certctl_remove", &f.staged]);
+        script.cmd(&["certctl_remove", &restore_temp(f)]);
+    }
+    script.cmd(&["certctl_remove_dir", &plan.scratch_dir]);
     // Last: the lock, so no other run starts while our files are still being removed.
-    script.cmd(&["rm", "-rf", "--", &lock_dir(plan)]);
+    script.cmd(&["certctl_remove_dir", &lock_dir(plan)]);
+    script.raw("exit $fail\n");
     let out = session
         .exec_script(&script, None)
         .await
         .map_err(|e| e.to_string())?;
     if !out.success() {
-        return Err(command_failure("cleanup", &out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lock = lock_dir(plan);
+        let lock_left = text.lines().any(|l| l == format!("R {lock} failed"));
+        let mut message = format!(
+            "could not remove: {}{}",
+            restore_failures(&text)
+                .split("; ")
+                .map(|l| l.strip_suffix(" failed").unwrap_or(l))
+                .collect::<Vec<_>>()
+                .join(", "),
+            stderr_note(&out)
+        );
+        if lock_left {
+            message.push_str(
+                "; the lock stays, so the next run reports it as held by this finished run: \
+                 check the target, then rerun with --break-lock",
+            );
+        }
+        return Err(message);
     }
     Ok(((), None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_is_described_in_plain_sentences() {
+        let here = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        // Another machine's run, then a dead run of this machine: both branches.
+        for (host, says) in [
+            ("elsewhere", "another certctl run holds"),
+            (here.as_str(), "no longer running"),
+        ] {
+            let holder = format!(
+                "pid=4294967295 host={host} user=ops started=2026-01-01T00:00:00Z run=1-ab"
+            );
+            let text = describe_holder("/var/lib/certctl/backups/web/.lock", &holder);
+            assert!(text.contains(says), "{text}");
+            assert!(!text.contains("  "), "{text:?}");
+            assert!(text.contains("--break-lock"), "{text}");
+        }
+    }
 }

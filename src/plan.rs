@@ -308,8 +308,7 @@ fn plan_target(
     for f in files.iter_mut() {
         if let Some(name) = f.rendered.take() {
             let body = &def.templates[&name];
-            let content =
-                connector::render(body, &values).map_err(|e| format!("template `{name}`: {e}"))?;
+            let content = render_template(&name, body, &values)?;
             f.rendered = Some(content);
         }
     }
@@ -352,8 +351,7 @@ fn plan_target(
         .map(|(name, body)| {
             Ok(PlannedTemplate {
                 path: format!("{scratch_dir}/{name}"),
-                content: connector::render(body, &values)
-                    .map_err(|e| format!("template `{name}`: {e}"))?,
+                content: render_template(name, body, &values)?,
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -490,6 +488,35 @@ fn resolve_params(target: &Target, def: &ConnectorDef) -> Result<BTreeMap<String
 }
 
 /// Remote paths must be absolute, normalised and printable: no `..`, no control characters.
+/// Characters a value may not carry into a rendered config file. The connectors' templates
+/// put every path in double quotes (nginx, haproxy, Caddyfile, YAML), so spaces, `;`, `#`
+/// and single quotes are fine; these would end the string, start an escape, or be expanded
+/// (`$var` in nginx, `$ENV` in haproxy, `{placeholders}` and `{$ENV}` in Caddy).
+const CONFIG_UNSAFE: &[char] = &['"', '\\', '$', '{', '}', '`'];
+
+/// Renders a connector template (a config file the target's software reads), refusing a
+/// value that its quoted strings cannot carry literally — before anything is written.
+fn render_template(
+    name: &str,
+    body: &str,
+    values: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    let located = |e: String| format!("template `{name}`: {e}");
+    for p in connector::placeholders(body).map_err(located)? {
+        let Some(value) = values.get(&p) else {
+            continue;
+        };
+        if let Some(c) = value.chars().find(|c| CONFIG_UNSAFE.contains(c)) {
+            return Err(located(format!(
+                "`{{{p}}}` is {value:?}, which contains `{c}`: it cannot be written literally \
+                 into the connector's config file; use a path without `\"`, `\\`, `$`, `{{`, \
+                 `}}` or backquotes"
+            )));
+        }
+    }
+    connector::render(body, values).map_err(located)
+}
+
 fn check_remote_path(what: &str, path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("{what} `{path}` must be an absolute path"));

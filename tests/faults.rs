@@ -5,9 +5,10 @@
 //! matches the report; and a following clean run leaves no temp file behind.
 //!
 //! The matrix runs every cell (each on its own rig, a few at a time) and writes the outcome
-//! table to `target/reliability-table.md`. Cells where the engine misbehaves today are marked
-//! with `bug`: the matrix pins the observed behaviour, and an `#[ignore]`d test below states
-//! the behaviour the engine should have.
+//! table to `target/reliability-table.md`. A cell where the engine misbehaves is marked with
+//! `bug` (none is today): the matrix then pins the observed behaviour, and an `#[ignore]`d
+//! test below states the behaviour the engine should have. The tests below pin the engine
+//! bugs the matrix found and that are fixed.
 
 mod support;
 
@@ -132,9 +133,6 @@ fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
 
-const NO_RECONNECT: &str =
-    "**engine gap:** no new connection for the rollback: the new files stay live, not reloaded";
-
 fn cells() -> Vec<Cell> {
     use Fault::*;
     let plain = RigOptions::default();
@@ -150,10 +148,8 @@ fn cells() -> Vec<Cell> {
                 rig.arm_tool("sha256sum", None, Action::Fail, false);
                 Armed::default()
             },
-            expect: |_| expect("deployed", 0, Served::New, LiveSet::New, ""),
-            bug: Some(
-                "**engine bug:** a failed hash reads as \"file absent\": the deploy goes on without backing that file up",
-            ),
+            expect: |_| untouched("could not be hashed"),
+            bug: None,
         },
         Cell {
             step: "stage",
@@ -293,18 +289,8 @@ fn cells() -> Vec<Cell> {
                     proxy: None,
                 }
             },
-            expect: |_| {
-                expect(
-                    "rollback-failed",
-                    3,
-                    Served::Old,
-                    LiveSet::Mixed("new certificate + old key".into()),
-                    "ROLLBACK FAILED",
-                )
-            },
-            bug: Some(
-                "**engine bug:** the restore is per file: one failed copy leaves the new certificate with the old key",
-            ),
+            expect: |_| stuck_on_new_files("nothing restored: a copy failed"),
+            bug: None,
         },
         Cell {
             step: "cleanup",
@@ -407,10 +393,16 @@ fn cells() -> Vec<Cell> {
                 )]),
                 proxy: None,
             },
-            expect: |_| expect("would-change", 0, Served::Old, LiveSet::Old, ""),
-            bug: Some(
-                "**engine bug:** cleanup reports ok although the staged files (a copy of the key among them) are still there",
-            ),
+            expect: |_| {
+                expect(
+                    "would-change",
+                    0,
+                    Served::Old,
+                    LiveSet::Old,
+                    "could not remove",
+                )
+            },
+            bug: None,
         },
         // -- disk full -----------------------------------------------------------------------
         Cell {
@@ -603,18 +595,8 @@ fn cells() -> Vec<Cell> {
                 rig.set_sftp(Some(SftpFault::DropAtRename(2)));
                 Armed::default()
             },
-            expect: |_| {
-                expect(
-                    "rollback-failed",
-                    3,
-                    Served::Old,
-                    LiveSet::Mixed("new certificate + old key".into()),
-                    "ROLLBACK FAILED",
-                )
-            },
-            bug: Some(
-                "**engine gap:** no new connection for the rollback: the new certificate stays with the old key",
-            ),
+            expect: |_| rolled_back("rollback ran over a new one"),
+            bug: None,
         },
         Cell {
             step: "test",
@@ -626,8 +608,8 @@ fn cells() -> Vec<Cell> {
                 spec: commands(vec![("test", vec![rig.drop_argv()])]),
                 proxy: None,
             },
-            expect: |_| stuck_on_new_files("ROLLBACK FAILED"),
-            bug: Some(NO_RECONNECT),
+            expect: |_| rolled_back("rollback ran over a new one"),
+            bug: None,
         },
         Cell {
             step: "reload",
@@ -639,8 +621,8 @@ fn cells() -> Vec<Cell> {
                 spec: commands(vec![("reload", vec![rig.drop_argv()])]),
                 proxy: None,
             },
-            expect: |_| stuck_on_new_files("ROLLBACK FAILED"),
-            bug: Some(NO_RECONNECT),
+            expect: |_| rolled_back("rollback ran over a new one"),
+            bug: None,
         },
         Cell {
             step: "verify",
@@ -679,8 +661,8 @@ fn cells() -> Vec<Cell> {
                     proxy: None,
                 }
             },
-            expect: |_| stuck_on_new_files("ROLLBACK FAILED"),
-            bug: Some(NO_RECONNECT),
+            expect: |_| rolled_back("the restore, which was run again over a new one"),
+            bug: None,
         },
         Cell {
             step: "cleanup",
@@ -835,13 +817,7 @@ fn run_cell(cell: &Cell) -> Outcome {
     let left = rig.leftovers();
     if !left.is_empty() {
         next.push_str(&format!("; left: {}", left.join(", ")));
-        // Known engine gap: a killed run's scratch directory is never removed.
-        let scratch_only = left.iter().all(|l| l.starts_with("tmp_dir/"));
-        if cell.fault == Fault::SshDrop && scratch_only {
-            next.push_str(" ¹");
-        } else {
-            problems.push(format!("left behind after the clean run: {left:?}"));
-        }
+        problems.push(format!("left behind after the clean run: {left:?}"));
     }
 
     let mut result = format!("`{status}`, exit {}", out.code);
@@ -954,9 +930,6 @@ fn fault_matrix() {
             .join(name);
         let text = format!(
             "<!-- Written by tests/faults.rs (fault_matrix); do not edit by hand. -->\n{table}\n\
-             ¹ **engine gap:** a killed run's scratch directory (`tmp_dir/certctl-<run>-N`) is \
-             never removed by a later run (its staged files and lock are).\n\
-             \n\
              \"left on the target\" is what the faulty run left; \"next clean run\" is a plain \
              `certctl deploy` with the fault removed (and what a person had to add).\n"
         );
@@ -965,7 +938,7 @@ fn fault_matrix() {
     assert!(problems.is_empty(), "{problems}\n{table}");
 }
 
-// -- the behaviour the engine should have (ignored until the lead fixes src/) ------------------
+// -- engine behaviour the matrix found wrong once, pinned ---------------------------------------
 
 fn deploy(rig: &Rig) -> (support::lab::Output, serde_json::Value) {
     let out = rig.certctl(&["deploy", "--output", "json"]);
@@ -974,7 +947,6 @@ fn deploy(rig: &Rig) -> (support::lab::Output, serde_json::Value) {
 }
 
 #[test]
-#[ignore = "engine bug: inspect reads a failed sha256sum as a missing file, so the deploy goes on without backing that file up (and a rollback would delete it)"]
 fn a_failed_hash_in_inspect_stops_the_deploy() {
     let rig = Rig::start(RigOptions::default());
     rig.arm_tool("sha256sum", None, Action::Fail, false);
@@ -993,7 +965,6 @@ fn a_failed_hash_in_inspect_stops_the_deploy() {
 }
 
 #[test]
-#[ignore = "engine bug: the restore copies and renames file by file, so one failed copy leaves the new certificate with the old key"]
 fn a_failed_restore_never_leaves_a_mixed_pair() {
     let rig = Rig::start(RigOptions::default());
     rig.arm_tool("cp", Some(".restore"), Action::Fail, false);
@@ -1009,7 +980,6 @@ fn a_failed_restore_never_leaves_a_mixed_pair() {
 }
 
 #[test]
-#[ignore = "engine bug: the cleanup script's exit status is its last command's, so staged files it could not remove go unreported"]
 fn a_cleanup_that_leaves_staged_files_says_so() {
     let rig = Rig::start(RigOptions::default());
     let freeze = rig.freeze_argv(&rig.cert_dir());
@@ -1041,7 +1011,6 @@ fn a_cleanup_that_leaves_staged_files_says_so() {
 }
 
 #[test]
-#[ignore = "engine gap: a connection lost after the swap is not re-established to roll back"]
 fn a_connection_lost_after_the_swap_is_rolled_back_over_a_new_one() {
     let rig = Rig::start(RigOptions::default());
     rig.write_inventory(&commands(vec![("test", vec![rig.drop_argv()])]));
@@ -1053,7 +1022,6 @@ fn a_connection_lost_after_the_swap_is_rolled_back_over_a_new_one() {
 }
 
 #[test]
-#[ignore = "engine gap: the lock step removes a killed run's staged files but not its scratch directory"]
 fn the_next_run_removes_a_killed_runs_scratch_directory() {
     let rig = Rig::start(RigOptions::default());
     rig.write_inventory(&commands(vec![("preview", vec![rig.drop_argv()])]));
@@ -1068,4 +1036,61 @@ fn the_next_run_removes_a_killed_runs_scratch_directory() {
     let out = rig.certctl(&["deploy", "--break-lock", "--output", "json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(rig.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn a_malformed_inspect_line_stops_the_deploy() {
+    let rig = Rig::start(RigOptions::default());
+    // `stat` prints nothing: the certificate's line lacks its mode and owner.
+    rig.arm_tool("stat", None, Action::Fail, false);
+    let (out, target) = deploy(&rig);
+    assert_eq!(target["status"], "failed", "{}", out.stderr);
+    assert_eq!(out.code, 1);
+    let error = target["error"].as_str().unwrap();
+    let about = format!(
+        "inspect failed: unexpected output from the inspect script about {}: \"F 0 present ",
+        rig.nginx.cert_path().display()
+    );
+    assert!(error.starts_with(&about), "{error}");
+    assert_eq!(rig.live_set(), LiveSet::Old);
+    assert_eq!(rig.served(), Served::Old);
+    assert_eq!(rig.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn a_lock_step_that_loses_the_connection_releases_the_lock_it_took() {
+    let rig = Rig::start(RigOptions::default());
+    // `find` runs in the lock script once the lock is taken (the stale temp file sweep).
+    rig.arm_tool("find", None, Action::Drop, false);
+    let (out, target) = deploy(&rig);
+    assert_eq!(target["status"], "failed", "{}", out.stderr);
+    assert_eq!(out.code, 1);
+    let error = target["error"].as_str().unwrap();
+    assert!(error.starts_with("lock failed: "), "{error}");
+    assert!(
+        error.ends_with("nothing live was changed; the lock this run had taken was released"),
+        "{error}"
+    );
+    assert_eq!(rig.leftovers(), Vec::<String>::new());
+    assert_eq!(rig.live_set(), LiveSet::Old);
+    // No --break-lock needed.
+    let (out, target) = deploy(&rig);
+    assert_eq!(target["status"], "deployed", "{}", out.stderr);
+    assert_eq!(rig.served(), Served::New);
+}
+
+#[test]
+fn the_lock_step_keeps_scratch_directories_it_cannot_prove_stale() {
+    let rig = Rig::start(RigOptions::default());
+    let tmp = rig.tmp_dir();
+    // Another target's scratch directory (tagged with its lock), and an untagged one.
+    let other = tmp.join("certctl-1700000000-0123456789abcdef-3");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join(".certctl-lock"), "/var/lib/other/.lock\n").unwrap();
+    let untagged = tmp.join("certctl-1700000000-fedcba9876543210-0");
+    std::fs::create_dir(&untagged).unwrap();
+    let (out, target) = deploy(&rig);
+    assert_eq!(target["status"], "deployed", "{}", out.stderr);
+    assert!(other.join(".certctl-lock").exists());
+    assert!(untagged.exists());
 }

@@ -77,7 +77,11 @@ fn a_second_run_fails_clearly_while_the_first_holds_the_lock() {
         error.contains(&format!("pid {}", first.id())),
         "names the holder: {error}"
     );
-    assert!(error.contains("nothing was changed"), "{error}");
+    assert!(error.contains("nothing live was changed"), "{error}");
+    assert!(
+        !error.contains("released"),
+        "another run's lock is kept: {error}"
+    );
 
     fs::remove_file(&gate).unwrap();
     let out = first.wait_with_output().unwrap();
@@ -143,7 +147,12 @@ fn a_killed_run_leaves_a_lock_that_is_reported_then_broken_and_cleaned() {
         lock_detail.contains("removed 2 temp file(s) left by an interrupted run"),
         "{lock_detail}"
     );
+    assert!(
+        lock_detail.contains("removed 1 scratch directory(ies) left by an interrupted run"),
+        "{lock_detail}"
+    );
     assert!(staged_files(&cert_dir).is_empty());
+    assert_eq!(lab.scratch_dirs(), Vec::<std::path::PathBuf>::new());
     assert!(!lab.backup_dir().join(".lock").exists());
     assert_eq!(lab.served(), lab.new.fingerprint);
 }

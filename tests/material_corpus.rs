@@ -552,8 +552,25 @@ fn hostile_name(canary: &Path) -> String {
 }
 
 #[test]
-#[ignore = "engine bug: connector templates put {tmpdir} and staged paths into the preview nginx config unquoted, so a legal path with a space (or `;`) breaks the preview"]
-fn a_tmp_dir_with_shell_and_config_metacharacters_deploys_or_is_refused_up_front() {
+fn a_tmp_dir_with_spaces_and_config_comment_characters_deploys() {
+    // nginx reads the preview config's paths as quoted strings: a space, `;`, `#`, `'` are
+    // literal characters there.
+    let rig = Rig::start(RigOptions::default());
+    let tmp = rig.dir().join("tmp dir; #'q'");
+    fs::create_dir_all(&tmp).unwrap();
+    rig.write_inventory(&InventorySpec {
+        params: vec![("tmp_dir".into(), tmp.display().to_string())],
+        ..InventorySpec::default()
+    });
+    let out = rig.certctl(&["deploy", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["targets"][0]["status"], "deployed");
+    assert_eq!(rig.served(), Served::New);
+    assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0, "scratch removed");
+}
+
+#[test]
+fn a_tmp_dir_a_config_string_cannot_carry_is_refused_up_front() {
     let rig = Rig::start(RigOptions::default());
     let canary = rig.dir().join("canary");
     let tmp = rig.dir().join(hostile_name(&canary));
@@ -564,12 +581,18 @@ fn a_tmp_dir_with_shell_and_config_metacharacters_deploys_or_is_refused_up_front
     });
     let out = rig.certctl(&["deploy", "--output", "json"]);
     assert!(!canary.exists(), "nothing in a path was executed");
-    // Either refused as invalid input before connecting, or deployed: never a preview that
-    // fails on a config the engine wrote itself.
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
-        out.code == 2 || (out.code == 0 && rig.served() == Served::New),
-        "exit {}: {}",
-        out.code,
+        out.stderr
+            .contains("template `preview.conf`: `{tmpdir}` is"),
+        "{}",
         out.stderr
     );
+    assert!(
+        out.stderr.contains("web-1"),
+        "names the target: {}",
+        out.stderr
+    );
+    assert_eq!(rig.logins(), 0, "refused before connecting");
+    assert_eq!(rig.live_set(), LiveSet::Old);
 }

@@ -138,14 +138,13 @@ fn nginx_plan_has_exact_paths_and_commands() {
     let conf = &p.templates[0];
     assert_eq!(conf.path, "/tmp/certctl-1700000000-abcdef-0/preview.conf");
     assert!(
-        conf.content
-            .contains("ssl_certificate /etc/nginx/ssl/.web-1.crt.certctl-1700000000-abcdef.tmp;")
-    );
-    assert!(
         conf.content.contains(
-            "ssl_certificate_key /etc/nginx/ssl/.web-1.key.certctl-1700000000-abcdef.tmp;"
+            "ssl_certificate \"/etc/nginx/ssl/.web-1.crt.certctl-1700000000-abcdef.tmp\";"
         )
     );
+    assert!(conf.content.contains(
+        "ssl_certificate_key \"/etc/nginx/ssl/.web-1.key.certctl-1700000000-abcdef.tmp\";"
+    ));
     assert!(
         conf.content.contains("events { worker_connections 16; }"),
         "{{ renders as a brace"
@@ -231,6 +230,14 @@ fn bad_params_are_errors_naming_target_and_location() {
         ),
         (vec![("mode", "0666")], "world-writable"),
         (vec![("keep_backups", "0")], "at least 1"),
+        (
+            vec![("tmp_dir", "/tmp/a$b")],
+            "template `preview.conf`: `{tmpdir}` is \"/tmp/a$b/certctl-1700000000-abcdef-0\", which contains `$`",
+        ),
+        (
+            vec![("key_path", "/etc/nginx/ssl/we\"b.key")],
+            "template `preview.conf`: `{staged.key}` is",
+        ),
     ] {
         let errs = plan_one(target("nginx", &params)).unwrap_err();
         let text = errs[0].to_string();

@@ -57,6 +57,10 @@ pub struct TargetSpec {
     pub address: String,
 }
 
+/// The targets' `tmp_dir`: a space, `;`, `#` and a quote, which the connectors' preview
+/// configs (haproxy, Caddyfile, apache's check script) must carry as literal path characters.
+const TMP_DIR: &str = "tmp dir; #'q'";
+
 pub struct TlsLab {
     pub pki: Pki,
     pub old: Material,
@@ -76,7 +80,7 @@ impl TlsLab {
         let pki = Pki::new(&pki_dir);
         let old = Material::from_leaf(&pki_dir, &pki.leaf("old", &[SNI]));
         let new = Material::from_leaf(&pki_dir, &pki.leaf("new", &[SNI]));
-        fs::create_dir_all(dir.path().join("tmp")).unwrap();
+        fs::create_dir_all(dir.path().join(TMP_DIR)).unwrap();
         TlsLab {
             inventory: dir.path().join("certctl.yaml"),
             sshd: Sshd::start(),
@@ -164,7 +168,7 @@ impl TlsLab {
     }
 
     pub fn tmp_dir(&self) -> PathBuf {
-        self.dir().join("tmp")
+        self.dir().join(TMP_DIR)
     }
 
     /// Backup sets taken so far.
