@@ -654,12 +654,7 @@ impl<'a> Run<'a> {
             return Err(fail(Step::Preview, message));
         }
         let mut script = Script::new();
-        script
-            .raw(CLOCK)
-            .raw(RUN)
-            .raw(PREAMBLE)
-            .raw(PRUNE)
-            .raw(MANIFEST);
+        script.raw(CLOCK).raw(RUN);
         script.cmd(&["certctl_t", "start"]);
         for (i, argv) in plan.preview.iter().enumerate() {
             let idx = i.to_string();
@@ -669,6 +664,9 @@ impl<'a> Run<'a> {
         }
         script.cmd(&["certctl_t", "preview"]);
         script.raw("printf '\\036BACKUP\\n'; printf '\\036BACKUP\\n' >&2\n");
+        // The preamble (umask 077, `set -u`) only after the preview: the connector's commands
+        // run as they would on their own.
+        script.raw(PREAMBLE).raw(PRUNE).raw(MANIFEST);
         let set = backup_commands(&mut script, plan, files, true);
         script.cmd(&["certctl_t", "backup"]);
         script.raw("exit $fail\n");
