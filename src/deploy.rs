@@ -162,14 +162,15 @@ async fn run_batch(
     let count = batch.len();
     let mut tasks = tokio::task::JoinSet::new();
     for (index, plan) in batch.into_iter().enumerate() {
-        let forks = forks.clone();
+        // The slot is taken here, before the task exists, so targets start in plan order (a
+        // spawned task that waits for its slot may be polled before an earlier one).
+        let permit = tokio::select! {
+            p = forks.clone().acquire_owned() => p.ok(),
+            () = stop.cancelled() => None,
+        };
         let reporter = reporter.clone();
         let stop = stop.clone();
         tasks.spawn(async move {
-            let permit = tokio::select! {
-                p = forks.acquire_owned() => p.ok(),
-                () = stop.cancelled() => None,
-            };
             let report = match permit {
                 Some(_permit) if !stop.is_cancelled() => {
                     run_target(&plan, options, reporter.as_ref()).await
