@@ -211,6 +211,42 @@ pub async fn run(cli: Cli) -> u8 {
     }
 }
 
+/// File descriptors one target in flight may hold at once: its SSH connection, a probe's TCP
+/// connection, and a known_hosts or key file being read, with one to spare.
+const FDS_PER_TARGET: u64 = 4;
+/// Descriptors kept back for the process itself: stdio, the runtime, jump-host connections.
+const FDS_RESERVED: u64 = 64;
+
+/// `--forks`, bounded by the open-file limit. The soft limit is first raised to the hard one
+/// (a shell's usual soft limit, 1024, allows about 240 targets in flight); should even the
+/// hard limit be too low, fewer targets run at once instead of failing with EMFILE.
+fn forks_within_fd_limit(forks: u16) -> usize {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let wanted = u64::from(forks.max(1));
+    let limit = getrlimit(Resource::Nofile);
+    let mut soft = limit.current;
+    if soft != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            soft = limit.maximum;
+        }
+    }
+    let Some(soft) = soft else {
+        return usize::from(forks.max(1));
+    };
+    let allowed = (soft.saturating_sub(FDS_RESERVED) / FDS_PER_TARGET).max(1);
+    if allowed < wanted {
+        report::print_stderr(&format!(
+            "warning: --forks {forks} lowered to {allowed}: the open-file limit is {soft} \
+             (raise it with `ulimit -n`)\n"
+        ));
+    }
+    usize::try_from(wanted.min(allowed)).unwrap_or(usize::MAX)
+}
+
 /// Invalid input: exit 2, nothing touched. Every problem found is listed.
 struct Invalid(Vec<String>);
 
@@ -308,7 +344,7 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
     let options = DeployOptions {
         dry_run: args.dry_run,
         force: args.force,
-        forks: usize::from(args.run.forks),
+        forks: forks_within_fd_limit(args.run.forks),
         batches: crate::select::batches(&args.serial.unwrap_or_default(), total),
         max_fail: args.max_fail,
         break_lock: args.break_lock,
@@ -337,7 +373,7 @@ async fn rollback_command(args: RollbackArgs, verbose: u8) -> Result<u8, Invalid
     let options = DeployOptions {
         dry_run: false,
         force: false,
-        forks: usize::from(args.run.forks),
+        forks: forks_within_fd_limit(args.run.forks),
         batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: args.break_lock,
@@ -355,7 +391,7 @@ async fn status_command(args: StatusArgs, verbose: u8) -> Result<u8, Invalid> {
     let options = DeployOptions {
         dry_run: false,
         force: false,
-        forks: usize::from(args.run.forks),
+        forks: forks_within_fd_limit(args.run.forks),
         batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: false,
@@ -436,7 +472,9 @@ async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
     let prepared = prepare(&args.inventory, &settings)?;
     let reporter: Arc<dyn report::Reporter> =
         Arc::from(report::reporter(prepared.plans.len(), verbose));
-    let forks = Arc::new(tokio::sync::Semaphore::new(usize::from(args.run.forks)));
+    let forks = Arc::new(tokio::sync::Semaphore::new(forks_within_fd_limit(
+        args.run.forks,
+    )));
     let mut tasks = tokio::task::JoinSet::new();
     let warn_days = args.warn_days;
     for (index, plan) in prepared.plans.into_iter().enumerate() {

@@ -311,6 +311,24 @@ fn sha256_hex(bytes: &[u8]) -> String {
 struct StepFailure {
     step: Step,
     message: String,
+    /// Set when the step shared one remote command with another and the transport failed
+    /// in it: which of the two was running is unknown, so messages name both.
+    shared: Option<&'static str>,
+}
+
+impl StepFailure {
+    fn new(step: Step, message: String) -> Self {
+        Self {
+            step,
+            message,
+            shared: None,
+        }
+    }
+
+    /// The step (or steps) named in messages: `preview failed: …`.
+    fn label(&self) -> &'static str {
+        self.shared.unwrap_or(self.step.as_str())
+    }
 }
 
 /// One target's run: the plan, the session once connected, and the report being built.
@@ -383,10 +401,22 @@ impl<'a> Run<'a> {
     }
 
     fn end(&mut self, step: Step, started: Instant, status: StepStatus, detail: Option<String>) {
+        self.end_took(step, started.elapsed(), status, detail);
+    }
+
+    /// [`Run::end`] with the duration given: for steps that shared one remote command, each
+    /// gets its own part of it.
+    fn end_took(
+        &mut self,
+        step: Step,
+        took: std::time::Duration,
+        status: StepStatus,
+        detail: Option<String>,
+    ) {
         let report = StepReport {
             step,
             status,
-            duration_ms: started.elapsed().as_millis() as u64,
+            duration_ms: took.as_millis() as u64,
             detail,
         };
         self.reporter.event(Event::StepFinished {
@@ -410,7 +440,7 @@ impl<'a> Run<'a> {
             }
             Err(message) => {
                 self.end(step, t, StepStatus::Failed, Some(message.clone()));
-                Err(StepFailure { step, message })
+                Err(StepFailure::new(step, message))
             }
         }
     }
@@ -428,24 +458,43 @@ impl<'a> Run<'a> {
             };
             return;
         }
-        let locked = self
-            .step(Step::Lock, lock(session, plan, self.options.break_lock))
-            .await;
-        if let Err(f) = locked {
+        // A deploy takes the lock and inspects in one remote command; a rollback only locks.
+        let (locked, inspected) = if self.options.undo {
+            let locked = self
+                .step(Step::Lock, lock(session, plan, self.options.break_lock))
+                .await;
+            (locked.map_err(|f| ("lock", f.message)), None)
+        } else {
+            self.begin(Step::Lock);
+            let both = lock_and_inspect(session, plan, self.options.break_lock).await;
+            let (status, detail) = match &both.lock {
+                Ok(detail) => (StepStatus::Ok, detail.clone()),
+                Err(message) => (StepStatus::Failed, message.clone()),
+            };
+            self.end_took(Step::Lock, both.lock_time, status, Some(detail));
+            let label = if both.shared_failure {
+                "lock and inspect"
+            } else {
+                "lock"
+            };
+            (
+                both.lock.map(drop).map_err(|m| (label, m)),
+                Some((both.inspect, both.inspect_time)),
+            )
+        };
+        if let Err((label, message)) = locked {
             // The lock script may have taken the lock before it failed (a command timeout, a
             // lost connection): release it if it names this run, never another run's.
             let released = self.release_lock(session).await;
             self.report.status = Status::Failed;
             self.report.error = Some(format!(
-                "lock failed: {}; nothing live was changed{released}",
-                f.message
+                "{label} failed: {message}; nothing live was changed{released}"
             ));
             return;
         }
-        let outcome = if self.options.undo {
-            self.undo(session).await
-        } else {
-            self.deploy(session).await
+        let outcome = match inspected {
+            None => self.undo(session).await,
+            Some(inspected) => self.deploy(session, inspected).await,
         };
         let (status, error) = match outcome {
             Ok(status) => (status, None),
@@ -462,7 +511,15 @@ impl<'a> Run<'a> {
             .await;
     }
 
-    async fn deploy(&mut self, session: &mut Session) -> Result<Status, (Status, String)> {
+    /// `inspected`: the inspect step's outcome and duration, from [`lock_and_inspect`].
+    async fn deploy(
+        &mut self,
+        session: &mut Session,
+        inspected: (
+            Result<(Inspected, Option<String>), String>,
+            std::time::Duration,
+        ),
+    ) -> Result<Status, (Status, String)> {
         let plan = self.plan;
         if let Some(swap) = &plan.commands {
             return swap_commands::deploy(self, session, swap).await;
@@ -478,17 +535,33 @@ impl<'a> Run<'a> {
                 status,
                 format!(
                     "{} failed: {}; nothing live was changed",
-                    f.step.as_str(),
+                    f.label(),
                     f.message
                 ),
             )
         };
 
-        // inspect: one remote script for every file, plus one probe of what is served now.
-        let (live, served_before) = self
-            .step(Step::Inspect, inspect(session, plan, true))
-            .await
-            .map_err(fail_untouched)?;
+        // inspect: one remote script for every file (run with the lock's), plus one probe of
+        // what is served now.
+        let (live, served_before) = {
+            self.begin(Step::Inspect);
+            let (result, took) = inspected;
+            match result {
+                Ok((value, detail)) => {
+                    self.end_took(Step::Inspect, took, StepStatus::Ok, detail);
+                    value
+                }
+                Err(message) => {
+                    self.end_took(
+                        Step::Inspect,
+                        took,
+                        StepStatus::Failed,
+                        Some(message.clone()),
+                    );
+                    return Err(fail_untouched(StepFailure::new(Step::Inspect, message)));
+                }
+            }
+        };
         let mut files = Vec::new();
         for (planned, (live, owner_ids)) in plan.files.iter().zip(live) {
             files.push(decide(planned, live, owner_ids, &plan.material));
@@ -543,16 +616,22 @@ impl<'a> Run<'a> {
             .map_err(fail_untouched)?;
 
         // preview: the server's own software loads the STAGED files; then the live test.
-        self.step(Step::Preview, preview(session, plan, &files))
-            .await
-            .map_err(fail_untouched)?;
-        if dry {
-            return Ok(Status::WouldChange);
+        if dry || files.iter().any(|f| f.planned.work.is_some()) {
+            self.step(Step::Preview, preview(session, plan, &files))
+                .await
+                .map_err(fail_untouched)?;
+            if dry {
+                return Ok(Status::WouldChange);
+            }
+            self.step(Step::Backup, backup(session, plan, &files))
+                .await
+                .map_err(fail_untouched)?;
+        } else {
+            // Preview, then (only if it passed) backup, in one remote command.
+            self.preview_and_backup(session, &files)
+                .await
+                .map_err(fail_untouched)?;
         }
-
-        self.step(Step::Backup, backup(session, plan, &files))
-            .await
-            .map_err(fail_untouched)?;
 
         // From here on the live files change: any failure rolls back.
         let mut swapped = Vec::new();
@@ -578,10 +657,219 @@ impl<'a> Run<'a> {
     /// test, reload, verify: the steps after the swap.
     async fn after_swap(&mut self, session: &Session) -> Result<(), StepFailure> {
         let plan = self.plan;
-        self.step(Step::Test, run_commands(session, &plan.test))
-            .await?;
-        self.step(Step::Reload, reload(session, plan)).await?;
+        self.test_and_reload(session).await?;
         self.verify(&plan.material.expected()).await
+    }
+
+    /// Preview and backup in ONE remote command: the backup runs only once every preview
+    /// command passed. Two steps in the report, each with its own status, duration (from the
+    /// remote clock; the round trip and the inputs' upload count to the preview) and message.
+    async fn preview_and_backup(
+        &mut self,
+        session: &Session,
+        files: &[StagedFile<'_>],
+    ) -> Result<(), StepFailure> {
+        let plan = self.plan;
+        let t = self.begin(Step::Preview);
+        let fail = StepFailure::new;
+        if let Err(message) = upload_preview_inputs(session, plan).await {
+            self.end(Step::Preview, t, StepStatus::Failed, Some(message.clone()));
+            return Err(fail(Step::Preview, message));
+        }
+        let mut script = Script::new();
+        script.raw(CLOCK).raw(RUN);
+        script.cmd(&["certctl_t", "start"]);
+        for (i, argv) in plan.preview.iter().enumerate() {
+            let idx = i.to_string();
+            let mut cmd: Vec<&str> = vec!["certctl_run", "preview", &idx];
+            cmd.extend(argv.iter().map(String::as_str));
+            script.cmd(&cmd);
+        }
+        script.cmd(&["certctl_t", "preview"]);
+        script.raw("printf '\\036BACKUP\\n'; printf '\\036BACKUP\\n' >&2\n");
+        // The preamble (umask 077, `set -u`) only after the preview: the connector's commands
+        // run as they would on their own.
+        script.raw(PREAMBLE).raw(PRUNE).raw(MANIFEST);
+        let set = backup_commands(&mut script, plan, files, true);
+        script.cmd(&["certctl_t", "backup"]);
+        script.raw("exit $fail\n");
+        let out = session.exec_script(&script, None).await;
+        let total = t.elapsed();
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                let message = e.to_string();
+                self.end(Step::Preview, t, StepStatus::Failed, Some(message.clone()));
+                return Err(StepFailure {
+                    shared: Some("preview and backup"),
+                    ..fail(Step::Preview, message)
+                });
+            }
+        };
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let marks = clock_marks(&text);
+        let failed = text.lines().find_map(|l| {
+            let rest = l.strip_prefix("\u{1e}X preview ")?;
+            rest.split(' ').next()?.parse::<usize>().ok()
+        });
+        let mark = "\u{1e}BACKUP\n";
+        let backup_part = |bytes: &[u8]| -> Option<Vec<u8>> {
+            let text = String::from_utf8_lossy(bytes);
+            let at = text.find(mark)?;
+            Some(
+                text[at + mark.len()..]
+                    .lines()
+                    .filter(|l| !l.starts_with(CLOCK_MARK))
+                    .flat_map(|l| format!("{l}\n").into_bytes())
+                    .collect(),
+            )
+        };
+        let backup_took = remote_span(&marks, "preview", "backup")
+            .unwrap_or_default()
+            .min(total);
+        let preview = match (failed, backup_part(&out.stdout)) {
+            (Some(idx), _) if idx < plan.preview.len() => Err(command_failure(
+                &crate::ssh::quote::command_line(&plan.preview[idx]),
+                &command_output(&out, "preview", idx),
+            )),
+            (_, None) => Err(command_failure("preview script", &out)),
+            _ => Ok(()),
+        };
+        if let Err(message) = preview {
+            self.end(Step::Preview, t, StepStatus::Failed, Some(message.clone()));
+            return Err(fail(Step::Preview, message));
+        }
+        let n = plan.preview.len();
+        let detail = (n > 0).then(|| format!("{n} command(s) ok"));
+        self.end_took(Step::Preview, total - backup_took, StepStatus::Ok, detail);
+        self.begin(Step::Backup);
+        let backup_out = ExecOutput {
+            stdout: backup_part(&out.stdout).unwrap_or_default(),
+            stderr: backup_part(&out.stderr).unwrap_or_default(),
+            status: out.status,
+        };
+        if !backup_out.success() {
+            let message = command_failure("backup script", &backup_out);
+            self.end_took(
+                Step::Backup,
+                backup_took,
+                StepStatus::Failed,
+                Some(message.clone()),
+            );
+            return Err(fail(Step::Backup, message));
+        }
+        let detail = format!("backup set {set}");
+        self.end_took(Step::Backup, backup_took, StepStatus::Ok, Some(detail));
+        Ok(())
+    }
+
+    /// The live test, the reload and the liveness check in ONE remote command, which stops
+    /// at the first command that fails. Test and reload are still two steps in the report,
+    /// each with its own status, duration (from the remote clock; the round trip counts
+    /// to the test) and message (the failing command's own output).
+    async fn test_and_reload(&mut self, session: &Session) -> Result<(), StepFailure> {
+        let plan = self.plan;
+        let mut script = Script::new();
+        script.raw(CLOCK).raw(RUN);
+        script.cmd(&["certctl_t", "start"]);
+        for (phase, commands) in [
+            ("test", &plan.test),
+            ("reload", &plan.reload),
+            ("alive", &plan.alive),
+        ] {
+            for (i, argv) in commands.iter().enumerate() {
+                let idx = i.to_string();
+                let mut cmd: Vec<&str> = vec!["certctl_run", phase, &idx];
+                cmd.extend(argv.iter().map(String::as_str));
+                script.cmd(&cmd);
+            }
+            script.cmd(&["certctl_t", phase]);
+        }
+        let t = self.begin(Step::Test);
+        let out = session.exec_script(&script, None).await;
+        let total = t.elapsed();
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                let message = e.to_string();
+                self.end(Step::Test, t, StepStatus::Failed, Some(message.clone()));
+                return Err(StepFailure {
+                    shared: Some("test and reload"),
+                    ..StepFailure::new(Step::Test, message)
+                });
+            }
+        };
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let marks = clock_marks(&text);
+        let failed = text.lines().find_map(|l| {
+            let rest = l.strip_prefix("\u{1e}X ")?;
+            let mut f = rest.split(' ');
+            let phase = f.next()?.to_string();
+            let idx: usize = f.next()?.parse().ok()?;
+            Some((phase, idx))
+        });
+        let reload_took = remote_span(&marks, "test", "alive")
+            .or_else(|| remote_span(&marks, "test", "failed"))
+            .unwrap_or_default()
+            .min(total);
+        let test_took = total - reload_took;
+        let ok_detail = |n: usize| (n > 0).then(|| format!("{n} command(s) ok"));
+        let command_error = |phase: &str, idx: usize, argv: &[String]| {
+            command_failure(
+                &crate::ssh::quote::command_line(argv),
+                &command_output(&out, phase, idx),
+            )
+        };
+        let (test, reload) = match failed {
+            Some((phase, idx)) if phase == "test" && idx < plan.test.len() => {
+                (Err(command_error("test", idx, &plan.test[idx])), None)
+            }
+            Some((phase, idx)) if phase == "reload" && idx < plan.reload.len() => (
+                Ok(ok_detail(plan.test.len())),
+                Some(Err(command_error("reload", idx, &plan.reload[idx]))),
+            ),
+            Some((phase, idx)) if phase == "alive" && idx < plan.alive.len() => (
+                Ok(ok_detail(plan.test.len())),
+                Some(Err(format!(
+                    "the server is not running after the reload: {}",
+                    command_error("alive", idx, &plan.alive[idx])
+                ))),
+            ),
+            _ if !out.success() => (Err(command_failure("test and reload script", &out)), None),
+            _ => (
+                Ok(ok_detail(plan.test.len())),
+                Some(Ok(ok_detail(plan.reload.len()))),
+            ),
+        };
+        let test_time = if reload.is_some() { test_took } else { total };
+        match test {
+            Ok(detail) => self.end_took(Step::Test, test_time, StepStatus::Ok, detail),
+            Err(message) => {
+                self.end_took(
+                    Step::Test,
+                    test_time,
+                    StepStatus::Failed,
+                    Some(message.clone()),
+                );
+                return Err(StepFailure::new(Step::Test, message));
+            }
+        }
+        self.begin(Step::Reload);
+        match reload.unwrap_or_else(|| Err("the test stopped the script".into())) {
+            Ok(detail) => {
+                self.end_took(Step::Reload, reload_took, StepStatus::Ok, detail);
+                Ok(())
+            }
+            Err(message) => {
+                self.end_took(
+                    Step::Reload,
+                    reload_took,
+                    StepStatus::Failed,
+                    Some(message.clone()),
+                );
+                Err(StepFailure::new(Step::Reload, message))
+            }
+        }
     }
 
     async fn verify(&mut self, expected: &Expected) -> Result<(), StepFailure> {
@@ -620,10 +908,7 @@ impl<'a> Run<'a> {
                 v.attempts.len()
             );
             self.end(Step::Verify, t, StepStatus::Failed, Some(message.clone()));
-            Err(StepFailure {
-                step: Step::Verify,
-                message,
-            })
+            Err(StepFailure::new(Step::Verify, message))
         }
     }
 
@@ -648,7 +933,7 @@ impl<'a> Run<'a> {
                 Status::Failed,
                 format!(
                     "the files already held the new certificate but {served} was served; {} failed: {}",
-                    f.step.as_str(),
+                    f.label(),
                     f.message
                 ),
             )),
@@ -947,7 +1232,7 @@ impl<'a> Run<'a> {
         failure: StepFailure,
     ) -> (Status, String) {
         let plan = self.plan;
-        let mut cause = format!("{} failed: {}", failure.step.as_str(), failure.message);
+        let mut cause = format!("{} failed: {}", failure.label(), failure.message);
         if connection_lost(session).await {
             if failure.step == Step::Swap && swapped.len() < files.len() {
                 // The rename in flight may have been done with its reply lost: restore that
@@ -1195,9 +1480,27 @@ async fn inspect(
     session: &Session,
     plan: &TargetPlan,
     create_scratch: bool,
-) -> Result<((Vec<(LiveFile, OwnerIds)>, Option<Served>), Option<String>), String> {
+) -> Result<(Inspected, Option<String>), String> {
     let mut script = Script::new();
     script.raw(PREAMBLE);
+    inspect_commands(&mut script, plan, create_scratch);
+    let (out, served) = tokio::join!(session.exec_script(&script, None), probe_served(plan));
+    let out = out.map_err(|e| e.to_string())?;
+    parse_inspect(plan, &out, served)
+}
+
+/// What the target serves now, probed once (none without a TLS endpoint).
+async fn probe_served(plan: &TargetPlan) -> Option<Result<Served, probe::ProbeError>> {
+    let probe = &plan.probe;
+    if plan.has_probe {
+        Some(probe::probe_once(&probe.address, &probe.sni, probe.starttls, probe.timeout).await)
+    } else {
+        None
+    }
+}
+
+/// The inspect script's commands (it needs [`PREAMBLE`]).
+fn inspect_commands(script: &mut Script, plan: &TargetPlan, create_scratch: bool) {
     for (i, f) in plan.files.iter().enumerate() {
         let idx = i.to_string();
         let dir = f
@@ -1214,14 +1517,14 @@ async fn inspect(
             (None, Some(owner)) => {
                 script.cmd(&["certctl_if_new", &f.path, "certctl_uid", owner, &idx])
             }
-            (None, None) => &mut script,
+            (None, None) => script,
         };
         match (&f.explicit_group, &f.default_group) {
             (Some(group), _) => script.cmd(&["certctl_gid", group, &idx]),
             (None, Some(group)) => {
                 script.cmd(&["certctl_if_new", &f.path, "certctl_gid", group, &idx])
             }
-            (None, None) => &mut script,
+            (None, None) => script,
         };
     }
     if create_scratch {
@@ -1230,18 +1533,16 @@ async fn inspect(
         // an untagged one is only never swept; a full disk fails the preview, as it should).
         script.cmd(&["certctl_scratch", &plan.scratch_dir, &lock_dir(plan)]);
     }
-    let probe = &plan.probe;
-    let probed = async {
-        if plan.has_probe {
-            Some(probe::probe_once(&probe.address, &probe.sni, probe.starttls, probe.timeout).await)
-        } else {
-            None
-        }
-    };
-    let (out, served) = tokio::join!(session.exec_script(&script, None), probed);
-    let out = out.map_err(|e| e.to_string())?;
+}
+
+/// Reads the inspect script's output (`out` holds only its part) and the probe's result.
+fn parse_inspect(
+    plan: &TargetPlan,
+    out: &ExecOutput,
+    served: Option<Result<Served, probe::ProbeError>>,
+) -> Result<(Inspected, Option<String>), String> {
     if !out.success() {
-        return Err(command_failure("inspect script", &out));
+        return Err(command_failure("inspect script", out));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut live: Vec<(LiveFile, OwnerIds)> = plan
@@ -1271,7 +1572,7 @@ async fn inspect(
         // Every line is one of ours: anything else means the script did not run as written
         // (a shell that prints, a tool that misbehaves), and a guess here could lose a file.
         let Some(idx) = idx else {
-            return Err(malformed_inspect(None, line, &out));
+            return Err(malformed_inspect(None, line, out));
         };
         let path = &plan.files[idx].path;
         match fields.as_slice() {
@@ -1293,7 +1594,7 @@ async fn inspect(
                         .map_err(|_| format!("inspect: bad stat output for {path}"))
                 };
                 if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(malformed_inspect(Some(path), line, &out));
+                    return Err(malformed_inspect(Some(path), line, out));
                 }
                 live[idx].0 = LiveFile {
                     present: true,
@@ -1327,14 +1628,14 @@ async fn inspect(
             }
             ["U", _, uid] if uid.parse::<u32>().is_ok() => live[idx].1.0 = uid.parse().ok(),
             ["G", _, gid] if gid.parse::<u32>().is_ok() => live[idx].1.1 = gid.parse().ok(),
-            _ => return Err(malformed_inspect(Some(path), line, &out)),
+            _ => return Err(malformed_inspect(Some(path), line, out)),
         }
     }
     if let Some(i) = seen.iter().position(|s| !s) {
         return Err(format!(
             "the inspect script said nothing about {} (its output was cut short?){}",
             plan.files[i].path,
-            stderr_note(&out)
+            stderr_note(out)
         ));
     }
     let served = served.and_then(Result::ok);
@@ -1502,6 +1803,7 @@ async fn stage(
     let mut copies = Script::new();
     copies.raw(PREAMBLE);
     let mut any_copy = false;
+    let mut uploads = Vec::new();
     for f in files {
         match &f.planned.work {
             // A keystore: the preview imports into a private working copy of the live one
@@ -1513,11 +1815,18 @@ async fn stage(
                     any_copy = true;
                 }
             }
-            None => session
-                .upload(&f.planned.staged, f.content.bytes(), f.mode, f.owner)
-                .await
-                .map_err(|e| format!("writing {}: {e}", f.planned.staged))?,
+            None => uploads.push(async move {
+                session
+                    .upload(&f.planned.staged, f.content.bytes(), f.mode, f.owner)
+                    .await
+                    .map_err(|e| format!("writing {}: {e}", f.planned.staged))
+            }),
         }
+    }
+    // Every file's SFTP requests in flight at once: one file's round trips, not one per file.
+    // All finish before the first error is reported; cleanup removes what was written.
+    for result in futures::future::join_all(uploads).await {
+        result?;
     }
     if any_copy {
         let out = session
@@ -1564,6 +1873,14 @@ async fn preview(
     plan: &TargetPlan,
     files: &[StagedFile<'_>],
 ) -> Result<((), Option<String>), String> {
+    upload_preview_inputs(session, plan).await?;
+    let (_, detail) = run_commands(session, &plan.preview).await?;
+    place_work_copies(session, files).await?;
+    Ok(((), detail))
+}
+
+/// The preview's private inputs and templates, into the scratch directory (0600).
+async fn upload_preview_inputs(session: &Session, plan: &TargetPlan) -> Result<(), String> {
     for input in &plan.inputs {
         let content = match &input.content {
             InputContent::Material(role) => material_bytes(&plan.material, *role),
@@ -1580,9 +1897,7 @@ async fn preview(
             .await
             .map_err(|e| format!("writing template {}: {e}", t.path))?;
     }
-    let (_, detail) = run_commands(session, &plan.preview).await?;
-    place_work_copies(session, files).await?;
-    Ok(((), detail))
+    Ok(())
 }
 
 /// Copies each keystore's working copy (built by the preview) to its staged name beside the
@@ -1706,33 +2021,9 @@ async fn backup(
     plan: &TargetPlan,
     files: &[StagedFile<'_>],
 ) -> Result<((), Option<String>), String> {
-    let set = format!("{}/{}", plan.backup_dir, plan.run_id);
     let mut script = Script::new();
     script.raw(PREAMBLE).raw(PRUNE);
-    script.cmd(&["mkdir", "-p", "-m", "0700", "--", &plan.backup_dir]);
-    script.cmd(&["chmod", "0700", "--", &plan.backup_dir]);
-    script.cmd(&["mkdir", "-m", "0700", "--", &set]);
-    let mut manifest = String::new();
-    for (i, f) in files.iter().enumerate() {
-        if f.live.present {
-            script.cmd(&[
-                "certctl_backup",
-                &f.planned.path,
-                &format!("{set}/{i}.{}", f.planned.role),
-            ]);
-        }
-        manifest.push_str(&format!(
-            "{i}\t{}\t{}\t{}\n",
-            f.planned.role,
-            u8::from(f.live.present),
-            f.planned.path
-        ));
-    }
-    script.cmd(&[
-        "certctl_prune",
-        &plan.backup_dir,
-        &plan.keep_backups.to_string(),
-    ]);
+    let set = backup_commands(&mut script, plan, files, false);
     script.raw("exit $fail\n");
     let out = session
         .exec_script(&script, None)
@@ -1742,10 +2033,62 @@ async fn backup(
         return Err(command_failure("backup script", &out));
     }
     session
-        .upload(&format!("{set}/manifest"), manifest.as_bytes(), 0o600, None)
+        .upload(&format!("{set}/manifest"), &manifest(files), 0o600, None)
         .await
         .map_err(|e| format!("writing backup manifest: {e}"))?;
     Ok(((), Some(format!("backup set {set}"))))
+}
+
+/// Manifest lines: index, role, whether the file existed before, path.
+fn manifest(files: &[StagedFile<'_>]) -> Vec<u8> {
+    let mut manifest = String::new();
+    for (i, f) in files.iter().enumerate() {
+        manifest.push_str(&format!(
+            "{i}\t{}\t{}\t{}\n",
+            f.planned.role,
+            u8::from(f.live.present),
+            f.planned.path
+        ));
+    }
+    manifest.into_bytes()
+}
+
+/// `certctl_manifest FILE TEXT` writes the backup set's manifest (0600 under the preamble's
+/// umask).
+const MANIFEST: &str = r#"certctl_manifest() { printf '%s' "$2" > "$1" || { fail=1; printf 'B %s failed\n' "$1"; }; }
+"#;
+
+/// The backup script's commands (it needs [`PREAMBLE`] and [`PRUNE`], and [`MANIFEST`] when
+/// `with_manifest`, which writes the manifest too); returns the set's directory.
+fn backup_commands(
+    script: &mut Script,
+    plan: &TargetPlan,
+    files: &[StagedFile<'_>],
+    with_manifest: bool,
+) -> String {
+    let set = format!("{}/{}", plan.backup_dir, plan.run_id);
+    script.cmd(&["mkdir", "-p", "-m", "0700", "--", &plan.backup_dir]);
+    script.cmd(&["chmod", "0700", "--", &plan.backup_dir]);
+    script.cmd(&["mkdir", "-m", "0700", "--", &set]);
+    for (i, f) in files.iter().enumerate() {
+        if f.live.present {
+            script.cmd(&[
+                "certctl_backup",
+                &f.planned.path,
+                &format!("{set}/{i}.{}", f.planned.role),
+            ]);
+        }
+    }
+    if with_manifest {
+        let text = String::from_utf8(manifest(files)).unwrap_or_default();
+        script.cmd(&["certctl_manifest", &format!("{set}/manifest"), &text]);
+    }
+    script.cmd(&[
+        "certctl_prune",
+        &plan.backup_dir,
+        &plan.keep_backups.to_string(),
+    ]);
+    set
 }
 
 async fn swap(
@@ -1942,9 +2285,19 @@ async fn lock(
     plan: &TargetPlan,
     break_lock: bool,
 ) -> Result<((), Option<String>), String> {
-    let dir = lock_dir(plan);
     let mut script = Script::new();
     script.raw(LOCK);
+    lock_commands(&mut script, plan, break_lock);
+    let out = session
+        .exec_script(&script, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    parse_lock(plan, &out, true).map(|detail| ((), Some(detail)))
+}
+
+/// The lock script's commands (it needs [`LOCK`]).
+fn lock_commands(script: &mut Script, plan: &TargetPlan, break_lock: bool) {
+    let dir = lock_dir(plan);
     script.cmd(&["mkdir", "-p", "-m", "0700", "--", &plan.backup_dir]);
     if break_lock {
         script.cmd(&["rm", "-rf", "--", &dir]);
@@ -1962,16 +2315,18 @@ async fn lock(
         .map(|(d, _)| if d.is_empty() { "/" } else { d })
         .unwrap_or("/");
     script.cmd(&["certctl_stale_scratch", tmp_dir, &dir, &plan.scratch_dir]);
-    let out = session
-        .exec_script(&script, None)
-        .await
-        .map_err(|e| e.to_string())?;
+}
+
+/// Reads the lock script's output (`out.stdout` holds only its part). `whole_script`: the
+/// exit status is the lock script's own (not when inspect ran after it in the same command).
+fn parse_lock(plan: &TargetPlan, out: &ExecOutput, whole_script: bool) -> Result<String, String> {
+    let dir = lock_dir(plan);
     let text = String::from_utf8_lossy(&out.stdout);
     if let Some(holder) = text.lines().find_map(|l| l.strip_prefix("HELD ")) {
         return Err(describe_holder(&dir, holder));
     }
-    if !out.success() || !text.lines().any(|l| l == "LOCKED") {
-        return Err(command_failure("lock script", &out));
+    if (whole_script && !out.success()) || !text.lines().any(|l| l == "LOCKED") {
+        return Err(command_failure("lock script", out));
     }
     let listed = |tag: &str| -> Vec<String> {
         text.lines()
@@ -1995,7 +2350,160 @@ async fn lock(
             scratch.join(", ")
         ));
     }
-    Ok(((), Some(detail)))
+    Ok(detail)
+}
+
+/// Prints `\x1eT NAME SECONDS` on stdout: the remote clock (bash's `EPOCHREALTIME`, else
+/// `date`), so that steps sharing one remote command still get their own durations.
+const CLOCK: &str = r#"certctl_t() { t=${EPOCHREALTIME:-}; [ -n "$t" ] || t=$(date +%s.%N 2>/dev/null) || t=-; printf '\036T %s %s\n' "$1" "$t"; }
+"#;
+
+/// The prefix of a [`CLOCK`] line.
+const CLOCK_MARK: &str = "\u{1e}T ";
+
+/// `certctl_run PHASE INDEX CMD...` runs one connector command; before it, a `\x1eC PHASE
+/// INDEX` line on stdout and on stderr marks where its output starts; if it fails, the
+/// script stops after a `\x1eX PHASE INDEX STATUS` line, with the command's exit status.
+const RUN: &str = r#"certctl_run() {
+  p=$1; i=$2; shift 2
+  printf '\036C %s %s\n' "$p" "$i"; printf '\036C %s %s\n' "$p" "$i" >&2
+  "$@"; s=$?
+  [ "$s" = 0 ] || { certctl_t failed; printf '\036X %s %s %s\n' "$p" "$i" "$s"; exit "$s"; }
+}
+"#;
+
+/// One command's own output and exit status, cut from a [`RUN`] script's output.
+fn command_output(out: &ExecOutput, phase: &str, idx: usize) -> ExecOutput {
+    let mark = format!("\u{1e}C {phase} {idx}\n");
+    let after = |bytes: &[u8]| -> Vec<u8> {
+        let text = String::from_utf8_lossy(bytes);
+        let from = text.rfind(&mark).map(|i| i + mark.len()).unwrap_or(0);
+        text[from..]
+            .lines()
+            .filter(|l| !l.starts_with('\u{1e}'))
+            .flat_map(|l| format!("{l}\n").into_bytes())
+            .collect()
+    };
+    ExecOutput {
+        stdout: after(&out.stdout),
+        stderr: after(&out.stderr),
+        status: out.status,
+    }
+}
+
+/// Marks the start of the inspect part of the combined lock + inspect output.
+const INSPECT_MARK: &str = "\u{1e}INSPECT";
+
+/// The remote clock marks (`T NAME SECONDS`) in a script's output, by name.
+fn clock_marks(stdout: &str) -> BTreeMap<String, f64> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix(CLOCK_MARK))
+        .filter_map(|l| {
+            let (name, t) = l.split_once(' ')?;
+            let t: f64 = t.trim().replace(',', ".").parse().ok()?;
+            Some((name.to_string(), t))
+        })
+        .collect()
+}
+
+/// How long the remote part between marks `from` and `to` took, when both were printed.
+fn remote_span(marks: &BTreeMap<String, f64>, from: &str, to: &str) -> Option<std::time::Duration> {
+    let span = marks.get(to)? - marks.get(from)?;
+    (span.is_finite() && span >= 0.0).then(|| std::time::Duration::from_secs_f64(span))
+}
+
+/// Lock and inspect in ONE remote command (a round trip and a remote shell fewer), with the
+/// probe of what is served meanwhile. The inspect part runs only once the lock is held. Both
+/// steps are reported, each with its own duration: inspect's is its remote part (from the
+/// remote clock) plus the wait for the probe; lock's is the rest of the command.
+async fn lock_and_inspect(session: &Session, plan: &TargetPlan, break_lock: bool) -> LockedInspect {
+    let started = Instant::now();
+    let mut script = Script::new();
+    script.raw(LOCK).raw(PREAMBLE).raw(CLOCK);
+    lock_commands(&mut script, plan, break_lock);
+    script.raw("if [ \"${locked:-0}\" = 1 ]; then\n");
+    script.cmd(&["certctl_t", "inspect"]);
+    script.raw("printf '\\036INSPECT\\n'\n");
+    inspect_commands(&mut script, plan, true);
+    script.raw("s=$?\n");
+    script.cmd(&["certctl_t", "inspected"]);
+    script.raw("exit $s\nfi\n");
+    let exec = async {
+        let out = session.exec_script(&script, None).await;
+        (out, Instant::now())
+    };
+    let ((out, exec_done), served) = tokio::join!(exec, probe_served(plan));
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            return LockedInspect {
+                shared_failure: true,
+                lock: Err(e.to_string()),
+                lock_time: started.elapsed(),
+                inspect: Err(String::new()),
+                inspect_time: std::time::Duration::ZERO,
+            };
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (lock_text, inspect_text) = match text.split_once(&format!("\n{INSPECT_MARK}\n")) {
+        Some((l, i)) => (format!("{l}\n"), Some(i.to_string())),
+        None => (text.to_string(), None),
+    };
+    let marks = clock_marks(&text);
+    let strip_marks = |t: &str| -> Vec<u8> {
+        t.lines()
+            .filter(|l| !l.starts_with(CLOCK_MARK))
+            .flat_map(|l| format!("{l}\n").into_bytes())
+            .collect()
+    };
+    let lock_out = ExecOutput {
+        stdout: strip_marks(&lock_text),
+        stderr: out.stderr.clone(),
+        status: if inspect_text.is_some() {
+            0
+        } else {
+            out.status
+        },
+    };
+    let lock = parse_lock(plan, &lock_out, inspect_text.is_none());
+    let exec_time = exec_done - started;
+    let remote_inspect = remote_span(&marks, "inspect", "inspected")
+        .unwrap_or_default()
+        .min(exec_time);
+    let (inspect, inspect_time) = match (&lock, inspect_text) {
+        (Ok(_), Some(inspect_text)) => {
+            let inspect_out = ExecOutput {
+                stdout: strip_marks(&inspect_text),
+                stderr: out.stderr.clone(),
+                status: out.status,
+            };
+            let parsed = parse_inspect(plan, &inspect_out, served);
+            (parsed, remote_inspect + exec_done.elapsed())
+        }
+        _ => (Err(String::new()), std::time::Duration::ZERO),
+    };
+    LockedInspect {
+        shared_failure: false,
+        lock,
+        lock_time: exec_time - remote_inspect,
+        inspect,
+        inspect_time,
+    }
+}
+
+type Inspected = (Vec<(LiveFile, OwnerIds)>, Option<Served>);
+
+/// The outcome of [`lock_and_inspect`]: each step's result and duration. `inspect` matters
+/// only when `lock` is `Ok`.
+struct LockedInspect {
+    /// The remote command itself failed (transport): which part was running is unknown.
+    shared_failure: bool,
+    lock: Result<String, String>,
+    lock_time: std::time::Duration,
+    inspect: Result<(Inspected, Option<String>), String>,
+    inspect_time: std::time::Duration,
 }
 
 /// Names the holder of a lock, and says whether it is still running (when it ran on this
@@ -2162,6 +2670,44 @@ async fn cleanup(session: &Session, plan: &TargetPlan) -> Result<((), Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_commands_give_each_step_its_own_time_and_output() {
+        let stdout = "\u{1e}T start 100.250000\nLOCKED\n\u{1e}C test 0\nok\n\u{1e}T test 100,500000\n\
+                      \u{1e}C reload 0\nT not-a-mark 1\n\u{1e}T failed 101.000000\n\u{1e}X reload 0 3\n";
+        let marks = clock_marks(stdout);
+        assert_eq!(marks.len(), 3, "{marks:?}");
+        assert_eq!(
+            remote_span(&marks, "start", "test"),
+            Some(std::time::Duration::from_millis(250)),
+            "a decimal comma (locale) is read too"
+        );
+        assert_eq!(
+            remote_span(&marks, "test", "failed"),
+            Some(std::time::Duration::from_millis(500))
+        );
+        assert_eq!(
+            remote_span(&marks, "failed", "start"),
+            None,
+            "never negative"
+        );
+        assert_eq!(remote_span(&marks, "start", "missing"), None);
+
+        let out = ExecOutput {
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: b"\x1eC test 0\nsyntax ok\n\x1eC reload 0\nreload: bad pid\n".to_vec(),
+            status: 3,
+        };
+        let reload = command_output(&out, "reload", 0);
+        assert_eq!(String::from_utf8_lossy(&reload.stderr), "reload: bad pid\n");
+        assert_eq!(String::from_utf8_lossy(&reload.stdout), "T not-a-mark 1\n");
+        assert_eq!(reload.status, 3);
+        let test = command_output(&out, "test", 0);
+        assert_eq!(
+            String::from_utf8_lossy(&test.stderr),
+            "syntax ok\nreload: bad pid\n"
+        );
+    }
 
     #[test]
     fn a_held_lock_is_described_in_plain_sentences() {

@@ -182,6 +182,9 @@ pub struct PlanError {
     pub message: String,
 }
 
+/// Material checks already done in one [`build`], by (certificate, SNI).
+type NameChecks = std::collections::HashMap<(String, String), Result<(), String>>;
+
 /// Builds the plan of every target in `targets`. `materials` holds the loaded material of
 /// every certificate those targets name.
 pub fn build(
@@ -194,8 +197,11 @@ pub fn build(
     let _ = inventory;
     let mut plans = Vec::new();
     let mut errors = Vec::new();
+    // Many targets share one certificate and one SNI: check each pair once (the chain's
+    // signature check dominates `certctl check` on a big fleet otherwise).
+    let mut checked = NameChecks::default();
     for (index, target) in targets.iter().enumerate() {
-        match plan_target(target, index, catalogue, materials, settings) {
+        match plan_target(target, index, catalogue, materials, settings, &mut checked) {
             Ok(p) => plans.push(p),
             Err(message) => errors.push(PlanError {
                 target: target.name.clone(),
@@ -217,6 +223,7 @@ fn plan_target(
     catalogue: &Catalogue,
     materials: &BTreeMap<String, Arc<Material>>,
     settings: &RunSettings,
+    checked: &mut NameChecks,
 ) -> Result<TargetPlan, String> {
     let def = catalogue
         .get(&target.connector)
@@ -418,11 +425,16 @@ fn plan_target(
     };
 
     let (probe, has_probe) = probe_spec(target, def, &material)?;
-    let names = [probe.sni.clone()];
     if !probe.sni.is_empty() {
-        material
-            .check(&names, settings.now)
-            .map_err(|e| e.to_string())?;
+        checked
+            .entry((target.certificate.clone(), probe.sni.clone()))
+            .or_insert_with(|| {
+                material
+                    .check(std::slice::from_ref(&probe.sni), settings.now)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()?;
     }
 
     Ok(TargetPlan {

@@ -125,6 +125,13 @@ impl Schedule {
     }
 }
 
+/// The first gap of the quick rechecks: when the first probe sees another certificate, it is
+/// rechecked after 50 ms, then 100 ms, 200 ms… gaps, as long as they fit inside the first
+/// `backoff` wait. These rechecks are extra: the schedule's probes (`attempts` of them, at
+/// 0, `backoff`, 3×`backoff`…) run as before. An nginx reload returns before the new workers
+/// serve (5–30 ms later here), so the first probe after it usually sees the old certificate.
+pub const QUICK_RECHECK: Duration = Duration::from_millis(50);
+
 /// Which step a probe is in, to say what stalled when it times out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -483,7 +490,9 @@ fn quote_lines(lines: &[String]) -> String {
 // Verification
 
 /// Probes on the schedule until `expected` is served `consecutive` times in a row, the
-/// attempts run out, or `cancel` fires (honoured during waits and during a probe).
+/// attempts run out, or `cancel` fires (honoured during waits and during a probe). When the
+/// first probe sees another certificate, quick rechecks ([`QUICK_RECHECK`]) run inside the
+/// first wait, in addition to the schedule's `attempts`.
 pub async fn verify(
     spec: &ProbeSpec,
     expected: &Expected,
@@ -555,13 +564,40 @@ where
         last_served: None,
     };
     let mut streak = 0u32;
+    // Probes run so far: all of them, and those that count against `attempts`.
+    let mut number = 0u32;
+    let mut counted = 0u32;
+    // Quick rechecks inside the first wait: when they started, and the next gap.
+    let mut quick: Option<(Instant, Duration)> = None;
+    let mut last_probe = Duration::ZERO;
 
-    for n in 0..attempts {
-        if n > 0 {
-            let wait = waits
-                .get(n as usize - 1)
-                .copied()
-                .unwrap_or(spec.schedule.max_backoff);
+    while counted < attempts {
+        let mut is_quick = false;
+        if number > 0 {
+            let wait = match quick {
+                Some((since, gap)) => {
+                    // A recheck fits if it ends (judged by the last probe's length) before the
+                    // schedule's second probe is due.
+                    let spent = clock.now() - since;
+                    let first = waits.first().copied().unwrap_or_default();
+                    let last = last_probe;
+                    if spent
+                        .checked_add(gap)
+                        .and_then(|t| t.checked_add(last))
+                        .is_some_and(|t| t < first)
+                    {
+                        is_quick = true;
+                        gap
+                    } else {
+                        quick = None;
+                        first.saturating_sub(spent)
+                    }
+                }
+                None => waits
+                    .get(counted as usize - 1)
+                    .copied()
+                    .unwrap_or(spec.schedule.max_backoff),
+            };
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => {
@@ -579,10 +615,15 @@ where
         let outcome = tokio::select! {
             biased;
             () = cancel.cancelled() => None,
-            outcome = probe(n) => Some(outcome),
+            outcome = probe(number) => Some(outcome),
         };
+        number += 1;
+        if !is_quick {
+            counted += 1;
+        }
+        last_probe = clock.now() - began;
         let at_ms = millis(began - start);
-        let duration_ms = millis(clock.now() - began);
+        let duration_ms = millis(last_probe);
         let attempt = match outcome {
             None => {
                 result.attempts.push(Attempt {
@@ -615,14 +656,25 @@ where
                 detail: Some(e.to_string()),
             },
         };
+        // Another certificate served: the server is up but may still be switching over (a
+        // reload returns before the new workers serve). Recheck soon, inside the first wait.
+        let other_served = attempt.served.is_some() && !attempt.matched;
         streak = if attempt.matched { streak + 1 } else { 0 };
         result.attempts.push(attempt);
         if streak >= needed {
             result.passed = true;
             break;
         }
-        if streak + (attempts - n - 1) < needed {
+        if streak + (attempts - counted) < needed {
             break;
+        }
+        if counted == 1 && attempts > 1 {
+            quick = match (quick, other_served) {
+                (None, true) if !is_quick => Some((clock.now(), QUICK_RECHECK)),
+                (Some((since, gap)), true) => Some((since, gap.saturating_mul(2))),
+                (Some((since, _)), false) => Some((since, Duration::MAX)),
+                (q, _) => q,
+            };
         }
     }
     result
@@ -819,21 +871,48 @@ mod tests {
         assert_eq!(huge.waits().last(), Some(&Duration::MAX));
     }
 
+    fn ms(v: &[u64]) -> Vec<Duration> {
+        v.iter().map(|m| Duration::from_millis(*m)).collect()
+    }
+
     #[tokio::test]
     async fn defaults_probe_at_0_then_plus_1_then_plus_2_seconds() {
+        // The first probe fails (no certificate): no quick rechecks, the plain schedule.
         let clock = VirtualClock::new();
         let (v, times) = run(
             &clock,
             &spec(3, 1000, 16_000, 1),
-            &[9, 9, 9],
+            &[0, 9, 9],
             &CancellationToken::new(),
         )
         .await;
         assert_eq!(times, secs(&[0, 1, 3]));
         assert!(!v.passed && !v.cancelled);
+        assert_eq!(v.last_served, Some(served(9, &[2])));
+        let detail = v.attempts[1].detail.as_deref().unwrap();
+        assert_eq!(
+            detail,
+            format!("served leaf {} (expected {})", fp(9), fp(1))
+        );
+    }
+
+    #[tokio::test]
+    async fn another_certificate_first_is_rechecked_quickly_inside_the_first_wait() {
+        // The old certificate is still served right after a reload: rechecks at +50, +100,
+        // +200, +400 ms (doubling gaps, inside the first 1 s wait), then the schedule as before.
+        let clock = VirtualClock::new();
+        let (v, times) = run(
+            &clock,
+            &spec(3, 1000, 16_000, 1),
+            &[9; 7],
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(times, ms(&[0, 50, 150, 350, 750, 1000, 3000]));
+        assert!(!v.passed && !v.cancelled);
         assert_eq!(
             v.attempts.iter().map(|a| a.at_ms).collect::<Vec<_>>(),
-            [0, 1000, 3000]
+            [0, 50, 150, 350, 750, 1000, 3000]
         );
         assert_eq!(v.last_served, Some(served(9, &[2])));
         let detail = v.attempts[0].detail.as_deref().unwrap();
@@ -845,8 +924,9 @@ mod tests {
 
     #[tokio::test]
     async fn doubling_with_cap_then_pass() {
+        // A first probe without a certificate: no quick rechecks.
         let clock = VirtualClock::new();
-        let script = [9, 9, 9, 9, 9, 9, 1];
+        let script = [0, 9, 9, 9, 9, 9, 1];
         let (v, times) = run(
             &clock,
             &spec(7, 1000, 16_000, 1),
@@ -958,15 +1038,67 @@ mod tests {
             .iter()
             .map(|a| (a.at_ms, a.duration_ms))
             .collect();
-        assert_eq!(timing, [(0, 250), (1250, 250)]);
+        // Quick rechecks at +50 and +100 ms after each 250 ms probe; the next would not end
+        // before the second scheduled probe, which stays at 250 + 1000 ms.
+        assert_eq!(timing, [(0, 250), (300, 250), (650, 250), (1250, 250)]);
         assert_eq!(clock.elapsed(), Duration::from_millis(1500));
+    }
+
+    #[tokio::test]
+    async fn quick_recheck_passes_as_soon_as_the_reload_shows() {
+        let clock = VirtualClock::new();
+        let (v, times) = run(
+            &clock,
+            &spec(3, 1000, 16_000, 1),
+            &[9, 9, 1],
+            &CancellationToken::new(),
+        )
+        .await;
+        assert!(v.passed);
+        assert_eq!(times, ms(&[0, 50, 150]));
+    }
+
+    #[tokio::test]
+    async fn quick_rechecks_stop_on_an_error_and_never_add_to_a_single_attempt() {
+        let clock = VirtualClock::new();
+        let (v, times) = run(
+            &clock,
+            &spec(3, 1000, 16_000, 1),
+            &[9, 0, 9, 9],
+            &CancellationToken::new(),
+        )
+        .await;
+        assert!(!v.passed);
+        assert_eq!(times, ms(&[0, 50, 1000, 3000]));
+
+        let clock = VirtualClock::new();
+        let (v, times) = run(
+            &clock,
+            &spec(1, 1000, 16_000, 1),
+            &[9],
+            &CancellationToken::new(),
+        )
+        .await;
+        assert!(!v.passed);
+        assert_eq!(times, ms(&[0]));
+
+        // A backoff shorter than the first gap leaves no room for a recheck.
+        let clock = VirtualClock::new();
+        let (_, times) = run(
+            &clock,
+            &spec(3, 50, 50, 1),
+            &[9, 9, 9],
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(times, ms(&[0, 50, 100]));
     }
 
     #[tokio::test]
     async fn cancellation_during_a_wait() {
         let cancel = CancellationToken::new();
         let clock = VirtualClock::cancelling_at(Duration::from_millis(1500), &cancel);
-        let (v, times) = run(&clock, &spec(5, 1000, 16_000, 1), &[9; 5], &cancel).await;
+        let (v, times) = run(&clock, &spec(5, 1000, 16_000, 1), &[0; 5], &cancel).await;
         assert!(v.cancelled && !v.passed);
         assert_eq!(times, secs(&[0, 1]));
         assert_eq!(v.attempts.len(), 2);

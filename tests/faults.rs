@@ -538,7 +538,8 @@ fn cells() -> Vec<Cell> {
                 rig.arm_tool("sha256sum", None, Action::Drop, false);
                 Armed::default()
             },
-            expect: |_| untouched("inspect failed"),
+            // Lock and inspect are one remote command: a lost connection names both.
+            expect: |_| untouched("lock and inspect failed"),
             bug: None,
         },
         Cell {
@@ -564,7 +565,8 @@ fn cells() -> Vec<Cell> {
                 spec: commands(vec![("preview", vec![rig.drop_argv()])]),
                 proxy: None,
             },
-            expect: |_| untouched("preview failed"),
+            // Preview and backup are one remote command: a lost connection names both.
+            expect: |_| untouched("preview and backup failed"),
             bug: None,
         },
         Cell {
@@ -582,7 +584,7 @@ fn cells() -> Vec<Cell> {
                 );
                 Armed::default()
             },
-            expect: |_| untouched("backup failed"),
+            expect: |_| untouched("preview and backup failed"),
             bug: None,
         },
         Cell {
@@ -1066,7 +1068,8 @@ fn a_lock_step_that_loses_the_connection_releases_the_lock_it_took() {
     assert_eq!(target["status"], "failed", "{}", out.stderr);
     assert_eq!(out.code, 1);
     let error = target["error"].as_str().unwrap();
-    assert!(error.starts_with("lock failed: "), "{error}");
+    // The lock and inspect scripts are one remote command: a lost connection names both.
+    assert!(error.starts_with("lock and inspect failed: "), "{error}");
     assert!(
         error.ends_with("nothing live was changed; the lock this run had taken was released"),
         "{error}"

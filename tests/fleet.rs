@@ -192,6 +192,53 @@ fn limit_that_matches_nothing_is_an_error_and_touches_nothing() {
     assert_eq!(fleet.sshd.log().matches("Accepted publickey").count(), 0);
 }
 
+/// `--forks` beyond what the open-file limit allows: certctl raises its soft limit to the hard
+/// one, and when even that is too low it runs fewer targets at once (and says so) instead of
+/// failing targets with "Too many open files".
+#[test]
+fn forks_are_bounded_by_the_open_file_limit_after_raising_it() {
+    let prlimit = support::require("prlimit");
+    let fleet = Fleet::start(12, &[]);
+    let run = |nofile: &str| {
+        let out = std::process::Command::new(&prlimit)
+            .arg(format!("--nofile={nofile}"))
+            .arg(env!("CARGO_BIN_EXE_certctl"))
+            .args([
+                "deploy",
+                "--dry-run",
+                "--forks",
+                "100",
+                "--output",
+                "json",
+                "-i",
+            ])
+            .arg(&fleet.inventory)
+            .env_remove("SSH_AUTH_SOCK")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+        (out.status.code(), json, stderr)
+    };
+    // Soft 100, hard 300: raised to 300, which allows (300 - 64) / 4 = 59 in flight.
+    let (code, report, stderr) = run("100:300");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("--forks 100 lowered to 59: the open-file limit is 300"),
+        "{stderr}"
+    );
+    assert_eq!(count(&report, "would-change"), 12, "{stderr}");
+    // Soft = hard = 80: nothing to raise; 4 in flight, every target still runs.
+    let (code, report, stderr) = run("80:80");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("--forks 100 lowered to 4: the open-file limit is 80"),
+        "{stderr}"
+    );
+    assert_eq!(count(&report, "would-change"), 12, "{stderr}");
+}
+
 #[test]
 fn a_failing_target_never_affects_the_others() {
     let fleet = Fleet::start(6, &["t02", "t05"]);

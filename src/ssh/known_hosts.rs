@@ -178,6 +178,17 @@ pub fn known_key_types(path: &Path, host: &str, port: u16) -> Vec<String> {
     types
 }
 
+/// The first key this file trusts for `host:port`, base64 as written in the file: what names
+/// the server (rather than the address) when handshakes to it are capped.
+pub fn known_key(path: &Path, host: &str, port: u16) -> Option<String> {
+    let text = read(path).ok()?;
+    let name = host_pattern(host, port).to_lowercase();
+    text.lines()
+        .filter_map(Entry::parse)
+        .find(|e| e.marker == Marker::None && e.matches_host(&name))
+        .map(|e| BASE64.encode(&e.blob))
+}
+
 /// Appends a line trusting `key` for `host:port` (trust on first use). Creates the file with
 /// mode 0600 (and its directory with 0700) when missing.
 pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::Result<()> {
@@ -625,5 +636,15 @@ mod tests {
             vec!["ecdsa-sha2-nistp256", "ssh-ed25519"]
         );
         assert!(known_key_types(&path, "other", 22).is_empty());
+        // The first plain key, never a revoked one.
+        assert_eq!(
+            known_key(&path, "web.example", 22).as_deref(),
+            EC_C.split_whitespace().nth(1)
+        );
+        assert_eq!(known_key(&path, "other", 22), None);
+        assert_eq!(
+            known_key(&dir.path().join("missing"), "web.example", 22),
+            None
+        );
     }
 }

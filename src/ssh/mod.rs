@@ -6,8 +6,9 @@
 //! One [`Session`] per target for the whole run; every exec and SFTP request is a channel
 //! multiplexed on it. Targets behind a bastion share one connection to it ([`JumpPool`]).
 //! Host keys are checked by our own matcher ([`known_hosts`]) at every hop. At most
-//! [`HANDSHAKES_PER_HOST`] handshakes run at once against one host (sshd's `MaxStartups`), and
-//! a reset during the handshake is retried with backoff. Private key bytes never reach an
+//! [`HANDSHAKES_PER_HOST`] handshakes run at once against one server (sshd's `MaxStartups`;
+//! a server is its known host key, so several addresses of one sshd share the cap), and a reset
+//! during the handshake is retried with a jittered backoff. Private key bytes never reach an
 //! error message or a log line; neither does the passphrase.
 //!
 //! `become: sudo` lives here too, so callers need not know about it: a [`Session`] made with
@@ -1249,12 +1250,27 @@ fn algorithm_matches(alg: &Algorithm, key_type: &str) -> bool {
 
 /// A slot among the [`HANDSHAKES_PER_HOST`] handshakes allowed at once against one server.
 async fn handshake_slot(host: &str, port: u16) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    type Slots = HashMap<(String, u16), Arc<Semaphore>>;
+    handshake_slot_for(format!("{}:{port}", host.to_lowercase())).await
+}
+
+/// The handshake slot of one server, named by the host key known_hosts trusts for `target`:
+/// one sshd reached under several names or addresses is one server to `MaxStartups`, and the
+/// cap must hold across them. An unknown host is capped by its name and port. (Servers cloned
+/// with the same host key share one cap too: their handshakes wait, none is dropped.)
+async fn server_handshake_slot(target: &Endpoint) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    match known_hosts::known_key(&target.known_hosts, &target.host, target.port) {
+        Some(blob) => handshake_slot_for(format!("key {blob}")).await,
+        None => handshake_slot(&target.host, target.port).await,
+    }
+}
+
+async fn handshake_slot_for(server: String) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    type Slots = HashMap<String, Arc<Semaphore>>;
     static SLOTS: std::sync::LazyLock<Mutex<Slots>> = std::sync::LazyLock::new(Mutex::default);
     let semaphore = SLOTS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .entry((host.to_lowercase(), port))
+        .entry(server)
         .or_insert_with(|| Arc::new(Semaphore::new(HANDSHAKES_PER_HOST)))
         .clone();
     // The semaphores are never closed, so this only fails in theory (and then: no cap).
@@ -1272,7 +1288,7 @@ async fn connect_endpoint(
     sources: &AuthSources,
     identities: &[Identity],
 ) -> Result<(client::Handle<Verifier>, String), SshError> {
-    let _slot = handshake_slot(&target.host, target.port).await;
+    let _slot = server_handshake_slot(target).await;
     let fingerprint = Arc::new(Mutex::new(String::new()));
     let client_config = Arc::new(client_config(
         &target.host,
@@ -1376,10 +1392,14 @@ async fn handshake_with_retries(
             }
             Err(HandshakeError::Reset(e)) if attempt >= HANDSHAKE_ATTEMPTS => return Err(e),
             Err(HandshakeError::Reset(e)) => {
+                // Jitter (50–150 %): connections dropped together must not retry together.
+                let mut byte = [0u8; 1];
+                let _ = getrandom::fill(&mut byte);
+                let wait = backoff.mul_f64(0.5 + f64::from(byte[0]) / 255.0);
                 tracing::debug!(
-                    "{e}; retrying in {backoff:?} (attempt {attempt} of {HANDSHAKE_ATTEMPTS})"
+                    "{e}; retrying in {wait:?} (attempt {attempt} of {HANDSHAKE_ATTEMPTS})"
                 );
-                tokio::time::sleep(backoff).await;
+                tokio::time::sleep(wait).await;
                 backoff *= 2;
                 attempt += 1;
             }
@@ -2218,6 +2238,57 @@ mod tests {
         assert!(futures::poll!(&mut waiting).is_pending());
         held.pop();
         assert!(waiting.await.is_some(), "a freed slot goes to the waiter");
+    }
+
+    #[tokio::test]
+    async fn one_server_under_several_addresses_shares_one_handshake_cap() {
+        use base64::Engine as _;
+        use futures::FutureExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let known_hosts = dir.path().join("known_hosts");
+        let key = |name: &str| {
+            let mut blob = Vec::new();
+            put_ssh_string(&mut blob, "ssh-ed25519");
+            put_ssh_string(&mut blob, name);
+            base64::engine::general_purpose::STANDARD.encode(blob)
+        };
+        std::fs::write(
+            &known_hosts,
+            format!(
+                "127.77.0.1,127.77.0.2 ssh-ed25519 {one}\n127.77.0.3 ssh-ed25519 {other}\n",
+                one = key("same-server-key-0123456789abcdef"),
+                other = key("other-server-key-0123456789abcde"),
+            ),
+        )
+        .unwrap();
+        let at = |host: &str| Endpoint {
+            host: host.into(),
+            port: 22,
+            known_hosts: known_hosts.clone(),
+            known_hosts_extra: Vec::new(),
+        };
+        let mut held = Vec::new();
+        for _ in 0..HANDSHAKES_PER_HOST {
+            held.push(server_handshake_slot(&at("127.77.0.1")).await.unwrap());
+        }
+        assert!(
+            server_handshake_slot(&at("127.77.0.2"))
+                .now_or_never()
+                .is_none(),
+            "the second address of the same server waits"
+        );
+        assert!(
+            server_handshake_slot(&at("127.77.0.3"))
+                .now_or_never()
+                .is_some(),
+            "another server's key has its own cap"
+        );
+        assert!(
+            server_handshake_slot(&at("127.77.0.4"))
+                .now_or_never()
+                .is_some(),
+            "a host not in known_hosts is capped by its address"
+        );
     }
 
     #[test]
