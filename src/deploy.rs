@@ -522,7 +522,7 @@ impl<'a> Run<'a> {
     ) -> Result<Status, (Status, String)> {
         let plan = self.plan;
         if let Some(swap) = &plan.commands {
-            return swap_commands::deploy(self, session, swap).await;
+            return swap_commands::deploy(self, session, swap, inspected).await;
         }
         let dry = self.options.dry_run;
         let fail_untouched = |f: StepFailure| {

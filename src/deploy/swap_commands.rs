@@ -18,14 +18,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    FileBytes, Run, StepFailure, UNDO, command_failure, inspect, material_bytes, reload_or_start,
-    run_commands, served_is,
+    FileBytes, Inspected, Run, StepFailure, UNDO, command_failure, inspect, material_bytes,
+    reload_or_start, run_commands, served_is,
 };
 use crate::connector::{self, Command};
 use crate::material::Fingerprint;
 use crate::plan::{CommandSwap, InputContent, TargetPlan};
 use crate::probe::Expected;
-use crate::report::{Status, Step};
+use crate::report::{Status, Step, StepStatus};
 use crate::ssh::Session;
 use crate::ssh::quote::Script;
 
@@ -59,6 +59,10 @@ pub(super) async fn deploy(
     run: &mut Run<'_>,
     session: &Session,
     swap: &CommandSwap,
+    inspected: (
+        Result<(Inspected, Option<String>), String>,
+        std::time::Duration,
+    ),
 ) -> Result<Status, (Status, String)> {
     let plan = run.plan;
     let dry = run.options.dry_run;
@@ -78,26 +82,39 @@ pub(super) async fn deploy(
         )
     };
 
-    // inspect: the private scratch directory, and what is served now.
-    let served_before = run
-        .step(Step::Inspect, async {
-            let ((_, served), _) = inspect(session, plan, true).await?;
-            let detail = if plan.has_probe {
-                format!(
-                    "{} serves {}",
-                    plan.probe.address,
-                    served
-                        .as_ref()
-                        .map(|s| s.leaf.to_string())
-                        .unwrap_or_else(|| "no certificate".into())
-                )
-            } else {
-                "no TLS endpoint to probe".to_string()
-            };
-            Ok((served, Some(detail)))
-        })
-        .await
-        .map_err(fail_untouched)?;
+    // inspect ran with the lock, in one remote command (it made the private scratch
+    // directory), and probed what is served now.
+    let served_before = {
+        run.begin(Step::Inspect);
+        let (result, took) = inspected;
+        match result {
+            Ok(((_, served), _)) => {
+                let detail = if plan.has_probe {
+                    format!(
+                        "{} serves {}",
+                        plan.probe.address,
+                        served
+                            .as_ref()
+                            .map(|s| s.leaf.to_string())
+                            .unwrap_or_else(|| "no certificate".into())
+                    )
+                } else {
+                    "no TLS endpoint to probe".to_string()
+                };
+                run.end_took(Step::Inspect, took, StepStatus::Ok, Some(detail));
+                served
+            }
+            Err(message) => {
+                run.end_took(
+                    Step::Inspect,
+                    took,
+                    StepStatus::Failed,
+                    Some(message.clone()),
+                );
+                return Err(fail_untouched(StepFailure::new(Step::Inspect, message)));
+            }
+        }
+    };
     let expected = plan.material.expected();
     run.report.served_fingerprint = served_before.as_ref().map(|s| s.leaf);
     run.report.old_fingerprint = run.report.served_fingerprint;
