@@ -776,6 +776,14 @@ pub fn render(text: &str, values: &BTreeMap<String, String>) -> Result<String, S
     })
 }
 
+/// [`render`] with a callback: each `{name}` becomes `f(name)`; `{{`/`}}` are literal braces.
+pub fn scan_placeholders(
+    text: &str,
+    f: impl FnMut(&str) -> Result<String, String>,
+) -> Result<String, String> {
+    scan(text, f)
+}
+
 fn scan(text: &str, mut f: impl FnMut(&str) -> Result<String, String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
