@@ -28,6 +28,11 @@ const BUILTIN_SOURCES: &[(&str, &str)] = &[
     ),
     ("k8ssecret", include_str!("../connectors/k8ssecret.yaml")),
     ("f5", include_str!("../connectors/f5.yaml")),
+    ("iis", include_str!("../connectors/iis.yaml")),
+    (
+        "wincertstore",
+        include_str!("../connectors/wincertstore.yaml"),
+    ),
 ];
 
 /// Parameters the engine itself understands on every connector.
@@ -1034,6 +1039,7 @@ mod tests {
                 run: vec!["x".into()],
                 if_saved: Some("nope".into()),
                 unless_saved: None,
+                word: None,
             }))
             .contains("no snapshot is saved as `nope`")
         );
@@ -1042,6 +1048,7 @@ mod tests {
                 run: vec!["x".into()],
                 if_saved: Some("secret.yaml".into()),
                 unless_saved: Some("secret.yaml".into()),
+                word: None,
             }))
             .contains("at most one")
         );

@@ -262,7 +262,19 @@ async fn restore(
             words.insert(name, String::from_utf8_lossy(&text).to_uppercase());
         }
     }
-    if !guarded.is_empty() {
+    if swap.powershell {
+        // Read over SFTP: PowerShell prints an empty line for an empty value, so a snapshot
+        // counts as saved when it has more than whitespace.
+        for name in &guarded {
+            let text = session
+                .read_file(&format!("{set}/{name}"), 1 << 20)
+                .await
+                .map_err(|e| format!("reading snapshot {name}: {e}"))?;
+            if text.iter().any(|b| !b.is_ascii_whitespace()) {
+                saved.insert(name.to_string());
+            }
+        }
+    } else if !guarded.is_empty() {
         let mut script = Script::new();
         script.raw(SNAPSHOT);
         for name in &guarded {
