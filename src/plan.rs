@@ -238,7 +238,8 @@ fn plan_target(
             target.connector
         ));
     }
-    if def.inputs.iter().any(|i| i.pkcs12) && material.key_kind == crate::material::KeyKind::Ed25519 {
+    if def.inputs.iter().any(|i| i.pkcs12) && material.key_kind == crate::material::KeyKind::Ed25519
+    {
         return Err(format!(
             "connector `{}` imports a PKCS#12 file into Windows, which cannot use an {} key \
              (use RSA or ECDSA)",

@@ -40,14 +40,20 @@ fn preview() -> Vec<Vec<String>> {
             "$d = Get-PfxData -FilePath '<scratch>/new.pfx' -Password $pw",
             "$d.EndEntityCertificates[0].Thumbprint",
         ]),
-        s(&["Import-Module WebAdministration", &get_binding(), "$b.bindingInformation"]),
+        s(&[
+            "Import-Module WebAdministration",
+            &get_binding(),
+            "$b.bindingInformation",
+        ]),
     ]
 }
 
 fn snapshot() -> Vec<String> {
     s(&[
         "Import-Module WebAdministration",
-        &format!("(Get-WebBinding -Name 'Default ''Web'' $x `y`; z' -Protocol 'https' -Port '443' -HostHeader '{SNI}').certificateHash"),
+        &format!(
+            "(Get-WebBinding -Name 'Default ''Web'' $x `y`; z' -Protocol 'https' -Port '443' -HostHeader '{SNI}').certificateHash"
+        ),
     ])
 }
 
@@ -96,7 +102,12 @@ fn iis_emulated_deploy_runs_exact_scripts_rebinds_and_logs_no_secret() {
     assert_eq!(w.bound(), w.old_thumb);
     let out = w.lab.certctl(&["deploy", "--output", "json"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(out.json()["targets"][0]["status"], "deployed", "{}", out.stdout);
+    assert_eq!(
+        out.json()["targets"][0]["status"],
+        "deployed",
+        "{}",
+        out.stdout
+    );
     let log = w.log_text();
     w.assert_no_secret_logged(&log);
     assert!(!log.contains("unbound_after_script"), "{log}");
@@ -107,7 +118,10 @@ fn iis_emulated_deploy_runs_exact_scripts_rebinds_and_logs_no_secret() {
     expected.push(test_script());
     assert_eq!(scripts, expected);
     assert_eq!(w.bound(), w.new_thumb);
-    assert!(w.my_store().contains(&w.old_thumb), "the old certificate stays in the store");
+    assert!(
+        w.my_store().contains(&w.old_thumb),
+        "the old certificate stays in the store"
+    );
     // What the binding serves now: the new leaf and its chain.
     let served = std::fs::read_dir(w.state.join("served"))
         .unwrap()

@@ -69,7 +69,12 @@ fn wincertstore_emulated_deploy_imports_with_friendly_name_and_rollback_removes_
     w.lab.write_inventory("wincertstore", &params(), None);
     let out = w.lab.certctl(&["deploy", "--output", "json"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(out.json()["targets"][0]["status"], "deployed", "{}", out.stdout);
+    assert_eq!(
+        out.json()["targets"][0]["status"],
+        "deployed",
+        "{}",
+        out.stdout
+    );
     w.assert_no_secret_logged(&w.log_text());
     assert_eq!(
         w.take_scripts(),

@@ -153,7 +153,11 @@ pub fn render_powershell(
         let mut literal = String::new();
         loop {
             match chars.next() {
-                None => return Err(format!("unclosed quote in PowerShell statement `{template}`")),
+                None => {
+                    return Err(format!(
+                        "unclosed quote in PowerShell statement `{template}`"
+                    ));
+                }
                 Some(q) if is_ps_quote(q) => match chars.peek() {
                     Some(&n) if is_ps_quote(n) => {
                         literal.push(n);
@@ -221,10 +225,7 @@ impl PowerShell {
     /// The exec request as an argv (`powershell -NoLogo … -EncodedCommand BASE64`): what
     /// [`PowerShell::command_line`] sends, for engine code that runs argvs.
     pub fn argv(&self) -> Vec<String> {
-        self.command_line()
-            .split(' ')
-            .map(str::to_string)
-            .collect()
+        self.command_line().split(' ').map(str::to_string).collect()
     }
 
     /// The script text.

@@ -51,10 +51,17 @@ impl WinLab {
         );
         fs::write(lab.home.join("powershell"), wrapper).unwrap();
         use std::os::unix::fs::PermissionsExt as _;
-        fs::set_permissions(lab.home.join("powershell"), fs::Permissions::from_mode(0o755))
-            .unwrap();
+        fs::set_permissions(
+            lab.home.join("powershell"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         let site = serde_json::to_string(SITE).unwrap();
-        fs::write(state.join("state.json"), format!(r#"{{"sites": {{{site}: []}}}}"#)).unwrap();
+        fs::write(
+            state.join("state.json"),
+            format!(r#"{{"sites": {{{site}: []}}}}"#),
+        )
+        .unwrap();
         let old_thumb = thumbprint(&lab.old);
         let new_thumb = thumbprint(&lab.new);
         let w = WinLab {
@@ -152,7 +159,9 @@ impl WinLab {
                 scripts.push(Vec::new());
             }
             if let Some(s) = e.get("stmt").and_then(Value::as_str) {
-                let mut s = s.replace(&self.old_thumb, "OLD").replace(&self.new_thumb, "NEW");
+                let mut s = s
+                    .replace(&self.old_thumb, "OLD")
+                    .replace(&self.new_thumb, "NEW");
                 while let Some(i) = s.find(&tmp) {
                     let rest = &s[i + tmp.len()..];
                     let end = rest.find('/').unwrap();
@@ -202,10 +211,7 @@ impl WinLab {
     /// words "PRIVATE KEY", and no PFX password (any 32-character alphanumeric word).
     pub fn assert_no_secret_logged(&self, log: &str) {
         let key = fs::read_to_string(&self.lab.new.key).unwrap();
-        let flat: String = key
-            .lines()
-            .filter(|l| !l.starts_with("-----"))
-            .collect();
+        let flat: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
         for i in (0..flat.len().saturating_sub(24)).step_by(8) {
             assert!(!log.contains(&flat[i..i + 24]), "a key piece was logged");
         }
