@@ -1029,6 +1029,14 @@ mod tests {
             err(|d| d.files = Catalogue::builtin().get("nginx").unwrap().files.clone())
                 .contains("give the material as `inputs`")
         );
+        let mut ps_files = nginx.clone();
+        ps_files.shell = Shell::Powershell;
+        assert!(
+            validate("x", &ps_files)
+                .unwrap_err()
+                .to_string()
+                .contains("needs `swap: commands`")
+        );
         assert!(err(|d| d.apply.clear()).contains("needs `apply`"));
         assert!(err(|d| d.restore.clear()).contains("needs `restore`"));
         assert!(err(|d| d.snapshot[0].save = "../x".into()).contains("plain file name"));
@@ -1051,6 +1059,21 @@ mod tests {
                 word: None,
             }))
             .contains("at most one")
+        );
+        assert!(
+            err(|d| d.restore[0] = RestoreDef::Guarded(GuardedCommand {
+                run: vec!["x".into()],
+                if_saved: None,
+                unless_saved: None,
+                word: Some("{thumbprint}".into()),
+            }))
+            .contains("`word:` needs")
+        );
+        assert!(
+            err(|d| {
+                d.inputs[0].pkcs12 = true;
+            })
+            .contains("`pkcs12: true` takes no")
         );
         assert!(
             err(|d| d.apply[0].push("{snapshot.secret.yaml}".into()))

@@ -13,6 +13,7 @@
 mod support;
 
 use support::emulated::SNI;
+use support::nginx::Nginx;
 use support::winlab::{SITE, WinLab};
 
 fn params() -> Vec<(&'static str, &'static str)> {
@@ -197,5 +198,69 @@ fn iis_emulated_failure_at_each_step_rebinds_the_old_certificate() {
         }
         assert_eq!(w.bound(), w.old_thumb, "{fault}");
         assert!(w.lab.scratch_dirs().is_empty(), "{fault}");
+    }
+}
+
+/// A real TLS server (nginx) serves what the binding serves: the emulator's bind hook copies
+/// served/SITE_443_HOST.pem/.key into nginx and reloads it. certctl's verify then sees the new
+/// certificate over TLS; after a failure at the test step, the rollback's verify sees the old
+/// one again.
+#[test]
+fn iis_emulated_bound_certificate_is_served_and_probed_over_tls() {
+    for fail_test in [false, true] {
+        let w = WinLab::start(true);
+        let (pem, key) = w.served();
+        assert!(
+            pem.exists(),
+            "the seeded binding serves the old certificate"
+        );
+        let nginx = Nginx::start(SNI, &pem, &key);
+        let hook = w.lab.path("on-bind.sh");
+        let mut reload = vec![support::require("nginx").display().to_string()];
+        reload.extend(nginx.instance_args());
+        reload.extend(["-s".into(), "reload".into()]);
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\nset -e\ncp '{}' '{}'\ncp '{}' '{}'\n{}\n",
+                pem.display(),
+                nginx.cert_path().display(),
+                key.display(),
+                nginx.key_path().display(),
+                reload
+                    .iter()
+                    .map(|a| format!("'{a}'"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        w.on_bind(&hook);
+        w.lab
+            .write_inventory("iis", &params(), Some(&nginx.addr.to_string()));
+        if fail_test {
+            w.fail(&["Get-Item@1"]);
+        }
+        let out = w.lab.certctl(&["deploy", "--output", "json"]);
+        let t = &out.json()["targets"][0];
+        let (want_status, want_leaf) = if fail_test {
+            ("rolled-back", &w.lab.old)
+        } else {
+            ("deployed", &w.lab.new)
+        };
+        assert_eq!(t["status"], want_status, "{}", out.stdout);
+        let leaf = certctl::material::Material::load(&certctl::material::MaterialSpec {
+            name: "x".into(),
+            cert: want_leaf.cert.clone(),
+            chain: Some(want_leaf.chain.clone()),
+            key: certctl::material::KeySource::File(want_leaf.key.clone()),
+        })
+        .unwrap()
+        .leaf
+        .fingerprint
+        .to_string();
+        assert_eq!(t["served_fingerprint"], leaf.as_str(), "{}", out.stdout);
     }
 }

@@ -87,6 +87,37 @@ impl WinLab {
         w
     }
 
+    /// Runs `hook` (an executable, no arguments) after every script that changed a binding
+    /// (CERTCTL_EMU_ON_BIND), e.g. to copy served/ into a TLS server and reload it.
+    pub fn on_bind(&self, hook: &std::path::Path) {
+        let wrapper = format!(
+            "#!/bin/sh\nCERTCTL_EMU_STATE='{}' CERTCTL_EMU_ON_BIND='{}' exec '{}' \"$@\"\n",
+            self.state.display(),
+            hook.display(),
+            self.lab.home.join("powershell.py").display()
+        );
+        fs::write(self.lab.home.join("powershell"), wrapper).unwrap();
+    }
+
+    /// The served certificate and key of SITE:443:SNI (what IIS would serve).
+    pub fn served(&self) -> (PathBuf, PathBuf) {
+        let name: String = format!("{SITE}_443_{SNI}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let dir = self.state.join("served");
+        (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        )
+    }
+
     /// Imports `leaf` into LocalMachine\My directly (not through certctl).
     pub fn import(&self, leaf: &Leaf, name: &str) {
         let password = pkcs12::random_password().unwrap();
