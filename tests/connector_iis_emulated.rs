@@ -176,6 +176,12 @@ fn iis_emulated_failure_at_each_step_rebinds_the_old_certificate() {
             "{fault}: {}",
             out.stdout
         );
+        // The error names the failed script by its statements, not its base64.
+        let error = out.json()["targets"][0]["error"].to_string();
+        assert!(
+            error.contains("powershell: ") && error.contains("Injected failure"),
+            "{fault}: {error}"
+        );
         let log = w.log_text();
         w.assert_no_secret_logged(&log);
         assert!(log.contains("Injected failure"), "{fault}: {log}");

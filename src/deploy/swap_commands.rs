@@ -519,10 +519,7 @@ async fn prune(session: &Session, plan: &TargetPlan) -> Result<Option<String>, S
         let list = fill(&p.list, &set, swap, "")?;
         let out = session.exec(&list).await.map_err(|e| e.to_string())?;
         if !out.success() {
-            errors.push(command_failure(
-                &crate::ssh::quote::command_line(&list),
-                &out,
-            ));
+            errors.push(command_failure(&crate::ssh::quote::label(&list), &out));
             continue;
         }
         let found = objects(&String::from_utf8_lossy(&out.stdout), &p.prefix);
@@ -577,10 +574,7 @@ async fn discard(session: &Session, plan: &TargetPlan) -> Vec<String> {
         let out = match session.exec(&list).await {
             Ok(out) if out.success() => out,
             Ok(out) => {
-                errors.push(command_failure(
-                    &crate::ssh::quote::command_line(&list),
-                    &out,
-                ));
+                errors.push(command_failure(&crate::ssh::quote::label(&list), &out));
                 continue;
             }
             Err(e) => {

@@ -183,6 +183,35 @@ pub fn render_powershell(
     Ok(out)
 }
 
+/// How a command is named in an error: its quoted command line, or for a script built by
+/// [`PowerShell::argv`], `powershell:` and its statements (after the first, fixed one) joined
+/// with `; ` instead of the base64 that was sent.
+pub fn label<S: AsRef<str>>(argv: &[S]) -> String {
+    let words: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
+    if let [
+        "powershell",
+        "-NoLogo",
+        "-NoProfile",
+        "-NonInteractive",
+        "-EncodedCommand",
+        b64,
+    ] = words.as_slice()
+    {
+        use base64::Engine as _;
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) {
+            let units: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            if let Ok(text) = String::from_utf16(&units) {
+                let body: Vec<&str> = text.lines().skip(1).collect();
+                return format!("powershell: {}", body.join("; "));
+            }
+        }
+    }
+    command_line(argv)
+}
+
 /// A Windows PowerShell script for a Windows OpenSSH target, assembled from statement
 /// templates whose `{placeholders}` are filled with values quoted by [`quote_powershell`]
 /// (single-quoted, verbatim) and nothing else. It starts with `$ErrorActionPreference =
@@ -316,6 +345,11 @@ mod powershell_tests {
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect();
         assert_eq!(String::from_utf16(&units).unwrap(), ps.as_str());
+        assert_eq!(
+            label(&ps.argv()),
+            "powershell: Get-WebBinding -Name 'Default ''Web'' $x `y`; z' -Port 443; Get-ChildItem -Path 'Cert:\\LocalMachine\\My'"
+        );
+        assert_eq!(label(&["ls", "a b"]), "ls 'a b'");
     }
 
     #[test]
