@@ -28,6 +28,11 @@ const BUILTIN_SOURCES: &[(&str, &str)] = &[
     ),
     ("k8ssecret", include_str!("../connectors/k8ssecret.yaml")),
     ("f5", include_str!("../connectors/f5.yaml")),
+    ("iis", include_str!("../connectors/iis.yaml")),
+    (
+        "wincertstore",
+        include_str!("../connectors/wincertstore.yaml"),
+    ),
 ];
 
 /// Parameters the engine itself understands on every connector.
@@ -229,6 +234,11 @@ pub struct InputDef {
     /// The content is a Kubernetes TLS Secret manifest built from the material.
     #[serde(default)]
     pub kubernetes_tls_secret: Option<KubernetesSecretDef>,
+    /// The content is a PKCS#12 (PFX) file of the material (leaf, chain, key) under a fresh
+    /// random password, which is written beside it as `NAME.password` (no newline, 0600;
+    /// `{input.NAME.password}`), never on a command line. RSA and ECDSA keys only.
+    #[serde(default)]
+    pub pkcs12: bool,
 }
 
 /// How the new certificate goes live on the target.
@@ -273,6 +283,10 @@ pub struct GuardedCommand {
     pub if_saved: Option<String>,
     #[serde(default)]
     pub unless_saved: Option<String>,
+    /// With `if_saved`/`unless_saved`: the test is whether the snapshot's output has this
+    /// word (whitespace-separated, case-insensitive) rather than whether it is non-empty.
+    #[serde(default)]
+    pub word: Option<String>,
 }
 
 impl RestoreDef {
@@ -510,7 +524,7 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
             parse_mode(mode).map_err(|e| invalid(format!("file `{}`: {e}", f.role)))?;
         }
     }
-    let mut input_names = BTreeSet::new();
+    let mut input_names: BTreeSet<String> = BTreeSet::new();
     for input in &def.inputs {
         let name = &input.name;
         let plain = !name.is_empty()
@@ -523,10 +537,24 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
                 "input `{name}`: the name must be a plain file name (letters, digits, `.`, `_`, `-`)"
             )));
         }
-        if !input_names.insert(name.as_str()) || def.templates.contains_key(name) {
+        if !input_names.insert(name.clone()) || def.templates.contains_key(name) {
             return Err(invalid(format!(
                 "input `{name}`: the name is used twice (inputs and templates share the scratch directory)"
             )));
+        }
+        if input.pkcs12 {
+            if input.role.is_some() || input.from.is_some() || input.kubernetes_tls_secret.is_some()
+            {
+                return Err(invalid(format!(
+                    "input `{name}`: `pkcs12: true` takes no `role:`, `from:` or `kubernetes_tls_secret:`"
+                )));
+            }
+            if !input_names.insert(format!("{name}.password")) {
+                return Err(invalid(format!(
+                    "input `{name}`: `{name}.password` is used twice"
+                )));
+            }
+            continue;
         }
         if let Some(k) = &input.kubernetes_tls_secret {
             if input.role.is_some() || input.from.is_some() {
@@ -637,6 +665,14 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
     }
     for (i, r) in def.restore.iter().enumerate() {
         check_with(&known_backup, &format!("restore[{i}]"), r.parts().0)?;
+        if let RestoreDef::Guarded(GuardedCommand { word: Some(w), .. }) = r {
+            check(&format!("restore[{i}].word"), w)?;
+        }
+    }
+    if def.shell == Shell::Powershell && def.swap != SwapMode::Commands {
+        return Err(invalid(
+            "`shell: powershell` needs `swap: commands` (each command is one PowerShell script, its statements one a line)".into(),
+        ));
     }
     let mut known_object = known.clone();
     known_object.insert("object".into());
@@ -720,6 +756,14 @@ fn validate_swap(def: &ConnectorDef) -> Result<(), String> {
                 {
                     return Err(format!("restore[{i}]: no snapshot is saved as `{name}`"));
                 }
+                if let RestoreDef::Guarded(g) = r
+                    && g.word.is_some()
+                    && r.parts().1.is_none()
+                {
+                    return Err(format!(
+                        "restore[{i}]: `word:` needs `if_saved:` or `unless_saved:`"
+                    ));
+                }
             }
             if def
                 .prune
@@ -752,6 +796,13 @@ pub fn known_placeholders(def: &ConnectorDef) -> BTreeSet<String> {
     }
     for i in &def.inputs {
         known.insert(format!("input.{}", i.name));
+        if i.pkcs12 {
+            known.insert(format!("input.{}.password", i.name));
+        }
+    }
+    if def.shell == Shell::Powershell || def.inputs.iter().any(|i| i.pkcs12) {
+        // The leaf's Windows thumbprint (SHA-1, upper-case hex).
+        known.insert("thumbprint".into());
     }
     known
 }
@@ -774,6 +825,14 @@ pub fn render(text: &str, values: &BTreeMap<String, String>) -> Result<String, S
             .cloned()
             .ok_or_else(|| format!("unknown placeholder `{{{p}}}`"))
     })
+}
+
+/// [`render`] with a callback: each `{name}` becomes `f(name)`; `{{`/`}}` are literal braces.
+pub fn scan_placeholders(
+    text: &str,
+    f: impl FnMut(&str) -> Result<String, String>,
+) -> Result<String, String> {
+    scan(text, f)
 }
 
 fn scan(text: &str, mut f: impl FnMut(&str) -> Result<String, String>) -> Result<String, String> {
@@ -970,6 +1029,14 @@ mod tests {
             err(|d| d.files = Catalogue::builtin().get("nginx").unwrap().files.clone())
                 .contains("give the material as `inputs`")
         );
+        let mut ps_files = nginx.clone();
+        ps_files.shell = Shell::Powershell;
+        assert!(
+            validate("x", &ps_files)
+                .unwrap_err()
+                .to_string()
+                .contains("needs `swap: commands`")
+        );
         assert!(err(|d| d.apply.clear()).contains("needs `apply`"));
         assert!(err(|d| d.restore.clear()).contains("needs `restore`"));
         assert!(err(|d| d.snapshot[0].save = "../x".into()).contains("plain file name"));
@@ -980,6 +1047,7 @@ mod tests {
                 run: vec!["x".into()],
                 if_saved: Some("nope".into()),
                 unless_saved: None,
+                word: None,
             }))
             .contains("no snapshot is saved as `nope`")
         );
@@ -988,8 +1056,24 @@ mod tests {
                 run: vec!["x".into()],
                 if_saved: Some("secret.yaml".into()),
                 unless_saved: Some("secret.yaml".into()),
+                word: None,
             }))
             .contains("at most one")
+        );
+        assert!(
+            err(|d| d.restore[0] = RestoreDef::Guarded(GuardedCommand {
+                run: vec!["x".into()],
+                if_saved: None,
+                unless_saved: None,
+                word: Some("{thumbprint}".into()),
+            }))
+            .contains("`word:` needs")
+        );
+        assert!(
+            err(|d| {
+                d.inputs[0].pkcs12 = true;
+            })
+            .contains("`pkcs12: true` takes no")
         );
         assert!(
             err(|d| d.apply[0].push("{snapshot.secret.yaml}".into()))

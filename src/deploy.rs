@@ -1948,10 +1948,7 @@ async fn run_commands(
     for argv in commands {
         let out = session.exec(argv).await.map_err(|e| e.to_string())?;
         if !out.success() {
-            return Err(command_failure(
-                &crate::ssh::quote::command_line(argv),
-                &out,
-            ));
+            return Err(command_failure(&crate::ssh::quote::label(argv), &out));
         }
     }
     Ok((

@@ -106,6 +106,9 @@ pub struct PlannedTemplate {
 /// brace-escaped, so the second rendering leaves them as they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandSwap {
+    /// `shell: powershell`: each command is a list of PowerShell statements (one script),
+    /// already quoted but for the run-time values.
+    pub powershell: bool,
     /// (snapshot name, command whose stdout is saved as it).
     pub snapshot: Vec<(String, Command)>,
     pub apply: Vec<Command>,
@@ -119,6 +122,8 @@ pub struct CommandSwap {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedRestore {
     pub guard: Option<(String, bool)>,
+    /// The guard tests whether the snapshot has this word rather than whether it is empty.
+    pub word: Option<String>,
     pub argv: Command,
 }
 
@@ -232,10 +237,20 @@ fn plan_target(
         .get(&target.certificate)
         .ok_or_else(|| format!("certificate `{}` was not loaded", target.certificate))?
         .clone();
-    if def.shell != Shell::Posix {
+    let powershell = def.shell == Shell::Powershell;
+    if powershell && target.become_method.is_some() {
         return Err(format!(
-            "connector `{}` needs a {:?} shell, which this version of certctl cannot drive yet",
-            target.connector, def.shell
+            "connector `{}` runs PowerShell scripts, which `become: sudo` cannot wrap: log in as \
+             a user with the rights the connector needs",
+            target.connector
+        ));
+    }
+    if def.inputs.iter().any(|i| i.pkcs12) && material.key_kind == crate::material::KeyKind::Ed25519
+    {
+        return Err(format!(
+            "connector `{}` imports a PKCS#12 file into Windows, which cannot use an {} key \
+             (use RSA or ECDSA)",
+            target.connector, material.key_kind
         ));
     }
 
@@ -272,6 +287,12 @@ fn plan_target(
     values.insert("host".into(), target.host.clone());
     values.insert("tmpdir".into(), scratch_dir.clone());
     values.insert("run_id".into(), settings.run_id.clone());
+    if powershell || def.inputs.iter().any(|i| i.pkcs12) {
+        values.insert(
+            "thumbprint".into(),
+            crate::pkcs12::thumbprint(&material.leaf.der),
+        );
+    }
     for name in def.templates.keys() {
         values.insert(format!("template.{name}"), format!("{scratch_dir}/{name}"));
     }
@@ -280,6 +301,19 @@ fn plan_target(
         let path = format!("{scratch_dir}/{}", input.name);
         values.insert(format!("input.{}", input.name), path.clone());
         let content = match (&input.role, &input.from) {
+            _ if input.pkcs12 => {
+                let password = crate::pkcs12::random_password()
+                    .map_err(|e| format!("input `{}`: {e}", input.name))?;
+                let pfx = crate::pkcs12::from_material(&material, &password, None)
+                    .map_err(|e| format!("input `{}`: {e}", input.name))?;
+                let pw_path = format!("{path}.password");
+                values.insert(format!("input.{}.password", input.name), pw_path.clone());
+                inputs.push(PlannedInput {
+                    path: pw_path,
+                    content: InputContent::Secret(password),
+                });
+                InputContent::Secret(pfx)
+            }
             _ if input.kubernetes_tls_secret.is_some() => {
                 let k = input.kubernetes_tls_secret.as_ref().expect("checked");
                 let name = connector::render(&k.name, &values)
@@ -389,7 +423,16 @@ fn plan_target(
                     ),
                 }
             }
-            if !empty_words {
+            if powershell {
+                // One script: each element is a statement, every value quoted in it.
+                let mut script = crate::ssh::quote::PowerShell::new();
+                for statement in cmd {
+                    script
+                        .statement(statement, &values)
+                        .map_err(|e| format!("{section}[{i}]: {e}"))?;
+                }
+                out.push(script.argv());
+            } else if !empty_words {
                 out.push(argv);
             }
         }
@@ -421,7 +464,7 @@ fn plan_target(
     let (ssh, ssh_warnings) = ssh_config(target, settings)?;
     let commands = match def.swap {
         SwapMode::Files => None,
-        SwapMode::Commands => Some(command_swap(def, &values)?),
+        SwapMode::Commands => Some(command_swap(def, &values, powershell)?),
     };
 
     let (probe, has_probe) = probe_spec(target, def, &material)?;
@@ -469,7 +512,11 @@ fn plan_target(
 fn command_swap(
     def: &ConnectorDef,
     values: &BTreeMap<String, String>,
+    powershell: bool,
 ) -> Result<CommandSwap, String> {
+    let mut late: Vec<String> = vec!["backup".into(), "object".into()];
+    late.extend(def.snapshot.iter().map(|s| format!("snapshot.{}", s.save)));
+    let late: Vec<&str> = late.iter().map(String::as_str).collect();
     let escape = |v: &str| v.replace('{', "{{").replace('}', "}}");
     let mut deferred: BTreeMap<String, String> =
         values.iter().map(|(k, v)| (k.clone(), escape(v))).collect();
@@ -482,6 +529,16 @@ fn command_swap(
     let render = |what: &str, cmd: &Command| -> Result<Command, String> {
         if cmd.is_empty() {
             return Err(format!("{what} is an empty command"));
+        }
+        if powershell {
+            // Statements: quoted now, except the run-time values (quoted by the engine).
+            return cmd
+                .iter()
+                .map(|a| {
+                    crate::ssh::quote::render_powershell(a, values, &late)
+                        .map_err(|e| format!("{what}: {e}"))
+                })
+                .collect();
         }
         // Literal braces stay escaped for the engine's second rendering.
         cmd.iter()
@@ -509,8 +566,18 @@ fn command_swap(
         .enumerate()
         .map(|(i, r)| {
             let (cmd, guard) = r.parts();
+            let word = match r {
+                connector::RestoreDef::Guarded(g) => g
+                    .word
+                    .as_ref()
+                    .map(|w| connector::render(w, values))
+                    .transpose()
+                    .map_err(|e| format!("restore[{i}].word: {e}"))?,
+                connector::RestoreDef::Always(_) => None,
+            };
             Ok(PlannedRestore {
                 guard: guard.map(|(n, saved)| (n.to_string(), saved)),
+                word,
                 argv: render(&format!("restore[{i}]"), cmd)?,
             })
         })
@@ -531,6 +598,7 @@ fn command_swap(
     let prune = listings("prune", &def.prune)?;
     let discard = listings("discard", &def.discard)?;
     Ok(CommandSwap {
+        powershell,
         snapshot,
         apply,
         restore,

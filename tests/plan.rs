@@ -394,3 +394,98 @@ fn ssh_settings_come_from_the_inventory_then_the_ssh_config_then_defaults() {
         "{err:?}"
     );
 }
+
+/// iis: every value single-quoted inside the encoded script; the PFX and its password are
+/// two secret inputs (never in an argv); `become: sudo` and an Ed25519 key are refused.
+#[test]
+fn powershell_connectors_encode_quoted_scripts_and_refuse_what_windows_cannot_do() {
+    use base64::Engine as _;
+    let t = target(
+        "iis",
+        &[
+            ("site", "Default 'Web' $x"),
+            ("hostname", "www.example.test"),
+        ],
+    );
+    let p = plan_one(t).unwrap();
+    let decode = |argv: &[String]| {
+        assert_eq!(
+            argv[..5],
+            [
+                "powershell",
+                "-NoLogo",
+                "-NoProfile",
+                "-NonInteractive",
+                "-EncodedCommand"
+            ]
+        );
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&argv[5])
+            .unwrap();
+        let units: Vec<u16> = bytes
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        String::from_utf16(&units).unwrap()
+    };
+    let script = decode(&p.preview[1]);
+    assert!(
+        script.contains("Get-WebBinding -Name 'Default ''Web'' $x' -Protocol 'https' -Port '443' -HostHeader 'www.example.test'"),
+        "{script}"
+    );
+    assert_eq!(p.inputs.len(), 2);
+    assert!(p.inputs.iter().any(|i| i.path.ends_with("/new.pfx")));
+    assert!(
+        p.inputs
+            .iter()
+            .any(|i| i.path.ends_with("/new.pfx.password"))
+    );
+    assert!(
+        p.inputs
+            .iter()
+            .all(|i| matches!(i.content, plan::InputContent::Secret(_)))
+    );
+
+    let mut t = target("iis", &[("site", "s")]);
+    t.become_method = Some(certctl::inventory::Become::Sudo);
+    let err = plan_one(t).unwrap_err();
+    assert!(err[0].message.contains("become: sudo"), "{err:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::new(dir.path());
+    let leaf = pki.issue(
+        "ed",
+        support::pki::LeafOpts::new(&["www.example.test"]).key(support::pki::KeyType::Ed25519),
+    );
+    let ed = Arc::new(
+        Material::load(&MaterialSpec {
+            name: "www".into(),
+            cert: leaf.cert.clone(),
+            chain: Some(leaf.chain.clone()),
+            key: KeySource::File(leaf.key.clone()),
+        })
+        .unwrap(),
+    );
+    let t = target("wincertstore", &[]);
+    let inventory = Inventory {
+        path: PathBuf::from("certctl.yaml"),
+        certificates: BTreeMap::new(),
+        targets: vec![t],
+        connectors: BTreeMap::new(),
+        groups: vec![],
+    };
+    let targets: Vec<&Target> = inventory.targets.iter().collect();
+    let err = plan::build(
+        &inventory,
+        &targets,
+        &Catalogue::builtin(),
+        &BTreeMap::from([("www".to_string(), ed)]),
+        &settings(),
+    )
+    .unwrap_err();
+    assert!(
+        err[0].message.contains("Ed25519") || err[0].message.contains("ed25519"),
+        "{err:?}"
+    );
+    assert!(err[0].message.contains("RSA or ECDSA"), "{err:?}");
+}

@@ -52,6 +52,14 @@ fn fill(argv: &Command, set: &str, swap: &CommandSwap, object: &str) -> Result<C
     for (name, _) in &swap.snapshot {
         values.insert(format!("snapshot.{name}"), format!("{set}/{name}"));
     }
+    if swap.powershell {
+        // The statements of one script; the plan quoted all but these values.
+        let mut script = crate::ssh::quote::PowerShell::new();
+        for statement in argv {
+            script.statement(statement, &values)?;
+        }
+        return Ok(script.argv());
+    }
     argv.iter().map(|a| connector::render(a, &values)).collect()
 }
 
@@ -258,7 +266,32 @@ async fn restore(
         .filter_map(|r| r.guard.as_ref().map(|(n, _)| n.as_str()))
         .collect();
     let mut saved = BTreeSet::new();
-    if !guarded.is_empty() {
+    // A `word` guard reads the snapshot itself (a thumbprint list, not a secret).
+    let mut words: BTreeMap<&str, String> = BTreeMap::new();
+    for r in &swap.restore {
+        if let (Some((name, _)), Some(_)) = (&r.guard, &r.word)
+            && !words.contains_key(name.as_str())
+        {
+            let text = session
+                .read_file(&format!("{set}/{name}"), 1 << 20)
+                .await
+                .map_err(|e| format!("reading snapshot {name}: {e}"))?;
+            words.insert(name, String::from_utf8_lossy(&text).to_uppercase());
+        }
+    }
+    if swap.powershell {
+        // Read over SFTP: PowerShell prints an empty line for an empty value, so a snapshot
+        // counts as saved when it has more than whitespace.
+        for name in &guarded {
+            let text = session
+                .read_file(&format!("{set}/{name}"), 1 << 20)
+                .await
+                .map_err(|e| format!("reading snapshot {name}: {e}"))?;
+            if text.iter().any(|b| !b.is_ascii_whitespace()) {
+                saved.insert(name.to_string());
+            }
+        }
+    } else if !guarded.is_empty() {
         let mut script = Script::new();
         script.raw(SNAPSHOT);
         for name in &guarded {
@@ -280,9 +313,15 @@ async fn restore(
     }
     let mut argvs = Vec::new();
     for r in &swap.restore {
-        let wanted = match &r.guard {
-            None => true,
-            Some((name, when_saved)) => saved.contains(name) == *when_saved,
+        let wanted = match (&r.guard, &r.word) {
+            (None, _) => true,
+            (Some((name, when_saved)), None) => saved.contains(name) == *when_saved,
+            (Some((name, when_listed)), Some(word)) => {
+                let listed = words
+                    .get(name.as_str())
+                    .is_some_and(|t| t.split_whitespace().any(|w| w == word.to_uppercase()));
+                listed == *when_listed
+            }
         };
         if wanted {
             argvs.push(fill(&r.argv, set, swap, "")?);
@@ -497,10 +536,7 @@ async fn prune(session: &Session, plan: &TargetPlan) -> Result<Option<String>, S
         let list = fill(&p.list, &set, swap, "")?;
         let out = session.exec(&list).await.map_err(|e| e.to_string())?;
         if !out.success() {
-            errors.push(command_failure(
-                &crate::ssh::quote::command_line(&list),
-                &out,
-            ));
+            errors.push(command_failure(&crate::ssh::quote::label(&list), &out));
             continue;
         }
         let found = objects(&String::from_utf8_lossy(&out.stdout), &p.prefix);
@@ -555,10 +591,7 @@ async fn discard(session: &Session, plan: &TargetPlan) -> Vec<String> {
         let out = match session.exec(&list).await {
             Ok(out) if out.success() => out,
             Ok(out) => {
-                errors.push(command_failure(
-                    &crate::ssh::quote::command_line(&list),
-                    &out,
-                ));
+                errors.push(command_failure(&crate::ssh::quote::label(&list), &out));
                 continue;
             }
             Err(e) => {

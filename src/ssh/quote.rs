@@ -88,6 +88,130 @@ pub fn quote_powershell(arg: &str) -> String {
     out
 }
 
+fn is_ps_quote(c: char) -> bool {
+    matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}')
+}
+
+/// Renders one PowerShell statement template. A `{name}` outside quotes becomes the value
+/// quoted with [`quote_powershell`], a whole token. Inside a single-quoted literal of the
+/// template (`'Cert:\{location}\{store}'`), placeholders are filled in verbatim and the whole
+/// literal is then quoted once, so adjacent values never become `'a''b'`.
+///
+/// Names in `deferred` are left as `{name}` (and other values' braces escaped) for a second
+/// rendering: rendering the result again with those values gives what one rendering with all
+/// values would (a quoted literal parses back to its text, placeholders and all).
+pub fn render_powershell(
+    template: &str,
+    values: &std::collections::BTreeMap<String, String>,
+    deferred: &[&str],
+) -> Result<String, String> {
+    let escape = |v: &str| {
+        if deferred.is_empty() {
+            v.to_string()
+        } else {
+            v.replace('{', "{{").replace('}', "}}")
+        }
+    };
+    let lookup = |name: &str| -> Result<Option<String>, String> {
+        if deferred.contains(&name) {
+            return Ok(None);
+        }
+        values
+            .get(name)
+            .map(|v| Some(escape(v)))
+            .ok_or_else(|| format!("unknown placeholder `{{{name}}}`"))
+    };
+    // Literal braces of the template stay escaped for the second rendering.
+    let keep = |text: &str| {
+        if deferred.is_empty() {
+            text.to_string()
+        } else {
+            text.replace("{{", "{{{{").replace("}}", "}}}}")
+        }
+    };
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut outside = String::new();
+    let flush = |outside: &mut String, out: &mut String| -> Result<(), String> {
+        let rendered = crate::connector::scan_placeholders(&keep(outside), |name| {
+            Ok(match lookup(name)? {
+                Some(v) => quote_powershell(&v),
+                None => format!("{{{name}}}"),
+            })
+        })?;
+        out.push_str(&rendered);
+        outside.clear();
+        Ok(())
+    };
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !is_ps_quote(c) {
+            outside.push(c);
+            continue;
+        }
+        flush(&mut outside, &mut out)?;
+        // A literal: up to the next lone quote character; a doubled one is one quote.
+        let mut literal = String::new();
+        loop {
+            match chars.next() {
+                None => {
+                    return Err(format!(
+                        "unclosed quote in PowerShell statement `{template}`"
+                    ));
+                }
+                Some(q) if is_ps_quote(q) => match chars.peek() {
+                    Some(&n) if is_ps_quote(n) => {
+                        literal.push(n);
+                        chars.next();
+                    }
+                    _ => break,
+                },
+                Some(ch) => literal.push(ch),
+            }
+        }
+        let filled = crate::connector::scan_placeholders(&keep(&literal), |name| {
+            Ok(match lookup(name)? {
+                Some(v) => v,
+                None => format!("{{{name}}}"),
+            })
+        })?;
+        out.push_str(&quote_powershell(&filled));
+    }
+    flush(&mut outside, &mut out)?;
+    if out.contains(['\n', '\r']) {
+        return Err(format!("a PowerShell statement must be one line: {out:?}"));
+    }
+    Ok(out)
+}
+
+/// How a command is named in an error: its quoted command line, or for a script built by
+/// [`PowerShell::argv`], `powershell:` and its statements (after the first, fixed one) joined
+/// with `; ` instead of the base64 that was sent.
+pub fn label<S: AsRef<str>>(argv: &[S]) -> String {
+    let words: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
+    if let [
+        "powershell",
+        "-NoLogo",
+        "-NoProfile",
+        "-NonInteractive",
+        "-EncodedCommand",
+        b64,
+    ] = words.as_slice()
+    {
+        use base64::Engine as _;
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) {
+            let units: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            if let Ok(text) = String::from_utf16(&units) {
+                let body: Vec<&str> = text.lines().skip(1).collect();
+                return format!("powershell: {}", body.join("; "));
+            }
+        }
+    }
+    command_line(argv)
+}
+
 /// A Windows PowerShell script for a Windows OpenSSH target, assembled from statement
 /// templates whose `{placeholders}` are filled with values quoted by [`quote_powershell`]
 /// (single-quoted, verbatim) and nothing else. It starts with `$ErrorActionPreference =
@@ -121,17 +245,16 @@ impl PowerShell {
         template: &str,
         values: &std::collections::BTreeMap<String, String>,
     ) -> Result<&mut Self, String> {
-        let quoted = values
-            .iter()
-            .map(|(k, v)| (k.clone(), quote_powershell(v)))
-            .collect();
-        let line = crate::connector::render(template, &quoted)?;
-        if line.contains(['\n', '\r']) {
-            return Err(format!("a PowerShell statement must be one line: {line:?}"));
-        }
+        let line = render_powershell(template, values, &[])?;
         self.text.push_str(&line);
         self.text.push('\n');
         Ok(self)
+    }
+
+    /// The exec request as an argv (`powershell -NoLogo … -EncodedCommand BASE64`): what
+    /// [`PowerShell::command_line`] sends, for engine code that runs argvs.
+    pub fn argv(&self) -> Vec<String> {
+        self.command_line().split(' ').map(str::to_string).collect()
     }
 
     /// The script text.
@@ -222,6 +345,38 @@ mod powershell_tests {
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect();
         assert_eq!(String::from_utf16(&units).unwrap(), ps.as_str());
+        assert_eq!(
+            label(&ps.argv()),
+            "powershell: Get-WebBinding -Name 'Default ''Web'' $x `y`; z' -Port 443; Get-ChildItem -Path 'Cert:\\LocalMachine\\My'"
+        );
+        assert_eq!(label(&["ls", "a b"]), "ls 'a b'");
+    }
+
+    #[test]
+    fn placeholders_inside_a_literal_are_quoted_once_with_it() {
+        let values = BTreeMap::from([
+            ("store".to_string(), "My 'x' $y `z`; w".to_string()),
+            ("thumb".to_string(), "AB{C}".to_string()),
+            ("set".to_string(), "/b/it's {here}".to_string()),
+        ]);
+        let t = "Remove-Item -LiteralPath 'Cert:\\LocalMachine\\{store}\\{thumb}' -Force; Write-Output {store} 'it''s {{x}}'";
+        let once = render_powershell(t, &values, &[]).unwrap();
+        assert_eq!(
+            once,
+            "Remove-Item -LiteralPath 'Cert:\\LocalMachine\\My ''x'' $y `z`; w\\AB{C}' -Force; Write-Output 'My ''x'' $y `z`; w' 'it''s {x}'"
+        );
+        // Deferred, then the rest: the same as one rendering with everything.
+        let t2 = "Get-Content -LiteralPath '{set}/a' {set} '{thumb}' {thumb}";
+        let first = render_powershell(t2, &values, &["set"]).unwrap();
+        let second = render_powershell(&first, &values, &[]).unwrap();
+        assert_eq!(second, render_powershell(t2, &values, &[]).unwrap());
+        assert_eq!(
+            second,
+            "Get-Content -LiteralPath '/b/it''s {here}/a' '/b/it''s {here}' 'AB{C}' 'AB{C}'"
+        );
+        let first = render_powershell(t, &values, &["set"]).unwrap();
+        assert_eq!(render_powershell(&first, &values, &[]).unwrap(), once);
+        assert!(render_powershell("Write-Output 'open", &values, &[]).is_err());
     }
 
     #[test]

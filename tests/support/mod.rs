@@ -21,6 +21,7 @@ pub mod sshd;
 pub mod tls_lab;
 pub mod users;
 pub mod watcher;
+pub mod winlab;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU32, Ordering};

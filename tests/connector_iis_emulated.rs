@@ -1,0 +1,272 @@
+//! iis against the EMULATED PowerShell (tests/emulators/powershell) over a real sshd: no
+//! Windows host can run here. The emulator parses a strict PowerShell 5.1 subset, validates
+//! every PFX with the real `openssl pkcs12`, refuses AddSslCertificate on a binding that has a
+//! certificate (as IIS does), logs every statement, and writes the certificate a binding
+//! serves to served/.
+//!
+//! What this proves: the exact scripts (snapshot, preview, import, one-script rebind, test,
+//! restore), quoting of a hostile site name, no key or PFX password in any argv or statement,
+//! preview leaving the state untouched, rollback rebinding the old certificate after a
+//! failure at each step, and that the binding never ends a script without a certificate.
+//! What it does not prove: real IIS, Windows PowerShell or Windows OpenSSH behaviour.
+
+mod support;
+
+use support::emulated::SNI;
+use support::nginx::Nginx;
+use support::winlab::{SITE, WinLab};
+
+fn params() -> Vec<(&'static str, &'static str)> {
+    vec![("site", SITE), ("hostname", SNI)]
+}
+
+const PW: &str = "$pw = ConvertTo-SecureString -String (Get-Content -Raw -LiteralPath '<scratch>/new.pfx.password') -AsPlainText -Force";
+
+fn s(v: &[&str]) -> Vec<String> {
+    let mut out = vec!["$ErrorActionPreference = 'Stop'".to_string()];
+    out.extend(v.iter().map(|x| x.to_string()));
+    out
+}
+
+fn get_binding() -> String {
+    format!(
+        "$b = (Get-WebBinding -Name 'Default ''Web'' $x `y`; z' -Protocol 'https' -Port '443' -HostHeader '{SNI}')[0]"
+    )
+}
+
+fn preview() -> Vec<Vec<String>> {
+    vec![
+        s(&[
+            PW,
+            "$d = Get-PfxData -FilePath '<scratch>/new.pfx' -Password $pw",
+            "$d.EndEntityCertificates[0].Thumbprint",
+        ]),
+        s(&[
+            "Import-Module WebAdministration",
+            &get_binding(),
+            "$b.bindingInformation",
+        ]),
+    ]
+}
+
+fn snapshot() -> Vec<String> {
+    s(&[
+        "Import-Module WebAdministration",
+        &format!(
+            "(Get-WebBinding -Name 'Default ''Web'' $x `y`; z' -Protocol 'https' -Port '443' -HostHeader '{SNI}').certificateHash"
+        ),
+    ])
+}
+
+fn apply() -> Vec<Vec<String>> {
+    vec![
+        s(&[
+            PW,
+            "Remove-Item -LiteralPath '<scratch>/new.pfx.password'",
+            "$cert = Import-PfxCertificate -FilePath '<scratch>/new.pfx' -CertStoreLocation 'Cert:\\LocalMachine\\My' -Password $pw",
+            "$cert.Thumbprint",
+        ]),
+        s(&[
+            "Import-Module WebAdministration",
+            &get_binding(),
+            "$ErrorActionPreference = 'Continue'",
+            "$b.RemoveSslCertificate()",
+            "$ErrorActionPreference = 'Stop'",
+            "$b.AddSslCertificate('NEW', 'My')",
+        ]),
+    ]
+}
+
+fn test_script() -> Vec<String> {
+    s(&[
+        "$c = Get-Item -LiteralPath 'Cert:\\LocalMachine\\My\\NEW'",
+        "$c.HasPrivateKey",
+    ])
+}
+
+fn restore() -> Vec<String> {
+    s(&[
+        "Import-Module WebAdministration",
+        "$old = (Get-Content -Raw -LiteralPath '<backups>/RUN/binding.txt').Trim()",
+        &get_binding(),
+        "$ErrorActionPreference = 'Continue'",
+        "$b.RemoveSslCertificate()",
+        "$ErrorActionPreference = 'Stop'",
+        "$b.AddSslCertificate($old, 'My')",
+    ])
+}
+
+#[test]
+fn iis_emulated_deploy_runs_exact_scripts_rebinds_and_logs_no_secret() {
+    let w = WinLab::start(true);
+    w.lab.write_inventory("iis", &params(), None);
+    assert_eq!(w.bound(), w.old_thumb);
+    let out = w.lab.certctl(&["deploy", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.json()["targets"][0]["status"],
+        "deployed",
+        "{}",
+        out.stdout
+    );
+    let log = w.log_text();
+    w.assert_no_secret_logged(&log);
+    assert!(!log.contains("unbound_after_script"), "{log}");
+    let scripts = w.take_scripts();
+    let mut expected = preview();
+    expected.push(snapshot());
+    expected.extend(apply());
+    expected.push(test_script());
+    assert_eq!(scripts, expected);
+    assert_eq!(w.bound(), w.new_thumb);
+    assert!(
+        w.my_store().contains(&w.old_thumb),
+        "the old certificate stays in the store"
+    );
+    // What the binding serves now: the new leaf and its chain.
+    let served = std::fs::read_dir(w.state.join("served"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "pem"))
+        .expect("a served certificate");
+    let pem = std::fs::read_to_string(served).unwrap();
+    assert!(pem.starts_with(&std::fs::read_to_string(&w.lab.new.cert).unwrap()));
+    assert!(w.lab.scratch_dirs().is_empty());
+
+    // `certctl rollback` rebinds the old certificate from the saved snapshot.
+    let out = w.lab.certctl(&["rollback", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.json()["targets"][0]["status"], "rolled-back");
+    assert_eq!(w.take_scripts(), vec![restore()]);
+    assert_eq!(w.bound(), w.old_thumb);
+}
+
+#[test]
+fn iis_emulated_dry_run_changes_nothing() {
+    let w = WinLab::start(true);
+    w.lab.write_inventory("iis", &params(), None);
+    let before = w.state_json();
+    let out = w.lab.certctl(&["deploy", "--dry-run", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.json()["targets"][0]["status"], "would-change");
+    assert_eq!(w.take_scripts(), preview());
+    let mut after = w.state_json();
+    // Only the emulator's call counters move.
+    after["calls"] = before["calls"].clone();
+    assert_eq!(after, before);
+}
+
+/// A failure injected at each step from the import on: the old certificate is bound again
+/// (the seeding made one Import-PfxCertificate and one AddSslCertificate call).
+#[test]
+fn iis_emulated_failure_at_each_step_rebinds_the_old_certificate() {
+    for (fault, after_swap) in [
+        ("Import-PfxCertificate@2", 1),
+        ("RemoveSslCertificate@1", 2),
+        ("AddSslCertificate@2", 2),
+        ("Get-Item@1", 3),
+    ] {
+        let w = WinLab::start(true);
+        w.lab.write_inventory("iis", &params(), None);
+        w.fail(&[fault]);
+        let out = w.lab.certctl(&["deploy", "--output", "json"]);
+        assert_eq!(
+            out.json()["targets"][0]["status"],
+            "rolled-back",
+            "{fault}: {}",
+            out.stdout
+        );
+        // The error names the failed script by its statements, not its base64.
+        let error = out.json()["targets"][0]["error"].to_string();
+        assert!(
+            error.contains("powershell: ") && error.contains("Injected failure"),
+            "{fault}: {error}"
+        );
+        let log = w.log_text();
+        w.assert_no_secret_logged(&log);
+        assert!(log.contains("Injected failure"), "{fault}: {log}");
+        let scripts = w.take_scripts();
+        let mut expected = preview();
+        expected.push(snapshot());
+        let mut ran = apply();
+        ran.push(test_script());
+        expected.extend(ran.into_iter().take(after_swap));
+        expected.push(restore());
+        // The failing script stops at the failed statement.
+        let failed = expected.len() - 2;
+        assert_eq!(scripts.len(), expected.len(), "{fault}: {scripts:?}");
+        for (i, (got, want)) in scripts.iter().zip(&expected).enumerate() {
+            if i == failed {
+                assert!(want.starts_with(got) && got.len() > 1, "{fault}: {got:?}");
+            } else {
+                assert_eq!(got, want, "{fault}");
+            }
+        }
+        assert_eq!(w.bound(), w.old_thumb, "{fault}");
+        assert!(w.lab.scratch_dirs().is_empty(), "{fault}");
+    }
+}
+
+/// A real TLS server (nginx) serves what the binding serves: the emulator's bind hook copies
+/// served/SITE_443_HOST.pem/.key into nginx and reloads it. certctl's verify then sees the new
+/// certificate over TLS; after a failure at the test step, the rollback's verify sees the old
+/// one again.
+#[test]
+fn iis_emulated_bound_certificate_is_served_and_probed_over_tls() {
+    for fail_test in [false, true] {
+        let w = WinLab::start(true);
+        let (pem, key) = w.served();
+        assert!(
+            pem.exists(),
+            "the seeded binding serves the old certificate"
+        );
+        let nginx = Nginx::start(SNI, &pem, &key);
+        let hook = w.lab.path("on-bind.sh");
+        let mut reload = vec![support::require("nginx").display().to_string()];
+        reload.extend(nginx.instance_args());
+        reload.extend(["-s".into(), "reload".into()]);
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\nset -e\ncp '{}' '{}'\ncp '{}' '{}'\n{}\n",
+                pem.display(),
+                nginx.cert_path().display(),
+                key.display(),
+                nginx.key_path().display(),
+                reload
+                    .iter()
+                    .map(|a| format!("'{a}'"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        w.on_bind(&hook);
+        w.lab
+            .write_inventory("iis", &params(), Some(&nginx.addr.to_string()));
+        if fail_test {
+            w.fail(&["Get-Item@1"]);
+        }
+        let out = w.lab.certctl(&["deploy", "--output", "json"]);
+        let t = &out.json()["targets"][0];
+        let (want_status, want_leaf) = if fail_test {
+            ("rolled-back", &w.lab.old)
+        } else {
+            ("deployed", &w.lab.new)
+        };
+        assert_eq!(t["status"], want_status, "{}", out.stdout);
+        let leaf = certctl::material::Material::load(&certctl::material::MaterialSpec {
+            name: "x".into(),
+            cert: want_leaf.cert.clone(),
+            chain: Some(want_leaf.chain.clone()),
+            key: certctl::material::KeySource::File(want_leaf.key.clone()),
+        })
+        .unwrap()
+        .leaf
+        .fingerprint
+        .to_string();
+        assert_eq!(t["served_fingerprint"], leaf.as_str(), "{}", out.stdout);
+    }
+}

@@ -1,0 +1,171 @@
+//! wincertstore against the EMULATED PowerShell (tests/emulators/powershell) over a real sshd:
+//! no Windows host can run here. The emulator validates every PFX with the real
+//! `openssl pkcs12` and logs every statement.
+//!
+//! What this proves: the exact scripts (preview, snapshot of the store's thumbprints, import
+//! with FriendlyName, test, guarded restore), quoting of a hostile friendly name and store,
+//! no key or PFX password in any argv or statement, preview leaving the store untouched, and
+//! rollback removing the new certificate only when it was not in the store before.
+//! What it does not prove: real Windows certificate stores, PowerShell or Windows OpenSSH.
+
+mod support;
+
+use support::winlab::WinLab;
+
+const FRIENDLY: &str = "www 'prod' $x `y`; z";
+
+fn params() -> Vec<(&'static str, &'static str)> {
+    vec![("friendly_name", FRIENDLY)]
+}
+
+const PW: &str = "$pw = ConvertTo-SecureString -String (Get-Content -Raw -LiteralPath '<scratch>/new.pfx.password') -AsPlainText -Force";
+
+fn s(v: &[&str]) -> Vec<String> {
+    let mut out = vec!["$ErrorActionPreference = 'Stop'".to_string()];
+    out.extend(v.iter().map(|x| x.to_string()));
+    out
+}
+
+fn preview() -> Vec<String> {
+    s(&[
+        PW,
+        "$d = Get-PfxData -FilePath '<scratch>/new.pfx' -Password $pw",
+        "$d.EndEntityCertificates[0].Thumbprint",
+    ])
+}
+
+fn snapshot() -> Vec<String> {
+    s(&["(Get-ChildItem -Path 'Cert:\\LocalMachine\\My').Thumbprint"])
+}
+
+fn apply() -> Vec<String> {
+    s(&[
+        PW,
+        "Remove-Item -LiteralPath '<scratch>/new.pfx.password'",
+        "$cert = Import-PfxCertificate -FilePath '<scratch>/new.pfx' -CertStoreLocation 'Cert:\\LocalMachine\\My' -Password $pw",
+        "$cert.FriendlyName = 'www ''prod'' $x `y`; z'",
+        "$cert.Thumbprint",
+    ])
+}
+
+fn test_script() -> Vec<String> {
+    s(&[
+        "$c = Get-Item -LiteralPath 'Cert:\\LocalMachine\\My\\NEW'",
+        "$c.HasPrivateKey",
+    ])
+}
+
+fn restore() -> Vec<String> {
+    s(&[
+        "$ErrorActionPreference = 'Continue'",
+        "Remove-Item -LiteralPath 'Cert:\\LocalMachine\\My\\NEW'",
+        "$ErrorActionPreference = 'Stop'",
+    ])
+}
+
+#[test]
+fn wincertstore_emulated_deploy_imports_with_friendly_name_and_rollback_removes_it() {
+    let w = WinLab::start(false);
+    w.lab.write_inventory("wincertstore", &params(), None);
+    let out = w.lab.certctl(&["deploy", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.json()["targets"][0]["status"],
+        "deployed",
+        "{}",
+        out.stdout
+    );
+    w.assert_no_secret_logged(&w.log_text());
+    assert_eq!(
+        w.take_scripts(),
+        vec![preview(), snapshot(), apply(), test_script()]
+    );
+    let mut store = w.my_store();
+    store.sort();
+    let mut want = vec![w.old_thumb.clone(), w.new_thumb.clone()];
+    want.sort();
+    assert_eq!(store, want);
+    let state = w.state_json();
+    assert_eq!(
+        state["stores"]["LocalMachine\\My"][&w.new_thumb]["friendly_name"],
+        FRIENDLY
+    );
+    assert!(w.lab.scratch_dirs().is_empty());
+
+    let out = w.lab.certctl(&["rollback", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.json()["targets"][0]["status"], "rolled-back");
+    assert_eq!(w.take_scripts(), vec![restore()]);
+    assert_eq!(w.my_store(), vec![w.old_thumb.clone()]);
+}
+
+#[test]
+fn wincertstore_emulated_dry_run_changes_nothing() {
+    let w = WinLab::start(false);
+    w.lab.write_inventory("wincertstore", &params(), None);
+    let before = w.state_json();
+    let out = w.lab.certctl(&["deploy", "--dry-run", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.json()["targets"][0]["status"], "would-change");
+    assert_eq!(w.take_scripts(), vec![preview()]);
+    let mut after = w.state_json();
+    after["calls"] = before["calls"].clone();
+    assert_eq!(after, before);
+}
+
+/// A failure at the import, the FriendlyName and the test: the store is as before. When the
+/// new certificate was already in the store, rollback leaves it there.
+#[test]
+fn wincertstore_emulated_failure_at_each_step_restores_the_store() {
+    for (fault, present_before) in [
+        ("Import-PfxCertificate@2", false),
+        ("FriendlyName@1", false),
+        ("Get-Item@1", false),
+        ("Get-Item@1", true),
+    ] {
+        let w = WinLab::start(false);
+        if present_before {
+            let new = w.lab.new.clone();
+            w.import(&new, "new-before");
+        }
+        let mut before = w.my_store();
+        before.sort();
+        w.lab.write_inventory("wincertstore", &params(), None);
+        w.fail(&[fault]);
+        let out = w.lab.certctl(&["deploy", "--output", "json"]);
+        assert_eq!(
+            out.json()["targets"][0]["status"],
+            "rolled-back",
+            "{fault}: {}",
+            out.stdout
+        );
+        let log = w.log_text();
+        w.assert_no_secret_logged(&log);
+        assert!(log.contains("Injected failure"), "{fault}: {log}");
+        let scripts = w.take_scripts();
+        let mut expected = vec![preview(), snapshot(), apply()];
+        if fault.starts_with("Get-Item") {
+            expected.push(test_script());
+        }
+        if !present_before {
+            expected.push(restore());
+        }
+        let failed = if present_before {
+            expected.len() - 1
+        } else {
+            expected.len() - 2
+        };
+        assert_eq!(scripts.len(), expected.len(), "{fault}: {scripts:?}");
+        for (i, (got, want)) in scripts.iter().zip(&expected).enumerate() {
+            if i == failed {
+                assert!(want.starts_with(got) && got.len() > 1, "{fault}: {got:?}");
+            } else {
+                assert_eq!(got, want, "{fault}");
+            }
+        }
+        let mut after = w.my_store();
+        after.sort();
+        assert_eq!(after, before, "{fault}");
+        assert!(w.lab.scratch_dirs().is_empty(), "{fault}");
+    }
+}

@@ -1,0 +1,257 @@
+//! A lab for the Windows connectors (iis, wincertstore): an [`EmuLab`] whose sessions find
+//! the EMULATED PowerShell (tests/emulators/powershell) as `powershell` (a wrapper that points
+//! it at this lab's state), seeded with the OLD certificate in `Cert:\LocalMachine\My` and,
+//! for iis, bound to an https binding of a site with a hostile name.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use certctl::material::{KeySource, Material, MaterialSpec};
+use certctl::pkcs12;
+use certctl::ssh::quote::quote_powershell as q;
+use serde_json::Value;
+
+use super::emulated::{EmuLab, SNI};
+use super::pki::Leaf;
+
+/// A site name hostile to every naive quoting: spaces, quotes, `$`, backticks, `;`.
+pub const SITE: &str = "Default 'Web' $x `y`; z";
+
+pub struct WinLab {
+    pub lab: EmuLab,
+    pub state: PathBuf,
+    pub old_thumb: String,
+    pub new_thumb: String,
+}
+
+pub fn thumbprint(leaf: &Leaf) -> String {
+    pkcs12::thumbprint(&material(leaf).leaf.der)
+}
+
+fn material(leaf: &Leaf) -> Material {
+    Material::load(&MaterialSpec {
+        name: leaf.name.clone(),
+        cert: leaf.cert.clone(),
+        chain: Some(leaf.chain.clone()),
+        key: KeySource::File(leaf.key.clone()),
+    })
+    .unwrap()
+}
+
+impl WinLab {
+    /// `bind`: the OLD certificate bound to SITE:443:SNI (iis); else only in the store.
+    pub fn start(bind: bool) -> WinLab {
+        let lab = EmuLab::start("powershell", "powershell.py", "bin");
+        let state = lab.home.join("state");
+        let wrapper = format!(
+            "#!/bin/sh\nCERTCTL_EMU_STATE='{}' exec '{}' \"$@\"\n",
+            state.display(),
+            lab.home.join("powershell.py").display()
+        );
+        fs::write(lab.home.join("powershell"), wrapper).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(
+            lab.home.join("powershell"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let site = serde_json::to_string(SITE).unwrap();
+        fs::write(
+            state.join("state.json"),
+            format!(r#"{{"sites": {{{site}: []}}}}"#),
+        )
+        .unwrap();
+        let old_thumb = thumbprint(&lab.old);
+        let new_thumb = thumbprint(&lab.new);
+        let w = WinLab {
+            lab,
+            state,
+            old_thumb,
+            new_thumb,
+        };
+        let old = w.lab.old.clone();
+        w.import(&old, "old");
+        if bind {
+            w.run_local(&format!(
+                "$ErrorActionPreference = 'Stop'\nImport-Module WebAdministration\n\
+                 New-WebBinding -Name {site} -Protocol 'https' -Port 443 -HostHeader {sni} -SslFlags 1\n\
+                 $b = Get-WebBinding -Name {site} -Protocol 'https' -Port 443 -HostHeader {sni}\n\
+                 $b.AddSslCertificate({t}, 'My')\n",
+                site = q(SITE),
+                sni = q(SNI),
+                t = q(&w.old_thumb)
+            ));
+        }
+        w.reset_log();
+        w
+    }
+
+    /// Runs `hook` (an executable, no arguments) after every script that changed a binding
+    /// (CERTCTL_EMU_ON_BIND), e.g. to copy served/ into a TLS server and reload it.
+    pub fn on_bind(&self, hook: &std::path::Path) {
+        let wrapper = format!(
+            "#!/bin/sh\nCERTCTL_EMU_STATE='{}' CERTCTL_EMU_ON_BIND='{}' exec '{}' \"$@\"\n",
+            self.state.display(),
+            hook.display(),
+            self.lab.home.join("powershell.py").display()
+        );
+        fs::write(self.lab.home.join("powershell"), wrapper).unwrap();
+    }
+
+    /// The served certificate and key of SITE:443:SNI (what IIS would serve).
+    pub fn served(&self) -> (PathBuf, PathBuf) {
+        let name: String = format!("{SITE}_443_{SNI}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let dir = self.state.join("served");
+        (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        )
+    }
+
+    /// Imports `leaf` into LocalMachine\My directly (not through certctl).
+    pub fn import(&self, leaf: &Leaf, name: &str) {
+        let password = pkcs12::random_password().unwrap();
+        let pfx = pkcs12::from_material(&material(leaf), &password, None).unwrap();
+        let pfx_path = self.lab.path(&format!("{name}.pfx"));
+        let pw_path = self.lab.path(&format!("{name}.pw"));
+        fs::write(&pfx_path, pfx.expose()).unwrap();
+        fs::write(&pw_path, password.expose()).unwrap();
+        self.run_local(&format!(
+            "$ErrorActionPreference = 'Stop'\n\
+             $pw = ConvertTo-SecureString -String (Get-Content -Raw -LiteralPath {pw}) -AsPlainText -Force\n\
+             $c = Import-PfxCertificate -FilePath {pfx} -CertStoreLocation 'Cert:\\LocalMachine\\My' -Password $pw\n",
+            pw = q(pw_path.to_str().unwrap()),
+            pfx = q(pfx_path.to_str().unwrap()),
+        ));
+        self.reset_log();
+    }
+
+    fn run_local(&self, script: &str) {
+        use std::io::Write as _;
+        let mut child = Command::new("python3")
+            .arg(self.lab.home.join("powershell.py"))
+            .args(["-NoProfile", "-NonInteractive", "-Command", "-"])
+            .env("CERTCTL_EMU_STATE", &self.state)
+            .env_remove("CERTCTL_EMU_FAIL")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "seeding failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn reset_log(&self) {
+        let _ = fs::remove_file(self.state.join("powershell.log"));
+    }
+
+    pub fn log(&self) -> Vec<Value> {
+        fs::read_to_string(self.state.join("powershell.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(self.state.join("powershell.log")).unwrap_or_default()
+    }
+
+    /// The statements the emulator ran, each script's as one list, with the scratch
+    /// directory written `<scratch>`, the backup directory `<backups>`, the run id `RUN`, and
+    /// the thumbprints `OLD`/`NEW`; then the log is emptied.
+    pub fn take_scripts(&self) -> Vec<Vec<String>> {
+        let tmp = format!("{}/certctl-", self.lab.tmp_dir().display());
+        let backups = self.lab.backup_dir().display().to_string();
+        let mut scripts: Vec<Vec<String>> = Vec::new();
+        for e in self.log() {
+            if e.get("argv").is_some() {
+                scripts.push(Vec::new());
+            }
+            if let Some(s) = e.get("stmt").and_then(Value::as_str) {
+                let mut s = s
+                    .replace(&self.old_thumb, "OLD")
+                    .replace(&self.new_thumb, "NEW");
+                while let Some(i) = s.find(&tmp) {
+                    let rest = &s[i + tmp.len()..];
+                    let end = rest.find('/').unwrap();
+                    s = format!("{}<scratch>{}", &s[..i], &rest[end..]);
+                }
+                s = s.replace(&backups, "<backups>");
+                if let Some(i) = s.find("<backups>/") {
+                    let rest = &s[i + "<backups>/".len()..];
+                    let end = rest.find('/').unwrap();
+                    s = format!("{}<backups>/RUN{}", &s[..i], &rest[end..]);
+                }
+                scripts.last_mut().unwrap().push(s);
+            }
+        }
+        self.reset_log();
+        scripts
+    }
+
+    pub fn state_json(&self) -> Value {
+        serde_json::from_slice(&fs::read(self.state.join("state.json")).unwrap()).unwrap()
+    }
+
+    /// The thumbprint bound to SITE:443:SNI ("" when none).
+    pub fn bound(&self) -> String {
+        let s = self.state_json();
+        s["sites"][SITE][0]["certificateHash"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// The thumbprints in LocalMachine\My.
+    pub fn my_store(&self) -> Vec<String> {
+        let s = self.state_json();
+        s["stores"]["LocalMachine\\My"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Faults for the next calls (`Name@N` counts every call since the lab started).
+    pub fn fail(&self, faults: &[&str]) {
+        fs::write(self.state.join("fail"), faults.join("\n")).unwrap();
+    }
+
+    /// Asserts no statement or argv the emulator logged holds a piece of the new key or the
+    /// words "PRIVATE KEY", and no PFX password (any 32-character alphanumeric word).
+    pub fn assert_no_secret_logged(&self, log: &str) {
+        let key = fs::read_to_string(&self.lab.new.key).unwrap();
+        let flat: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+        for i in (0..flat.len().saturating_sub(24)).step_by(8) {
+            assert!(!log.contains(&flat[i..i + 24]), "a key piece was logged");
+        }
+        assert!(!log.contains("PRIVATE KEY"));
+        // pkcs12::random_password: exactly 32 letters and digits.
+        let words = log.split(|c: char| !c.is_ascii_alphanumeric());
+        assert!(
+            words.into_iter().all(|w| w.len() != 32),
+            "a 32-character word (a PFX password?) was logged"
+        );
+    }
+}
