@@ -729,7 +729,7 @@ impl<'a> Run<'a> {
             .min(total);
         let preview = match (failed, backup_part(&out.stdout)) {
             (Some(idx), _) if idx < plan.preview.len() => Err(command_failure(
-                &crate::ssh::quote::command_line(&plan.preview[idx]),
+                &crate::ssh::quote::label(&plan.preview[idx]),
                 &command_output(&out, "preview", idx),
             )),
             (_, None) => Err(command_failure("preview script", &out)),
@@ -816,7 +816,7 @@ impl<'a> Run<'a> {
         let ok_detail = |n: usize| (n > 0).then(|| format!("{n} command(s) ok"));
         let command_error = |phase: &str, idx: usize, argv: &[String]| {
             command_failure(
-                &crate::ssh::quote::command_line(argv),
+                &crate::ssh::quote::label(argv),
                 &command_output(&out, phase, idx),
             )
         };
