@@ -1051,21 +1051,7 @@ impl<'a> Run<'a> {
             return swap_commands::undo(self, session, swap).await;
         }
         let failed = |message: String| (Status::Failed, message);
-        let mut script = Script::new();
-        script.raw(UNDO);
-        script.cmd(&["certctl_latest", &plan.backup_dir]);
-        let out = session
-            .exec_script(&script, None)
-            .await
-            .map_err(|e| failed(format!("rollback: {e}; nothing was changed")))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let Some(set) = text.lines().find_map(|l| l.strip_prefix("SET ")) else {
-            return Err(failed(format!(
-                "rollback: no backup set in {}; nothing was changed",
-                plan.backup_dir
-            )));
-        };
-        let set_dir = format!("{}/{set}", plan.backup_dir);
+        let (set_dir, text) = latest_backup_set(session, plan).await?;
         // Manifest lines: index, role, whether the file existed before, path.
         let mut entries = Vec::new();
         for line in text.lines().filter_map(|l| l.strip_prefix("M ")) {
@@ -2557,6 +2543,31 @@ fn glob_escape(name: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// The newest backup set not yet restored, for `certctl rollback`: its directory and the
+/// `certctl_latest` output (which carries the set's manifest lines, `M ...`).
+async fn latest_backup_set(
+    session: &Session,
+    plan: &TargetPlan,
+) -> Result<(String, String), (Status, String)> {
+    let failed = |message: String| (Status::Failed, message);
+    let mut script = Script::new();
+    script.raw(UNDO);
+    script.cmd(&["certctl_latest", &plan.backup_dir]);
+    let out = session
+        .exec_script(&script, None)
+        .await
+        .map_err(|e| failed(format!("rollback: {e}; nothing was changed")))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let Some(set) = text.lines().find_map(|l| l.strip_prefix("SET ")) else {
+        return Err(failed(format!(
+            "rollback: no backup set in {}; nothing was changed",
+            plan.backup_dir
+        )));
+    };
+    let set_dir = format!("{}/{set}", plan.backup_dir);
+    Ok((set_dir, text))
 }
 
 /// `certctl_latest DIR` prints the newest backup set not yet restored (`SET NAME`) and its

@@ -18,8 +18,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    FileBytes, Inspected, Run, StepFailure, UNDO, command_failure, inspect, material_bytes,
-    reload_or_start, run_commands, served_is,
+    FileBytes, Inspected, Run, StepFailure, command_failure, inspect, latest_backup_set,
+    material_bytes, reload_or_start, run_commands, served_is,
 };
 use crate::connector::{self, Command};
 use crate::material::Fingerprint;
@@ -391,21 +391,7 @@ pub(super) async fn undo(
 ) -> Result<Status, (Status, String)> {
     let plan = run.plan;
     let failed = |message: String| (Status::Failed, message);
-    let mut script = Script::new();
-    script.raw(UNDO);
-    script.cmd(&["certctl_latest", &plan.backup_dir]);
-    let out = session
-        .exec_script(&script, None)
-        .await
-        .map_err(|e| failed(format!("rollback: {e}; nothing was changed")))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let Some(set) = text.lines().find_map(|l| l.strip_prefix("SET ")) else {
-        return Err(failed(format!(
-            "rollback: no backup set in {}; nothing was changed",
-            plan.backup_dir
-        )));
-    };
-    let set_dir = format!("{}/{set}", plan.backup_dir);
+    let (set_dir, text) = latest_backup_set(session, plan).await?;
     let manifest: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("M ")).collect();
     if manifest.first() != Some(&"swap\tcommands") {
         return Err(failed(format!(
