@@ -679,13 +679,7 @@ impl<'a> Run<'a> {
         let mut script = Script::new();
         script.raw(CLOCK).raw(RUN);
         script.cmd(&["certctl_t", "start"]);
-        for (i, argv) in plan.preview.iter().enumerate() {
-            let idx = i.to_string();
-            let mut cmd: Vec<&str> = vec!["certctl_run", "preview", &idx];
-            cmd.extend(argv.iter().map(String::as_str));
-            script.cmd(&cmd);
-        }
-        script.cmd(&["certctl_t", "preview"]);
+        run_phase(&mut script, "preview", &plan.preview);
         script.raw("printf '\\036BACKUP\\n'; printf '\\036BACKUP\\n' >&2\n");
         // The preamble (umask 077, `set -u`) only after the preview: the connector's commands
         // run as they would on their own.
@@ -777,13 +771,7 @@ impl<'a> Run<'a> {
             ("reload", &plan.reload),
             ("alive", &plan.alive),
         ] {
-            for (i, argv) in commands.iter().enumerate() {
-                let idx = i.to_string();
-                let mut cmd: Vec<&str> = vec!["certctl_run", phase, &idx];
-                cmd.extend(argv.iter().map(String::as_str));
-                script.cmd(&cmd);
-            }
-            script.cmd(&["certctl_t", phase]);
+            run_phase(&mut script, phase, commands);
         }
         let t = self.begin(Step::Test);
         let out = session.exec_script(&script, None).await;
@@ -1299,18 +1287,30 @@ impl<'a> Run<'a> {
                 format!("{cause}; previous files restored byte-for-byte; {note}"),
             );
         };
-        match self.verify(&old).await {
+        self.old_served_again(&old, &cause, "previous files restored byte-for-byte")
+            .await
+    }
+
+    /// The end of a rollback: probes for the certificate served before the run. `restored`
+    /// says what was put back.
+    async fn old_served_again(
+        &mut self,
+        old: &Expected,
+        cause: &str,
+        restored: &str,
+    ) -> (Status, String) {
+        match self.verify(old).await {
             Ok(()) => (
                 Status::RolledBack,
                 format!(
-                    "{cause}; previous files restored byte-for-byte; {} serves {} again",
-                    plan.probe.address, old.leaf
+                    "{cause}; {restored}; {} serves {} again",
+                    self.plan.probe.address, old.leaf
                 ),
             ),
             Err(f) => (
                 Status::RollbackFailed,
                 format!(
-                    "{cause}; previous files restored, but the old certificate is NOT served: {}",
+                    "{cause}; {restored}, but the old certificate is NOT served: {}",
                     f.message
                 ),
             ),
@@ -2354,6 +2354,18 @@ const RUN: &str = r#"certctl_run() {
   [ "$s" = 0 ] || { certctl_t failed; printf '\036X %s %s %s\n' "$p" "$i" "$s"; exit "$s"; }
 }
 "#;
+
+/// Adds one phase's connector commands to a [`RUN`] script (each through `certctl_run`, so
+/// its output and status can be cut out again), then the phase's clock mark.
+fn run_phase(script: &mut Script, phase: &str, commands: &[crate::connector::Command]) {
+    for (i, argv) in commands.iter().enumerate() {
+        let idx = i.to_string();
+        let mut cmd: Vec<&str> = vec!["certctl_run", phase, &idx];
+        cmd.extend(argv.iter().map(String::as_str));
+        script.cmd(&cmd);
+    }
+    script.cmd(&["certctl_t", phase]);
+}
 
 /// One command's own output and exit status, cut from a [`RUN`] script's output.
 fn command_output(out: &ExecOutput, phase: &str, idx: usize) -> ExecOutput {

@@ -364,22 +364,8 @@ async fn rollback(
             format!("{cause}; the snapshot was restored (nothing was served before to probe for)"),
         );
     };
-    match run.verify(&old).await {
-        Ok(()) => (
-            Status::RolledBack,
-            format!(
-                "{cause}; the snapshot was restored; {} serves {} again",
-                plan.probe.address, old.leaf
-            ),
-        ),
-        Err(f) => (
-            Status::RollbackFailed,
-            format!(
-                "{cause}; the snapshot was restored, but the old certificate is NOT served: {}",
-                f.message
-            ),
-        ),
-    }
+    run.old_served_again(&old, &cause, "the snapshot was restored")
+        .await
 }
 
 /// `certctl rollback`: restores the newest backup set not yet restored, reloads, and probes
