@@ -14,18 +14,10 @@ mod support;
 
 use support::emulated::SNI;
 use support::nginx::Nginx;
-use support::winlab::{SITE, WinLab};
+use support::winlab::{READ_PASSWORD as PW, SITE, WinLab, pfx_preview, script as s, test_script};
 
 fn params() -> Vec<(&'static str, &'static str)> {
     vec![("site", SITE), ("hostname", SNI)]
-}
-
-const PW: &str = "$pw = ConvertTo-SecureString -String (Get-Content -Raw -LiteralPath '<scratch>/new.pfx.password') -AsPlainText -Force";
-
-fn s(v: &[&str]) -> Vec<String> {
-    let mut out = vec!["$ErrorActionPreference = 'Stop'".to_string()];
-    out.extend(v.iter().map(|x| x.to_string()));
-    out
 }
 
 fn get_binding() -> String {
@@ -36,11 +28,7 @@ fn get_binding() -> String {
 
 fn preview() -> Vec<Vec<String>> {
     vec![
-        s(&[
-            PW,
-            "$d = Get-PfxData -FilePath '<scratch>/new.pfx' -Password $pw",
-            "$d.EndEntityCertificates[0].Thumbprint",
-        ]),
+        pfx_preview(),
         s(&[
             "Import-Module WebAdministration",
             &get_binding(),
@@ -75,13 +63,6 @@ fn apply() -> Vec<Vec<String>> {
             "$b.AddSslCertificate('NEW', 'My')",
         ]),
     ]
-}
-
-fn test_script() -> Vec<String> {
-    s(&[
-        "$c = Get-Item -LiteralPath 'Cert:\\LocalMachine\\My\\NEW'",
-        "$c.HasPrivateKey",
-    ])
 }
 
 fn restore() -> Vec<String> {

@@ -10,28 +10,14 @@
 
 mod support;
 
-use support::winlab::WinLab;
+use support::winlab::{
+    READ_PASSWORD as PW, WinLab, pfx_preview as preview, script as s, test_script,
+};
 
 const FRIENDLY: &str = "www 'prod' $x `y`; z";
 
 fn params() -> Vec<(&'static str, &'static str)> {
     vec![("friendly_name", FRIENDLY)]
-}
-
-const PW: &str = "$pw = ConvertTo-SecureString -String (Get-Content -Raw -LiteralPath '<scratch>/new.pfx.password') -AsPlainText -Force";
-
-fn s(v: &[&str]) -> Vec<String> {
-    let mut out = vec!["$ErrorActionPreference = 'Stop'".to_string()];
-    out.extend(v.iter().map(|x| x.to_string()));
-    out
-}
-
-fn preview() -> Vec<String> {
-    s(&[
-        PW,
-        "$d = Get-PfxData -FilePath '<scratch>/new.pfx' -Password $pw",
-        "$d.EndEntityCertificates[0].Thumbprint",
-    ])
 }
 
 fn snapshot() -> Vec<String> {
@@ -45,13 +31,6 @@ fn apply() -> Vec<String> {
         "$cert = Import-PfxCertificate -FilePath '<scratch>/new.pfx' -CertStoreLocation 'Cert:\\LocalMachine\\My' -Password $pw",
         "$cert.FriendlyName = 'www ''prod'' $x `y`; z'",
         "$cert.Thumbprint",
-    ])
-}
-
-fn test_script() -> Vec<String> {
-    s(&[
-        "$c = Get-Item -LiteralPath 'Cert:\\LocalMachine\\My\\NEW'",
-        "$c.HasPrivateKey",
     ])
 }
 

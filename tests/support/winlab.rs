@@ -18,6 +18,34 @@ use super::pki::Leaf;
 /// A site name hostile to every naive quoting: spaces, quotes, `$`, backticks, `;`.
 pub const SITE: &str = "Default 'Web' $x `y`; z";
 
+/// The statement that reads the PFX password from its 0600 file into a SecureString.
+pub const READ_PASSWORD: &str = "$pw = ConvertTo-SecureString -String (Get-Content -Raw -LiteralPath '<scratch>/new.pfx.password') -AsPlainText -Force";
+
+/// An expected script as [`WinLab::take_scripts`] returns it: certctl's fixed first
+/// statement, then `statements`.
+pub fn script(statements: &[&str]) -> Vec<String> {
+    let mut out = vec!["$ErrorActionPreference = 'Stop'".to_string()];
+    out.extend(statements.iter().map(|x| x.to_string()));
+    out
+}
+
+/// The preview script both connectors start with: the PFX decrypts with its password.
+pub fn pfx_preview() -> Vec<String> {
+    script(&[
+        READ_PASSWORD,
+        "$d = Get-PfxData -FilePath '<scratch>/new.pfx' -Password $pw",
+        "$d.EndEntityCertificates[0].Thumbprint",
+    ])
+}
+
+/// The test script of both connectors: the new certificate is in the store, with its key.
+pub fn test_script() -> Vec<String> {
+    script(&[
+        "$c = Get-Item -LiteralPath 'Cert:\\LocalMachine\\My\\NEW'",
+        "$c.HasPrivateKey",
+    ])
+}
+
 pub struct WinLab {
     pub lab: EmuLab,
     pub state: PathBuf,
