@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::lab::Output;
+use super::lab::{Output, run_certctl};
 use super::pki::{Leaf, Pki};
 use super::sshd::Sshd;
 
@@ -114,20 +114,7 @@ impl EmuLab {
     }
 
     pub fn certctl(&self, args: &[&str]) -> Output {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_certctl"));
-        cmd.arg(args[0])
-            .arg("-i")
-            .arg(&self.inventory)
-            .args(&args[1..]);
-        cmd.env_remove("SSH_AUTH_SOCK")
-            .env("NO_COLOR", "1")
-            .env("RUST_BACKTRACE", "0");
-        let out = cmd.output().expect("run certctl");
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        run_certctl(&self.inventory, args, &[])
     }
 
     /// Every argv the emulator received, in order; the log is then emptied.

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use certctl::ssh::quote::quote;
 
-use super::lab::Output;
+use super::lab::{Output, run_certctl};
 use super::nginx::Nginx;
 use super::pki::{Leaf, Pki};
 use super::require;
@@ -346,25 +346,13 @@ impl Rig {
         fs::write(&self.inventory, yaml).unwrap();
     }
 
-    /// Runs `certctl SUBCOMMAND -i INVENTORY REST...` with `env` added.
+    /// Runs `certctl SUBCOMMAND -i INVENTORY REST...` with `env` added (and HOME in the
+    /// rig's directory).
     pub fn certctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_certctl"));
-        cmd.arg(args[0])
-            .arg("-i")
-            .arg(&self.inventory)
-            .args(&args[1..]);
-        cmd.env_remove("SSH_AUTH_SOCK")
-            .env("NO_COLOR", "1")
-            .env("RUST_BACKTRACE", "0")
-            .env("HOME", self.dir())
-            .envs(env.iter().copied())
-            .stdin(Stdio::null());
-        let out = cmd.output().expect("run certctl");
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let home = self.dir().display().to_string();
+        let mut all = vec![("HOME", home.as_str())];
+        all.extend_from_slice(env);
+        run_certctl(&self.inventory, args, &all)
     }
 
     pub fn certctl(&self, args: &[&str]) -> Output {

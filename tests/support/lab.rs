@@ -78,6 +78,28 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// Runs the built binary as `certctl SUBCOMMAND -i INVENTORY REST...` with `env` added: no
+/// ssh-agent, no colour, no backtraces, stdin closed.
+pub fn run_certctl(inventory: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_certctl"))
+        .arg(args[0])
+        .arg("-i")
+        .arg(inventory)
+        .args(&args[1..])
+        .env_remove("SSH_AUTH_SOCK")
+        .env("NO_COLOR", "1")
+        .env("RUST_BACKTRACE", "0")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run certctl");
+    Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 impl Output {
     /// The JSON report, checked against the documented schema (so every run a test makes
     /// proves the schema).
@@ -259,20 +281,7 @@ impl Lab {
 
     /// Runs `certctl SUBCOMMAND -i INVENTORY REST...`.
     pub fn certctl(&self, args: &[&str]) -> Output {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_certctl"));
-        cmd.arg(args[0])
-            .arg("-i")
-            .arg(&self.inventory)
-            .args(&args[1..]);
-        cmd.env_remove("SSH_AUTH_SOCK")
-            .env("NO_COLOR", "1")
-            .env("RUST_BACKTRACE", "0");
-        let out = cmd.output().expect("run certctl");
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        run_certctl(&self.inventory, args, &[])
     }
 
     /// The leaf nginx serves for the lab's SNI, as openssl sees it, once it is stable (the same

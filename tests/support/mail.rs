@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine as _;
 
-use super::lab::{Cert, Output};
+use super::lab::{Cert, Output, run_certctl};
 use super::pki::{KeyType, Leaf, LeafOpts, Pki, openssl_fingerprint, openssl_ok};
 use super::sshd::Sshd;
 
@@ -360,20 +360,7 @@ impl MailLab {
 
     /// Runs `certctl SUBCOMMAND -i INVENTORY REST...`.
     pub fn certctl(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_certctl"));
-        cmd.arg(args[0])
-            .arg("-i")
-            .arg(&self.inventory)
-            .args(&args[1..]);
-        cmd.env_remove("SSH_AUTH_SOCK")
-            .env("NO_COLOR", "1")
-            .env("RUST_BACKTRACE", "0");
-        let out = cmd.output().expect("run certctl");
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        run_certctl(&self.inventory, args, &[])
     }
 
     /// An Ed25519 leaf whose key is written the way ring (and so rcgen and rustls-based tools)

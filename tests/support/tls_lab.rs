@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
-use super::lab::Output;
+use super::lab::{Output, run_certctl};
 use super::pki::{Leaf, Pki, openssl_fingerprint};
 use super::sshd::Sshd;
 
@@ -141,22 +141,7 @@ impl TlsLab {
 
     /// Runs `certctl SUBCOMMAND -i INVENTORY REST...`.
     pub fn certctl(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_certctl"))
-            .arg(args[0])
-            .arg("-i")
-            .arg(&self.inventory)
-            .args(&args[1..])
-            .env_remove("SSH_AUTH_SOCK")
-            .env("NO_COLOR", "1")
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run certctl");
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        run_certctl(&self.inventory, args, &[])
     }
 
     pub fn dir(&self) -> &Path {
