@@ -28,6 +28,7 @@ use crate::ssh::quote::Script;
 use crate::ssh::{ExecOutput, Session, SshError};
 
 mod swap_commands;
+mod windows;
 
 /// How a deploy run behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -457,6 +458,10 @@ impl<'a> Run<'a> {
                 Err((status, error)) => (status, Some(error)),
             };
             return;
+        }
+        if plan.shell == crate::connector::Shell::Powershell {
+            // No POSIX shell there: the housekeeping goes over SFTP.
+            return windows::on_session(self, session).await;
         }
         // A deploy takes the lock and inspects in one remote command; a rollback only locks.
         let (locked, inspected) = if self.options.undo {

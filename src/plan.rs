@@ -255,11 +255,12 @@ fn plan_target(
     }
 
     let params = resolve_params(target, def)?;
+    // A Windows target (`shell: powershell`) takes drive paths, with forward slashes.
     let tmp_dir = params
         .get("tmp_dir")
         .cloned()
-        .unwrap_or_else(|| "/tmp".into());
-    check_remote_path("tmp_dir", &tmp_dir)?;
+        .unwrap_or_else(|| default_tmp_dir(powershell).into());
+    check_dir_param("tmp_dir", &tmp_dir, powershell)?;
     let scratch_dir = format!(
         "{}/certctl-{}-{index}",
         tmp_dir.trim_end_matches('/'),
@@ -268,8 +269,8 @@ fn plan_target(
     let backup_dir = params
         .get("backup_dir")
         .cloned()
-        .unwrap_or_else(|| format!("/var/lib/certctl/backups/{}", target.name));
-    check_remote_path("backup_dir", &backup_dir)?;
+        .unwrap_or_else(|| format!("{}/{}", default_backup_root(powershell), target.name));
+    check_dir_param("backup_dir", &backup_dir, powershell)?;
     let keep_backups = match params.get("keep_backups") {
         Some(v) => v.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
             format!("param `keep_backups`: `{v}` is not a whole number of at least 1")
@@ -871,6 +872,47 @@ fn render_template(
         }
     }
     connector::render(body, values).map_err(located)
+}
+
+/// Where scratch directories go by default. On Windows, `C:\Windows\Temp`: by its default
+/// ACL a user may create there but not read what others created, so the scratch directory
+/// (the PFX and its password) is readable only by its creator, SYSTEM and Administrators.
+fn default_tmp_dir(windows: bool) -> &'static str {
+    if windows { "C:/Windows/Temp" } else { "/tmp" }
+}
+
+/// The parent of every target's backup directory (and lock) by default.
+fn default_backup_root(windows: bool) -> &'static str {
+    if windows {
+        "C:/ProgramData/certctl/backups"
+    } else {
+        "/var/lib/certctl/backups"
+    }
+}
+
+/// Whether `path` is a Windows drive path with forward slashes: `C:/…`.
+pub fn is_drive_path(path: &str) -> bool {
+    let b = path.as_bytes();
+    b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'/'
+}
+
+/// `tmp_dir`/`backup_dir`: an absolute POSIX path; for a Windows target (`windows`) also a
+/// drive path (`C:/ProgramData/certctl`), which must use forward slashes.
+fn check_dir_param(what: &str, path: &str, windows: bool) -> Result<(), String> {
+    if windows && is_drive_path(path) {
+        if path.contains('\\') {
+            return Err(format!(
+                "{what} `{path}` must use forward slashes (`C:/ProgramData/certctl`)"
+            ));
+        }
+        return check_remote_path(what, &path[2..]);
+    }
+    if windows && path.contains('\\') {
+        return Err(format!(
+            "{what} `{path}` must be a drive path with forward slashes (`C:/ProgramData/certctl`)"
+        ));
+    }
+    check_remote_path(what, path)
 }
 
 fn check_remote_path(what: &str, path: &str) -> Result<(), String> {

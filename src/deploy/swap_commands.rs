@@ -17,9 +17,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::windows::{self, sftp_path};
 use super::{
     FileBytes, Inspected, Run, StepFailure, command_failure, inspect, latest_backup_set,
-    material_bytes, reload_or_start, run_commands, served_is,
+    material_bytes, probe_served, reload_or_start, run_commands, served_is,
 };
 use crate::connector::{self, Command};
 use crate::material::Fingerprint;
@@ -155,6 +156,7 @@ pub(super) async fn deploy(
         .step(Step::Swap, apply(session, &set_dir(plan), swap))
         .await;
     let after = match applied {
+        Ok(()) if swap.powershell => windows::test_reload_verify(run, session).await,
         Ok(()) => run.after_swap(session).await,
         Err(f) => Err(f),
     };
@@ -173,14 +175,14 @@ async fn stage(session: &Session, plan: &TargetPlan) -> Result<((), Option<Strin
             InputContent::Secret(secret) => FileBytes::Secret(secret.clone()),
         };
         session
-            .upload(&input.path, content.bytes(), 0o600, None)
+            .upload(&sftp_path(&input.path), content.bytes(), 0o600, None)
             .await
             .map_err(|e| format!("writing input {}: {e}", input.path))?;
         written.push(input.path.as_str());
     }
     for t in &plan.templates {
         session
-            .upload(&t.path, t.content.as_bytes(), 0o600, None)
+            .upload(&sftp_path(&t.path), t.content.as_bytes(), 0o600, None)
             .await
             .map_err(|e| format!("writing template {}: {e}", t.path))?;
         written.push(t.path.as_str());
@@ -210,27 +212,36 @@ async fn snapshot(
     old: Option<&Expected>,
 ) -> Result<((), Option<String>), String> {
     let set = set_dir(plan);
-    let mut script = Script::new();
-    script.raw(SNAPSHOT).raw(super::PRUNE);
-    script.cmd(&["mkdir", "-p", "-m", "0700", "--", &plan.backup_dir]);
-    script.cmd(&["chmod", "0700", "--", &plan.backup_dir]);
-    script.cmd(&["mkdir", "-m", "0700", "--", &set]);
-    for (name, argv) in &swap.snapshot {
-        let mut cmd = vec!["certctl_save".to_string(), format!("{set}/{name}")];
-        cmd.extend(fill(argv, &set, swap, "")?);
-        script.cmd(&cmd);
-    }
-    script.cmd(&[
-        "certctl_prune",
-        &plan.backup_dir,
-        &plan.keep_backups.to_string(),
-    ]);
-    let out = session
-        .exec_script(&script, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !out.success() {
-        return Err(command_failure("snapshot script", &out));
+    if swap.powershell {
+        let snapshots = swap
+            .snapshot
+            .iter()
+            .map(|(name, argv)| Ok((name.clone(), fill(argv, &set, swap, "")?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        windows::save_snapshots(session, plan, &snapshots, &set).await?;
+    } else {
+        let mut script = Script::new();
+        script.raw(SNAPSHOT).raw(super::PRUNE);
+        script.cmd(&["mkdir", "-p", "-m", "0700", "--", &plan.backup_dir]);
+        script.cmd(&["chmod", "0700", "--", &plan.backup_dir]);
+        script.cmd(&["mkdir", "-m", "0700", "--", &set]);
+        for (name, argv) in &swap.snapshot {
+            let mut cmd = vec!["certctl_save".to_string(), format!("{set}/{name}")];
+            cmd.extend(fill(argv, &set, swap, "")?);
+            script.cmd(&cmd);
+        }
+        script.cmd(&[
+            "certctl_prune",
+            &plan.backup_dir,
+            &plan.keep_backups.to_string(),
+        ]);
+        let out = session
+            .exec_script(&script, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(command_failure("snapshot script", &out));
+        }
     }
     let mut manifest = String::from("swap\tcommands\n");
     if let Some(old) = old {
@@ -241,7 +252,12 @@ async fn snapshot(
         manifest.push('\n');
     }
     session
-        .upload(&format!("{set}/manifest"), manifest.as_bytes(), 0o600, None)
+        .upload(
+            &sftp_path(&format!("{set}/manifest")),
+            manifest.as_bytes(),
+            0o600,
+            None,
+        )
         .await
         .map_err(|e| format!("writing backup manifest: {e}"))?;
     Ok((
@@ -273,7 +289,7 @@ async fn restore(
             && !words.contains_key(name.as_str())
         {
             let text = session
-                .read_file(&format!("{set}/{name}"), 1 << 20)
+                .read_file(&sftp_path(&format!("{set}/{name}")), 1 << 20)
                 .await
                 .map_err(|e| format!("reading snapshot {name}: {e}"))?;
             words.insert(name, String::from_utf8_lossy(&text).to_uppercase());
@@ -284,7 +300,7 @@ async fn restore(
         // counts as saved when it has more than whitespace.
         for name in &guarded {
             let text = session
-                .read_file(&format!("{set}/{name}"), 1 << 20)
+                .read_file(&sftp_path(&format!("{set}/{name}")), 1 << 20)
                 .await
                 .map_err(|e| format!("reading snapshot {name}: {e}"))?;
             if text.iter().any(|b| !b.is_ascii_whitespace()) {
@@ -377,7 +393,11 @@ pub(super) async fn undo(
 ) -> Result<Status, (Status, String)> {
     let plan = run.plan;
     let failed = |message: String| (Status::Failed, message);
-    let (set_dir, text) = latest_backup_set(session, plan).await?;
+    let (set_dir, text) = if swap.powershell {
+        windows::latest_backup_set(session, plan).await?
+    } else {
+        latest_backup_set(session, plan).await?
+    };
     let manifest: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("M ")).collect();
     if manifest.first() != Some(&"swap\tcommands") {
         return Err(failed(format!(
@@ -406,9 +426,13 @@ pub(super) async fn undo(
         Some(e) => run.verify(e).await.map_err(|f| f.message),
         None => Ok(()),
     };
-    let mut mark = Script::new();
-    mark.cmd(&["mv", "--", &set_dir, &format!("{set_dir}.restored")]);
-    let _ = session.exec_script(&mark, None).await;
+    if swap.powershell {
+        windows::mark_restored(session, &set_dir).await;
+    } else {
+        let mut mark = Script::new();
+        mark.cmd(&["mv", "--", &set_dir, &format!("{set_dir}.restored")]);
+        let _ = session.exec_script(&mark, None).await;
+    }
     match verified {
         Ok(()) => {
             if let Some(e) = old.filter(|_| plan.has_probe) {
@@ -434,6 +458,11 @@ pub(super) async fn status(
     let plan = run.plan;
     let served = run
         .step(Step::Inspect, async {
+            if plan.commands.as_ref().is_some_and(|s| s.powershell) {
+                // Nothing to read on the target but what its connector's scripts would.
+                let served = probe_served(plan).await.and_then(Result::ok);
+                return Ok((served, None));
+            }
             let ((_, served), detail) = inspect(session, plan, false).await?;
             Ok((served, detail))
         })
@@ -606,7 +635,12 @@ pub(super) async fn cleanup(
     } else {
         Ok(None)
     };
-    let (_, detail) = super::cleanup(session, plan).await?;
+    let powershell = plan.commands.as_ref().is_some_and(|s| s.powershell);
+    let (_, detail) = if powershell {
+        windows::cleanup(session, plan).await?
+    } else {
+        super::cleanup(session, plan).await?
+    };
     let note = match pruned {
         Ok(note) => note,
         Err(e) => {
