@@ -51,7 +51,7 @@ pub const ENGINE_PARAMS: &[(&str, &str)] = &[
     ),
     (
         "backup_dir",
-        "directory on the target for backups, outside any directory the server loads (default /var/lib/certctl/backups/{target})",
+        "directory on the target for backups, outside any directory the server loads (default /var/lib/certctl/backups/{target}; shell: powershell: C:/ProgramData/certctl/backups/{target})",
     ),
     (
         "keep_backups",
@@ -59,7 +59,7 @@ pub const ENGINE_PARAMS: &[(&str, &str)] = &[
     ),
     (
         "tmp_dir",
-        "directory on the target for private scratch directories (default /tmp)",
+        "directory on the target for private scratch directories (default /tmp; shell: powershell: C:/Windows/Temp)",
     ),
 ];
 
