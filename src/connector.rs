@@ -306,6 +306,33 @@ impl RestoreDef {
     }
 }
 
+/// An `after_deploy` command: always run, or only when the param named by `when` is `true`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AfterDeployDef {
+    Always(Command),
+    When(WhenCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhenCommand {
+    pub run: Command,
+    /// A param of this connector: the command runs only when its value is `true` (`false`
+    /// skips it; anything else is a plan error).
+    pub when: String,
+}
+
+impl AfterDeployDef {
+    /// The command, and the param that must be `true` for it to run.
+    pub fn parts(&self) -> (&Command, Option<&str>) {
+        match self {
+            AfterDeployDef::Always(c) => (c, None),
+            AfterDeployDef::When(w) => (&w.run, Some(w.when.as_str())),
+        }
+    }
+}
+
 /// Removing old versions of what `apply` created (objects named with `{run_id}`) after a
 /// verified deploy: `list` prints what exists; every whitespace-separated word of its output
 /// that starts with `prefix` and goes on with a run id (`SECONDS-HEX`) is an object of that
@@ -396,6 +423,12 @@ pub struct ConnectorDef {
     /// `swap: commands`: removes old versions after a verified deploy.
     #[serde(default)]
     pub prune: Vec<PruneDef>,
+    /// `swap: commands`: commands run once after a verified deploy (at cleanup, after
+    /// `prune`), e.g. removing what the new certificate replaces for good; an entry with
+    /// `when: PARAM` runs only when that param is `true`. A failure fails the cleanup step,
+    /// not the deploy (nothing is rolled back).
+    #[serde(default)]
+    pub after_deploy: Vec<AfterDeployDef>,
     /// `swap: commands`: removes what the preview created, at cleanup on every path: every
     /// word of `list`'s output that starts with `prefix` is removed with `delete` (`{object}`).
     /// Best effort: failures are reported, none stops the others.
@@ -676,6 +709,17 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
     }
     let mut known_object = known.clone();
     known_object.insert("object".into());
+    for (i, a) in def.after_deploy.iter().enumerate() {
+        let (cmd, when) = a.parts();
+        check_with(&known, &format!("after_deploy[{i}]"), cmd)?;
+        if let Some(param) = when
+            && !def.params.contains_key(param)
+        {
+            return Err(invalid(format!(
+                "after_deploy[{i}]: `when: {param}` names no param of this connector"
+            )));
+        }
+    }
     for (section, defs) in [("discard", &def.discard), ("prune", &def.prune)] {
         for (i, p) in defs.iter().enumerate() {
             check_with(&known, &format!("{section}[{i}].list"), &p.list)?;
@@ -699,6 +743,7 @@ fn validate_swap(def: &ConnectorDef) -> Result<(), String> {
                 ("restore", def.restore.is_empty()),
                 ("prune", def.prune.is_empty()),
                 ("discard", def.discard.is_empty()),
+                ("after_deploy", def.after_deploy.is_empty()),
             ];
             if let Some((name, _)) = extra.iter().find(|(_, empty)| !empty) {
                 return Err(format!("`{name}` needs `swap: commands`"));
@@ -1082,6 +1127,25 @@ mod tests {
         assert!(err(|d| d.test[0].push("x{words.workloads}".into())).contains("whole argument"));
         assert!(err(|d| d.apply[0].push("{words.workloads}".into())).contains("whole argument"));
         assert!(err(|d| d.inputs[0].role = Some(Role::Key)).contains("exactly one of"));
+        assert!(
+            err(|d| d.after_deploy = vec![AfterDeployDef::When(WhenCommand {
+                run: vec!["x".into()],
+                when: "nope".into(),
+            })])
+            .contains("`when: nope` names no param")
+        );
+        assert!(
+            err(|d| d.after_deploy = vec![AfterDeployDef::Always(vec!["{snapshot.x}".into()])])
+                .contains("unknown placeholder")
+        );
+        let mut def = nginx.clone();
+        def.after_deploy = vec![AfterDeployDef::Always(vec!["x".into()])];
+        assert!(
+            validate("x", &def)
+                .unwrap_err()
+                .to_string()
+                .contains("`after_deploy` needs `swap: commands`")
+        );
         // The commands-only sections are refused on a files connector.
         let mut def = nginx.clone();
         def.apply = base.apply.clone();

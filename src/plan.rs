@@ -116,6 +116,9 @@ pub struct CommandSwap {
     pub prune: Vec<PlannedPrune>,
     /// Same shape as `prune`: every listed object with the prefix is removed.
     pub discard: Vec<PlannedPrune>,
+    /// Run once after a verified deploy: the connector's `after_deploy` commands whose
+    /// `when` param is `true`.
+    pub after_deploy: Vec<Command>,
 }
 
 /// One restore command and its guard: (snapshot name, run only when it is non-empty).
@@ -465,7 +468,7 @@ fn plan_target(
     let (ssh, ssh_warnings) = ssh_config(target, settings)?;
     let commands = match def.swap {
         SwapMode::Files => None,
-        SwapMode::Commands => Some(command_swap(def, &values, powershell)?),
+        SwapMode::Commands => Some(command_swap(def, &values, &params, powershell)?),
     };
 
     let (probe, has_probe) = probe_spec(target, def, &material)?;
@@ -513,6 +516,7 @@ fn plan_target(
 fn command_swap(
     def: &ConnectorDef,
     values: &BTreeMap<String, String>,
+    params: &BTreeMap<String, String>,
     powershell: bool,
 ) -> Result<CommandSwap, String> {
     let mut late: Vec<String> = vec!["backup".into(), "object".into()];
@@ -598,6 +602,23 @@ fn command_swap(
     };
     let prune = listings("prune", &def.prune)?;
     let discard = listings("discard", &def.discard)?;
+    let mut after_deploy = Vec::new();
+    for (i, a) in def.after_deploy.iter().enumerate() {
+        let (cmd, when) = a.parts();
+        let wanted = match when.map(|p| (p, params.get(p).map(String::as_str))) {
+            None => true,
+            Some((_, Some("true"))) => true,
+            Some((_, Some("false") | None)) => false,
+            Some((p, Some(other))) => {
+                return Err(format!(
+                    "param `{p}`: `{other}` is neither `true` nor `false`"
+                ));
+            }
+        };
+        if wanted {
+            after_deploy.push(render(&format!("after_deploy[{i}]"), cmd)?);
+        }
+    }
     Ok(CommandSwap {
         powershell,
         snapshot,
@@ -605,6 +626,7 @@ fn command_swap(
         restore,
         prune,
         discard,
+        after_deploy,
     })
 }
 

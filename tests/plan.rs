@@ -541,3 +541,19 @@ fn powershell_connectors_take_windows_drive_paths_with_windows_defaults() {
     .unwrap_err();
     assert!(err[0].message.contains("absolute"), "{err:?}");
 }
+
+/// wincertstore `remove_expired`: `true` adds the after-deploy script, `false` (the default)
+/// leaves it out, anything else is a plan error naming the param.
+#[test]
+fn after_deploy_commands_follow_their_when_param() {
+    let p = plan_one(target("wincertstore", &[])).unwrap();
+    assert!(p.commands.unwrap().after_deploy.is_empty());
+    let p = plan_one(target("wincertstore", &[("remove_expired", "true")])).unwrap();
+    assert_eq!(p.commands.unwrap().after_deploy.len(), 1);
+    let err = plan_one(target("wincertstore", &[("remove_expired", "yes")])).unwrap_err();
+    assert!(
+        err[0].message.contains("param `remove_expired`")
+            && err[0].message.contains("neither `true` nor `false`"),
+        "{err:?}"
+    );
+}

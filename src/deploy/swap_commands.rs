@@ -573,6 +573,27 @@ async fn prune(session: &Session, plan: &TargetPlan) -> Result<Option<String>, S
     }
 }
 
+/// The connector's `after_deploy` commands (those whose `when` param is `true`), after a
+/// verified deploy, in order; the first failure stops them.
+async fn after_deploy(session: &Session, plan: &TargetPlan) -> Result<Option<String>, String> {
+    let Some(swap) = &plan.commands else {
+        return Ok(None);
+    };
+    if swap.after_deploy.is_empty() {
+        return Ok(None);
+    }
+    let set = set_dir(plan);
+    let argvs = swap
+        .after_deploy
+        .iter()
+        .map(|a| fill(a, &set, swap, ""))
+        .collect::<Result<Vec<_>, _>>()?;
+    match run_commands(session, &argvs).await {
+        Ok(_) => Ok(Some(format!("{} after-deploy command(s) ok", argvs.len()))),
+        Err(e) => Err(format!("after the deploy: {e}")),
+    }
+}
+
 /// Removes what the preview created: every object `discard.list` prints that starts with the
 /// prefix. Failures are collected, none stops the others.
 async fn discard(session: &Session, plan: &TargetPlan) -> Vec<String> {
@@ -635,19 +656,25 @@ pub(super) async fn cleanup(
     } else {
         Ok(None)
     };
+    let after = if deployed {
+        after_deploy(session, plan).await
+    } else {
+        Ok(None)
+    };
     let powershell = plan.commands.as_ref().is_some_and(|s| s.powershell);
     let (_, detail) = if powershell {
         windows::cleanup(session, plan).await?
     } else {
         super::cleanup(session, plan).await?
     };
-    let note = match pruned {
-        Ok(note) => note,
-        Err(e) => {
-            errors.push(e);
-            None
+    let mut notes = Vec::new();
+    for result in [pruned, after] {
+        match result {
+            Ok(note) => notes.extend(note),
+            Err(e) => errors.push(e),
         }
-    };
+    }
+    let note = (!notes.is_empty()).then(|| notes.join("; "));
     if errors.is_empty() {
         Ok(((), note.or(detail)))
     } else {
