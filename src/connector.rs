@@ -265,9 +265,9 @@ pub struct SnapshotDef {
     pub run: Command,
 }
 
-/// A `restore` command: always run, or only when a snapshot holds something (`if_saved`) or
-/// is empty (`unless_saved`) — e.g. re-apply the previous object, or delete the new one when
-/// there was none.
+/// A `restore` (or `apply`) command: always run, or only when a snapshot holds something
+/// (`if_saved`) or is empty (`unless_saved`) — e.g. re-apply the previous object, or delete the
+/// new one when there was none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum RestoreDef {
@@ -414,9 +414,11 @@ pub struct ConnectorDef {
     /// `swap: commands`: saves the current state (backup step).
     #[serde(default)]
     pub snapshot: Vec<SnapshotDef>,
-    /// `swap: commands`: makes the change (swap step).
+    /// `swap: commands`: makes the change (swap step). Entries take the same guards as
+    /// `restore` (`if_saved`/`unless_saved`, `word`), read from this run's snapshots: e.g.
+    /// create what did not exist yet.
     #[serde(default)]
-    pub apply: Vec<Command>,
+    pub apply: Vec<RestoreDef>,
     /// `swap: commands`: puts the snapshot back (rollback step, `certctl rollback`).
     #[serde(default)]
     pub restore: Vec<RestoreDef>,
@@ -647,6 +649,7 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
             check(&format!("input `{}` namespace", i.name), &k.namespace)?;
         }
     }
+    let apply: Vec<Command> = def.apply.iter().map(|a| a.parts().0.clone()).collect();
     for (section, cmds) in [
         ("preview", &def.preview),
         ("test", &def.test),
@@ -654,7 +657,7 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
         ("alive", &def.alive),
         ("start", &def.start),
         ("version", &def.version),
-        ("apply", &def.apply),
+        ("apply", &apply),
     ] {
         for (i, cmd) in cmds.iter().enumerate() {
             if cmd.is_empty() {
@@ -698,8 +701,12 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
     }
     for (i, r) in def.restore.iter().enumerate() {
         check_with(&known_backup, &format!("restore[{i}]"), r.parts().0)?;
-        if let RestoreDef::Guarded(GuardedCommand { word: Some(w), .. }) = r {
-            check(&format!("restore[{i}].word"), w)?;
+    }
+    for (section, entries) in [("apply", &def.apply), ("restore", &def.restore)] {
+        for (i, r) in entries.iter().enumerate() {
+            if let RestoreDef::Guarded(GuardedCommand { word: Some(w), .. }) = r {
+                check(&format!("{section}[{i}].word"), w)?;
+            }
         }
     }
     if def.shell == Shell::Powershell && def.swap != SwapMode::Commands {
@@ -787,27 +794,30 @@ fn validate_swap(def: &ConnectorDef) -> Result<(), String> {
                     return Err(format!("snapshot `{}` is saved twice", s.save));
                 }
             }
-            for (i, r) in def.restore.iter().enumerate() {
-                if let RestoreDef::Guarded(g) = r
-                    && g.if_saved.is_some()
-                    && g.unless_saved.is_some()
-                {
-                    return Err(format!(
-                        "restore[{i}]: give at most one of `if_saved:` and `unless_saved:`"
-                    ));
-                }
-                if let (_, Some((name, _))) = r.parts()
-                    && !names.contains(name)
-                {
-                    return Err(format!("restore[{i}]: no snapshot is saved as `{name}`"));
-                }
-                if let RestoreDef::Guarded(g) = r
-                    && g.word.is_some()
-                    && r.parts().1.is_none()
-                {
-                    return Err(format!(
-                        "restore[{i}]: `word:` needs `if_saved:` or `unless_saved:`"
-                    ));
+            let guarded = [("apply", &def.apply), ("restore", &def.restore)];
+            for (section, entries) in guarded {
+                for (i, r) in entries.iter().enumerate() {
+                    if let RestoreDef::Guarded(g) = r
+                        && g.if_saved.is_some()
+                        && g.unless_saved.is_some()
+                    {
+                        return Err(format!(
+                            "{section}[{i}]: give at most one of `if_saved:` and `unless_saved:`"
+                        ));
+                    }
+                    if let (_, Some((name, _))) = r.parts()
+                        && !names.contains(name)
+                    {
+                        return Err(format!("{section}[{i}]: no snapshot is saved as `{name}`"));
+                    }
+                    if let RestoreDef::Guarded(g) = r
+                        && g.word.is_some()
+                        && r.parts().1.is_none()
+                    {
+                        return Err(format!(
+                            "{section}[{i}]: `word:` needs `if_saved:` or `unless_saved:`"
+                        ));
+                    }
                 }
             }
             if def
@@ -1121,11 +1131,23 @@ mod tests {
             .contains("`pkcs12: true` takes no")
         );
         assert!(
-            err(|d| d.apply[0].push("{snapshot.secret.yaml}".into()))
+            err(|d| d.apply[0] = RestoreDef::Always(vec!["{snapshot.secret.yaml}".into()]))
                 .contains("unknown placeholder `{snapshot.secret.yaml}`")
         );
         assert!(err(|d| d.test[0].push("x{words.workloads}".into())).contains("whole argument"));
-        assert!(err(|d| d.apply[0].push("{words.workloads}".into())).contains("whole argument"));
+        assert!(
+            err(|d| d.apply[0] = RestoreDef::Always(vec!["{words.workloads}".into()]))
+                .contains("whole argument")
+        );
+        assert!(
+            err(|d| d.apply[0] = RestoreDef::Guarded(GuardedCommand {
+                run: vec!["x".into()],
+                if_saved: None,
+                unless_saved: Some("nope".into()),
+                word: None,
+            }))
+            .contains("apply[0]: no snapshot is saved as `nope`")
+        );
         assert!(err(|d| d.inputs[0].role = Some(Role::Key)).contains("exactly one of"));
         assert!(
             err(|d| d.after_deploy = vec![AfterDeployDef::When(WhenCommand {

@@ -111,7 +111,8 @@ pub struct CommandSwap {
     pub powershell: bool,
     /// (snapshot name, command whose stdout is saved as it).
     pub snapshot: Vec<(String, Command)>,
-    pub apply: Vec<Command>,
+    /// Guarded as `restore` is, by this run's snapshots.
+    pub apply: Vec<PlannedRestore>,
     pub restore: Vec<PlannedRestore>,
     pub prune: Vec<PlannedPrune>,
     /// Same shape as `prune`: every listed object with the prefix is removed.
@@ -559,34 +560,30 @@ fn command_swap(
         .enumerate()
         .map(|(i, s)| Ok((s.save.clone(), render(&format!("snapshot[{i}]"), &s.run)?)))
         .collect::<Result<_, String>>()?;
-    let apply = def
-        .apply
-        .iter()
-        .enumerate()
-        .map(|(i, c)| render(&format!("apply[{i}]"), c))
-        .collect::<Result<_, String>>()?;
-    let restore = def
-        .restore
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let (cmd, guard) = r.parts();
-            let word = match r {
-                connector::RestoreDef::Guarded(g) => g
-                    .word
-                    .as_ref()
-                    .map(|w| connector::render(w, values))
-                    .transpose()
-                    .map_err(|e| format!("restore[{i}].word: {e}"))?,
-                connector::RestoreDef::Always(_) => None,
-            };
-            Ok(PlannedRestore {
-                guard: guard.map(|(n, saved)| (n.to_string(), saved)),
-                word,
-                argv: render(&format!("restore[{i}]"), cmd)?,
+    let guarded = |section: &str, defs: &[connector::RestoreDef]| {
+        defs.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let (cmd, guard) = r.parts();
+                let word = match r {
+                    connector::RestoreDef::Guarded(g) => g
+                        .word
+                        .as_ref()
+                        .map(|w| connector::render(w, values))
+                        .transpose()
+                        .map_err(|e| format!("{section}[{i}].word: {e}"))?,
+                    connector::RestoreDef::Always(_) => None,
+                };
+                Ok(PlannedRestore {
+                    guard: guard.map(|(n, saved)| (n.to_string(), saved)),
+                    word,
+                    argv: render(&format!("{section}[{i}]"), cmd)?,
+                })
             })
-        })
-        .collect::<Result<_, String>>()?;
+            .collect::<Result<Vec<_>, String>>()
+    };
+    let apply = guarded("apply", &def.apply)?;
+    let restore = guarded("restore", &def.restore)?;
     let listings = |section: &str, defs: &[connector::PruneDef]| {
         defs.iter()
             .enumerate()

@@ -753,3 +753,55 @@ fn where_object_filters_and_remove_item_takes_piped_certificates_emulated() {
     }
     assert_eq!(store(&emu), want, "no failed script removed anything");
 }
+
+/// What iis's first deploy sends: `Get-Item 'IIS:\Sites\NAME'` (the IIS: drive needs
+/// WebAdministration), `'text'.Length.CompareTo(0)`, `New-WebBinding -SslFlags`, and
+/// `Get-WebBinding … | Remove-WebBinding` (nothing piped: nothing removed). Strictly.
+#[test]
+fn site_check_sni_flag_and_piped_binding_removal_emulated() {
+    let emu = Emu::new();
+    let site = q(SITE);
+    let get =
+        format!("Get-WebBinding -Name {site} -Protocol 'https' -Port 443 -HostHeader 'a.test'");
+    let out = ok(&emu.stdin(&format!(
+        "$ErrorActionPreference = 'Stop'\nImport-Module WebAdministration\n\
+         (Get-Item -LiteralPath 'IIS:\\Sites\\{SITE}').Name\n\
+         $sni = 'a.test'.Length.CompareTo(0)\n$none = ''.Length.CompareTo(0)\n$sni\n$none\n\
+         New-WebBinding -Name {site} -Protocol 'https' -Port 443 -HostHeader 'a.test' -SslFlags $sni\n\
+         ({get}).sslFlags\n"
+    )));
+    assert_eq!(out, format!("{SITE}\n1\n0\n1\n"));
+    assert_eq!(
+        emu.state_json()["sites"][SITE][0]["bindingInformation"],
+        "*:443:a.test"
+    );
+    ok(&emu.stdin(&format!(
+        "$ErrorActionPreference = 'Stop'\nImport-Module WebAdministration\n{get} | Remove-WebBinding\n{get} | Remove-WebBinding\n"
+    )));
+    assert_eq!(emu.state_json()["sites"][SITE], serde_json::json!([]));
+    assert!(emu.log_text().contains("\"remove_binding\""));
+
+    for (script, says) in [
+        (
+            format!("(Get-Item -LiteralPath 'IIS:\\Sites\\{SITE}').Name"),
+            "A drive with the name 'IIS' does not exist",
+        ),
+        (
+            "Import-Module WebAdministration\nGet-Item -LiteralPath 'IIS:\\Sites\\nope'"
+                .to_string(),
+            "Cannot find path 'IIS:\\Sites\\nope'",
+        ),
+        (
+            "'a'.Length.CompareTo('b')".to_string(),
+            "does not contain a method named 'CompareTo'",
+        ),
+        (
+            format!("Get-WebBinding -Name {site} | Remove-WebBinding -Name {site}"),
+            "not both",
+        ),
+        ("Get-Date | Remove-WebBinding".to_string(), "bindings only"),
+    ] {
+        let err = failed(&emu.stdin(&format!("$ErrorActionPreference = 'Stop'\n{script}\n")));
+        assert!(err.contains(says), "{script}: {err}");
+    }
+}

@@ -195,11 +195,7 @@ async fn apply(
     set: &str,
     swap: &CommandSwap,
 ) -> Result<((), Option<String>), String> {
-    let argvs = swap
-        .apply
-        .iter()
-        .map(|a| fill(a, set, swap, ""))
-        .collect::<Result<Vec<_>, _>>()?;
+    let argvs = selected(session, set, swap, &swap.apply).await?;
     run_commands(session, &argvs).await
 }
 
@@ -269,22 +265,37 @@ async fn snapshot(
     ))
 }
 
-/// Runs the restore commands against the snapshots in `set`: a guarded command runs only when
-/// its snapshot is (or is not) empty.
+/// Runs the restore commands against the snapshots in `set` (see [`selected`]).
 async fn restore(
     session: &Session,
     set: &str,
     swap: &CommandSwap,
 ) -> Result<((), Option<String>), String> {
-    let guarded: BTreeSet<&str> = swap
-        .restore
+    let argvs = selected(session, set, swap, &swap.restore).await?;
+    run_commands(session, &argvs).await?;
+    Ok((
+        (),
+        Some(format!("{} restore command(s) ok, from {set}", argvs.len())),
+    ))
+}
+
+/// The commands of `entries` (apply or restore) whose guards hold for the snapshots in
+/// `set`, filled in: a guarded command runs only when its snapshot is (or is not) empty, or
+/// does (or does not) list its word.
+async fn selected(
+    session: &Session,
+    set: &str,
+    swap: &CommandSwap,
+    entries: &[crate::plan::PlannedRestore],
+) -> Result<Vec<Command>, String> {
+    let guarded: BTreeSet<&str> = entries
         .iter()
         .filter_map(|r| r.guard.as_ref().map(|(n, _)| n.as_str()))
         .collect();
     let mut saved = BTreeSet::new();
     // A `word` guard reads the snapshot itself (a thumbprint list, not a secret).
     let mut words: BTreeMap<&str, String> = BTreeMap::new();
-    for r in &swap.restore {
+    for r in entries {
         if let (Some((name, _)), Some(_)) = (&r.guard, &r.word)
             && !words.contains_key(name.as_str())
         {
@@ -328,7 +339,7 @@ async fn restore(
         );
     }
     let mut argvs = Vec::new();
-    for r in &swap.restore {
+    for r in entries {
         let wanted = match (&r.guard, &r.word) {
             (None, _) => true,
             (Some((name, when_saved)), None) => saved.contains(name) == *when_saved,
@@ -343,11 +354,7 @@ async fn restore(
             argvs.push(fill(&r.argv, set, swap, "")?);
         }
     }
-    run_commands(session, &argvs).await?;
-    Ok((
-        (),
-        Some(format!("{} restore command(s) ok, from {set}", argvs.len())),
-    ))
+    Ok(argvs)
 }
 
 /// After a failure at or after the swap: restore the snapshot, reload, probe for the old
