@@ -690,7 +690,7 @@ fn where_object_filters_and_remove_item_takes_piped_certificates_emulated() {
          ({list} | Where-Object -Property Nothing -EQ -Value $null).Thumbprint\n",
         t0 = q(&thumbs[0])
     )));
-    let mut rest = vec![thumbs[1].clone(), thumbs[2].clone()];
+    let mut rest = [thumbs[1].clone(), thumbs[2].clone()];
     rest.sort();
     let mut all = thumbs.clone();
     all.sort();
