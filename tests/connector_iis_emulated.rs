@@ -301,14 +301,7 @@ fn iis_emulated_first_deploy_creates_the_binding_and_rollback_removes_it() {
     let binding = format!("*:443:{SNI}");
     let w = WinLab::start(false);
     w.lab.write_inventory("iis", &params(), None);
-    let out = w.lab.certctl(&["deploy", "--output", "json"]);
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(
-        out.json()["targets"][0]["status"],
-        "deployed",
-        "{}",
-        out.stdout
-    );
+    w.run(&["deploy"], "deployed");
     let mut expected = preview();
     expected.extend(snapshot());
     let apply = apply();
@@ -323,14 +316,7 @@ fn iis_emulated_first_deploy_creates_the_binding_and_rollback_removes_it() {
     assert_eq!(site[0]["sslFlags"], 1, "SNI");
     assert_eq!(w.bound(), w.new_thumb);
 
-    let out = w.lab.certctl(&["rollback", "--output", "json"]);
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(
-        out.json()["targets"][0]["status"],
-        "rolled-back",
-        "{}",
-        out.stdout
-    );
+    w.run(&["rollback"], "rolled-back");
     assert_eq!(w.take_scripts(), restore_first());
     assert_eq!(w.state_json()["sites"][SITE], serde_json::json!([]));
 
@@ -344,9 +330,7 @@ fn iis_emulated_first_deploy_creates_the_binding_and_rollback_removes_it() {
         "Get-Item@7",
     ] {
         w.fail(&[fault]);
-        let out = w.lab.certctl(&["deploy", "--output", "json"]);
-        let t = &out.json()["targets"][0];
-        assert_eq!(t["status"], "rolled-back", "{fault}: {}", out.stdout);
+        let t = w.run(&["deploy"], "rolled-back");
         assert!(
             t["error"].to_string().contains("Injected failure"),
             "{fault}: {t}"

@@ -40,10 +40,7 @@ fn iis_emulated_on_a_cmd_shell_deploys_reports_status_and_rolls_back_with_only_p
     let l = WindowsShellLab::start(true);
     let w = &l.w;
     w.lab.write_inventory("iis", &iis_params(), None);
-    let out = w.lab.certctl(&["deploy", "--output", "json"]);
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    let t = &out.json()["targets"][0];
-    assert_eq!(t["status"], "deployed", "{}", out.stdout);
+    let t = w.run(&["deploy"], "deployed");
     assert_eq!(w.bound(), w.new_thumb);
     // One command line per script the emulated PowerShell ran, and nothing else.
     let lines = l.assert_only_powershell("deploy");
@@ -80,28 +77,19 @@ fn iis_emulated_on_a_cmd_shell_deploys_reports_status_and_rolls_back_with_only_p
     }
 
     // Status without a TLS endpoint reads nothing on the target: no command at all.
-    let out = w.lab.certctl(&["status", "--output", "json"]);
-    assert_eq!(
-        out.json()["targets"][0]["status"],
-        "mismatch",
-        "{}",
-        out.stdout
-    );
+    w.run(&["status"], "mismatch");
     assert!(l.take_command_lines().is_empty());
 
     // `certctl rollback` finds the set over SFTP, rebinds the old certificate, marks the set.
-    let out = w.lab.certctl(&["rollback", "--output", "json"]);
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(out.json()["targets"][0]["status"], "rolled-back");
+    w.run(&["rollback"], "rolled-back");
     assert_eq!(w.bound(), w.old_thumb);
     l.assert_only_powershell("rollback");
     assert_eq!(sets(&backups), [format!("{}.restored", names[0])]);
     assert!(!backups.join(".lock").exists());
 
     // A second rollback has no set left to restore, and says so.
-    let out = w.lab.certctl(&["rollback", "--output", "json"]);
-    assert_ne!(out.code, 0);
-    let error = out.json()["targets"][0]["error"].to_string();
+    let t = w.run(&["rollback"], "failed");
+    let error = t["error"].to_string();
     assert!(error.contains("no backup set"), "{error}");
 }
 
@@ -111,9 +99,7 @@ fn iis_emulated_on_a_cmd_shell_dry_run_and_injected_failure() {
     let w = &l.w;
     w.lab.write_inventory("iis", &iis_params(), None);
     let before = w.state_json();
-    let out = w.lab.certctl(&["deploy", "--dry-run", "--output", "json"]);
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(out.json()["targets"][0]["status"], "would-change");
+    w.run(&["deploy", "--dry-run"], "would-change");
     assert_eq!(l.assert_only_powershell("dry run"), 2, "the two previews");
     let mut after = w.state_json();
     after["calls"] = before["calls"].clone();
@@ -124,9 +110,7 @@ fn iis_emulated_on_a_cmd_shell_dry_run_and_injected_failure() {
     // The rebind fails (the seeding made one AddSslCertificate call): the old one is bound
     // again by the restore script.
     w.fail(&["AddSslCertificate@2"]);
-    let out = w.lab.certctl(&["deploy", "--output", "json"]);
-    let t = &out.json()["targets"][0];
-    assert_eq!(t["status"], "rolled-back", "{}", out.stdout);
+    let t = w.run(&["deploy"], "rolled-back");
     assert!(t["error"].to_string().contains("Injected failure"), "{t}");
     assert_eq!(w.bound(), w.old_thumb);
     l.assert_only_powershell("rollback after a failure");
@@ -143,27 +127,17 @@ fn wincertstore_emulated_on_a_cmd_shell_deploys_and_rolls_back() {
 
     // A failure at the test step: the new certificate leaves the store again.
     w.fail(&["Get-Item@1"]);
-    let out = w.lab.certctl(&["deploy", "--output", "json"]);
-    assert_eq!(
-        out.json()["targets"][0]["status"],
-        "rolled-back",
-        "{}",
-        out.stdout
-    );
+    w.run(&["deploy"], "rolled-back");
     assert!(!w.my_store().contains(&w.new_thumb));
     assert!(w.my_store().contains(&w.old_thumb));
     l.assert_only_powershell("rollback after a failure");
 
     w.fail(&[]);
-    let out = w.lab.certctl(&["deploy", "--output", "json"]);
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(out.json()["targets"][0]["status"], "deployed");
+    w.run(&["deploy"], "deployed");
     assert!(w.my_store().contains(&w.new_thumb));
     l.assert_only_powershell("deploy");
 
-    let out = w.lab.certctl(&["rollback", "--output", "json"]);
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(out.json()["targets"][0]["status"], "rolled-back");
+    w.run(&["rollback"], "rolled-back");
     assert!(!w.my_store().contains(&w.new_thumb));
     assert!(w.my_store().contains(&w.old_thumb));
     l.assert_only_powershell("certctl rollback");
@@ -193,10 +167,7 @@ fn wincertstore_emulated_on_a_cmd_shell_held_lock_is_refused_then_broken() {
     fs::write(stale.join("new.pfx"), "left behind").unwrap();
     l.user.own(w.lab.root());
 
-    let out = w.lab.certctl(&["deploy", "--output", "json"]);
-    assert_ne!(out.code, 0, "{}", out.stdout);
-    let t = &out.json()["targets"][0];
-    assert_eq!(t["status"], "failed", "{}", out.stdout);
+    let t = w.run(&["deploy"], "failed");
     let error = t["error"].to_string();
     assert!(
         error.contains("another certctl run holds")
@@ -212,12 +183,7 @@ fn wincertstore_emulated_on_a_cmd_shell_held_lock_is_refused_then_broken() {
     );
     assert!(stale.exists(), "not swept without the lock");
 
-    let out = w
-        .lab
-        .certctl(&["deploy", "--break-lock", "--output", "json"]);
-    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    let t = &out.json()["targets"][0];
-    assert_eq!(t["status"], "deployed", "{}", out.stdout);
+    let t = w.run(&["deploy", "--break-lock"], "deployed");
     let lock = t["steps"][1]["detail"].to_string();
     assert!(lock.contains("certctl-1-ab-0"), "{}", t["steps"]);
     assert!(!stale.exists(), "the killed run's scratch dir is swept");

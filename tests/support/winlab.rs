@@ -191,6 +191,25 @@ impl WinLab {
         );
     }
 
+    /// Runs `certctl ARGS --output json` and asserts the one target ended with `status`
+    /// (exit 0 for `deployed`, `rolled-back` by `certctl rollback`, `would-change`); returns
+    /// the target's report.
+    pub fn run(&self, args: &[&str], status: &str) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.lab.certctl(&all);
+        let t = out.json()["targets"][0].clone();
+        assert_eq!(t["status"], status, "{}\n{}", out.stdout, out.stderr);
+        let clean = matches!(status, "deployed" | "would-change")
+            || (status == "rolled-back" && args[0] == "rollback");
+        if clean {
+            assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        } else {
+            assert_ne!(out.code, 0, "{}", out.stdout);
+        }
+        t
+    }
+
     pub fn reset_log(&self) {
         let _ = fs::remove_file(self.state.join("powershell.log"));
     }
