@@ -67,6 +67,12 @@ const CERT_READ_LIMIT: usize = 1 << 20;
 
 /// Shell functions used by the inspect, backup and restore scripts. Fixed text: every runtime
 /// value reaches these only as a quoted argument.
+///
+/// `certctl_files IDX PATH...` (pairs), the inspect: says of each path `F IDX absent`,
+/// `notfile` or `file`, then hashes every regular file with ONE `sha256sum` and stats them with
+/// ONE `stat` (two processes in all, not two per file): `\x1eH STATUS` and sha256sum's output,
+/// `\x1eS STATUS` and stat's (see [`parse_inspect`]). `certctl_stat PATH IDX` is the same for
+/// one file, in one line (`F IDX present MODE UID GID CONTEXT SHA256`).
 const PREAMBLE: &str = r#"set -u
 umask 077
 certctl_stat() {
@@ -82,6 +88,24 @@ certctl_stat() {
     printf 'F %s absent\n' "$2"
   fi
 }
+certctl_files() {
+  c=$#
+  while [ "$c" -gt 0 ]; do
+    if [ -f "$2" ]; then
+      printf 'F %s file\n' "$1"; set -- "$@" "$2"
+    elif [ -e "$2" ] || [ -L "$2" ]; then
+      printf 'F %s notfile\n' "$1"
+    else
+      printf 'F %s absent\n' "$1"
+    fi
+    shift 2; c=$((c - 2))
+  done
+  [ $# -gt 0 ] || return 0
+  o=$(sha256sum -- "$@"); s=$?
+  printf '\036H %s\n%s\n' "$s" "$o"
+  o=$(stat -L -c '%a %u %g %C' -- "$@" 2>/dev/null); s=$?
+  printf '\036S %s\n%s\n' "$s" "$o"
+}
 certctl_dir() { [ -d "$1" ] || printf 'D %s\n' "$2"; }
 certctl_uid() { u=$(id -u -- "$1" 2>/dev/null) || u=-; printf 'U %s %s\n' "$2" "$u"; }
 certctl_gid() { g=$(getent group -- "$1" | cut -d: -f3); printf 'G %s %s\n' "$2" "${g:--}"; }
@@ -91,14 +115,32 @@ certctl_copy() { cp -p -- "$1" "$2" || { fail=1; printf 'R %s failed\n' "$3"; };
 certctl_place() { mv -f -- "$1" "$2" || { fail=1; rm -f -- "$1"; printf 'R %s failed\n' "$2"; }; }
 certctl_discard() { rm -f -- "$@"; printf 'R nothing restored: a copy failed, the live files were left as they were\n'; }
 certctl_remove() { rm -f -- "$1" || { fail=1; printf 'R %s failed\n' "$1"; }; }
-certctl_remove_dir() { rm -rf -- "$1" || { fail=1; printf 'R %s failed\n' "$1"; }; }
+certctl_remove_all() {
+  rm -rf -- "$@"
+  for p; do if [ -e "$p" ] || [ -L "$p" ]; then fail=1; printf 'R %s failed\n' "$p"; fi; done
+}
 certctl_scratch() { mkdir -m 0700 -- "$1" || return; { printf '%s\n' "$2" > "$1/.certctl-lock"; } 2>/dev/null || :; }
 certctl_backup() { cp -p -- "$1" "$2" || { fail=1; printf 'B %s failed\n' "$1"; }; }
 "#;
 
-/// Prunes old backup sets, newest kept; `$1` = backup dir, `$2` = how many to keep.
-const PRUNE: &str = r#"certctl_prune() {
-  ls -1 -- "$1" | grep -E '^[0-9]+-[0-9a-f]+(\.restored)?$' | sort | head -n "-$2" | while IFS= read -r d; do rm -rf -- "$1/$d"; done
+/// Prunes old backup sets, newest kept; `$1` = backup dir, `$2` = how many to keep. A set is
+/// a directory named `DIGITS-HEX` (`.restored` once `certctl rollback` used it); the shell's
+/// own glob lists them in name order, oldest first (the run id starts with the time), so only
+/// the `rm` of a pruned set starts a process.
+const PRUNE: &str = r#"certctl_is_set() {
+  s=${1%.restored}
+  case $s in [0-9]*-?*) ;; *) return 1 ;; esac
+  case ${s%%-*} in *[!0-9]*) return 1 ;; esac
+  case ${s#*-} in *[!0-9a-f]*) return 1 ;; esac
+}
+certctl_prune() {
+  n=0
+  for d in "$1"/*; do certctl_is_set "${d##*/}" && n=$((n + 1)); done
+  for d in "$1"/*; do
+    [ "$n" -gt "$2" ] || return 0
+    certctl_is_set "${d##*/}" || continue
+    rm -rf -- "$d"; n=$((n - 1))
+  done
 }
 "#;
 
@@ -333,11 +375,17 @@ impl StepFailure {
 }
 
 /// One target's run: the plan, the session once connected, and the report being built.
+/// A step's outcome as the step functions return it: its detail, or its error.
+type StepOutcome = Result<((), Option<String>), String>;
+
 struct Run<'a> {
     plan: &'a TargetPlan,
     options: TargetOptions,
     reporter: &'a dyn Reporter,
     report: TargetReport,
+    /// The cleanup's outcome and duration when it already ran inside another step's remote
+    /// command (a dry-run's preview): the cleanup step reports it instead of running again.
+    cleaned: Option<(StepOutcome, std::time::Duration)>,
 }
 
 async fn run_target(
@@ -350,6 +398,7 @@ async fn run_target(
         plan,
         options,
         reporter,
+        cleaned: None,
         report: TargetReport {
             name: plan.name.clone(),
             host: plan.ssh.host.clone(),
@@ -507,6 +556,15 @@ impl<'a> Run<'a> {
         };
         self.report.status = status;
         self.report.error = error;
+        if let Some((result, took)) = self.cleaned.take() {
+            self.begin(Step::Cleanup);
+            let (status, detail) = match result {
+                Ok((_, detail)) => (StepStatus::Ok, detail),
+                Err(message) => (StepStatus::Failed, Some(message)),
+            };
+            self.end_took(Step::Cleanup, took, status, detail);
+            return;
+        }
         let deployed = self.report.status == Status::Deployed;
         let _ = self
             .step(
@@ -621,7 +679,15 @@ impl<'a> Run<'a> {
             .map_err(fail_untouched)?;
 
         // preview: the server's own software loads the STAGED files; then the live test.
-        if dry || files.iter().any(|f| f.planned.work.is_some()) {
+        let work_copies = files.iter().any(|f| f.planned.work.is_some());
+        if dry && !work_copies {
+            // Nothing follows a dry-run's preview but the cleanup: one remote command.
+            self.preview_then_cleanup(session)
+                .await
+                .map_err(fail_untouched)?;
+            return Ok(Status::WouldChange);
+        }
+        if dry || work_copies {
             self.step(Step::Preview, preview(session, plan, &files))
                 .await
                 .map_err(fail_untouched)?;
@@ -711,18 +777,7 @@ impl<'a> Run<'a> {
             let rest = l.strip_prefix("\u{1e}X preview ")?;
             rest.split(' ').next()?.parse::<usize>().ok()
         });
-        let mark = "\u{1e}BACKUP\n";
-        let backup_part = |bytes: &[u8]| -> Option<Vec<u8>> {
-            let text = String::from_utf8_lossy(bytes);
-            let at = text.find(mark)?;
-            Some(
-                text[at + mark.len()..]
-                    .lines()
-                    .filter(|l| !l.starts_with(CLOCK_MARK))
-                    .flat_map(|l| format!("{l}\n").into_bytes())
-                    .collect(),
-            )
-        };
+        let backup_part = |bytes: &[u8]| after_mark(bytes, "\u{1e}BACKUP\n");
         let backup_took = remote_span(&marks, "preview", "backup")
             .unwrap_or_default()
             .min(total);
@@ -760,6 +815,87 @@ impl<'a> Run<'a> {
         let detail = format!("backup set {set}");
         self.end_took(Step::Backup, backup_took, StepStatus::Ok, Some(detail));
         Ok(())
+    }
+
+    /// A dry-run's preview and the cleanup in ONE remote command: the cleanup runs whether
+    /// or not the preview passed, and its outcome is kept for the cleanup step
+    /// ([`Run::cleaned`]). The preview's duration is the command's, less the cleanup's part
+    /// (from the remote clock).
+    async fn preview_then_cleanup(&mut self, session: &Session) -> Result<(), StepFailure> {
+        let plan = self.plan;
+        let t = self.begin(Step::Preview);
+        if let Err(message) = upload_preview_inputs(session, plan).await {
+            self.end(Step::Preview, t, StepStatus::Failed, Some(message.clone()));
+            return Err(StepFailure::new(Step::Preview, message));
+        }
+        let mut script = Script::new();
+        script.raw(CLOCK).raw(RUN);
+        // The preview in a subshell: a failing command ends it, not the cleanup after it.
+        script.raw("(\n");
+        run_phase(&mut script, "preview", &plan.preview);
+        script.raw(")\n");
+        script.cmd(&["certctl_t", "cleanup"]);
+        script.raw("printf '\\036CLEANUP\\n'; printf '\\036CLEANUP\\n' >&2\n");
+        script.raw(PREAMBLE);
+        cleanup_commands(&mut script, plan);
+        script.cmd(&["certctl_t", "cleaned"]);
+        script.raw("exit $fail\n");
+        let out = match session.exec_script(&script, None).await {
+            Ok(out) => out,
+            Err(e) => {
+                let message = e.to_string();
+                self.end(Step::Preview, t, StepStatus::Failed, Some(message.clone()));
+                return Err(StepFailure {
+                    shared: Some("preview and cleanup"),
+                    ..StepFailure::new(Step::Preview, message)
+                });
+            }
+        };
+        let total = t.elapsed();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let marks = clock_marks(&text);
+        let cleanup_took = remote_span(&marks, "cleanup", "cleaned")
+            .unwrap_or_default()
+            .min(total);
+        let mark = format!("{CLEANUP_MARK}\n");
+        if let Some(stdout) = after_mark(&out.stdout, &mark) {
+            let cleanup_out = ExecOutput {
+                stdout,
+                stderr: after_mark(&out.stderr, &mark).unwrap_or_default(),
+                status: out.status,
+            };
+            self.cleaned = Some((cleanup_result(plan, &cleanup_out), cleanup_took));
+        }
+        let failed = text.lines().find_map(|l| {
+            let rest = l.strip_prefix("\u{1e}X preview ")?;
+            rest.split(' ').next()?.parse::<usize>().ok()
+        });
+        let preview = match failed {
+            Some(idx) if idx < plan.preview.len() => Err(command_failure(
+                &crate::ssh::quote::label(&plan.preview[idx]),
+                &command_output(&out, "preview", idx),
+            )),
+            _ if self.cleaned.is_none() => Err(command_failure("preview script", &out)),
+            _ => Ok(()),
+        };
+        let took = total - cleanup_took;
+        match preview {
+            Ok(()) => {
+                let n = plan.preview.len();
+                let detail = (n > 0).then(|| format!("{n} command(s) ok"));
+                self.end_took(Step::Preview, took, StepStatus::Ok, detail);
+                Ok(())
+            }
+            Err(message) => {
+                self.end_took(
+                    Step::Preview,
+                    took,
+                    StepStatus::Failed,
+                    Some(message.clone()),
+                );
+                Err(StepFailure::new(Step::Preview, message))
+            }
+        }
     }
 
     /// The live test, the reload and the liveness check in ONE remote command, which stops
@@ -1490,6 +1626,27 @@ async fn probe_served(plan: &TargetPlan) -> Option<Result<Served, probe::ProbeEr
     }
 }
 
+/// Whether this run uses its scratch directory: for inputs, templates, keystore working
+/// copies, `swap: commands`, or a command that names `{tmpdir}`. A run that does not is spared
+/// the `mkdir` (cleanup removes the path either way).
+fn needs_scratch(plan: &TargetPlan) -> bool {
+    plan.commands.is_some()
+        || !plan.inputs.is_empty()
+        || !plan.templates.is_empty()
+        || plan.files.iter().any(|f| f.work.is_some())
+        || [
+            &plan.preview,
+            &plan.test,
+            &plan.reload,
+            &plan.alive,
+            &plan.start,
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|arg| arg.contains(&plan.scratch_dir))
+}
+
 /// The inspect script's commands (it needs [`PREAMBLE`]).
 fn inspect_commands(script: &mut Script, plan: &TargetPlan, create_scratch: bool) {
     for (i, f) in plan.files.iter().enumerate() {
@@ -1500,7 +1657,6 @@ fn inspect_commands(script: &mut Script, plan: &TargetPlan, create_scratch: bool
             .map(|(d, _)| if d.is_empty() { "/" } else { d })
             .unwrap_or("/");
         script.cmd(&["certctl_dir", dir, &idx]);
-        script.cmd(&["certctl_stat", &f.path, &idx]);
         // Explicit owner/group always apply; the connector's defaults only to a new file, so
         // they are resolved only when the file does not exist yet.
         match (&f.explicit_owner, &f.default_owner) {
@@ -1518,7 +1674,13 @@ fn inspect_commands(script: &mut Script, plan: &TargetPlan, create_scratch: bool
             (None, None) => script,
         };
     }
-    if create_scratch {
+    let mut files = vec!["certctl_files".to_string()];
+    for (i, f) in plan.files.iter().enumerate() {
+        files.push(i.to_string());
+        files.push(f.path.clone());
+    }
+    script.cmd(&files.iter().map(String::as_str).collect::<Vec<_>>());
+    if create_scratch && needs_scratch(plan) {
         // Tagged with this target's lock, so a later run holding that lock can tell the
         // scratch directory of a killed run of this target from anyone else's (best effort:
         // an untagged one is only never swept; a full disk fails the preview, as it should).
@@ -1554,7 +1716,23 @@ fn parse_inspect(
         })
         .collect();
     let mut seen = vec![false; live.len()];
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+    // certctl_files: `F IDX file` lines, then sha256sum's and stat's output for those files.
+    let mut regular = Vec::new();
+    let mut hashes: Option<(&str, Vec<&str>)> = None;
+    let mut stats: Option<(&str, Vec<&str>)> = None;
+    let mut lines = Vec::new();
+    for line in text.lines() {
+        if let Some(status) = line.strip_prefix("\u{1e}H ") {
+            hashes = Some((status, Vec::new()));
+        } else if let Some(status) = line.strip_prefix("\u{1e}S ") {
+            stats = Some((status, Vec::new()));
+        } else if let Some((_, section)) = stats.as_mut().or(hashes.as_mut()) {
+            section.push(line);
+        } else {
+            lines.push(line);
+        }
+    }
+    for line in lines.into_iter().filter(|l| !l.trim().is_empty()) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let idx = fields
             .get(1)
@@ -1569,34 +1747,8 @@ fn parse_inspect(
         match fields.as_slice() {
             ["D", _] => return Err(format!("directory of {path} does not exist on the target")),
             ["F", _, "notfile"] => return Err(format!("{path} exists but is not a regular file")),
-            ["F", _, "unreadable"] => {
-                let why = crate::report::sanitize(&out.stderr);
-                let why = why.trim();
-                return Err(format!(
-                    "{path} exists but could not be hashed (sha256sum failed{}{why}); it is not \
-                     treated as absent",
-                    if why.is_empty() { "" } else { ": " }
-                ));
-            }
             ["F", _, "absent"] => seen[idx] = true,
-            ["F", _, "present", mode, uid, gid, context, sha] => {
-                let parse = |s: &str, radix| {
-                    u32::from_str_radix(s, radix)
-                        .map_err(|_| format!("inspect: bad stat output for {path}"))
-                };
-                if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(malformed_inspect(Some(path), line, out));
-                }
-                live[idx].0 = LiveFile {
-                    present: true,
-                    mode: parse(mode, 8)?,
-                    uid: parse(uid, 10)?,
-                    gid: parse(gid, 10)?,
-                    selinux: (*context != "?").then(|| (*context).to_string()),
-                    sha256: (*sha).to_string(),
-                };
-                seen[idx] = true;
-            }
+            ["F", _, "file"] => regular.push(idx),
             ["U", _, "-"] => {
                 return Err(format!(
                     "owner `{}` does not exist on the target",
@@ -1620,6 +1772,52 @@ fn parse_inspect(
             ["U", _, uid] if uid.parse::<u32>().is_ok() => live[idx].1.0 = uid.parse().ok(),
             ["G", _, gid] if gid.parse::<u32>().is_ok() => live[idx].1.1 = gid.parse().ok(),
             _ => return Err(malformed_inspect(Some(path), line, out)),
+        }
+    }
+    if !regular.is_empty() {
+        let by_path = hashes_by_path(hashes.map(|(_, l)| l).unwrap_or_default(), out)?;
+        // Not stat's exit status: `%C` fails where SELinux is off, after printing `?`.
+        let stat_lines: Vec<&str> = stats
+            .as_ref()
+            .map(|(_, l)| l.iter().copied().filter(|l| !l.is_empty()).collect())
+            .unwrap_or_default();
+        if stat_lines.len() != regular.len() {
+            let paths: Vec<&str> = regular
+                .iter()
+                .map(|&i| plan.files[i].path.as_str())
+                .collect();
+            return Err(format!(
+                "`stat` of {} failed on the target{}",
+                paths.join(", "),
+                stderr_note(out)
+            ));
+        }
+        for (&idx, stat) in regular.iter().zip(stat_lines) {
+            let path = &plan.files[idx].path;
+            let Some(sha) = by_path.get(path.as_str()) else {
+                let why = crate::report::sanitize(&out.stderr);
+                let why = why.trim();
+                return Err(format!(
+                    "{path} exists but could not be hashed (sha256sum failed{}{why}); it is not \
+                     treated as absent",
+                    if why.is_empty() { "" } else { ": " }
+                ));
+            };
+            let parse = |s: &str, radix| {
+                u32::from_str_radix(s, radix).map_err(|_| malformed_inspect(Some(path), stat, out))
+            };
+            let [mode, uid, gid, context] = stat.split(' ').collect::<Vec<_>>()[..] else {
+                return Err(malformed_inspect(Some(path), stat, out));
+            };
+            live[idx].0 = LiveFile {
+                present: true,
+                mode: parse(mode, 8)?,
+                uid: parse(uid, 10)?,
+                gid: parse(gid, 10)?,
+                selinux: (context != "?").then(|| context.to_string()),
+                sha256: sha.clone(),
+            };
+            seen[idx] = true;
         }
     }
     if let Some(i) = seen.iter().position(|s| !s) {
@@ -1647,6 +1845,60 @@ fn parse_inspect(
         )
     };
     Ok(((live, served), Some(detail)))
+}
+
+/// sha256sum's output lines (`HASH  NAME`; `\\HASH  NAME` with `\\`, `\n` and `\r` escaped
+/// in the name), by name. A file it could not read has no line (its error is on stderr).
+fn hashes_by_path<'t>(
+    lines: Vec<&'t str>,
+    out: &ExecOutput,
+) -> Result<BTreeMap<std::borrow::Cow<'t, str>, String>, String> {
+    let mut by_path = BTreeMap::new();
+    for line in lines.into_iter().filter(|l| !l.is_empty()) {
+        let (escaped, rest) = match line.strip_prefix('\\') {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let parsed = rest.split_at_checked(64).and_then(|(hash, name)| {
+            let name = name
+                .strip_prefix("  ")
+                .or_else(|| name.strip_prefix(" *"))?;
+            hash.bytes()
+                .all(|b| b.is_ascii_hexdigit())
+                .then_some((hash, name))
+        });
+        let Some((hash, name)) = parsed else {
+            return Err(malformed_inspect(None, line, out));
+        };
+        let name = if escaped {
+            std::borrow::Cow::Owned(
+                unescape_sha256sum(name).ok_or_else(|| malformed_inspect(None, line, out))?,
+            )
+        } else {
+            std::borrow::Cow::Borrowed(name)
+        };
+        by_path.insert(name, hash.to_ascii_lowercase());
+    }
+    Ok(by_path)
+}
+
+/// Undoes sha256sum's escaping of a file name (`\\`, `\n`, `\r`); `None` for any other escape.
+fn unescape_sha256sum(name: &str) -> Option<String> {
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        out.push(match chars.next()? {
+            '\\' => '\\',
+            'n' => '\n',
+            'r' => '\r',
+            _ => return None,
+        });
+    }
+    Some(out)
 }
 
 /// An inspect line that is none of the script's: the step fails rather than guess.
@@ -2054,9 +2306,9 @@ fn backup_commands(
     files: &[StagedFile<'_>],
     with_manifest: bool,
 ) -> String {
+    // The lock step made the backup directory (0700) if it was missing; an existing one
+    // keeps its mode. The set itself is private whatever the directory's mode is.
     let set = format!("{}/{}", plan.backup_dir, plan.run_id);
-    script.cmd(&["mkdir", "-p", "-m", "0700", "--", &plan.backup_dir]);
-    script.cmd(&["chmod", "0700", "--", &plan.backup_dir]);
     script.cmd(&["mkdir", "-m", "0700", "--", &set]);
     for (i, f) in files.iter().enumerate() {
         if f.live.present {
@@ -2286,7 +2538,7 @@ async fn lock(
 /// The lock script's commands (it needs [`LOCK`]).
 fn lock_commands(script: &mut Script, plan: &TargetPlan, break_lock: bool) {
     let dir = lock_dir(plan);
-    script.cmd(&["mkdir", "-p", "-m", "0700", "--", &plan.backup_dir]);
+    script.cmd(&["certctl_dirs", &plan.backup_dir]);
     if break_lock {
         script.cmd(&["rm", "-rf", "--", &dir]);
     }
@@ -2294,8 +2546,7 @@ fn lock_commands(script: &mut Script, plan: &TargetPlan, break_lock: bool) {
     for f in &plan.files {
         let (parent, base) = f.path.rsplit_once('/').unwrap_or(("/", &f.path));
         let parent = if parent.is_empty() { "/" } else { parent };
-        let pattern = format!(".{}.certctl-*", glob_escape(base));
-        script.cmd(&["certctl_stale", parent, &pattern]);
+        script.cmd(&["certctl_stale", parent, base]);
     }
     let tmp_dir = plan
         .scratch_dir
@@ -2370,6 +2621,23 @@ fn run_phase(script: &mut Script, phase: &str, commands: &[crate::connector::Com
         script.cmd(&cmd);
     }
     script.cmd(&["certctl_t", phase]);
+}
+
+/// Marks the start of the cleanup part of a dry-run's preview + cleanup output.
+const CLEANUP_MARK: &str = "\u{1e}CLEANUP";
+
+/// What a shared script wrote after `mark` (a line of its own), without clock marks: the
+/// part of its output that belongs to the second of two steps.
+fn after_mark(bytes: &[u8], mark: &str) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(bytes);
+    let at = text.find(mark)?;
+    Some(
+        text[at + mark.len()..]
+            .lines()
+            .filter(|l| !l.starts_with(CLOCK_MARK))
+            .flat_map(|l| format!("{l}\n").into_bytes())
+            .collect(),
+    )
 }
 
 /// One command's own output and exit status, cut from a [`RUN`] script's output.
@@ -2550,18 +2818,6 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
-/// Escapes `find -name` glob characters so a file name matches only itself.
-fn glob_escape(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// The newest backup set not yet restored, for `certctl rollback`: its directory and the
 /// `certctl_latest` output (which carries the set's manifest lines, `M ...`).
 async fn latest_backup_set(
@@ -2599,8 +2855,11 @@ certctl_latest() {
 "#;
 
 /// `$1` lock dir, `$2` holder line: prints LOCKED, or HELD and the holder.
-/// `certctl_stale DIR PATTERN` removes (and prints) stale temp files of one live file — only
-/// once this run holds the lock, never another run's files.
+/// `certctl_dirs DIR` makes the backup directory (0700) unless it exists.
+/// `certctl_stale DIR NAME` removes (and prints) stale temp files of the live file `DIR/NAME`
+/// (`.NAME.certctl-*`, regular files only; the name is compared as a literal, never a glob) —
+/// only once this run holds the lock, never another run's files. The shell lists the
+/// directory itself: no process unless there is something to remove.
 /// `certctl_stale_scratch TMPDIR LOCKDIR OURS` removes (and prints, SCRATCH) scratch directories in
 /// `TMPDIR` tagged with this target's lock (`.certctl-lock`, written when a run creates its
 /// scratch directory), other than this run's: once we hold the lock, a run that made one can
@@ -2614,9 +2873,12 @@ certctl_lock() {
     printf 'HELD %s\n' "$(head -n 1 -- "$1/holder" 2>/dev/null || echo unknown)"
   fi
 }
+certctl_dirs() { [ -d "$1" ] || mkdir -p -m 0700 -- "$1"; }
 certctl_stale() {
   [ "${locked:-0}" = 1 ] || return 0
-  find "$1" -maxdepth 1 -type f -name "$2" 2>/dev/null | while IFS= read -r f; do
+  for f in "$1"/.*; do
+    case ${f##*/} in ".$2.certctl-"*) ;; *) continue ;; esac
+    [ -f "$f" ] && [ ! -L "$f" ] || continue
     rm -f -- "$f" && printf 'STALE %s\n' "$f"
   done
 }
@@ -2624,7 +2886,8 @@ certctl_stale_scratch() {
   [ "${locked:-0}" = 1 ] || return 0
   for d in "$1"/certctl-*; do
     [ -d "$d" ] && [ ! -L "$d" ] && [ -O "$d" ] && [ "$d" != "$3" ] || continue
-    [ "$(head -n 1 -- "$d/.certctl-lock" 2>/dev/null)" = "$2" ] || continue
+    l=; { IFS= read -r l < "$d/.certctl-lock"; } 2>/dev/null
+    [ "$l" = "$2" ] || continue
     rm -rf -- "$d" && printf 'SCRATCH %s\n' "$d"
   done
 }
@@ -2656,45 +2919,202 @@ certctl_owner() {
 async fn cleanup(session: &Session, plan: &TargetPlan) -> Result<((), Option<String>), String> {
     let mut script = Script::new();
     script.raw(PREAMBLE);
-    for f in &plan.files {
-        script.cmd(&["certctl_remove", &f.staged]);
-        script.cmd(&["certctl_remove", &restore_temp(f)]);
-    }
-    script.cmd(&["certctl_remove_dir", &plan.scratch_dir]);
-    // Last: the lock, so no other run starts while our files are still being removed.
-    script.cmd(&["certctl_remove_dir", &lock_dir(plan)]);
+    cleanup_commands(&mut script, plan);
     script.raw("exit $fail\n");
     let out = session
         .exec_script(&script, None)
         .await
         .map_err(|e| e.to_string())?;
-    if !out.success() {
-        let text = String::from_utf8_lossy(&out.stdout);
-        let lock = lock_dir(plan);
-        let lock_left = text.lines().any(|l| l == format!("R {lock} failed"));
-        let mut message = format!(
-            "could not remove: {}{}",
-            restore_failures(&text)
-                .split("; ")
-                .map(|l| l.strip_suffix(" failed").unwrap_or(l))
-                .collect::<Vec<_>>()
-                .join(", "),
-            stderr_note(&out)
-        );
-        if lock_left {
-            message.push_str(
-                "; the lock stays, so the next run reports it as held by this finished run: \
-                 check the target, then rerun with --break-lock",
-            );
-        }
-        return Err(message);
+    cleanup_result(plan, &out)
+}
+
+/// The cleanup's commands (they need [`PREAMBLE`]): ONE `rm` for this run's temp files, its
+/// scratch directory and, last, the lock — `rm` goes on past a path it cannot remove, and
+/// takes its arguments in order, so no other run starts while our files are still being
+/// removed. Each path still there afterwards is reported (`R PATH failed`) and sets `fail`.
+fn cleanup_commands(script: &mut Script, plan: &TargetPlan) {
+    let mut argv = vec!["certctl_remove_all".to_string()];
+    for f in &plan.files {
+        argv.push(f.staged.clone());
+        argv.push(restore_temp(f));
     }
-    Ok(((), None))
+    argv.push(plan.scratch_dir.clone());
+    argv.push(lock_dir(plan));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    script.cmd(&argv);
+}
+
+/// Reads the output of [`cleanup_commands`] (`out` holds only its part).
+fn cleanup_result(plan: &TargetPlan, out: &ExecOutput) -> StepOutcome {
+    if out.success() {
+        return Ok(((), None));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lock = lock_dir(plan);
+    let lock_left = text.lines().any(|l| l == format!("R {lock} failed"));
+    let mut message = format!(
+        "could not remove: {}{}",
+        restore_failures(&text)
+            .split("; ")
+            .map(|l| l.strip_suffix(" failed").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join(", "),
+        stderr_note(out)
+    );
+    if lock_left {
+        message.push_str(
+            "; the lock stays, so the next run reports it as held by this finished run: \
+             check the target, then rerun with --break-lock",
+        );
+    }
+    Err(message)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+
+    /// The POSIX shells targets log in with: `sh` (dash on Debian) and bash.
+    const SHELLS: [&str; 2] = ["sh", "bash"];
+
+    /// Runs `script` (the functions under test, then calls) in `shell`; its stdout.
+    fn run_in(shell: &str, script: &str) -> String {
+        let out = std::process::Command::new(shell)
+            .args(["-c", script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{shell}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn quoted(args: &[&str]) -> String {
+        let mut script = Script::new();
+        script.cmd(args);
+        script.as_str().to_string()
+    }
+
+    fn names(dir: &std::path::Path) -> BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_stale_sweep_matches_the_live_name_literally() {
+        for shell in SHELLS {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().to_str().unwrap();
+            for name in [
+                ".c*t [1].pem.certctl-1-ab.tmp",
+                ".cat 1.pem.certctl-1-ab.tmp",
+            ] {
+                std::fs::write(dir.path().join(name), "x").unwrap();
+            }
+            std::fs::create_dir(dir.path().join(".c*t [1].pem.certctl-2-ab.tmp")).unwrap();
+            let script = format!(
+                "{LOCK}locked=1\n{}",
+                quoted(&["certctl_stale", d, "c*t [1].pem"])
+            );
+            assert_eq!(
+                run_in(shell, &script),
+                format!("STALE {d}/.c*t [1].pem.certctl-1-ab.tmp\n"),
+                "{shell}"
+            );
+            assert_eq!(
+                names(dir.path()),
+                BTreeSet::from([
+                    ".c*t [1].pem.certctl-2-ab.tmp".to_string(),
+                    ".cat 1.pem.certctl-1-ab.tmp".to_string(),
+                ]),
+                "{shell}: a pattern-like name removes only its own temp file, never a directory"
+            );
+        }
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_sets_and_nothing_else_is_touched() {
+        for shell in SHELLS {
+            let dir = tempfile::tempdir().unwrap();
+            let sets = [
+                "1700000001-aa",
+                "1700000002-bb.restored",
+                "1700000003-cc",
+                "1700000004-dd",
+            ];
+            let others = ["notes", "12-XY", "12-ab.old", ".lock", "-ab"];
+            for name in sets.iter().chain(&others) {
+                std::fs::create_dir(dir.path().join(name)).unwrap();
+            }
+            let script = format!(
+                "{PRUNE}{}",
+                quoted(&["certctl_prune", dir.path().to_str().unwrap(), "2"])
+            );
+            run_in(shell, &script);
+            let mut expected: BTreeSet<String> = others.iter().map(|s| s.to_string()).collect();
+            expected.extend(["1700000003-cc".to_string(), "1700000004-dd".to_string()]);
+            assert_eq!(names(dir.path()), expected, "{shell}");
+        }
+    }
+
+    #[test]
+    fn one_sha256sum_hashes_every_file_and_odd_names_are_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            "plain.pem",
+            "with space.pem",
+            "back\\slash.pem",
+            "new\nline.pem",
+        ];
+        let mut args = vec!["certctl_files"];
+        let paths: Vec<String> = files
+            .iter()
+            .map(|f| dir.path().join(f).to_str().unwrap().to_string())
+            .collect();
+        let idx: Vec<String> = (0..paths.len() + 2).map(|i| i.to_string()).collect();
+        for (i, (p, f)) in paths.iter().zip(files).enumerate() {
+            std::fs::write(p, f).unwrap();
+            args.extend([idx[i].as_str(), p.as_str()]);
+        }
+        std::fs::create_dir(dir.path().join("a dir")).unwrap();
+        let a_dir = dir.path().join("a dir").to_str().unwrap().to_string();
+        let missing = dir.path().join("missing").to_str().unwrap().to_string();
+        args.extend([idx[4].as_str(), &a_dir, idx[5].as_str(), &missing]);
+        let script = format!("{PREAMBLE}{}", quoted(&args));
+        for shell in SHELLS {
+            let stdout = run_in(shell, &script);
+            let (lines, hashed) = stdout.split_once("\u{1e}H 0\n").unwrap();
+            assert_eq!(
+                lines, "F 0 file\nF 1 file\nF 2 file\nF 3 file\nF 4 notfile\nF 5 absent\n",
+                "{shell}"
+            );
+            let (hashed, _stat) = hashed.split_once("\u{1e}S ").unwrap();
+            let out = ExecOutput {
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                status: 0,
+            };
+            let by_path = hashes_by_path(hashed.lines().collect(), &out).unwrap();
+            for (p, f) in paths.iter().zip(files) {
+                assert_eq!(
+                    by_path.get(p.as_str()),
+                    Some(&sha256_hex(f.as_bytes())),
+                    "{shell}: {p:?}"
+                );
+            }
+        }
+        assert_eq!(
+            unescape_sha256sum("a\\qb"),
+            None,
+            "an unknown escape is refused"
+        );
+    }
 
     #[test]
     fn shared_commands_give_each_step_its_own_time_and_output() {

@@ -1041,16 +1041,16 @@ fn the_next_run_removes_a_killed_runs_scratch_directory() {
 }
 
 #[test]
-fn a_malformed_inspect_line_stops_the_deploy() {
+fn a_failed_stat_in_inspect_stops_the_deploy() {
     let rig = Rig::start(RigOptions::default());
-    // `stat` prints nothing: the certificate's line lacks its mode and owner.
+    // `stat` prints nothing: no file has its mode and owner.
     rig.arm_tool("stat", None, Action::Fail, false);
     let (out, target) = deploy(&rig);
     assert_eq!(target["status"], "failed", "{}", out.stderr);
     assert_eq!(out.code, 1);
     let error = target["error"].as_str().unwrap();
     let about = format!(
-        "inspect failed: unexpected output from the inspect script about {}: \"F 0 present ",
+        "inspect failed: `stat` of {}",
         rig.nginx.cert_path().display()
     );
     assert!(error.starts_with(&about), "{error}");
@@ -1062,8 +1062,13 @@ fn a_malformed_inspect_line_stops_the_deploy() {
 #[test]
 fn a_lock_step_that_loses_the_connection_releases_the_lock_it_took() {
     let rig = Rig::start(RigOptions::default());
-    // `find` runs in the lock script once the lock is taken (the stale temp file sweep).
-    rig.arm_tool("find", None, Action::Drop, false);
+    // The lock script removes a killed run's temp file once the lock is taken: its `rm`
+    // drops the connection.
+    let cert = rig.nginx.cert_path();
+    let name = cert.file_name().unwrap().to_str().unwrap();
+    let stale = cert.with_file_name(format!(".{name}.certctl-1700000000-0123456789ab.tmp"));
+    std::fs::write(&stale, "left by a killed run").unwrap();
+    rig.arm_tool("rm", Some(".certctl-1700000000-"), Action::Drop, false);
     let (out, target) = deploy(&rig);
     assert_eq!(target["status"], "failed", "{}", out.stderr);
     assert_eq!(out.code, 1);
@@ -1074,12 +1079,14 @@ fn a_lock_step_that_loses_the_connection_releases_the_lock_it_took() {
         error.ends_with("nothing live was changed; the lock this run had taken was released"),
         "{error}"
     );
-    assert_eq!(rig.leftovers(), Vec::<String>::new());
+    // Only the killed run's file the dropped `rm` did not get to: no lock, no scratch dir.
+    assert_eq!(rig.leftovers(), vec![format!(".{name}.certctl-<run>.tmp")]);
     assert_eq!(rig.live_set(), LiveSet::Old);
     // No --break-lock needed.
     let (out, target) = deploy(&rig);
     assert_eq!(target["status"], "deployed", "{}", out.stderr);
     assert_eq!(rig.served(), Served::New);
+    assert_eq!(rig.leftovers(), Vec::<String>::new());
 }
 
 #[test]

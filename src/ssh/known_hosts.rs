@@ -14,9 +14,11 @@
 //!
 //! Reading and appending only; it never rewrites or removes a line.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -75,8 +77,8 @@ pub fn entry_line(host: &str, port: u16, key: &PublicKey) -> String {
 
 /// Checks `key` offered by `host:port` against the known_hosts file at `path`.
 pub fn check(path: &Path, host: &str, port: u16, key: &PublicKey) -> Result<(), HostKeyProblem> {
-    let text = read(path)?;
-    check_text(&text, host, port, key)
+    let file = load(path)?;
+    check_entries(&file.matching(host, port), key)
 }
 
 /// Checks `key` against several known_hosts files, as OpenSSH reads its `UserKnownHostsFile`
@@ -123,52 +125,45 @@ pub fn check_files(
 /// Whether a `@cert-authority` line of the file at `path` applies to `host:port`: such a host
 /// proves itself with a host certificate signed by that CA.
 pub fn has_cert_authority(path: &Path, host: &str, port: u16) -> bool {
-    let Ok(text) = read(path) else {
-        return false;
-    };
-    let name = host_pattern(host, port).to_lowercase();
-    text.lines()
-        .filter_map(Entry::parse)
-        .any(|e| e.marker == Marker::CertAuthority && e.matches_host(&name))
+    load(path).is_ok_and(|file| {
+        file.matching(host, port)
+            .iter()
+            .any(|e| e.marker == Marker::CertAuthority)
+    })
 }
 
 /// The CA keys of the `@cert-authority` lines of the file at `path` that apply to
 /// `host:port`, each with its 1-based line number.
 pub fn cert_authorities(path: &Path, host: &str, port: u16) -> Vec<(PublicKey, usize)> {
-    let Ok(text) = read(path) else {
+    let Ok(file) = load(path) else {
         return Vec::new();
     };
-    let name = host_pattern(host, port).to_lowercase();
-    text.lines()
-        .enumerate()
-        .filter_map(|(i, line)| Entry::parse(line).map(|e| (i + 1, e)))
-        .filter(|(_, e)| e.marker == Marker::CertAuthority && e.matches_host(&name))
-        .filter_map(|(line, e)| PublicKey::from_bytes(&e.blob).ok().map(|k| (k, line)))
+    file.matching(host, port)
+        .iter()
+        .filter(|e| e.marker == Marker::CertAuthority)
+        .filter_map(|e| PublicKey::from_bytes(&e.blob).ok().map(|k| (k, e.line)))
         .collect()
 }
 
 /// The line (1-based) of the file at `path` that marks `key` `@revoked` for `host:port`.
 pub fn revoked_line(path: &Path, host: &str, port: u16, key: &PublicKey) -> Option<usize> {
-    let text = read(path).ok()?;
+    let file = load(path).ok()?;
     let blob = key.to_bytes().ok()?;
-    let name = host_pattern(host, port).to_lowercase();
-    text.lines().enumerate().find_map(|(i, line)| {
-        let e = Entry::parse(line)?;
-        (e.marker == Marker::Revoked && e.matches_host(&name) && e.blob == blob).then_some(i + 1)
-    })
+    file.matching(host, port)
+        .iter()
+        .find(|e| e.marker == Marker::Revoked && e.blob == blob)
+        .map(|e| e.line)
 }
 
 /// Key algorithms this file trusts for `host:port` (e.g. `ssh-ed25519`, `ssh-rsa`), in file
 /// order. Used to ask the server for a host key we can actually verify, as OpenSSH does.
 pub fn known_key_types(path: &Path, host: &str, port: u16) -> Vec<String> {
-    let Ok(text) = read(path) else {
+    let Ok(file) = load(path) else {
         return Vec::new();
     };
-    let name = host_pattern(host, port).to_lowercase();
     let mut types: Vec<String> = Vec::new();
-    for entry in text.lines().filter_map(Entry::parse) {
+    for entry in file.matching(host, port) {
         if entry.marker == Marker::None
-            && entry.matches_host(&name)
             && let Some(t) = key_type(&entry.blob)
             && !types.iter().any(|k| k == t)
         {
@@ -181,11 +176,10 @@ pub fn known_key_types(path: &Path, host: &str, port: u16) -> Vec<String> {
 /// The first key this file trusts for `host:port`, base64 as written in the file: what names
 /// the server (rather than the address) when handshakes to it are capped.
 pub fn known_key(path: &Path, host: &str, port: u16) -> Option<String> {
-    let text = read(path).ok()?;
-    let name = host_pattern(host, port).to_lowercase();
-    text.lines()
-        .filter_map(Entry::parse)
-        .find(|e| e.marker == Marker::None && e.matches_host(&name))
+    let file = load(path).ok()?;
+    file.matching(host, port)
+        .iter()
+        .find(|e| e.marker == Marker::None)
         .map(|e| BASE64.encode(&e.blob))
 }
 
@@ -223,41 +217,98 @@ pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::R
     file.sync_all()
 }
 
-fn read(path: &Path) -> Result<String, HostKeyProblem> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(HostKeyProblem::FileMissing),
-        Err(e) => Err(HostKeyProblem::Unreadable {
-            message: e.to_string(),
-        }),
+/// A known_hosts file as read once: its entries, and which of them apply to each host name
+/// asked about so far. Every connect asks about its host several times (key types, the key,
+/// revocations, CAs); a fleet's targets share one file. Without this, each question re-read
+/// and re-parsed the whole file — quadratic in the fleet's size, with an HMAC per hashed line.
+struct KnownHostsFile {
+    entries: Vec<Entry>,
+    /// Lower-cased `host` or `[host]:port` → indices into `entries`, in file order.
+    matches: Mutex<HashMap<String, Arc<[usize]>>>,
+}
+
+impl KnownHostsFile {
+    fn parse(text: &str) -> Self {
+        let entries = text
+            .lines()
+            .enumerate()
+            .filter_map(|(i, line)| Entry::parse(line, i + 1))
+            .collect();
+        Self {
+            entries,
+            matches: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The entries whose host patterns match `host:port`, in file order.
+    fn matching(&self, host: &str, port: u16) -> Vec<&Entry> {
+        let name = host_pattern(host, port).to_lowercase();
+        let cached = self.matches.lock().ok().and_then(|m| m.get(&name).cloned());
+        let indices = cached.unwrap_or_else(|| {
+            let found: Arc<[usize]> = (0..self.entries.len())
+                .filter(|&i| self.entries[i].matches_host(&name))
+                .collect();
+            if let Ok(mut m) = self.matches.lock() {
+                m.insert(name, found.clone());
+            }
+            found
+        });
+        indices.iter().map(|&i| &self.entries[i]).collect()
     }
 }
 
-fn check_text(text: &str, host: &str, port: u16, key: &PublicKey) -> Result<(), HostKeyProblem> {
+/// What identifies one version of a file: a file that changed (our own append included) is
+/// read again.
+type Stamp = (u64, u64, u64, Option<std::time::SystemTime>);
+
+/// Known_hosts files read in this process, by path.
+type Files = HashMap<PathBuf, (Stamp, Arc<KnownHostsFile>)>;
+static FILES: LazyLock<Mutex<Files>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn load(path: &Path) -> Result<Arc<KnownHostsFile>, HostKeyProblem> {
+    use std::os::unix::fs::MetadataExt;
+    let problem = |e: std::io::Error| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            HostKeyProblem::FileMissing
+        } else {
+            HostKeyProblem::Unreadable {
+                message: e.to_string(),
+            }
+        }
+    };
+    let meta = std::fs::metadata(path).map_err(problem)?;
+    let stamp = (meta.dev(), meta.ino(), meta.len(), meta.modified().ok());
+    if let Some((seen, file)) = FILES.lock().ok().and_then(|f| f.get(path).cloned())
+        && seen == stamp
+    {
+        return Ok(file);
+    }
+    let bytes = std::fs::read(path).map_err(problem)?;
+    let file = Arc::new(KnownHostsFile::parse(&String::from_utf8_lossy(&bytes)));
+    if let Ok(mut files) = FILES.lock() {
+        files.insert(path.to_path_buf(), (stamp, file.clone()));
+    }
+    Ok(file)
+}
+
+/// Decides on `key` from the entries that apply to its host (in file order).
+fn check_entries(entries: &[&Entry], key: &PublicKey) -> Result<(), HostKeyProblem> {
     let offered = key.to_bytes().map_err(|e| HostKeyProblem::Unreadable {
         message: format!("offered key: {e}"),
     })?;
     let offered_type = key_type(&offered);
-    let name = host_pattern(host, port).to_lowercase();
     let mut matched = false;
     let mut changed: Option<usize> = None;
-    for (index, line) in text.lines().enumerate() {
-        let Some(entry) = Entry::parse(line) else {
-            continue;
-        };
-        if !entry.matches_host(&name) {
-            continue;
-        }
-        let line_no = index + 1;
+    for entry in entries {
         match entry.marker {
             Marker::Revoked if entry.blob == offered => {
-                return Err(HostKeyProblem::Revoked { line: line_no });
+                return Err(HostKeyProblem::Revoked { line: entry.line });
             }
             Marker::Revoked | Marker::CertAuthority => {}
             Marker::None if entry.blob == offered => matched = true,
             Marker::None => {
                 if changed.is_none() && key_type(&entry.blob) == offered_type {
-                    changed = Some(line_no);
+                    changed = Some(entry.line);
                 }
             }
         }
@@ -283,16 +334,19 @@ enum Marker {
 }
 
 /// One parsed known_hosts line.
-struct Entry<'a> {
+struct Entry {
+    /// 1-based.
+    line: usize,
     marker: Marker,
-    hosts: &'a str,
+    hosts: String,
     blob: Vec<u8>,
 }
 
-impl<'a> Entry<'a> {
-    /// Parses a line; comments, blank and malformed lines give `None` (OpenSSH skips them too).
-    fn parse(line: &'a str) -> Option<Self> {
-        let mut fields = line.split([' ', '\t']).filter(|f| !f.is_empty());
+impl Entry {
+    /// Parses line number `line`; comments, blank and malformed lines give `None` (OpenSSH
+    /// skips them too).
+    fn parse(text: &str, line: usize) -> Option<Self> {
+        let mut fields = text.split([' ', '\t']).filter(|f| !f.is_empty());
         let mut first = fields.next()?;
         if first.starts_with('#') {
             return None;
@@ -310,8 +364,9 @@ impl<'a> Entry<'a> {
         let blob = BASE64.decode(fields.next()?).ok()?;
         key_type(&blob)?;
         Some(Self {
+            line,
             marker,
-            hosts: first,
+            hosts: first.to_string(),
             blob,
         })
     }
@@ -399,7 +454,7 @@ mod tests {
     }
 
     fn check_str(text: &str, host: &str, port: u16, k: &str) -> Result<(), HostKeyProblem> {
-        check_text(text, host, port, &key(k))
+        check_entries(&KnownHostsFile::parse(text).matching(host, port), &key(k))
     }
 
     #[test]
@@ -597,6 +652,34 @@ mod tests {
         assert_eq!(
             check(&path, "web.example", 2222, &key(ED_B)),
             Err(HostKeyProblem::Changed { line: 1 })
+        );
+    }
+
+    #[test]
+    fn a_file_read_once_is_read_again_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        std::fs::write(&path, format!("a.example {ED_A}\n")).unwrap();
+        assert_eq!(check(&path, "a.example", 22, &key(ED_A)), Ok(()));
+        assert_eq!(
+            check(&path, "b.example", 22, &key(ED_B)),
+            Err(HostKeyProblem::Unknown)
+        );
+        // Our own append (trust on first use) is seen by the next check.
+        append(&path, "b.example", 22, &key(ED_B)).unwrap();
+        assert_eq!(check(&path, "b.example", 22, &key(ED_B)), Ok(()));
+        // So is a file replaced by another one (another inode, same length).
+        let other = dir.path().join("other");
+        std::fs::write(&other, format!("a.example {ED_B}\nb.example {ED_A}\n")).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert_eq!(
+            check(&path, "a.example", 22, &key(ED_A)),
+            Err(HostKeyProblem::Changed { line: 1 })
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            check(&path, "a.example", 22, &key(ED_A)),
+            Err(HostKeyProblem::FileMissing)
         );
     }
 
