@@ -2944,6 +2944,10 @@ fn cleanup_commands(script: &mut Script, plan: &TargetPlan) {
     script.cmd(&argv);
 }
 
+/// Ends a cleanup error when the lock could not be removed.
+const LOCK_LEFT: &str = "; the lock stays, so the next run reports it as held by this finished \
+                         run: check the target, then rerun with --break-lock";
+
 /// Reads the output of [`cleanup_commands`] (`out` holds only its part).
 fn cleanup_result(plan: &TargetPlan, out: &ExecOutput) -> StepOutcome {
     if out.success() {
@@ -2962,10 +2966,7 @@ fn cleanup_result(plan: &TargetPlan, out: &ExecOutput) -> StepOutcome {
         stderr_note(out)
     );
     if lock_left {
-        message.push_str(
-            "; the lock stays, so the next run reports it as held by this finished run: \
-             check the target, then rerun with --break-lock",
-        );
+        message.push_str(LOCK_LEFT);
     }
     Err(message)
 }

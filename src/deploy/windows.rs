@@ -463,10 +463,7 @@ pub(super) async fn cleanup(
         .collect();
     let mut message = format!("could not remove: {}", names.join(", "));
     if lock_left {
-        message.push_str(
-            "; the lock stays, so the next run reports it as held by this finished run: \
-             check the target, then rerun with --break-lock",
-        );
+        message.push_str(super::LOCK_LEFT);
     }
     Err(message)
 }
