@@ -51,7 +51,7 @@ pub const ENGINE_PARAMS: &[(&str, &str)] = &[
     ),
     (
         "backup_dir",
-        "directory on the target for backups, outside any directory the server loads (default /var/lib/certctl/backups/{target})",
+        "directory on the target for backups, outside any directory the server loads (default /var/lib/certctl/backups/{target}; shell: powershell: C:/ProgramData/certctl/backups/{target})",
     ),
     (
         "keep_backups",
@@ -59,7 +59,7 @@ pub const ENGINE_PARAMS: &[(&str, &str)] = &[
     ),
     (
         "tmp_dir",
-        "directory on the target for private scratch directories (default /tmp)",
+        "directory on the target for private scratch directories (default /tmp; shell: powershell: C:/Windows/Temp)",
     ),
 ];
 
@@ -265,9 +265,9 @@ pub struct SnapshotDef {
     pub run: Command,
 }
 
-/// A `restore` command: always run, or only when a snapshot holds something (`if_saved`) or
-/// is empty (`unless_saved`) — e.g. re-apply the previous object, or delete the new one when
-/// there was none.
+/// A `restore` (or `apply`) command: always run, or only when a snapshot holds something
+/// (`if_saved`) or is empty (`unless_saved`) — e.g. re-apply the previous object, or delete the
+/// new one when there was none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum RestoreDef {
@@ -302,6 +302,33 @@ impl RestoreDef {
                 };
                 (&g.run, guard)
             }
+        }
+    }
+}
+
+/// An `after_deploy` command: always run, or only when the param named by `when` is `true`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AfterDeployDef {
+    Always(Command),
+    When(WhenCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhenCommand {
+    pub run: Command,
+    /// A param of this connector: the command runs only when its value is `true` (`false`
+    /// skips it; anything else is a plan error).
+    pub when: String,
+}
+
+impl AfterDeployDef {
+    /// The command, and the param that must be `true` for it to run.
+    pub fn parts(&self) -> (&Command, Option<&str>) {
+        match self {
+            AfterDeployDef::Always(c) => (c, None),
+            AfterDeployDef::When(w) => (&w.run, Some(w.when.as_str())),
         }
     }
 }
@@ -387,15 +414,23 @@ pub struct ConnectorDef {
     /// `swap: commands`: saves the current state (backup step).
     #[serde(default)]
     pub snapshot: Vec<SnapshotDef>,
-    /// `swap: commands`: makes the change (swap step).
+    /// `swap: commands`: makes the change (swap step). Entries take the same guards as
+    /// `restore` (`if_saved`/`unless_saved`, `word`), read from this run's snapshots: e.g.
+    /// create what did not exist yet.
     #[serde(default)]
-    pub apply: Vec<Command>,
+    pub apply: Vec<RestoreDef>,
     /// `swap: commands`: puts the snapshot back (rollback step, `certctl rollback`).
     #[serde(default)]
     pub restore: Vec<RestoreDef>,
     /// `swap: commands`: removes old versions after a verified deploy.
     #[serde(default)]
     pub prune: Vec<PruneDef>,
+    /// `swap: commands`: commands run once after a verified deploy (at cleanup, after
+    /// `prune`), e.g. removing what the new certificate replaces for good; an entry with
+    /// `when: PARAM` runs only when that param is `true`. A failure fails the cleanup step,
+    /// not the deploy (nothing is rolled back).
+    #[serde(default)]
+    pub after_deploy: Vec<AfterDeployDef>,
     /// `swap: commands`: removes what the preview created, at cleanup on every path: every
     /// word of `list`'s output that starts with `prefix` is removed with `delete` (`{object}`).
     /// Best effort: failures are reported, none stops the others.
@@ -614,6 +649,7 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
             check(&format!("input `{}` namespace", i.name), &k.namespace)?;
         }
     }
+    let apply: Vec<Command> = def.apply.iter().map(|a| a.parts().0.clone()).collect();
     for (section, cmds) in [
         ("preview", &def.preview),
         ("test", &def.test),
@@ -621,7 +657,7 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
         ("alive", &def.alive),
         ("start", &def.start),
         ("version", &def.version),
-        ("apply", &def.apply),
+        ("apply", &apply),
     ] {
         for (i, cmd) in cmds.iter().enumerate() {
             if cmd.is_empty() {
@@ -665,8 +701,12 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
     }
     for (i, r) in def.restore.iter().enumerate() {
         check_with(&known_backup, &format!("restore[{i}]"), r.parts().0)?;
-        if let RestoreDef::Guarded(GuardedCommand { word: Some(w), .. }) = r {
-            check(&format!("restore[{i}].word"), w)?;
+    }
+    for (section, entries) in [("apply", &def.apply), ("restore", &def.restore)] {
+        for (i, r) in entries.iter().enumerate() {
+            if let RestoreDef::Guarded(GuardedCommand { word: Some(w), .. }) = r {
+                check(&format!("{section}[{i}].word"), w)?;
+            }
         }
     }
     if def.shell == Shell::Powershell && def.swap != SwapMode::Commands {
@@ -676,6 +716,17 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
     }
     let mut known_object = known.clone();
     known_object.insert("object".into());
+    for (i, a) in def.after_deploy.iter().enumerate() {
+        let (cmd, when) = a.parts();
+        check_with(&known, &format!("after_deploy[{i}]"), cmd)?;
+        if let Some(param) = when
+            && !def.params.contains_key(param)
+        {
+            return Err(invalid(format!(
+                "after_deploy[{i}]: `when: {param}` names no param of this connector"
+            )));
+        }
+    }
     for (section, defs) in [("discard", &def.discard), ("prune", &def.prune)] {
         for (i, p) in defs.iter().enumerate() {
             check_with(&known, &format!("{section}[{i}].list"), &p.list)?;
@@ -699,6 +750,7 @@ fn validate_swap(def: &ConnectorDef) -> Result<(), String> {
                 ("restore", def.restore.is_empty()),
                 ("prune", def.prune.is_empty()),
                 ("discard", def.discard.is_empty()),
+                ("after_deploy", def.after_deploy.is_empty()),
             ];
             if let Some((name, _)) = extra.iter().find(|(_, empty)| !empty) {
                 return Err(format!("`{name}` needs `swap: commands`"));
@@ -742,27 +794,30 @@ fn validate_swap(def: &ConnectorDef) -> Result<(), String> {
                     return Err(format!("snapshot `{}` is saved twice", s.save));
                 }
             }
-            for (i, r) in def.restore.iter().enumerate() {
-                if let RestoreDef::Guarded(g) = r
-                    && g.if_saved.is_some()
-                    && g.unless_saved.is_some()
-                {
-                    return Err(format!(
-                        "restore[{i}]: give at most one of `if_saved:` and `unless_saved:`"
-                    ));
-                }
-                if let (_, Some((name, _))) = r.parts()
-                    && !names.contains(name)
-                {
-                    return Err(format!("restore[{i}]: no snapshot is saved as `{name}`"));
-                }
-                if let RestoreDef::Guarded(g) = r
-                    && g.word.is_some()
-                    && r.parts().1.is_none()
-                {
-                    return Err(format!(
-                        "restore[{i}]: `word:` needs `if_saved:` or `unless_saved:`"
-                    ));
+            let guarded = [("apply", &def.apply), ("restore", &def.restore)];
+            for (section, entries) in guarded {
+                for (i, r) in entries.iter().enumerate() {
+                    if let RestoreDef::Guarded(g) = r
+                        && g.if_saved.is_some()
+                        && g.unless_saved.is_some()
+                    {
+                        return Err(format!(
+                            "{section}[{i}]: give at most one of `if_saved:` and `unless_saved:`"
+                        ));
+                    }
+                    if let (_, Some((name, _))) = r.parts()
+                        && !names.contains(name)
+                    {
+                        return Err(format!("{section}[{i}]: no snapshot is saved as `{name}`"));
+                    }
+                    if let RestoreDef::Guarded(g) = r
+                        && g.word.is_some()
+                        && r.parts().1.is_none()
+                    {
+                        return Err(format!(
+                            "{section}[{i}]: `word:` needs `if_saved:` or `unless_saved:`"
+                        ));
+                    }
                 }
             }
             if def
@@ -1076,12 +1131,43 @@ mod tests {
             .contains("`pkcs12: true` takes no")
         );
         assert!(
-            err(|d| d.apply[0].push("{snapshot.secret.yaml}".into()))
+            err(|d| d.apply[0] = RestoreDef::Always(vec!["{snapshot.secret.yaml}".into()]))
                 .contains("unknown placeholder `{snapshot.secret.yaml}`")
         );
         assert!(err(|d| d.test[0].push("x{words.workloads}".into())).contains("whole argument"));
-        assert!(err(|d| d.apply[0].push("{words.workloads}".into())).contains("whole argument"));
+        assert!(
+            err(|d| d.apply[0] = RestoreDef::Always(vec!["{words.workloads}".into()]))
+                .contains("whole argument")
+        );
+        assert!(
+            err(|d| d.apply[0] = RestoreDef::Guarded(GuardedCommand {
+                run: vec!["x".into()],
+                if_saved: None,
+                unless_saved: Some("nope".into()),
+                word: None,
+            }))
+            .contains("apply[0]: no snapshot is saved as `nope`")
+        );
         assert!(err(|d| d.inputs[0].role = Some(Role::Key)).contains("exactly one of"));
+        assert!(
+            err(|d| d.after_deploy = vec![AfterDeployDef::When(WhenCommand {
+                run: vec!["x".into()],
+                when: "nope".into(),
+            })])
+            .contains("`when: nope` names no param")
+        );
+        assert!(
+            err(|d| d.after_deploy = vec![AfterDeployDef::Always(vec!["{snapshot.x}".into()])])
+                .contains("unknown placeholder")
+        );
+        let mut def = nginx.clone();
+        def.after_deploy = vec![AfterDeployDef::Always(vec!["x".into()])];
+        assert!(
+            validate("x", &def)
+                .unwrap_err()
+                .to_string()
+                .contains("`after_deploy` needs `swap: commands`")
+        );
         // The commands-only sections are refused on a files connector.
         let mut def = nginx.clone();
         def.apply = base.apply.clone();

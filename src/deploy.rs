@@ -28,6 +28,7 @@ use crate::ssh::quote::Script;
 use crate::ssh::{ExecOutput, Session, SshError};
 
 mod swap_commands;
+mod windows;
 
 /// How a deploy run behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -506,6 +507,10 @@ impl<'a> Run<'a> {
                 Err((status, error)) => (status, Some(error)),
             };
             return;
+        }
+        if plan.shell == crate::connector::Shell::Powershell {
+            // No POSIX shell there: the housekeeping goes over SFTP.
+            return windows::on_session(self, session).await;
         }
         // A deploy takes the lock and inspects in one remote command; a rollback only locks.
         let (locked, inspected) = if self.options.undo {
@@ -2939,6 +2944,10 @@ fn cleanup_commands(script: &mut Script, plan: &TargetPlan) {
     script.cmd(&argv);
 }
 
+/// Ends a cleanup error when the lock could not be removed.
+const LOCK_LEFT: &str = "; the lock stays, so the next run reports it as held by this finished \
+                         run: check the target, then rerun with --break-lock";
+
 /// Reads the output of [`cleanup_commands`] (`out` holds only its part).
 fn cleanup_result(plan: &TargetPlan, out: &ExecOutput) -> StepOutcome {
     if out.success() {
@@ -2957,10 +2966,7 @@ fn cleanup_result(plan: &TargetPlan, out: &ExecOutput) -> StepOutcome {
         stderr_note(out)
     );
     if lock_left {
-        message.push_str(
-            "; the lock stays, so the next run reports it as held by this finished run: \
-             check the target, then rerun with --break-lock",
-        );
+        message.push_str(LOCK_LEFT);
     }
     Err(message)
 }

@@ -111,11 +111,15 @@ pub struct CommandSwap {
     pub powershell: bool,
     /// (snapshot name, command whose stdout is saved as it).
     pub snapshot: Vec<(String, Command)>,
-    pub apply: Vec<Command>,
+    /// Guarded as `restore` is, by this run's snapshots.
+    pub apply: Vec<PlannedRestore>,
     pub restore: Vec<PlannedRestore>,
     pub prune: Vec<PlannedPrune>,
     /// Same shape as `prune`: every listed object with the prefix is removed.
     pub discard: Vec<PlannedPrune>,
+    /// Run once after a verified deploy: the connector's `after_deploy` commands whose
+    /// `when` param is `true`.
+    pub after_deploy: Vec<Command>,
 }
 
 /// One restore command and its guard: (snapshot name, run only when it is non-empty).
@@ -255,11 +259,12 @@ fn plan_target(
     }
 
     let params = resolve_params(target, def)?;
+    // A Windows target (`shell: powershell`) takes drive paths, with forward slashes.
     let tmp_dir = params
         .get("tmp_dir")
         .cloned()
-        .unwrap_or_else(|| "/tmp".into());
-    check_remote_path("tmp_dir", &tmp_dir)?;
+        .unwrap_or_else(|| default_tmp_dir(powershell).into());
+    check_dir_param("tmp_dir", &tmp_dir, powershell)?;
     let scratch_dir = format!(
         "{}/certctl-{}-{index}",
         tmp_dir.trim_end_matches('/'),
@@ -268,8 +273,8 @@ fn plan_target(
     let backup_dir = params
         .get("backup_dir")
         .cloned()
-        .unwrap_or_else(|| format!("/var/lib/certctl/backups/{}", target.name));
-    check_remote_path("backup_dir", &backup_dir)?;
+        .unwrap_or_else(|| format!("{}/{}", default_backup_root(powershell), target.name));
+    check_dir_param("backup_dir", &backup_dir, powershell)?;
     let keep_backups = match params.get("keep_backups") {
         Some(v) => v.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
             format!("param `keep_backups`: `{v}` is not a whole number of at least 1")
@@ -464,7 +469,7 @@ fn plan_target(
     let (ssh, ssh_warnings) = ssh_config(target, settings)?;
     let commands = match def.swap {
         SwapMode::Files => None,
-        SwapMode::Commands => Some(command_swap(def, &values, powershell)?),
+        SwapMode::Commands => Some(command_swap(def, &values, &params, powershell)?),
     };
 
     let (probe, has_probe) = probe_spec(target, def, &material)?;
@@ -512,6 +517,7 @@ fn plan_target(
 fn command_swap(
     def: &ConnectorDef,
     values: &BTreeMap<String, String>,
+    params: &BTreeMap<String, String>,
     powershell: bool,
 ) -> Result<CommandSwap, String> {
     let mut late: Vec<String> = vec!["backup".into(), "object".into()];
@@ -554,34 +560,30 @@ fn command_swap(
         .enumerate()
         .map(|(i, s)| Ok((s.save.clone(), render(&format!("snapshot[{i}]"), &s.run)?)))
         .collect::<Result<_, String>>()?;
-    let apply = def
-        .apply
-        .iter()
-        .enumerate()
-        .map(|(i, c)| render(&format!("apply[{i}]"), c))
-        .collect::<Result<_, String>>()?;
-    let restore = def
-        .restore
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let (cmd, guard) = r.parts();
-            let word = match r {
-                connector::RestoreDef::Guarded(g) => g
-                    .word
-                    .as_ref()
-                    .map(|w| connector::render(w, values))
-                    .transpose()
-                    .map_err(|e| format!("restore[{i}].word: {e}"))?,
-                connector::RestoreDef::Always(_) => None,
-            };
-            Ok(PlannedRestore {
-                guard: guard.map(|(n, saved)| (n.to_string(), saved)),
-                word,
-                argv: render(&format!("restore[{i}]"), cmd)?,
+    let guarded = |section: &str, defs: &[connector::RestoreDef]| {
+        defs.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let (cmd, guard) = r.parts();
+                let word = match r {
+                    connector::RestoreDef::Guarded(g) => g
+                        .word
+                        .as_ref()
+                        .map(|w| connector::render(w, values))
+                        .transpose()
+                        .map_err(|e| format!("{section}[{i}].word: {e}"))?,
+                    connector::RestoreDef::Always(_) => None,
+                };
+                Ok(PlannedRestore {
+                    guard: guard.map(|(n, saved)| (n.to_string(), saved)),
+                    word,
+                    argv: render(&format!("{section}[{i}]"), cmd)?,
+                })
             })
-        })
-        .collect::<Result<_, String>>()?;
+            .collect::<Result<Vec<_>, String>>()
+    };
+    let apply = guarded("apply", &def.apply)?;
+    let restore = guarded("restore", &def.restore)?;
     let listings = |section: &str, defs: &[connector::PruneDef]| {
         defs.iter()
             .enumerate()
@@ -597,6 +599,23 @@ fn command_swap(
     };
     let prune = listings("prune", &def.prune)?;
     let discard = listings("discard", &def.discard)?;
+    let mut after_deploy = Vec::new();
+    for (i, a) in def.after_deploy.iter().enumerate() {
+        let (cmd, when) = a.parts();
+        let wanted = match when.map(|p| (p, params.get(p).map(String::as_str))) {
+            None => true,
+            Some((_, Some("true"))) => true,
+            Some((_, Some("false") | None)) => false,
+            Some((p, Some(other))) => {
+                return Err(format!(
+                    "param `{p}`: `{other}` is neither `true` nor `false`"
+                ));
+            }
+        };
+        if wanted {
+            after_deploy.push(render(&format!("after_deploy[{i}]"), cmd)?);
+        }
+    }
     Ok(CommandSwap {
         powershell,
         snapshot,
@@ -604,6 +623,7 @@ fn command_swap(
         restore,
         prune,
         discard,
+        after_deploy,
     })
 }
 
@@ -871,6 +891,47 @@ fn render_template(
         }
     }
     connector::render(body, values).map_err(located)
+}
+
+/// Where scratch directories go by default. On Windows, `C:\Windows\Temp`: by its default
+/// ACL a user may create there but not read what others created, so the scratch directory
+/// (the PFX and its password) is readable only by its creator, SYSTEM and Administrators.
+fn default_tmp_dir(windows: bool) -> &'static str {
+    if windows { "C:/Windows/Temp" } else { "/tmp" }
+}
+
+/// The parent of every target's backup directory (and lock) by default.
+fn default_backup_root(windows: bool) -> &'static str {
+    if windows {
+        "C:/ProgramData/certctl/backups"
+    } else {
+        "/var/lib/certctl/backups"
+    }
+}
+
+/// Whether `path` is a Windows drive path with forward slashes: `C:/…`.
+pub fn is_drive_path(path: &str) -> bool {
+    let b = path.as_bytes();
+    b.len() >= 3 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'/'
+}
+
+/// `tmp_dir`/`backup_dir`: an absolute POSIX path; for a Windows target (`windows`) also a
+/// drive path (`C:/ProgramData/certctl`), which must use forward slashes.
+fn check_dir_param(what: &str, path: &str, windows: bool) -> Result<(), String> {
+    if windows && is_drive_path(path) {
+        if path.contains('\\') {
+            return Err(format!(
+                "{what} `{path}` must use forward slashes (`C:/ProgramData/certctl`)"
+            ));
+        }
+        return check_remote_path(what, &path[2..]);
+    }
+    if windows && path.contains('\\') {
+        return Err(format!(
+            "{what} `{path}` must be a drive path with forward slashes (`C:/ProgramData/certctl`)"
+        ));
+    }
+    check_remote_path(what, path)
 }
 
 fn check_remote_path(what: &str, path: &str) -> Result<(), String> {

@@ -26,24 +26,63 @@ fn get_binding() -> String {
     )
 }
 
+/// `Get-WebBinding` of the target's binding, without `$b = (…)[0]`.
+fn web_binding() -> String {
+    format!(
+        "Get-WebBinding -Name 'Default ''Web'' $x `y`; z' -Protocol 'https' -Port '443' -HostHeader '{SNI}'"
+    )
+}
+
 fn preview() -> Vec<Vec<String>> {
     vec![
         pfx_preview(),
         s(&[
             "Import-Module WebAdministration",
-            &get_binding(),
-            "$b.bindingInformation",
+            "(Get-Item -LiteralPath 'IIS:\\Sites\\Default ''Web'' $x `y`; z').Name",
+            &format!("({}).bindingInformation", web_binding()),
         ]),
     ]
 }
 
-fn snapshot() -> Vec<String> {
+fn snapshot() -> Vec<Vec<String>> {
+    vec![
+        s(&[
+            "Import-Module WebAdministration",
+            &format!("({}).certificateHash", web_binding()),
+        ]),
+        s(&[
+            "Import-Module WebAdministration",
+            &format!("({}).bindingInformation", web_binding()),
+        ]),
+    ]
+}
+
+/// First deploy only: the binding is created, SNI when there is a host header.
+fn new_binding() -> Vec<String> {
     s(&[
         "Import-Module WebAdministration",
+        &format!("$sni = '{SNI}'.Length.CompareTo(0)"),
         &format!(
-            "(Get-WebBinding -Name 'Default ''Web'' $x `y`; z' -Protocol 'https' -Port '443' -HostHeader '{SNI}').certificateHash"
+            "New-WebBinding -Name 'Default ''Web'' $x `y`; z' -Protocol 'https' -Port '443' -HostHeader '{SNI}' -SslFlags $sni"
         ),
     ])
+}
+
+/// After a first deploy: unbind (tolerant), then remove the binding this run created.
+fn restore_first() -> Vec<Vec<String>> {
+    vec![
+        s(&[
+            "Import-Module WebAdministration",
+            "$ErrorActionPreference = 'Continue'",
+            &get_binding(),
+            "$b.RemoveSslCertificate()",
+            "$ErrorActionPreference = 'Stop'",
+        ]),
+        s(&[
+            "Import-Module WebAdministration",
+            &format!("{} | Remove-WebBinding", web_binding()),
+        ]),
+    ]
 }
 
 fn apply() -> Vec<Vec<String>> {
@@ -95,7 +134,7 @@ fn iis_emulated_deploy_runs_exact_scripts_rebinds_and_logs_no_secret() {
     assert!(!log.contains("unbound_after_script"), "{log}");
     let scripts = w.take_scripts();
     let mut expected = preview();
-    expected.push(snapshot());
+    expected.extend(snapshot());
     expected.extend(apply());
     expected.push(test_script());
     assert_eq!(scripts, expected);
@@ -138,14 +177,15 @@ fn iis_emulated_dry_run_changes_nothing() {
 }
 
 /// A failure injected at each step from the import on: the old certificate is bound again
-/// (the seeding made one Import-PfxCertificate and one AddSslCertificate call).
+/// (the seeding made one Import-PfxCertificate and one AddSslCertificate call; the preview
+/// made the first Get-Item call).
 #[test]
 fn iis_emulated_failure_at_each_step_rebinds_the_old_certificate() {
     for (fault, after_swap) in [
         ("Import-PfxCertificate@2", 1),
         ("RemoveSslCertificate@1", 2),
         ("AddSslCertificate@2", 2),
-        ("Get-Item@1", 3),
+        ("Get-Item@2", 3),
     ] {
         let w = WinLab::start(true);
         w.lab.write_inventory("iis", &params(), None);
@@ -168,7 +208,7 @@ fn iis_emulated_failure_at_each_step_rebinds_the_old_certificate() {
         assert!(log.contains("Injected failure"), "{fault}: {log}");
         let scripts = w.take_scripts();
         let mut expected = preview();
-        expected.push(snapshot());
+        expected.extend(snapshot());
         let mut ran = apply();
         ran.push(test_script());
         expected.extend(ran.into_iter().take(after_swap));
@@ -228,7 +268,8 @@ fn iis_emulated_bound_certificate_is_served_and_probed_over_tls() {
         w.lab
             .write_inventory("iis", &params(), Some(&nginx.addr.to_string()));
         if fail_test {
-            w.fail(&["Get-Item@1"]);
+            // Call 1 is the preview's (the site exists); call 2 the test's.
+            w.fail(&["Get-Item@2"]);
         }
         let out = w.lab.certctl(&["deploy", "--output", "json"]);
         let t = &out.json()["targets"][0];
@@ -249,5 +290,58 @@ fn iis_emulated_bound_certificate_is_served_and_probed_over_tls() {
         .fingerprint
         .to_string();
         assert_eq!(t["served_fingerprint"], leaf.as_str(), "{}", out.stdout);
+    }
+}
+
+/// A first deploy: the site has no https binding yet. It is created (SNI, since there is a
+/// host header) and bound; `certctl rollback` removes it again. A failure at each step after
+/// the snapshot also leaves the site without the binding.
+#[test]
+fn iis_emulated_first_deploy_creates_the_binding_and_rollback_removes_it() {
+    let binding = format!("*:443:{SNI}");
+    let w = WinLab::start(false);
+    w.lab.write_inventory("iis", &params(), None);
+    w.run(&["deploy"], "deployed");
+    let mut expected = preview();
+    expected.extend(snapshot());
+    let apply = apply();
+    expected.push(apply[0].clone());
+    expected.push(new_binding());
+    expected.push(apply[1].clone());
+    expected.push(test_script());
+    assert_eq!(w.take_scripts(), expected);
+    let site = &w.state_json()["sites"][SITE];
+    assert_eq!(site.as_array().unwrap().len(), 1, "{site}");
+    assert_eq!(site[0]["bindingInformation"], binding.as_str());
+    assert_eq!(site[0]["sslFlags"], 1, "SNI");
+    assert_eq!(w.bound(), w.new_thumb);
+
+    w.run(&["rollback"], "rolled-back");
+    assert_eq!(w.take_scripts(), restore_first());
+    assert_eq!(w.state_json()["sites"][SITE], serde_json::json!([]));
+
+    // Failures: at the import (no binding made yet), the creation, the bind, the test. Calls
+    // count from the lab's start: the seeding imported once, the first deploy made one call
+    // of each, and every preview calls Get-Item (the site check) once.
+    for fault in [
+        "Import-PfxCertificate@3",
+        "New-WebBinding@2",
+        "AddSslCertificate@2",
+        "Get-Item@7",
+    ] {
+        w.fail(&[fault]);
+        let t = w.run(&["deploy"], "rolled-back");
+        assert!(
+            t["error"].to_string().contains("Injected failure"),
+            "{fault}: {t}"
+        );
+        let scripts = w.take_scripts();
+        assert_eq!(scripts[scripts.len() - 2..], restore_first(), "{fault}");
+        assert_eq!(
+            w.state_json()["sites"][SITE],
+            serde_json::json!([]),
+            "{fault}"
+        );
+        assert!(w.lab.scratch_dirs().is_empty(), "{fault}");
     }
 }

@@ -11,7 +11,7 @@
 mod support;
 
 use support::winlab::{
-    READ_PASSWORD as PW, WinLab, pfx_preview as preview, script as s, test_script,
+    READ_PASSWORD as PW, WinLab, pfx_preview as preview, script as s, test_script, thumbprint,
 };
 
 const FRIENDLY: &str = "www 'prod' $x `y`; z";
@@ -146,5 +146,65 @@ fn wincertstore_emulated_failure_at_each_step_restores_the_store() {
         after.sort();
         assert_eq!(after, before, "{fault}");
         assert!(w.lab.scratch_dirs().is_empty(), "{fault}");
+    }
+}
+
+/// `remove_expired: "true"`: after a verified deploy, the store's EXPIRED certificates with the
+/// new certificate's subject go; the new one, a still-valid one with that subject (the old
+/// certificate) and an expired one with another subject stay. After a failed deploy (rolled
+/// back) nothing is removed.
+#[test]
+fn wincertstore_emulated_remove_expired_removes_only_expired_ones_with_the_subject() {
+    use support::emulated::SNI;
+    use support::pki::LeafOpts;
+    for fail_test in [true, false] {
+        let w = WinLab::start(false);
+        let expired = w.lab.pki.issue(
+            "expired",
+            LeafOpts::new(&[SNI]).valid_secs(-200_000, -100_000),
+        );
+        let other = w.lab.pki.issue(
+            "other",
+            LeafOpts::new(&["other.test.example"]).valid_secs(-200_000, -100_000),
+        );
+        w.import(&expired, "expired");
+        w.import(&other, "other");
+        let (expired, other) = (thumbprint(&expired), thumbprint(&other));
+        w.lab.write_inventory(
+            "wincertstore",
+            &[("friendly_name", FRIENDLY), ("remove_expired", "true")],
+            None,
+        );
+        if fail_test {
+            w.fail(&["Get-Item@1"]);
+            w.run(&["deploy"], "rolled-back");
+            assert!(
+                w.my_store().contains(&expired),
+                "nothing removed after a rollback"
+            );
+            continue;
+        }
+        let t = w.run(&["deploy"], "deployed");
+        let store = w.my_store();
+        let scripts = w.take_scripts();
+        assert_eq!(
+            scripts.last().unwrap(),
+            &s(&[
+                "$new = Get-Item -LiteralPath 'Cert:\\LocalMachine\\My\\NEW'",
+                "$now = Get-Date",
+                "Get-ChildItem -Path 'Cert:\\LocalMachine\\My' | Where-Object -Property Subject -EQ -Value $new.Subject | Where-Object -Property NotAfter -LT -Value $now | Where-Object -Property Thumbprint -NE -Value 'NEW' | Remove-Item",
+            ])
+        );
+        assert!(!store.contains(&expired), "{store:?}");
+        for kept in [&w.new_thumb, &w.old_thumb, &other] {
+            assert!(store.contains(kept), "{kept}: {store:?}");
+        }
+        let cleanup = t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == "cleanup")
+            .unwrap();
+        assert_eq!(cleanup["status"], "ok", "{cleanup}");
     }
 }

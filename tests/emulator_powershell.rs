@@ -645,3 +645,163 @@ fn through_real_sshd_the_bound_certificate_is_served_and_probed_emulated() {
             .collect::<Vec<_>>()
     );
 }
+
+/// `Get-Date`, `Where-Object` in its comparison form (one operator; strings compared without
+/// case, DateTimes, `$null`), and `Remove-Item` taking certificates from the pipeline: what
+/// wincertstore's `remove_expired` sends. Anything else is an error.
+#[test]
+fn where_object_filters_and_remove_item_takes_piped_certificates_emulated() {
+    use support::pki::LeafOpts;
+    let emu = Emu::new();
+    let pki = Pki::new(&emu.dir.path().join("pki"));
+    let name = "store.example.test";
+    let expired = pki.issue(
+        "expired",
+        LeafOpts::new(&[name]).valid_secs(-200_000, -100_000),
+    );
+    let valid = pki.leaf("valid", &[name]);
+    let other = pki.issue(
+        "other",
+        LeafOpts::new(&["other.example.test"]).valid_secs(-200_000, -100_000),
+    );
+    let mut thumbs = Vec::new();
+    for (leaf, n) in [(&expired, "expired"), (&valid, "valid"), (&other, "other")] {
+        let (pfx, pw, _) = emu.pfx(leaf, n);
+        ok(&emu.encoded(&import_script(&pfx, &pw, "Cert:\\LocalMachine\\My")));
+        thumbs.push(pkcs12::thumbprint(&leaf.der));
+    }
+    let store = |emu: &Emu| -> Vec<String> {
+        let s = emu.state_json();
+        let mut t: Vec<String> = s["stores"]["LocalMachine\\My"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        t.sort();
+        t
+    };
+    let list = "Get-ChildItem -Path 'Cert:\\LocalMachine\\My'";
+    // Filtering only: the expired certificate with the subject (case ignored), not the valid one.
+    let out = ok(&emu.stdin(&format!(
+        "$ErrorActionPreference = 'Stop'\n$now = Get-Date\n\
+         ({list} | Where-Object -Property Subject -EQ -Value 'cn=STORE.example.test' | Where-Object NotAfter $now -LT).Thumbprint\n\
+         ({list} | Where-Object -Property Thumbprint -NE -Value {t0}).Thumbprint\n\
+         ({list} | Where-Object -Property Nothing -EQ -Value $null).Thumbprint\n",
+        t0 = q(&thumbs[0])
+    )));
+    let mut rest = [thumbs[1].clone(), thumbs[2].clone()];
+    rest.sort();
+    let mut all = thumbs.clone();
+    all.sort();
+    // A missing property is $null: every certificate passes `-EQ -Value $null`.
+    assert_eq!(
+        out,
+        format!("{}\n{}\n{}\n", thumbs[0], rest.join("\n"), all.join("\n"))
+    );
+    assert_eq!(store(&emu).len(), 3, "filtering removes nothing");
+
+    // Piped into Remove-Item: exactly the expired one with the subject goes; nothing piped
+    // removes nothing.
+    ok(&emu.encoded(&format!(
+        "$ErrorActionPreference = 'Stop'\n$now = Get-Date\n\
+         {list} | Where-Object -Property Subject -EQ -Value 'CN=store.example.test' | Where-Object -Property NotAfter -LT -Value $now | Remove-Item\n\
+         {list} | Where-Object -Property Subject -EQ -Value 'CN=nothing' | Remove-Item\n"
+    )));
+    let mut want = vec![thumbs[1].clone(), thumbs[2].clone()];
+    want.sort();
+    assert_eq!(store(&emu), want);
+    assert!(emu.log_text().contains("\"remove_cert\""));
+
+    for (script, says) in [
+        (
+            format!("{list} | Where-Object -Property Subject -Value 'x'"),
+            "exactly one of",
+        ),
+        (
+            format!("{list} | Where-Object -Property Subject -Value 'x' -EQ -NE"),
+            "exactly one of",
+        ),
+        (
+            format!("{list} | Where-Object -Property Subject -EQ"),
+            "-Value is required",
+        ),
+        (
+            format!("{list} | Where-Object -Property NotAfter -LT -Value 'soon'"),
+            "Cannot compare",
+        ),
+        (
+            format!("{list} | Where-Object -FilterScript x -EQ -Value 1"),
+            "FilterScript",
+        ),
+        (
+            "Where-Object -Property Subject -EQ -Value 'x'".to_string(),
+            "pipeline input",
+        ),
+        (
+            format!("{list} | Remove-Item -LiteralPath 'Cert:\\LocalMachine\\My'"),
+            "one or the other",
+        ),
+        (
+            "Get-Date | Remove-Item".to_string(),
+            "certificates from a store only",
+        ),
+        ("Get-Date -Format 'o'".to_string(), "Format"),
+    ] {
+        let err = failed(&emu.stdin(&format!("$ErrorActionPreference = 'Stop'\n{script}\n")));
+        assert!(err.contains(says), "{script}: {err}");
+    }
+    assert_eq!(store(&emu), want, "no failed script removed anything");
+}
+
+/// What iis's first deploy sends: `Get-Item 'IIS:\Sites\NAME'` (the IIS: drive needs
+/// WebAdministration), `'text'.Length.CompareTo(0)`, `New-WebBinding -SslFlags`, and
+/// `Get-WebBinding … | Remove-WebBinding` (nothing piped: nothing removed). Strictly.
+#[test]
+fn site_check_sni_flag_and_piped_binding_removal_emulated() {
+    let emu = Emu::new();
+    let site = q(SITE);
+    let get =
+        format!("Get-WebBinding -Name {site} -Protocol 'https' -Port 443 -HostHeader 'a.test'");
+    let out = ok(&emu.stdin(&format!(
+        "$ErrorActionPreference = 'Stop'\nImport-Module WebAdministration\n\
+         (Get-Item -LiteralPath 'IIS:\\Sites\\{SITE}').Name\n\
+         $sni = 'a.test'.Length.CompareTo(0)\n$none = ''.Length.CompareTo(0)\n$sni\n$none\n\
+         New-WebBinding -Name {site} -Protocol 'https' -Port 443 -HostHeader 'a.test' -SslFlags $sni\n\
+         ({get}).sslFlags\n"
+    )));
+    assert_eq!(out, format!("{SITE}\n1\n0\n1\n"));
+    assert_eq!(
+        emu.state_json()["sites"][SITE][0]["bindingInformation"],
+        "*:443:a.test"
+    );
+    ok(&emu.stdin(&format!(
+        "$ErrorActionPreference = 'Stop'\nImport-Module WebAdministration\n{get} | Remove-WebBinding\n{get} | Remove-WebBinding\n"
+    )));
+    assert_eq!(emu.state_json()["sites"][SITE], serde_json::json!([]));
+    assert!(emu.log_text().contains("\"remove_binding\""));
+
+    for (script, says) in [
+        (
+            format!("(Get-Item -LiteralPath 'IIS:\\Sites\\{SITE}').Name"),
+            "A drive with the name 'IIS' does not exist",
+        ),
+        (
+            "Import-Module WebAdministration\nGet-Item -LiteralPath 'IIS:\\Sites\\nope'"
+                .to_string(),
+            "Cannot find path 'IIS:\\Sites\\nope'",
+        ),
+        (
+            "'a'.Length.CompareTo('b')".to_string(),
+            "does not contain a method named 'CompareTo'",
+        ),
+        (
+            format!("Get-WebBinding -Name {site} | Remove-WebBinding -Name {site}"),
+            "not both",
+        ),
+        ("Get-Date | Remove-WebBinding".to_string(), "bindings only"),
+    ] {
+        let err = failed(&emu.stdin(&format!("$ErrorActionPreference = 'Stop'\n{script}\n")));
+        assert!(err.contains(says), "{script}: {err}");
+    }
+}

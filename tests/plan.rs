@@ -489,3 +489,71 @@ fn powershell_connectors_encode_quoted_scripts_and_refuse_what_windows_cannot_do
     );
     assert!(err[0].message.contains("RSA or ECDSA"), "{err:?}");
 }
+
+/// Windows targets: drive paths (forward slashes) for tmp_dir and backup_dir, Windows
+/// defaults, and the scripts see the scratch directory as PowerShell reads it.
+#[test]
+fn powershell_connectors_take_windows_drive_paths_with_windows_defaults() {
+    let p = plan_one(target("wincertstore", &[])).unwrap();
+    assert!(
+        p.scratch_dir.starts_with("C:/Windows/Temp/certctl-"),
+        "{}",
+        p.scratch_dir
+    );
+    assert_eq!(p.backup_dir, "C:/ProgramData/certctl/backups/web-1");
+    assert!(
+        p.inputs
+            .iter()
+            .all(|i| i.path.starts_with("C:/Windows/Temp/certctl-")),
+        "{:?}",
+        p.inputs.iter().map(|i| &i.path).collect::<Vec<_>>()
+    );
+
+    let p = plan_one(target(
+        "iis",
+        &[
+            ("site", "s"),
+            ("tmp_dir", "D:/certctl/tmp"),
+            ("backup_dir", "D:/certctl/backups/web-1"),
+        ],
+    ))
+    .unwrap();
+    assert!(p.scratch_dir.starts_with("D:/certctl/tmp/certctl-"));
+    assert_eq!(p.backup_dir, "D:/certctl/backups/web-1");
+    // POSIX paths stay accepted (the emulated tests' Linux hosts).
+    let p = plan_one(target("iis", &[("site", "s"), ("tmp_dir", "/var/tmp")])).unwrap();
+    assert!(p.scratch_dir.starts_with("/var/tmp/certctl-"));
+
+    for (param, value, says) in [
+        ("tmp_dir", "C:\\Windows\\Temp", "forward slashes"),
+        ("backup_dir", "C:/certctl\\backups", "forward slashes"),
+        ("backup_dir", "C:/certctl/../x", "`..`"),
+        ("tmp_dir", "certctl", "absolute"),
+    ] {
+        let err = plan_one(target("iis", &[("site", "s"), (param, value)])).unwrap_err();
+        assert!(err[0].message.contains(says), "{value}: {err:?}");
+    }
+    // Other connectors keep POSIX paths only.
+    let err = plan_one(target(
+        "nginx",
+        &[("fullchain_path", "/a.crt"), ("tmp_dir", "C:/Temp")],
+    ))
+    .unwrap_err();
+    assert!(err[0].message.contains("absolute"), "{err:?}");
+}
+
+/// wincertstore `remove_expired`: `true` adds the after-deploy script, `false` (the default)
+/// leaves it out, anything else is a plan error naming the param.
+#[test]
+fn after_deploy_commands_follow_their_when_param() {
+    let p = plan_one(target("wincertstore", &[])).unwrap();
+    assert!(p.commands.unwrap().after_deploy.is_empty());
+    let p = plan_one(target("wincertstore", &[("remove_expired", "true")])).unwrap();
+    assert_eq!(p.commands.unwrap().after_deploy.len(), 1);
+    let err = plan_one(target("wincertstore", &[("remove_expired", "yes")])).unwrap_err();
+    assert!(
+        err[0].message.contains("param `remove_expired`")
+            && err[0].message.contains("neither `true` nor `false`"),
+        "{err:?}"
+    );
+}

@@ -17,9 +17,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::windows::{self, sftp_path};
 use super::{
     FileBytes, Inspected, Run, StepFailure, command_failure, inspect, latest_backup_set,
-    material_bytes, reload_or_start, run_commands, served_is,
+    material_bytes, probe_served, reload_or_start, run_commands, served_is,
 };
 use crate::connector::{self, Command};
 use crate::material::Fingerprint;
@@ -155,6 +156,7 @@ pub(super) async fn deploy(
         .step(Step::Swap, apply(session, &set_dir(plan), swap))
         .await;
     let after = match applied {
+        Ok(()) if swap.powershell => windows::test_reload_verify(run, session).await,
         Ok(()) => run.after_swap(session).await,
         Err(f) => Err(f),
     };
@@ -173,14 +175,14 @@ async fn stage(session: &Session, plan: &TargetPlan) -> Result<((), Option<Strin
             InputContent::Secret(secret) => FileBytes::Secret(secret.clone()),
         };
         session
-            .upload(&input.path, content.bytes(), 0o600, None)
+            .upload(&sftp_path(&input.path), content.bytes(), 0o600, None)
             .await
             .map_err(|e| format!("writing input {}: {e}", input.path))?;
         written.push(input.path.as_str());
     }
     for t in &plan.templates {
         session
-            .upload(&t.path, t.content.as_bytes(), 0o600, None)
+            .upload(&sftp_path(&t.path), t.content.as_bytes(), 0o600, None)
             .await
             .map_err(|e| format!("writing template {}: {e}", t.path))?;
         written.push(t.path.as_str());
@@ -193,11 +195,7 @@ async fn apply(
     set: &str,
     swap: &CommandSwap,
 ) -> Result<((), Option<String>), String> {
-    let argvs = swap
-        .apply
-        .iter()
-        .map(|a| fill(a, set, swap, ""))
-        .collect::<Result<Vec<_>, _>>()?;
+    let argvs = selected(session, set, swap, &swap.apply).await?;
     run_commands(session, &argvs).await
 }
 
@@ -210,27 +208,36 @@ async fn snapshot(
     old: Option<&Expected>,
 ) -> Result<((), Option<String>), String> {
     let set = set_dir(plan);
-    let mut script = Script::new();
-    script.raw(SNAPSHOT).raw(super::PRUNE);
-    script.cmd(&["mkdir", "-p", "-m", "0700", "--", &plan.backup_dir]);
-    script.cmd(&["chmod", "0700", "--", &plan.backup_dir]);
-    script.cmd(&["mkdir", "-m", "0700", "--", &set]);
-    for (name, argv) in &swap.snapshot {
-        let mut cmd = vec!["certctl_save".to_string(), format!("{set}/{name}")];
-        cmd.extend(fill(argv, &set, swap, "")?);
-        script.cmd(&cmd);
-    }
-    script.cmd(&[
-        "certctl_prune",
-        &plan.backup_dir,
-        &plan.keep_backups.to_string(),
-    ]);
-    let out = session
-        .exec_script(&script, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !out.success() {
-        return Err(command_failure("snapshot script", &out));
+    if swap.powershell {
+        let snapshots = swap
+            .snapshot
+            .iter()
+            .map(|(name, argv)| Ok((name.clone(), fill(argv, &set, swap, "")?)))
+            .collect::<Result<Vec<_>, String>>()?;
+        windows::save_snapshots(session, plan, &snapshots, &set).await?;
+    } else {
+        let mut script = Script::new();
+        script.raw(SNAPSHOT).raw(super::PRUNE);
+        script.cmd(&["mkdir", "-p", "-m", "0700", "--", &plan.backup_dir]);
+        script.cmd(&["chmod", "0700", "--", &plan.backup_dir]);
+        script.cmd(&["mkdir", "-m", "0700", "--", &set]);
+        for (name, argv) in &swap.snapshot {
+            let mut cmd = vec!["certctl_save".to_string(), format!("{set}/{name}")];
+            cmd.extend(fill(argv, &set, swap, "")?);
+            script.cmd(&cmd);
+        }
+        script.cmd(&[
+            "certctl_prune",
+            &plan.backup_dir,
+            &plan.keep_backups.to_string(),
+        ]);
+        let out = session
+            .exec_script(&script, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(command_failure("snapshot script", &out));
+        }
     }
     let mut manifest = String::from("swap\tcommands\n");
     if let Some(old) = old {
@@ -241,7 +248,12 @@ async fn snapshot(
         manifest.push('\n');
     }
     session
-        .upload(&format!("{set}/manifest"), manifest.as_bytes(), 0o600, None)
+        .upload(
+            &sftp_path(&format!("{set}/manifest")),
+            manifest.as_bytes(),
+            0o600,
+            None,
+        )
         .await
         .map_err(|e| format!("writing backup manifest: {e}"))?;
     Ok((
@@ -253,27 +265,42 @@ async fn snapshot(
     ))
 }
 
-/// Runs the restore commands against the snapshots in `set`: a guarded command runs only when
-/// its snapshot is (or is not) empty.
+/// Runs the restore commands against the snapshots in `set` (see [`selected`]).
 async fn restore(
     session: &Session,
     set: &str,
     swap: &CommandSwap,
 ) -> Result<((), Option<String>), String> {
-    let guarded: BTreeSet<&str> = swap
-        .restore
+    let argvs = selected(session, set, swap, &swap.restore).await?;
+    run_commands(session, &argvs).await?;
+    Ok((
+        (),
+        Some(format!("{} restore command(s) ok, from {set}", argvs.len())),
+    ))
+}
+
+/// The commands of `entries` (apply or restore) whose guards hold for the snapshots in
+/// `set`, filled in: a guarded command runs only when its snapshot is (or is not) empty, or
+/// does (or does not) list its word.
+async fn selected(
+    session: &Session,
+    set: &str,
+    swap: &CommandSwap,
+    entries: &[crate::plan::PlannedRestore],
+) -> Result<Vec<Command>, String> {
+    let guarded: BTreeSet<&str> = entries
         .iter()
         .filter_map(|r| r.guard.as_ref().map(|(n, _)| n.as_str()))
         .collect();
     let mut saved = BTreeSet::new();
     // A `word` guard reads the snapshot itself (a thumbprint list, not a secret).
     let mut words: BTreeMap<&str, String> = BTreeMap::new();
-    for r in &swap.restore {
+    for r in entries {
         if let (Some((name, _)), Some(_)) = (&r.guard, &r.word)
             && !words.contains_key(name.as_str())
         {
             let text = session
-                .read_file(&format!("{set}/{name}"), 1 << 20)
+                .read_file(&sftp_path(&format!("{set}/{name}")), 1 << 20)
                 .await
                 .map_err(|e| format!("reading snapshot {name}: {e}"))?;
             words.insert(name, String::from_utf8_lossy(&text).to_uppercase());
@@ -284,7 +311,7 @@ async fn restore(
         // counts as saved when it has more than whitespace.
         for name in &guarded {
             let text = session
-                .read_file(&format!("{set}/{name}"), 1 << 20)
+                .read_file(&sftp_path(&format!("{set}/{name}")), 1 << 20)
                 .await
                 .map_err(|e| format!("reading snapshot {name}: {e}"))?;
             if text.iter().any(|b| !b.is_ascii_whitespace()) {
@@ -312,7 +339,7 @@ async fn restore(
         );
     }
     let mut argvs = Vec::new();
-    for r in &swap.restore {
+    for r in entries {
         let wanted = match (&r.guard, &r.word) {
             (None, _) => true,
             (Some((name, when_saved)), None) => saved.contains(name) == *when_saved,
@@ -327,11 +354,7 @@ async fn restore(
             argvs.push(fill(&r.argv, set, swap, "")?);
         }
     }
-    run_commands(session, &argvs).await?;
-    Ok((
-        (),
-        Some(format!("{} restore command(s) ok, from {set}", argvs.len())),
-    ))
+    Ok(argvs)
 }
 
 /// After a failure at or after the swap: restore the snapshot, reload, probe for the old
@@ -377,7 +400,11 @@ pub(super) async fn undo(
 ) -> Result<Status, (Status, String)> {
     let plan = run.plan;
     let failed = |message: String| (Status::Failed, message);
-    let (set_dir, text) = latest_backup_set(session, plan).await?;
+    let (set_dir, text) = if swap.powershell {
+        windows::latest_backup_set(session, plan).await?
+    } else {
+        latest_backup_set(session, plan).await?
+    };
     let manifest: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("M ")).collect();
     if manifest.first() != Some(&"swap\tcommands") {
         return Err(failed(format!(
@@ -406,9 +433,13 @@ pub(super) async fn undo(
         Some(e) => run.verify(e).await.map_err(|f| f.message),
         None => Ok(()),
     };
-    let mut mark = Script::new();
-    mark.cmd(&["mv", "--", &set_dir, &format!("{set_dir}.restored")]);
-    let _ = session.exec_script(&mark, None).await;
+    if swap.powershell {
+        windows::mark_restored(session, &set_dir).await;
+    } else {
+        let mut mark = Script::new();
+        mark.cmd(&["mv", "--", &set_dir, &format!("{set_dir}.restored")]);
+        let _ = session.exec_script(&mark, None).await;
+    }
     match verified {
         Ok(()) => {
             if let Some(e) = old.filter(|_| plan.has_probe) {
@@ -434,6 +465,11 @@ pub(super) async fn status(
     let plan = run.plan;
     let served = run
         .step(Step::Inspect, async {
+            if plan.commands.as_ref().is_some_and(|s| s.powershell) {
+                // Nothing to read on the target but what its connector's scripts would.
+                let served = probe_served(plan).await.and_then(Result::ok);
+                return Ok((served, None));
+            }
             let ((_, served), detail) = inspect(session, plan, false).await?;
             Ok((served, detail))
         })
@@ -544,6 +580,27 @@ async fn prune(session: &Session, plan: &TargetPlan) -> Result<Option<String>, S
     }
 }
 
+/// The connector's `after_deploy` commands (those whose `when` param is `true`), after a
+/// verified deploy, in order; the first failure stops them.
+async fn after_deploy(session: &Session, plan: &TargetPlan) -> Result<Option<String>, String> {
+    let Some(swap) = &plan.commands else {
+        return Ok(None);
+    };
+    if swap.after_deploy.is_empty() {
+        return Ok(None);
+    }
+    let set = set_dir(plan);
+    let argvs = swap
+        .after_deploy
+        .iter()
+        .map(|a| fill(a, &set, swap, ""))
+        .collect::<Result<Vec<_>, _>>()?;
+    match run_commands(session, &argvs).await {
+        Ok(_) => Ok(Some(format!("{} after-deploy command(s) ok", argvs.len()))),
+        Err(e) => Err(format!("after the deploy: {e}")),
+    }
+}
+
 /// Removes what the preview created: every object `discard.list` prints that starts with the
 /// prefix. Failures are collected, none stops the others.
 async fn discard(session: &Session, plan: &TargetPlan) -> Vec<String> {
@@ -606,14 +663,25 @@ pub(super) async fn cleanup(
     } else {
         Ok(None)
     };
-    let (_, detail) = super::cleanup(session, plan).await?;
-    let note = match pruned {
-        Ok(note) => note,
-        Err(e) => {
-            errors.push(e);
-            None
-        }
+    let after = if deployed {
+        after_deploy(session, plan).await
+    } else {
+        Ok(None)
     };
+    let powershell = plan.commands.as_ref().is_some_and(|s| s.powershell);
+    let (_, detail) = if powershell {
+        windows::cleanup(session, plan).await?
+    } else {
+        super::cleanup(session, plan).await?
+    };
+    let mut notes = Vec::new();
+    for result in [pruned, after] {
+        match result {
+            Ok(note) => notes.extend(note),
+            Err(e) => errors.push(e),
+        }
+    }
+    let note = (!notes.is_empty()).then(|| notes.join("; "));
     if errors.is_empty() {
         Ok(((), note.or(detail)))
     } else {

@@ -430,7 +430,16 @@ impl Session {
     ///
     /// With `become: sudo` the command runs as `sudo -n -- ARGV…`; errors still name it as
     /// written.
+    ///
+    /// An argv made by [`quote::PowerShell::argv`] is sent exactly as the script's
+    /// [`quote::PowerShell::command_line`] (see [`quote::powershell_command_line`]), so it
+    /// runs the same whatever the login shell (`cmd.exe`, PowerShell or `sh`).
     pub async fn exec(&self, argv: &[String]) -> Result<ExecOutput, SshError> {
+        if self.sudo.is_none()
+            && let Some(line) = quote::powershell_command_line(argv)
+        {
+            return self.run(&line, &quote::label(argv), None).await;
+        }
         let label = quote::command_line(argv);
         if self.sudo.is_some() {
             let wrapped: Vec<&str> = SUDO
@@ -768,6 +777,111 @@ impl Session {
             Ok(_) => Ok(()),
             Err(e) if is_status(&e, StatusCode::NoSuchFile) => Ok(()),
             Err(e) => Err(self.sftp_error(format!("cannot remove {path}: {}", describe_sftp(&e)))),
+        }
+    }
+
+    /// Creates the directory `path` over SFTP with `mode`, as the login user: `Ok(true)` when
+    /// this call created it, `Ok(false)` when it existed already (SFTP `mkdir` never
+    /// replaces anything, so this is an atomic test-and-create, as `mkdir(2)` is). The mode
+    /// is set again by path afterwards, to defeat the umask; a server that cannot (Windows
+    /// OpenSSH maps modes to ACLs only in part) leaves the directory as its parent's ACL
+    /// makes it, which is not an error.
+    ///
+    /// Not for `become: sudo` sessions (an error): they create directories by command.
+    pub async fn make_dir(&self, path: &str, mode: u32) -> Result<bool, SshError> {
+        self.no_sudo("mkdir", path)?;
+        let sftp = self.sftp().await?;
+        let attrs = FileAttributes {
+            permissions: Some(mode),
+            ..FileAttributes::empty()
+        };
+        match sftp.raw.mkdir(path, attrs).await {
+            Ok(_) => {
+                let perms = FileAttributes {
+                    permissions: Some(mode),
+                    ..FileAttributes::empty()
+                };
+                if let Err(e) = sftp.raw.setstat(path, perms).await {
+                    tracing::debug!(host = %self.host, %path, "mode {mode:04o} not set: {}", describe_sftp(&e));
+                }
+                Ok(true)
+            }
+            // OpenSSH answers "failure" for an existing directory: look before saying so.
+            Err(e) => match sftp.raw.lstat(path).await {
+                Ok(found) if found.attrs.is_dir() => Ok(false),
+                _ => Err(self.sftp_error(format!(
+                    "cannot create directory {path}: {}",
+                    describe_sftp(&e)
+                ))),
+            },
+        }
+    }
+
+    /// The entries of the directory `path` over SFTP (without `.` and `..`), each with whether
+    /// it is a directory, sorted by name; `Ok(None)` when `path` does not exist. Not for
+    /// `become: sudo` sessions (an error).
+    pub async fn list_dir(&self, path: &str) -> Result<Option<Vec<(String, bool)>>, SshError> {
+        self.no_sudo("list", path)?;
+        let sftp = self.sftp().await?;
+        let raw = &sftp.raw;
+        let handle = match raw.opendir(path).await {
+            Ok(h) => h.handle,
+            Err(e) if is_status(&e, StatusCode::NoSuchFile) => return Ok(None),
+            Err(e) => {
+                return Err(self.sftp_error(format!("cannot list {path}: {}", describe_sftp(&e))));
+            }
+        };
+        let mut entries = Vec::new();
+        let result = loop {
+            match raw.readdir(handle.as_str()).await {
+                Ok(name) if name.files.is_empty() => break Ok(()),
+                Ok(name) => entries.extend(
+                    name.files
+                        .into_iter()
+                        .filter(|f| f.filename != "." && f.filename != "..")
+                        .map(|f| (f.filename, f.attrs.is_dir())),
+                ),
+                Err(e) if is_status(&e, StatusCode::Eof) => break Ok(()),
+                Err(e) => break Err(format!("cannot list {path}: {}", describe_sftp(&e))),
+            }
+        };
+        let _ = raw.close(handle.as_str()).await;
+        result.map_err(|m| self.sftp_error(m))?;
+        entries.sort();
+        Ok(Some(entries))
+    }
+
+    /// Removes the empty directory `path` over SFTP; a missing one is not an error. Not for
+    /// `become: sudo` sessions (an error).
+    pub async fn remove_dir(&self, path: &str) -> Result<(), SshError> {
+        self.no_sudo("rmdir", path)?;
+        let sftp = self.sftp().await?;
+        match sftp.raw.rmdir(path).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, StatusCode::NoSuchFile) => Ok(()),
+            Err(e) => Err(self.sftp_error(format!("cannot remove {path}: {}", describe_sftp(&e)))),
+        }
+    }
+
+    /// Renames `from` to `to` with plain SFTP rename, which refuses to replace an existing
+    /// `to` (for replacing, see [`Session::rename_over`]). Not for `become: sudo` sessions.
+    pub async fn rename(&self, from: &str, to: &str) -> Result<(), SshError> {
+        self.no_sudo("rename", from)?;
+        let sftp = self.sftp().await?;
+        sftp.raw.rename(from, to).await.map(drop).map_err(|e| {
+            self.sftp_error(format!(
+                "cannot rename {from} to {to}: {}",
+                describe_sftp(&e)
+            ))
+        })
+    }
+
+    fn no_sudo(&self, what: &str, path: &str) -> Result<(), SshError> {
+        match self.sudo {
+            Some(_) => Err(self.become_error(format!(
+                "cannot {what} {path} over SFTP as the login user in a `become: sudo` session"
+            ))),
+            None => Ok(()),
         }
     }
 

@@ -187,16 +187,7 @@ pub fn render_powershell(
 /// [`PowerShell::argv`], `powershell:` and its statements (after the first, fixed one) joined
 /// with `; ` instead of the base64 that was sent.
 pub fn label<S: AsRef<str>>(argv: &[S]) -> String {
-    let words: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
-    if let [
-        "powershell",
-        "-NoLogo",
-        "-NoProfile",
-        "-NonInteractive",
-        "-EncodedCommand",
-        b64,
-    ] = words.as_slice()
-    {
+    if let Some(b64) = encoded_command(argv) {
         use base64::Engine as _;
         if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(b64) {
             let units: Vec<u16> = bytes
@@ -210,6 +201,42 @@ pub fn label<S: AsRef<str>>(argv: &[S]) -> String {
         }
     }
     command_line(argv)
+}
+
+/// The base64 of an argv shaped as [`PowerShell::argv`] makes them.
+fn encoded_command<S: AsRef<str>>(argv: &[S]) -> Option<&str> {
+    let words: Vec<&str> = argv.iter().map(AsRef::as_ref).collect();
+    match words.as_slice() {
+        [
+            "powershell",
+            "-NoLogo",
+            "-NoProfile",
+            "-NonInteractive",
+            "-EncodedCommand",
+            _,
+        ] => argv.last().map(AsRef::as_ref),
+        _ => None,
+    }
+}
+
+/// The exec request for an argv that [`PowerShell::argv`] made, exactly as
+/// [`PowerShell::command_line`] sends it; `None` for any other argv.
+///
+/// [`command_line`] would quote the base64's `=` padding POSIX-style (`'…=='`), which only a
+/// POSIX shell undoes: `cmd.exe`, the default shell of a Windows OpenSSH server, would hand
+/// the quotes to PowerShell. Every character of the line returned here is plain in `sh`,
+/// `cmd.exe` and PowerShell alike, so it is sent as it is.
+pub fn powershell_command_line<S: AsRef<str>>(argv: &[S]) -> Option<String> {
+    let b64 = encoded_command(argv)?;
+    let plain = b64
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
+    (!b64.is_empty() && plain).then(|| {
+        argv.iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<&str>>()
+            .join(" ")
+    })
 }
 
 /// A Windows PowerShell script for a Windows OpenSSH target, assembled from statement
@@ -309,6 +336,32 @@ impl Script {
 #[cfg(test)]
 mod powershell_tests {
     use super::*;
+
+    #[test]
+    fn a_powershell_argv_is_sent_unquoted_and_nothing_else_is() {
+        let mut ps = PowerShell::new();
+        let mut padded = false;
+        // Scripts of every length modulo 3 (UTF-16: 2 bytes a character): with and without
+        // base64 padding.
+        for text in ["Write-Output 'a'", "Write-Output 'a'", "Write-Output 'a'"] {
+            ps.statement(text, &std::collections::BTreeMap::new())
+                .unwrap();
+            let argv = ps.argv();
+            padded |= ps.command_line().ends_with('=');
+            assert_eq!(
+                powershell_command_line(&argv).as_deref(),
+                Some(ps.command_line().as_str())
+            );
+        }
+        assert!(padded, "padding is tested");
+        assert_eq!(powershell_command_line(&["sh", "-c", "true"]), None);
+        let mut hostile = ps.argv();
+        hostile[5].push_str(";rm");
+        assert_eq!(powershell_command_line(&hostile), None);
+        let mut extra = ps.argv();
+        extra.push("x".into());
+        assert_eq!(powershell_command_line(&extra), None);
+    }
     use std::collections::BTreeMap;
 
     #[test]

@@ -65,6 +65,11 @@ impl EmuLab {
         }
     }
 
+    /// The lab's private directory (inventory, PKI, tmp, backups, the emulator's home).
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

@@ -67,6 +67,37 @@ impl LoginUser {
         user
     }
 
+    /// Makes `shell` (an executable path) this user's login shell: sshd then runs every exec
+    /// request as `shell -c COMMAND`.
+    pub fn set_shell(&self, shell: &std::path::Path) {
+        let out = Command::new("usermod")
+            .arg("-s")
+            .arg(shell)
+            .arg(&self.name)
+            .output()
+            .expect("run usermod");
+        assert!(
+            out.status.success(),
+            "usermod -s failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Gives `path` and everything under it to this user (`chown -R`).
+    pub fn own(&self, path: &std::path::Path) {
+        let out = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{0}:{0}", self.name))
+            .arg(path)
+            .output()
+            .expect("run chown");
+        assert!(
+            out.status.success(),
+            "chown failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Directories this user has in /tmp whose names start with `prefix`.
     pub fn tmp_dirs(&self, prefix: &str) -> Vec<PathBuf> {
         use std::os::unix::fs::MetadataExt as _;

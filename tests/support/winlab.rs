@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::emulated::{EmuLab, SNI};
 use super::pki::Leaf;
+use super::users::LoginUser;
 
 /// A site name hostile to every naive quoting: spaces, quotes, `$`, backticks, `;`.
 pub const SITE: &str = "Default 'Web' $x `y`; z";
@@ -190,6 +191,25 @@ impl WinLab {
         );
     }
 
+    /// Runs `certctl ARGS --output json` and asserts the one target ended with `status`
+    /// (exit 0 for `deployed`, `rolled-back` by `certctl rollback`, `would-change`); returns
+    /// the target's report.
+    pub fn run(&self, args: &[&str], status: &str) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.lab.certctl(&all);
+        let t = out.json()["targets"][0].clone();
+        assert_eq!(t["status"], status, "{}\n{}", out.stdout, out.stderr);
+        let clean = matches!(status, "deployed" | "would-change")
+            || (status == "rolled-back" && args[0] == "rollback");
+        if clean {
+            assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        } else {
+            assert_ne!(out.code, 0, "{}", out.stdout);
+        }
+        t
+    }
+
     pub fn reset_log(&self) {
         let _ = fs::remove_file(self.state.join("powershell.log"));
     }
@@ -281,5 +301,69 @@ impl WinLab {
             words.into_iter().all(|w| w.len() != 32),
             "a 32-character word (a PFX password?) was logged"
         );
+    }
+}
+
+/// A [`WinLab`] whose sshd login user has NO POSIX shell: its login shell is the emulated
+/// `cmd.exe` (tests/emulators/cmd), which runs only `powershell …` command lines and logs every
+/// command line it receives. SFTP goes to sshd's `internal-sftp`, as Windows OpenSSH runs
+/// sftp-server.exe without a shell.
+pub struct WindowsShellLab {
+    // Declared first: the lab (and its sshd) goes before the user is removed.
+    pub w: WinLab,
+    pub user: LoginUser,
+}
+
+impl WindowsShellLab {
+    pub fn start(bind: bool) -> WindowsShellLab {
+        let user = LoginUser::create(false);
+        let mut w = WinLab::start(bind);
+        let shell = w.lab.home.join("cmd");
+        fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/emulators/cmd"),
+            &shell,
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(&shell, fs::Permissions::from_mode(0o755)).unwrap();
+        user.set_shell(&shell);
+        w.lab.sshd.allow_other_logins();
+        w.lab.sshd.user = user.name.clone();
+        user.own(w.lab.root());
+        WindowsShellLab { w, user }
+    }
+
+    /// Every command line the login shell received, in order; the log is then emptied.
+    pub fn take_command_lines(&self) -> Vec<String> {
+        let log = self.w.lab.home.join("cmd.log");
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let _ = fs::remove_file(&log);
+        text.lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                v["line"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    /// Asserts that the shell received `count` command lines (at least one) and that each
+    /// is a plain `powershell … -EncodedCommand BASE64` line: nothing for `sh`, nothing
+    /// cmd.exe would interpret. Empties the log.
+    pub fn assert_only_powershell(&self, what: &str) -> usize {
+        let lines = self.take_command_lines();
+        assert!(!lines.is_empty(), "{what}: no command reached the shell");
+        for line in &lines {
+            let b64 = line
+                .strip_prefix("powershell -NoLogo -NoProfile -NonInteractive -EncodedCommand ")
+                .unwrap_or_else(|| panic!("{what}: not a powershell line: {line:?}"));
+            assert!(
+                !b64.is_empty()
+                    && b64
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)),
+                "{what}: {line:?}"
+            );
+        }
+        lines.len()
     }
 }
