@@ -758,37 +758,17 @@ impl<'a> Run<'a> {
         let set = backup_commands(&mut script, plan, files, true);
         script.cmd(&["certctl_t", "backup"]);
         script.raw("exit $fail\n");
-        let out = session.exec_script(&script, None).await;
+        let out = self
+            .exec_shared(session, &script, Step::Preview, t, "preview and backup")
+            .await?;
         let total = t.elapsed();
-        let out = match out {
-            Ok(out) => out,
-            Err(e) => {
-                let message = e.to_string();
-                self.end(Step::Preview, t, StepStatus::Failed, Some(message.clone()));
-                return Err(StepFailure {
-                    shared: Some("preview and backup"),
-                    ..fail(Step::Preview, message)
-                });
-            }
-        };
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let marks = clock_marks(&text);
-        let failed = text.lines().find_map(|l| {
-            let rest = l.strip_prefix("\u{1e}X preview ")?;
-            rest.split(' ').next()?.parse::<usize>().ok()
-        });
         let backup_part = |bytes: &[u8]| after_mark(bytes, "\u{1e}BACKUP\n");
         let backup_took = remote_span(&marks, "preview", "backup")
             .unwrap_or_default()
             .min(total);
-        let preview = match (failed, backup_part(&out.stdout)) {
-            (Some(idx), _) if idx < plan.preview.len() => Err(command_failure(
-                &crate::ssh::quote::label(&plan.preview[idx]),
-                &command_output(&out, "preview", idx),
-            )),
-            (_, None) => Err(command_failure("preview script", &out)),
-            _ => Ok(()),
-        };
+        let preview = preview_verdict(plan, &out, backup_part(&out.stdout).is_some());
         if let Err(message) = preview {
             self.end(Step::Preview, t, StepStatus::Failed, Some(message.clone()));
             return Err(fail(Step::Preview, message));
@@ -817,6 +797,26 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Runs a script that two steps share; `first` (begun at `t`) fails when the transport
+    /// does, and the failure names both steps (`shared`): which one was running is unknown.
+    async fn exec_shared(
+        &mut self,
+        session: &Session,
+        script: &Script,
+        first: Step,
+        t: Instant,
+        shared: &'static str,
+    ) -> Result<ExecOutput, StepFailure> {
+        session.exec_script(script, None).await.map_err(|e| {
+            let message = e.to_string();
+            self.end(first, t, StepStatus::Failed, Some(message.clone()));
+            StepFailure {
+                shared: Some(shared),
+                ..StepFailure::new(first, message)
+            }
+        })
+    }
+
     /// A dry-run's preview and the cleanup in ONE remote command: the cleanup runs whether
     /// or not the preview passed, and its outcome is kept for the cleanup step
     /// ([`Run::cleaned`]). The preview's duration is the command's, less the cleanup's part
@@ -840,17 +840,9 @@ impl<'a> Run<'a> {
         cleanup_commands(&mut script, plan);
         script.cmd(&["certctl_t", "cleaned"]);
         script.raw("exit $fail\n");
-        let out = match session.exec_script(&script, None).await {
-            Ok(out) => out,
-            Err(e) => {
-                let message = e.to_string();
-                self.end(Step::Preview, t, StepStatus::Failed, Some(message.clone()));
-                return Err(StepFailure {
-                    shared: Some("preview and cleanup"),
-                    ..StepFailure::new(Step::Preview, message)
-                });
-            }
-        };
+        let out = self
+            .exec_shared(session, &script, Step::Preview, t, "preview and cleanup")
+            .await?;
         let total = t.elapsed();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let marks = clock_marks(&text);
@@ -866,18 +858,7 @@ impl<'a> Run<'a> {
             };
             self.cleaned = Some((cleanup_result(plan, &cleanup_out), cleanup_took));
         }
-        let failed = text.lines().find_map(|l| {
-            let rest = l.strip_prefix("\u{1e}X preview ")?;
-            rest.split(' ').next()?.parse::<usize>().ok()
-        });
-        let preview = match failed {
-            Some(idx) if idx < plan.preview.len() => Err(command_failure(
-                &crate::ssh::quote::label(&plan.preview[idx]),
-                &command_output(&out, "preview", idx),
-            )),
-            _ if self.cleaned.is_none() => Err(command_failure("preview script", &out)),
-            _ => Ok(()),
-        };
+        let preview = preview_verdict(plan, &out, self.cleaned.is_some());
         let took = total - cleanup_took;
         match preview {
             Ok(()) => {
@@ -915,19 +896,10 @@ impl<'a> Run<'a> {
             run_phase(&mut script, phase, commands);
         }
         let t = self.begin(Step::Test);
-        let out = session.exec_script(&script, None).await;
+        let out = self
+            .exec_shared(session, &script, Step::Test, t, "test and reload")
+            .await?;
         let total = t.elapsed();
-        let out = match out {
-            Ok(out) => out,
-            Err(e) => {
-                let message = e.to_string();
-                self.end(Step::Test, t, StepStatus::Failed, Some(message.clone()));
-                return Err(StepFailure {
-                    shared: Some("test and reload"),
-                    ..StepFailure::new(Step::Test, message)
-                });
-            }
-        };
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let marks = clock_marks(&text);
         let failed = text.lines().find_map(|l| {
@@ -2621,6 +2593,25 @@ fn run_phase(script: &mut Script, phase: &str, commands: &[crate::connector::Com
         script.cmd(&cmd);
     }
     script.cmd(&["certctl_t", phase]);
+}
+
+/// The preview's outcome in a shared script's output: the first preview command that failed
+/// (its own output), or — when the script never got past the preview (`got_past` false) —
+/// the script's.
+fn preview_verdict(plan: &TargetPlan, out: &ExecOutput, got_past: bool) -> Result<(), String> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let failed = text.lines().find_map(|l| {
+        let rest = l.strip_prefix("\u{1e}X preview ")?;
+        rest.split(' ').next()?.parse::<usize>().ok()
+    });
+    match failed {
+        Some(idx) if idx < plan.preview.len() => Err(command_failure(
+            &crate::ssh::quote::label(&plan.preview[idx]),
+            &command_output(out, "preview", idx),
+        )),
+        _ if !got_past => Err(command_failure("preview script", out)),
+        _ => Ok(()),
+    }
 }
 
 /// Marks the start of the cleanup part of a dry-run's preview + cleanup output.
