@@ -170,6 +170,8 @@ pub enum ParamFormat {
     /// starting with `-` or `.`. Such a value is safe inside the product's own command
     /// language (e.g. a `tmsh -c` transaction), where certctl's quoting does not reach.
     ObjectName,
+    /// A Windows certificate store location: `LocalMachine` or `CurrentUser`.
+    StoreLocation,
 }
 
 impl ParamFormat {
@@ -193,6 +195,13 @@ impl ParamFormat {
                     ))
                 }
             }
+            ParamFormat::StoreLocation => match value {
+                "LocalMachine" | "CurrentUser" => Ok(()),
+                _ => Err(format!(
+                    "`{value}` is not a certificate store location (`LocalMachine` or \
+                     `CurrentUser`)"
+                )),
+            },
         }
     }
 }

@@ -208,3 +208,56 @@ fn wincertstore_emulated_remove_expired_removes_only_expired_ones_with_the_subje
         assert_eq!(cleanup["status"], "ok", "{cleanup}");
     }
 }
+
+#[test]
+fn wincertstore_emulated_location_current_user_imports_there_and_rollback_removes_it() {
+    let w = WinLab::start(false);
+    let params = [("location", "CurrentUser"), ("store", "My")];
+    w.lab.write_inventory("wincertstore", &params, None);
+    let out = w.lab.certctl(&["deploy", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.json()["targets"][0]["status"], "deployed");
+    let scripts = w.take_scripts();
+    assert_eq!(
+        scripts[1],
+        s(&["(Get-ChildItem -Path 'Cert:\\CurrentUser\\My').Thumbprint"])
+    );
+    let user_store = |w: &WinLab| -> Vec<String> {
+        w.state_json()["stores"]["CurrentUser\\My"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(user_store(&w), vec![w.new_thumb.clone()]);
+    assert_eq!(
+        w.my_store(),
+        vec![w.old_thumb.clone()],
+        "LocalMachine is not touched"
+    );
+
+    let out = w.lab.certctl(&["rollback", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.json()["targets"][0]["status"], "rolled-back");
+    assert_eq!(user_store(&w), Vec::<String>::new());
+    assert_eq!(w.my_store(), vec![w.old_thumb.clone()]);
+}
+
+#[test]
+fn wincertstore_emulated_an_unknown_location_is_refused_before_connecting() {
+    let w = WinLab::start(false);
+    let before = w.state_json();
+    w.lab
+        .write_inventory("wincertstore", &[("location", "LocalMachine\\Root")], None);
+    let out = w.lab.certctl(&["deploy", "--output", "json"]);
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("location")
+            && out
+                .stderr
+                .contains("is not a certificate store location (`LocalMachine` or `CurrentUser`)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(w.take_scripts(), Vec::<Vec<String>>::new());
+    assert_eq!(w.state_json(), before);
+}
