@@ -1,14 +1,16 @@
 //! iis against the EMULATED PowerShell (tests/emulators/powershell) over a real sshd: no
 //! Windows host can run here. The emulator parses a strict PowerShell 5.1 subset, validates
 //! every PFX with the real `openssl pkcs12`, refuses AddSslCertificate on a binding that has a
-//! certificate (as IIS does), logs every statement, and writes the certificate a binding
-//! serves to served/.
+//! certificate (as IIS does), emulates `netsh http update sslcert` (an in-place swap), counts
+//! every moment a binding loses its certificate, logs every statement, and writes the
+//! certificate a binding serves to served/.
 //!
-//! What this proves: the exact scripts (snapshot, preview, import, one-script rebind, test,
+//! What this proves: the exact scripts (snapshot, preview, import, the netsh swap, test,
 //! restore), quoting of a hostile site name, no key or PFX password in any argv or statement,
-//! preview leaving the state untouched, rollback rebinding the old certificate after a
-//! failure at each step, and that the binding never ends a script without a certificate.
-//! What it does not prove: real IIS, Windows PowerShell or Windows OpenSSH behaviour.
+//! preview leaving the state untouched, rollback swapping the old certificate back after a
+//! failure at each step, and that a redeploy and its rollbacks never leave the binding without
+//! a certificate. What it does not prove: real IIS, HTTP.sys, netsh, Windows PowerShell or
+//! Windows OpenSSH behaviour.
 
 mod support;
 
