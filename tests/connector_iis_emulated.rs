@@ -43,7 +43,7 @@ fn preview() -> Vec<Vec<String>> {
             "(Get-Item -LiteralPath 'IIS:\\Sites\\Default ''Web'' $x `y`; z').Name",
             &format!("({}).bindingInformation", web_binding()),
             &format!(
-                "({} | Where-Object -Property sslFlags -NE -Value 1 | Where-Object -Property bindingInformation -NE -Value '*:443:{SNI}').bindingInformation | Write-Error",
+                "{} | Where-Object -Property sslFlags -NE -Value 1 | Where-Object -Property bindingInformation -NE -Value '*:443:{SNI}' | Select-Object -ExpandProperty bindingInformation | Write-Error",
                 web_binding()
             ),
         ]),

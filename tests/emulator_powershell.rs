@@ -972,15 +972,22 @@ fn netsh_http_update_sslcert_swaps_in_place_strictly_emulated() {
     assert_eq!(emu.state_json()["unbound"], 1);
 }
 
-/// `Write-Error` with its message from the pipeline (iis's preview refusal): nothing piped,
-/// nothing written; a value piped is an error; no pipeline is an emulator error.
+/// `Write-Error` with its message from the pipeline (iis's preview refusal): a command that
+/// outputs nothing pipes nothing, and nothing is written; a value piped is an error; `$null`
+/// from an expression IS piped, as in PowerShell, and is an error too; no pipeline is an
+/// emulator error.
 #[test]
 fn write_error_takes_its_message_from_the_pipeline_emulated() {
     let emu = Emu::new();
     ok(&emu.stdin(&format!(
-        "$ErrorActionPreference = 'Stop'\n(Get-WebBinding -Name {} -Protocol 'https').bindingInformation | Write-Error\n'done'\n",
+        "$ErrorActionPreference = 'Stop'\nGet-WebBinding -Name {} -Protocol 'https' -Port 1 | Select-Object -ExpandProperty bindingInformation | Write-Error\n'done'\n",
         q(SITE)
     )));
+    let err = failed(&emu.stdin(&format!(
+        "$ErrorActionPreference = 'Stop'\n(Get-WebBinding -Name {} -Protocol 'https' -Port 1).bindingInformation | Write-Error\n'not reached'\n",
+        q(SITE)
+    )));
+    assert!(err.contains("because it is null"), "{err}");
     let err =
         failed(&emu.stdin(
             "$ErrorActionPreference = 'Stop'\n'10.1.2.3:443:' | Write-Error\n'not reached'\n",
