@@ -1,14 +1,16 @@
 //! iis against the EMULATED PowerShell (tests/emulators/powershell) over a real sshd: no
 //! Windows host can run here. The emulator parses a strict PowerShell 5.1 subset, validates
 //! every PFX with the real `openssl pkcs12`, refuses AddSslCertificate on a binding that has a
-//! certificate (as IIS does), logs every statement, and writes the certificate a binding
-//! serves to served/.
+//! certificate (as IIS does), emulates `netsh http update sslcert` (an in-place swap), counts
+//! every moment a binding loses its certificate, logs every statement, and writes the
+//! certificate a binding serves to served/.
 //!
-//! What this proves: the exact scripts (snapshot, preview, import, one-script rebind, test,
+//! What this proves: the exact scripts (snapshot, preview, import, the netsh swap, test,
 //! restore), quoting of a hostile site name, no key or PFX password in any argv or statement,
-//! preview leaving the state untouched, rollback rebinding the old certificate after a
-//! failure at each step, and that the binding never ends a script without a certificate.
-//! What it does not prove: real IIS, Windows PowerShell or Windows OpenSSH behaviour.
+//! preview leaving the state untouched, rollback swapping the old certificate back after a
+//! failure at each step, and that a redeploy and its rollbacks never leave the binding without
+//! a certificate. What it does not prove: real IIS, HTTP.sys, netsh, Windows PowerShell or
+//! Windows OpenSSH behaviour.
 
 mod support;
 
@@ -40,6 +42,10 @@ fn preview() -> Vec<Vec<String>> {
             "Import-Module WebAdministration",
             "(Get-Item -LiteralPath 'IIS:\\Sites\\Default ''Web'' $x `y`; z').Name",
             &format!("({}).bindingInformation", web_binding()),
+            &format!(
+                "{} | Where-Object -Property sslFlags -NE -Value 1 | Where-Object -Property bindingInformation -NE -Value '*:443:{SNI}' | Select-Object -ExpandProperty bindingInformation | Write-Error",
+                web_binding()
+            ),
         ]),
     ]
 }
@@ -54,7 +60,34 @@ fn snapshot() -> Vec<Vec<String>> {
             "Import-Module WebAdministration",
             &format!("({}).bindingInformation", web_binding()),
         ]),
+        s(&[
+            "Import-Module WebAdministration",
+            &format!(
+                "({} | Where-Object -Property sslFlags -EQ -Value 1).certificateHash",
+                web_binding()
+            ),
+        ]),
+        s(&[
+            "Import-Module WebAdministration",
+            &format!(
+                "({} | Where-Object -Property sslFlags -EQ -Value 0 | Where-Object -Property bindingInformation -EQ -Value '*:443:{SNI}').certificateHash",
+                web_binding()
+            ),
+        ]),
     ]
+}
+
+/// `netsh http update sslcert` of the SNI binding (`ipport`: of the binding without SNI on IP
+/// `*`) to `hash` (a quoted `'certhash=…'` or `$hash`).
+fn netsh(ipport: bool, hash: &str) -> String {
+    let endpoint = if ipport {
+        "'ipport=0.0.0.0:443'".to_string()
+    } else {
+        format!("'hostnameport={SNI}:443'")
+    };
+    format!(
+        "netsh http update sslcert {endpoint} {hash} 'certstorename=My' 'appid={{4dc3e181-e14b-4a21-b022-59fc669b0914}}'"
+    )
 }
 
 /// First deploy only: the binding is created, SNI when there is a host header.
@@ -85,34 +118,44 @@ fn restore_first() -> Vec<Vec<String>> {
     ]
 }
 
+fn import() -> Vec<String> {
+    s(&[
+        PW,
+        "Remove-Item -LiteralPath '<scratch>/new.pfx.password'",
+        "$cert = Import-PfxCertificate -FilePath '<scratch>/new.pfx' -CertStoreLocation 'Cert:\\LocalMachine\\My' -Password $pw",
+        "$cert.Thumbprint",
+    ])
+}
+
+/// A redeploy onto a binding that has a certificate: import, then the atomic swap.
 fn apply() -> Vec<Vec<String>> {
-    vec![
-        s(&[
-            PW,
-            "Remove-Item -LiteralPath '<scratch>/new.pfx.password'",
-            "$cert = Import-PfxCertificate -FilePath '<scratch>/new.pfx' -CertStoreLocation 'Cert:\\LocalMachine\\My' -Password $pw",
-            "$cert.Thumbprint",
-        ]),
-        s(&[
-            "Import-Module WebAdministration",
-            &get_binding(),
-            "$ErrorActionPreference = 'Continue'",
-            "$b.RemoveSslCertificate()",
-            "$ErrorActionPreference = 'Stop'",
-            "$b.AddSslCertificate('NEW', 'My')",
-        ]),
-    ]
+    apply_to(false)
+}
+
+fn apply_to(ipport: bool) -> Vec<Vec<String>> {
+    vec![import(), s(&[&netsh(ipport, "'certhash=NEW'")])]
+}
+
+/// First deploy (no certificate before): bind the new one.
+fn bind() -> Vec<String> {
+    s(&[
+        "Import-Module WebAdministration",
+        &get_binding(),
+        "$b.AddSslCertificate('NEW', 'My')",
+    ])
 }
 
 fn restore() -> Vec<String> {
+    restore_to(false)
+}
+
+/// The saved certificate back, atomically.
+fn restore_to(ipport: bool) -> Vec<String> {
+    let saved = if ipport { "ip" } else { "sni" };
     s(&[
-        "Import-Module WebAdministration",
-        "$old = (Get-Content -Raw -LiteralPath '<backups>/RUN/binding.txt').Trim()",
-        &get_binding(),
-        "$ErrorActionPreference = 'Continue'",
-        "$b.RemoveSslCertificate()",
-        "$ErrorActionPreference = 'Stop'",
-        "$b.AddSslCertificate($old, 'My')",
+        &format!("$old = (Get-Content -Raw -LiteralPath '<backups>/RUN/{saved}.txt').Trim()"),
+        "$hash = 'certhash=OLD'.Replace('OLD', $old)",
+        &netsh(ipport, "$hash"),
     ])
 }
 
@@ -132,6 +175,9 @@ fn iis_emulated_deploy_runs_exact_scripts_rebinds_and_logs_no_secret() {
     let log = w.log_text();
     w.assert_no_secret_logged(&log);
     assert!(!log.contains("unbound_after_script"), "{log}");
+    // The swap was one netsh update, in place: never a moment without a certificate.
+    assert_eq!(w.unbound(), 0, "{log}");
+    assert!(log.contains("\"update_sslcert\""), "{log}");
     let scripts = w.take_scripts();
     let mut expected = preview();
     expected.extend(snapshot());
@@ -159,6 +205,7 @@ fn iis_emulated_deploy_runs_exact_scripts_rebinds_and_logs_no_secret() {
     assert_eq!(out.json()["targets"][0]["status"], "rolled-back");
     assert_eq!(w.take_scripts(), vec![restore()]);
     assert_eq!(w.bound(), w.old_thumb);
+    assert_eq!(w.unbound(), 0, "the rollback swapped back in place");
 }
 
 #[test]
@@ -176,15 +223,15 @@ fn iis_emulated_dry_run_changes_nothing() {
     assert_eq!(after, before);
 }
 
-/// A failure injected at each step from the import on: the old certificate is bound again
-/// (the seeding made one Import-PfxCertificate and one AddSslCertificate call; the preview
-/// made the first Get-Item call).
+/// A failure injected at each step from the import on: the old certificate is bound again,
+/// by `netsh http update sslcert` as well, and the binding never is without a certificate
+/// (the seeding made one Import-PfxCertificate call; the preview made the first Get-Item
+/// call; the swap is netsh's first call).
 #[test]
 fn iis_emulated_failure_at_each_step_rebinds_the_old_certificate() {
     for (fault, after_swap) in [
         ("Import-PfxCertificate@2", 1),
-        ("RemoveSslCertificate@1", 2),
-        ("AddSslCertificate@2", 2),
+        ("netsh@1", 2),
         ("Get-Item@2", 3),
     ] {
         let w = WinLab::start(true);
@@ -224,6 +271,8 @@ fn iis_emulated_failure_at_each_step_rebinds_the_old_certificate() {
             }
         }
         assert_eq!(w.bound(), w.old_thumb, "{fault}");
+        assert_eq!(w.unbound(), 0, "{fault}: a moment without a certificate");
+        assert!(!log.contains("\"unbind\""), "{fault}: {log}");
         assert!(w.lab.scratch_dirs().is_empty(), "{fault}");
     }
 }
@@ -304,10 +353,9 @@ fn iis_emulated_first_deploy_creates_the_binding_and_rollback_removes_it() {
     w.run(&["deploy"], "deployed");
     let mut expected = preview();
     expected.extend(snapshot());
-    let apply = apply();
-    expected.push(apply[0].clone());
+    expected.push(import());
     expected.push(new_binding());
-    expected.push(apply[1].clone());
+    expected.push(bind());
     expected.push(test_script());
     assert_eq!(w.take_scripts(), expected);
     let site = &w.state_json()["sites"][SITE];
@@ -344,4 +392,66 @@ fn iis_emulated_first_deploy_creates_the_binding_and_rollback_removes_it() {
         );
         assert!(w.lab.scratch_dirs().is_empty(), "{fault}");
     }
+}
+
+/// Rewrites the seeded binding (SITE, SNI, the old certificate) to `info` (IP:PORT:HOST) and
+/// `flags`, as an IIS administrator might have made it.
+fn rebind_seed(w: &WinLab, info: &str, flags: u64) {
+    let mut state = w.state_json();
+    let b = &mut state["sites"][SITE][0];
+    b["bindingInformation"] = info.into();
+    b["sslFlags"] = flags.into();
+    std::fs::write(
+        w.state.join("state.json"),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A binding without SNI on IP `*` (HTTP.sys `0.0.0.0:443`): swapped by `ipport=`, and swapped
+/// back by `certctl rollback` and after a failure at the test step, never unbound.
+#[test]
+fn iis_emulated_binding_without_sni_swaps_by_ipport() {
+    let w = WinLab::start(true);
+    rebind_seed(&w, &format!("*:443:{SNI}"), 0);
+    w.lab.write_inventory("iis", &params(), None);
+    w.run(&["deploy"], "deployed");
+    let mut expected = preview();
+    expected.extend(snapshot());
+    expected.extend(apply_to(true));
+    expected.push(test_script());
+    assert_eq!(w.take_scripts(), expected);
+    assert_eq!(w.bound(), w.new_thumb);
+    w.run(&["rollback"], "rolled-back");
+    assert_eq!(w.take_scripts(), vec![restore_to(true)]);
+    assert_eq!(w.bound(), w.old_thumb);
+
+    // Call 1 of Get-Item was the first preview's, 2 the test's, 3 the second preview's.
+    w.fail(&["Get-Item@4"]);
+    w.run(&["deploy"], "rolled-back");
+    let scripts = w.take_scripts();
+    assert_eq!(scripts[scripts.len() - 1], restore_to(true));
+    assert_eq!(w.bound(), w.old_thumb);
+    assert_eq!(w.unbound(), 0, "never a moment without a certificate");
+}
+
+/// A binding without SNI on a specific IP address: which HTTP.sys binding to update is not
+/// guessed; the preview refuses it, naming the binding, and nothing changes.
+#[test]
+fn iis_emulated_binding_without_sni_on_a_specific_ip_is_refused_by_the_preview() {
+    let w = WinLab::start(true);
+    let info = format!("10.1.2.3:443:{SNI}");
+    rebind_seed(&w, &info, 0);
+    w.lab.write_inventory("iis", &params(), None);
+    let before = w.state_json();
+    let t = w.run(&["deploy"], "failed");
+    let error = t["error"].to_string();
+    assert!(
+        error.contains("Write-Error") && error.contains(&info),
+        "{error}"
+    );
+    assert_eq!(w.take_scripts(), preview());
+    let mut after = w.state_json();
+    after["calls"] = before["calls"].clone();
+    assert_eq!(after, before);
 }

@@ -805,3 +805,194 @@ fn site_check_sni_flag_and_piped_binding_removal_emulated() {
         assert!(err.contains(says), "{script}: {err}");
     }
 }
+
+/// `netsh http update sslcert` as certctl's iis sends it: the certificate of an existing SNI
+/// (`hostnameport=`) or IP (`ipport=`) binding replaced in place, one state change, never a
+/// moment without one; strict parameters; PowerShell 5.1's native-command failure semantics.
+#[test]
+fn netsh_http_update_sslcert_swaps_in_place_strictly_emulated() {
+    let emu = Emu::new();
+    let pki = Pki::new(&emu.dir.path().join("pki"));
+    let host = "n.example.test";
+    let mut thumbs = Vec::new();
+    for name in ["old", "new"] {
+        let leaf = pki.leaf(name, &[host]);
+        let (pfx, pw, _) = emu.pfx(&leaf, name);
+        let t = ok(&emu.stdin(&import_script(&pfx, &pw, "Cert:\\LocalMachine\\My")));
+        thumbs.push(t.trim().to_string());
+    }
+    let (old, new) = (&thumbs[0], &thumbs[1]);
+    ok(&emu.stdin(&format!(
+        "New-WebBinding -Name {site} -Protocol 'https' -Port 443 -HostHeader {h} -SslFlags 1\n\
+         New-WebBinding -Name {site} -Protocol 'https' -Port 8443 -HostHeader 'ip.example.test'\n{}",
+        binding_script(old, host, false),
+        site = q(SITE),
+        h = q(host),
+    )));
+    let appid = "'appid={4dc3e181-e14b-4a21-b022-59fc669b0914}'";
+    let netsh = |endpoint: &str, hash: &str| {
+        format!("netsh http update sslcert {endpoint} {hash} 'certstorename=My' {appid}")
+    };
+    let sni = format!("'hostnameport={host}:443'");
+    let hash_of = |emu: &Emu| {
+        emu.state_json()["sites"][SITE][0]["certificateHash"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    // The swap: one update, logged with its arguments; served/ follows.
+    let out = emu.encoded(&format!(
+        "$ErrorActionPreference = 'Stop'\n{}\n",
+        netsh(&sni, &q(&format!("certhash={new}")))
+    ));
+    assert!(ok(&out).contains("SSL Certificate successfully updated"));
+    assert_eq!(&hash_of(&emu), new);
+    let log = emu.log_text();
+    assert!(
+        log.contains(
+            r#"{"native": ["netsh", "http", "update", "sslcert", "hostnameport=n.example.test:443""#
+        ),
+        "{log}"
+    );
+    assert!(log.contains(r#""event": "update_sslcert""#), "{log}");
+    assert!(!log.contains(r#""event": "unbind""#), "{log}");
+    assert_eq!(emu.state_json()["unbound"], Value::Null, "never unbound");
+    let served = emu
+        .state()
+        .join("served/Default_Web_Site_443_n.example.test.pem");
+    let certs = parse_certs(&std::fs::read(&served).unwrap()).unwrap();
+    assert_eq!(pkcs12::thumbprint(&certs[0].der), *new);
+
+    // Back, with the thumbprint from a file as a variable argument (as certctl's restore).
+    std::fs::write(emu.dir.path().join("saved.txt"), format!("{old}\r\n")).unwrap();
+    ok(&emu.encoded(&format!(
+        "$ErrorActionPreference = 'Stop'\n$old = (Get-Content -Raw -LiteralPath {}).Trim()\n\
+         $hash = 'certhash=OLD'.Replace('OLD', $old)\n{}\n",
+        p(&emu.dir.path().join("saved.txt")),
+        netsh(&sni, "$hash")
+    )));
+    assert_eq!(&hash_of(&emu), old);
+
+    // Failures: exit 1 with netsh's text on stdout, nothing changed.
+    let before = emu.state_json();
+    let missing = "F".repeat(40);
+    for (script, text) in [
+        (
+            netsh(&sni, &q(&format!("certhash={missing}"))),
+            "Error: 1312",
+        ),
+        // The binding on 8443 has no certificate yet: there is nothing to update.
+        (
+            netsh("'ipport=0.0.0.0:8443'", &q(&format!("certhash={new}"))),
+            "Error: 2",
+        ),
+        // No binding without SNI on 0.0.0.0:443.
+        (
+            netsh("'ipport=0.0.0.0:443'", &q(&format!("certhash={new}"))),
+            "Error: 2",
+        ),
+        (
+            format!("netsh http update sslcert {sni} 'certhash={new}' 'certstorename=My'"),
+            "The parameter is incorrect.",
+        ),
+        (
+            format!(
+                "{} 'verifyclientcertrevocation=enable'",
+                netsh(&sni, &q(&format!("certhash={new}")))
+            ),
+            "The parameter is incorrect.",
+        ),
+        (
+            format!(
+                "{} 'certhash={new}'",
+                netsh(&sni, &q(&format!("certhash={new}")))
+            ),
+            "The parameter is incorrect.",
+        ),
+        (
+            netsh(
+                &format!("{sni} 'ipport=0.0.0.0:443'"),
+                &q(&format!("certhash={new}")),
+            ),
+            "The parameter is incorrect.",
+        ),
+        (
+            netsh(&sni, &q(&format!("certhash={new}"))).replace("{4dc3", "{zzzz"),
+            "The parameter is incorrect.",
+        ),
+        (
+            format!("netsh http show sslcert {sni}"),
+            "The following command was not found",
+        ),
+    ] {
+        let out = emu.encoded(&format!("$ErrorActionPreference = 'Stop'\n{script}\n"));
+        assert_eq!(out.status.code(), Some(1), "{script}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(text), "{script}: {stdout}");
+        let mut after = emu.state_json();
+        after["calls"] = before["calls"].clone();
+        assert_eq!(after, before, "{script}");
+    }
+
+    // As in Windows PowerShell 5.1: a failing native command does not throw, even under
+    // 'Stop'; it sets $LASTEXITCODE, and fails the script only as its last statement.
+    let out = emu.encoded(&format!(
+        "$ErrorActionPreference = 'Stop'\n{}\n$LASTEXITCODE\n'after'\n",
+        netsh(&sni, &q(&format!("certhash={missing}")))
+    ));
+    let stdout = ok(&out);
+    assert!(stdout.ends_with("1\nafter\n"), "{stdout}");
+
+    // A native command is a whole statement in the emulator: not assigned, not piped.
+    for script in [
+        format!("$x = {}", netsh(&sni, "'certhash=x'")),
+        format!("{} | Out-Null", netsh(&sni, "'certhash=x'")),
+    ] {
+        let err = failed(&emu.stdin(&script));
+        assert!(err.contains("netsh"), "{err}");
+    }
+
+    // Fault injection fails netsh like a native failure (exit 1, no change).
+    std::fs::write(emu.state().join("fail"), "netsh").unwrap();
+    let out = emu.encoded(&netsh(&sni, &q(&format!("certhash={new}"))));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Injected failure"));
+    assert_eq!(&hash_of(&emu), old);
+    std::fs::remove_file(emu.state().join("fail")).unwrap();
+
+    // RemoveSslCertificate, by contrast, leaves a moment without a certificate: counted.
+    ok(&emu.stdin(&format!(
+        "$b = Get-WebBinding -Name {} -Protocol 'https' -Port 443 -HostHeader {}\n\
+         $b.RemoveSslCertificate()\n$b.AddSslCertificate({}, 'My')\n",
+        q(SITE),
+        q(host),
+        q(old)
+    )));
+    assert_eq!(emu.state_json()["unbound"], 1);
+}
+
+/// `Write-Error` with its message from the pipeline (iis's preview refusal): a command that
+/// outputs nothing pipes nothing, and nothing is written; a value piped is an error; `$null`
+/// from an expression IS piped, as in PowerShell, and is an error too; no pipeline is an
+/// emulator error.
+#[test]
+fn write_error_takes_its_message_from_the_pipeline_emulated() {
+    let emu = Emu::new();
+    ok(&emu.stdin(&format!(
+        "$ErrorActionPreference = 'Stop'\nGet-WebBinding -Name {} -Protocol 'https' -Port 1 | Select-Object -ExpandProperty bindingInformation | Write-Error\n'done'\n",
+        q(SITE)
+    )));
+    let err = failed(&emu.stdin(&format!(
+        "$ErrorActionPreference = 'Stop'\n(Get-WebBinding -Name {} -Protocol 'https' -Port 1).bindingInformation | Write-Error\n'not reached'\n",
+        q(SITE)
+    )));
+    assert!(err.contains("because it is null"), "{err}");
+    let err =
+        failed(&emu.stdin(
+            "$ErrorActionPreference = 'Stop'\n'10.1.2.3:443:' | Write-Error\n'not reached'\n",
+        ));
+    assert!(err.starts_with("Write-Error : 10.1.2.3:443:"), "{err}");
+    let err = failed(&emu.stdin("Write-Error"));
+    assert!(err.contains("pipeline"), "{err}");
+}

@@ -433,6 +433,27 @@ fn powershell_connectors_encode_quoted_scripts_and_refuse_what_windows_cannot_do
         script.contains("Get-WebBinding -Name 'Default ''Web'' $x' -Protocol 'https' -Port '443' -HostHeader 'www.example.test'"),
         "{script}"
     );
+    // A hostile host header stays inside the one quoted netsh argument it is part of (the
+    // planned scripts are statements, encoded when sent).
+    let hostile = "w'x $y `z; ;q";
+    let swap = plan_one(target("iis", &[("site", "s"), ("hostname", hostile)]))
+        .unwrap()
+        .commands
+        .unwrap();
+    let netsh: Vec<String> = swap
+        .apply
+        .iter()
+        .chain(&swap.restore)
+        .map(|c| c.argv.join("\n"))
+        .filter(|s| s.contains("hostnameport="))
+        .collect();
+    assert_eq!(netsh.len(), 2, "the swap and its restore: {netsh:?}");
+    for script in &netsh {
+        assert!(
+            script.contains(" 'hostnameport=w''x $y `z; ;q:443' "),
+            "{script}"
+        );
+    }
     assert_eq!(p.inputs.len(), 2);
     assert!(p.inputs.iter().any(|i| i.path.ends_with("/new.pfx")));
     assert!(

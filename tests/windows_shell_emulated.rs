@@ -107,9 +107,8 @@ fn iis_emulated_on_a_cmd_shell_dry_run_and_injected_failure() {
     assert!(sets(&w.lab.backup_dir()).is_empty(), "no backup set");
     assert!(w.lab.scratch_dirs().is_empty());
 
-    // The rebind fails (the seeding made one AddSslCertificate call): the old one is bound
-    // again by the restore script.
-    w.fail(&["AddSslCertificate@2"]);
+    // The swap (netsh's first call) fails: the restore script swaps the old one back.
+    w.fail(&["netsh@1"]);
     let t = w.run(&["deploy"], "rolled-back");
     assert!(t["error"].to_string().contains("Injected failure"), "{t}");
     assert_eq!(w.bound(), w.old_thumb);

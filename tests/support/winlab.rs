@@ -272,6 +272,12 @@ impl WinLab {
             .to_string()
     }
 
+    /// How often a binding that had a certificate lost it (RemoveSslCertificate): a moment
+    /// in which IIS served none on it, counted by the emulator across scripts.
+    pub fn unbound(&self) -> u64 {
+        self.state_json()["unbound"].as_u64().unwrap_or(0)
+    }
+
     /// The thumbprints in LocalMachine\My.
     pub fn my_store(&self) -> Vec<String> {
         let s = self.state_json();
