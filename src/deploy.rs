@@ -550,12 +550,16 @@ impl<'a> Run<'a> {
             None => self.undo(session).await,
             Some(inspected) => self.deploy(session, inspected).await,
         };
-        let (status, error) = match outcome {
+        self.finish(session, outcome).await;
+    }
+
+    /// Records the target's outcome, then cleans up — on every path, POSIX and Windows — or
+    /// reports the cleanup that already ran inside another step's command ([`Run::cleaned`]).
+    async fn finish(&mut self, session: &Session, outcome: Result<Status, (Status, String)>) {
+        (self.report.status, self.report.error) = match outcome {
             Ok(status) => (status, None),
             Err((status, error)) => (status, Some(error)),
         };
-        self.report.status = status;
-        self.report.error = error;
         if let Some((result, took)) = self.cleaned.take() {
             self.begin(Step::Cleanup);
             let (status, detail) = match result {
@@ -569,7 +573,7 @@ impl<'a> Run<'a> {
         let _ = self
             .step(
                 Step::Cleanup,
-                swap_commands::cleanup(session, plan, deployed),
+                swap_commands::cleanup(session, self.plan, deployed),
             )
             .await;
     }
@@ -1566,6 +1570,18 @@ async fn lock_owner(session: &Session, plan: &TargetPlan) -> Result<Option<Strin
     }
 }
 
+/// What inspect saw served: `ADDRESS serves FINGERPRINT` (or `no certificate`), or that
+/// there is no TLS endpoint to probe.
+fn served_detail(plan: &TargetPlan, served: Option<&Served>) -> String {
+    if !plan.has_probe {
+        return "no TLS endpoint to probe".into();
+    }
+    let leaf = served
+        .map(|s| s.leaf.to_string())
+        .unwrap_or_else(|| "no certificate".into());
+    format!("{} serves {leaf}", plan.probe.address)
+}
+
 /// Whether what was served is exactly the expected leaf and chain.
 fn served_is(served: &Served, expected: &Expected) -> bool {
     served.leaf == expected.leaf && served.chain == expected.chain
@@ -1800,22 +1816,11 @@ fn parse_inspect(
         ));
     }
     let served = served.and_then(Result::ok);
-    let detail = if plan.has_probe {
-        format!(
-            "{} file(s) inspected; {} serves {}",
-            plan.files.len(),
-            plan.probe.address,
-            served
-                .as_ref()
-                .map(|s| s.leaf.to_string())
-                .unwrap_or_else(|| "no certificate".into())
-        )
-    } else {
-        format!(
-            "{} file(s) inspected; no TLS endpoint to probe",
-            plan.files.len()
-        )
-    };
+    let detail = format!(
+        "{} file(s) inspected; {}",
+        plan.files.len(),
+        served_detail(plan, served.as_ref())
+    );
     Ok(((live, served), Some(detail)))
 }
 

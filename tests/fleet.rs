@@ -222,21 +222,18 @@ fn forks_are_bounded_by_the_open_file_limit_after_raising_it() {
         (out.status.code(), json, stderr)
     };
     // Soft 100, hard 300: raised to 300, which allows (300 - 64) / 4 = 59 in flight.
-    let (code, report, stderr) = run("100:300");
-    assert_eq!(code, Some(0), "{stderr}");
-    assert!(
-        stderr.contains("--forks 100 lowered to 59: the open-file limit is 300"),
-        "{stderr}"
-    );
-    assert_eq!(count(&report, "would-change"), 12, "{stderr}");
     // Soft = hard = 80: nothing to raise; 4 in flight, every target still runs.
-    let (code, report, stderr) = run("80:80");
-    assert_eq!(code, Some(0), "{stderr}");
-    assert!(
-        stderr.contains("--forks 100 lowered to 4: the open-file limit is 80"),
-        "{stderr}"
-    );
-    assert_eq!(count(&report, "would-change"), 12, "{stderr}");
+    for (limits, forks, limit) in [("100:300", 59, 300), ("80:80", 4, 80)] {
+        let (code, report, stderr) = run(limits);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "--forks 100 lowered to {forks}: the open-file limit is {limit}"
+            )),
+            "{stderr}"
+        );
+        assert_eq!(count(&report, "would-change"), 12, "{stderr}");
+    }
 }
 
 #[test]

@@ -70,6 +70,15 @@ fn plan_one(t: Target) -> Result<plan::TargetPlan, Vec<plan::PlanError>> {
 
 fn plan_with(t: Target, settings: &RunSettings) -> Result<plan::TargetPlan, Vec<plan::PlanError>> {
     let dir = tempfile::tempdir().unwrap();
+    plan_with_material(t, settings, material(dir.path()))
+}
+
+/// The plan of `t` alone, its certificate `www` being `material`.
+fn plan_with_material(
+    t: Target,
+    settings: &RunSettings,
+    material: Arc<Material>,
+) -> Result<plan::TargetPlan, Vec<plan::PlanError>> {
     let inventory = Inventory {
         path: PathBuf::from("certctl.yaml"),
         certificates: BTreeMap::new(),
@@ -77,7 +86,7 @@ fn plan_with(t: Target, settings: &RunSettings) -> Result<plan::TargetPlan, Vec<
         connectors: BTreeMap::new(),
         groups: vec![],
     };
-    let materials = BTreeMap::from([("www".to_string(), material(dir.path()))]);
+    let materials = BTreeMap::from([("www".to_string(), material)]);
     let targets: Vec<&Target> = inventory.targets.iter().collect();
     plan::build(
         &inventory,
@@ -487,23 +496,7 @@ fn powershell_connectors_encode_quoted_scripts_and_refuse_what_windows_cannot_do
         })
         .unwrap(),
     );
-    let t = target("wincertstore", &[]);
-    let inventory = Inventory {
-        path: PathBuf::from("certctl.yaml"),
-        certificates: BTreeMap::new(),
-        targets: vec![t],
-        connectors: BTreeMap::new(),
-        groups: vec![],
-    };
-    let targets: Vec<&Target> = inventory.targets.iter().collect();
-    let err = plan::build(
-        &inventory,
-        &targets,
-        &Catalogue::builtin(),
-        &BTreeMap::from([("www".to_string(), ed)]),
-        &settings(),
-    )
-    .unwrap_err();
+    let err = plan_with_material(target("wincertstore", &[]), &settings(), ed).unwrap_err();
     assert!(
         err[0].message.contains("Ed25519") || err[0].message.contains("ed25519"),
         "{err:?}"

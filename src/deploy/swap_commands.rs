@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::windows::{self, sftp_path};
 use super::{
     FileBytes, Inspected, Run, StepFailure, command_failure, inspect, latest_backup_set,
-    material_bytes, probe_served, reload_or_start, run_commands, served_is,
+    material_bytes, probe_served, reload_or_start, run_commands, served_detail, served_is,
 };
 use crate::connector::{self, Command};
 use crate::material::Fingerprint;
@@ -98,18 +98,7 @@ pub(super) async fn deploy(
         let (result, took) = inspected;
         match result {
             Ok(((_, served), _)) => {
-                let detail = if plan.has_probe {
-                    format!(
-                        "{} serves {}",
-                        plan.probe.address,
-                        served
-                            .as_ref()
-                            .map(|s| s.leaf.to_string())
-                            .unwrap_or_else(|| "no certificate".into())
-                    )
-                } else {
-                    "no TLS endpoint to probe".to_string()
-                };
+                let detail = served_detail(plan, served.as_ref());
                 run.end_took(Step::Inspect, took, StepStatus::Ok, Some(detail));
                 served
             }

@@ -76,22 +76,16 @@ pub(super) async fn on_session(run: &mut Run<'_>, session: &Session) {
             scratch.map(|()| ((Vec::new(), served.and_then(Result::ok)), None));
         swap_commands::deploy(run, session, swap, (inspected, started.elapsed())).await
     };
-    (run.report.status, run.report.error) = match outcome {
-        Ok(status) => (status, None),
-        Err((status, error)) => (status, Some(error)),
-    };
-    let deployed = run.report.status == Status::Deployed;
-    let _ = run
-        .step(
-            Step::Cleanup,
-            swap_commands::cleanup(session, plan, deployed),
-        )
-        .await;
+    run.finish(session, outcome).await;
 }
 
-/// `mkdir -p` over SFTP: each missing directory from the root down, with `mode`.
+/// `mkdir -p` over SFTP, with `mode`: one request when the parent exists (every run after
+/// the first), else each directory from the root down.
 async fn make_dirs(session: &Session, path: &str, mode: u32) -> Result<(), String> {
     let sftp = sftp_path(path);
+    if session.make_dir(&sftp, mode).await.is_ok() {
+        return Ok(());
+    }
     let mut at = String::new();
     for (i, part) in sftp.split('/').enumerate() {
         if i > 0 {
