@@ -1706,18 +1706,17 @@ fn parse_inspect(
     let mut seen = vec![false; live.len()];
     // certctl_files: `F IDX file` lines, then sha256sum's and stat's output for those files.
     let mut regular = Vec::new();
-    let mut hashes: Option<(&str, Vec<&str>)> = None;
-    let mut stats: Option<(&str, Vec<&str>)> = None;
-    let mut lines = Vec::new();
+    // Sections: the script's own lines, then after `\x1eH` sha256sum's, after `\x1eS` stat's
+    // (their exit statuses are not needed: missing lines say what failed).
+    let [mut lines, mut hashes, mut stats] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut section = &mut lines;
     for line in text.lines() {
-        if let Some(status) = line.strip_prefix("\u{1e}H ") {
-            hashes = Some((status, Vec::new()));
-        } else if let Some(status) = line.strip_prefix("\u{1e}S ") {
-            stats = Some((status, Vec::new()));
-        } else if let Some((_, section)) = stats.as_mut().or(hashes.as_mut()) {
-            section.push(line);
+        if line.starts_with("\u{1e}H ") {
+            section = &mut hashes;
+        } else if line.starts_with("\u{1e}S ") {
+            section = &mut stats;
         } else {
-            lines.push(line);
+            section.push(line);
         }
     }
     for line in lines.into_iter().filter(|l| !l.trim().is_empty()) {
@@ -1763,12 +1762,9 @@ fn parse_inspect(
         }
     }
     if !regular.is_empty() {
-        let by_path = hashes_by_path(hashes.map(|(_, l)| l).unwrap_or_default(), out)?;
+        let by_path = hashes_by_path(hashes, out)?;
         // Not stat's exit status: `%C` fails where SELinux is off, after printing `?`.
-        let stat_lines: Vec<&str> = stats
-            .as_ref()
-            .map(|(_, l)| l.iter().copied().filter(|l| !l.is_empty()).collect())
-            .unwrap_or_default();
+        let stat_lines: Vec<&str> = stats.into_iter().filter(|l| !l.is_empty()).collect();
         if stat_lines.len() != regular.len() {
             let paths: Vec<&str> = regular
                 .iter()
