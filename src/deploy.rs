@@ -2477,11 +2477,16 @@ fn lock_dir(plan: &TargetPlan) -> String {
     format!("{}/.lock", plan.backup_dir)
 }
 
+/// This machine's host name, read once (every target's lock names it).
+static LOCAL_HOST: std::sync::LazyLock<Option<String>> = std::sync::LazyLock::new(|| {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+});
+
 /// Who holds a lock: written into it, shown to the next run.
 fn lock_holder(plan: &TargetPlan) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
+    let host = LOCAL_HOST.as_deref().unwrap_or("unknown");
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let started = crate::report::format_unix(crate::plan::now_unix());
     format!(
@@ -2777,9 +2782,7 @@ fn describe_holder(dir: &str, holder: &str) -> String {
             .to_string()
     };
     let (pid, host) = (field("pid"), field("host"));
-    let here = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
+    let here = LOCAL_HOST.as_deref().unwrap_or_default();
     let who = format!(
         "pid {pid} on {host} (user {}, started {}, run {})",
         field("user"),
@@ -3149,9 +3152,7 @@ mod tests {
 
     #[test]
     fn a_held_lock_is_described_in_plain_sentences() {
-        let here = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default();
+        let here = LOCAL_HOST.clone().unwrap_or_default();
         // Another machine's run, then a dead run of this machine: both branches.
         for (host, says) in [
             ("elsewhere", "another certctl run holds"),
