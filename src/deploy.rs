@@ -1990,6 +1990,8 @@ fn file_report(f: &StagedFile<'_>, material: &Material) -> FileReport {
         role: f.planned.role.to_string(),
         path: f.planned.path.clone(),
         action: action.to_string(),
+        via_symlink: None,
+        repair: None,
         old_sha256: f.live.present.then(|| f.live.sha256.clone()),
         new_sha256: f.sha256.clone(),
         mode: format!("{:04o}", f.mode),

@@ -129,6 +129,8 @@ impl Status {
 pub enum Step {
     Connect,
     Lock,
+    /// A previous run's unfinished change, found in the target's journal and repaired.
+    Recover,
     Inspect,
     Stage,
     Preview,
@@ -146,6 +148,7 @@ impl Step {
         match self {
             Step::Connect => "connect",
             Step::Lock => "lock",
+            Step::Recover => "recover",
             Step::Inspect => "inspect",
             Step::Stage => "stage",
             Step::Preview => "preview",
@@ -183,8 +186,15 @@ pub struct StepReport {
 pub struct FileReport {
     pub role: String,
     pub path: String,
-    /// `create`, `replace` or `unchanged`.
+    /// `create`, `replace`, `repair` or `unchanged` (for `status`: `missing`, `current`,
+    /// `differs`).
     pub action: String,
+    /// When the live path is a symlink that is followed: the file it resolves to, which is
+    /// the one written (the link itself stays as it is).
+    pub via_symlink: Option<String>,
+    /// `repair`: what is wrong with the live file now (`missing`, `not a loadable
+    /// certificate`, `does not match the key`, …).
+    pub repair: Option<String>,
     pub old_sha256: Option<String>,
     pub new_sha256: String,
     pub mode: String,
@@ -598,6 +608,8 @@ pub(crate) mod tests {
                 role: "fullchain".into(),
                 path: "/etc/nginx/tls/www.crt".into(),
                 action: "replace".into(),
+                via_symlink: None,
+                repair: None,
                 old_sha256: Some("aa".repeat(32)),
                 new_sha256: "bb".repeat(32),
                 mode: "0644".into(),
@@ -614,6 +626,8 @@ pub(crate) mod tests {
                 role: "key".into(),
                 path: "/etc/nginx/tls/www.key".into(),
                 action: "create".into(),
+                via_symlink: None,
+                repair: None,
                 old_sha256: None,
                 new_sha256: "cc".repeat(32),
                 mode: "0600".into(),
@@ -1030,6 +1044,7 @@ pub(crate) mod tests {
         let all_steps = [
             Step::Connect,
             Step::Lock,
+            Step::Recover,
             Step::Inspect,
             Step::Stage,
             Step::Preview,

@@ -2,7 +2,7 @@
 //! certctl uses, read with OpenSSH's rules, and a warning for everything else that would
 //! change how `ssh` itself connects.
 //!
-//! Rules followed (checked against `ssh -G` in tests/ssh_fleet.rs):
+//! Rules followed (checked against `ssh -G` in tests/it/ssh_fleet.rs):
 //! - `Host` lines hold whitespace-separated patterns (`*`, `?`, `!negation`), matched
 //!   case-sensitively against the alias as given; one matching `!pattern` disables the line;
 //!   lines before the first `Host` apply to every host;
