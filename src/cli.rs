@@ -339,17 +339,26 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
     let reporter: Arc<dyn report::Reporter> =
         Arc::from(report::reporter(prepared.plans.len(), verbose));
     let stop = CancellationToken::new();
-    let interrupted = watch_interrupts(stop.clone());
+    let abort = Abort::new(
+        "deploy",
+        args.dry_run,
+        started_at,
+        &prepared.plans,
+        args.run.output,
+    );
+    let interrupted = watch_interrupts(stop.clone(), abort);
     let total = prepared.plans.len();
     let options = DeployOptions {
-        dry_run: args.dry_run,
+        mode: if args.dry_run {
+            deploy::Mode::DryRun
+        } else {
+            deploy::Mode::Deploy
+        },
         force: args.force,
         forks: forks_within_fd_limit(args.run.forks),
         batches: crate::select::batches(&args.serial.unwrap_or_default(), total),
         max_fail: args.max_fail,
         break_lock: args.break_lock,
-        undo: false,
-        status: false,
     };
     let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();
@@ -371,16 +380,14 @@ async fn rollback_command(args: RollbackArgs, verbose: u8) -> Result<u8, Invalid
     let settings = RunSettings::new(args.accept_new_host_keys);
     let prepared = prepare(&args.inventory, &settings)?;
     let options = DeployOptions {
-        dry_run: false,
+        mode: deploy::Mode::Rollback,
         force: false,
         forks: forks_within_fd_limit(args.run.forks),
         batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: args.break_lock,
-        undo: true,
-        status: false,
     };
-    let (run, code) = fleet_command("rollback", prepared, options, verbose).await;
+    let (run, code) = fleet_command("rollback", prepared, options, verbose, args.run.output).await;
     finish(&run, args.run.output);
     Ok(code)
 }
@@ -389,16 +396,14 @@ async fn status_command(args: StatusArgs, verbose: u8) -> Result<u8, Invalid> {
     let settings = RunSettings::new(args.accept_new_host_keys);
     let prepared = prepare(&args.inventory, &settings)?;
     let options = DeployOptions {
-        dry_run: false,
+        mode: deploy::Mode::Status,
         force: false,
         forks: forks_within_fd_limit(args.run.forks),
         batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: false,
-        undo: false,
-        status: true,
     };
-    let (run, code) = fleet_command("status", prepared, options, verbose).await;
+    let (run, code) = fleet_command("status", prepared, options, verbose, args.run.output).await;
     if args.run.output == Output::Human {
         report::print_stderr(&status_lines(&run));
     }
@@ -443,17 +448,19 @@ fn status_lines(run: &RunReport) -> String {
 /// Runs a whole-fleet operation (rollback, status) through the engine with interrupts
 /// watched; returns the report and the exit code.
 async fn fleet_command(
-    command: &str,
+    command: &'static str,
     prepared: Prepared,
     options: DeployOptions,
     verbose: u8,
+    output: Output,
 ) -> (RunReport, u8) {
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
     let reporter: Arc<dyn report::Reporter> =
         Arc::from(report::reporter(prepared.plans.len(), verbose));
     let stop = CancellationToken::new();
-    let interrupted = watch_interrupts(stop.clone());
+    let abort = Abort::new(command, false, started_at, &prepared.plans, output);
+    let interrupted = watch_interrupts(stop.clone(), abort);
     let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();
     let run = RunReport::new(command, false, started_at, started.elapsed(), targets);
@@ -675,9 +682,89 @@ fn print_stdout(text: &str) {
     }
 }
 
+/// What a second interrupt (an abort) still reports: one JSON document with `--output json`
+/// (a CI artifact is never empty), every target in it — finished ones as they ended, those in
+/// the middle of a step `failed` with the step named, the rest `skipped`.
+struct Abort {
+    command: &'static str,
+    dry_run: bool,
+    started_at: std::time::SystemTime,
+    started: Instant,
+    /// One report per selected target, in order, for those that never started.
+    not_started: Vec<TargetReport>,
+    output: Output,
+}
+
+impl Abort {
+    fn new(
+        command: &'static str,
+        dry_run: bool,
+        started_at: std::time::SystemTime,
+        plans: &[TargetPlan],
+        output: Output,
+    ) -> Abort {
+        Abort {
+            command,
+            dry_run,
+            started_at,
+            started: Instant::now(),
+            not_started: plans
+                .iter()
+                .map(|p| deploy::skipped(p, "interrupted before this target started"))
+                .collect(),
+            output,
+        }
+    }
+
+    /// The report of the run so far, and the text naming the targets left between states.
+    fn report(&self) -> (RunReport, String) {
+        let progress = deploy::progress();
+        let mut text = String::from("interrupt: aborting.");
+        if progress.in_flight.is_empty() {
+            text.push_str(" No target was in the middle of a step.\n");
+        } else {
+            text.push_str(
+                " These targets were interrupted between states; the next run that takes their \
+                 lock (with --break-lock) recovers them from their journal:\n",
+            );
+        }
+        let targets = self
+            .not_started
+            .iter()
+            .map(|blank| {
+                if let Some(done) = progress.finished.iter().find(|r| r.name == blank.name) {
+                    return done.clone();
+                }
+                let mut report = blank.clone();
+                if let Some(step) = progress.in_flight.get(&blank.name) {
+                    text.push_str(&format!(
+                        "  {}: interrupted during {}\n",
+                        blank.name,
+                        step.as_str()
+                    ));
+                    report.status = Status::Failed;
+                    report.error = Some(format!(
+                        "interrupted during {}; the next run will recover it",
+                        step.as_str()
+                    ));
+                }
+                report
+            })
+            .collect();
+        let run = RunReport::new(
+            self.command,
+            self.dry_run,
+            self.started_at,
+            self.started.elapsed(),
+            targets,
+        );
+        (run, text)
+    }
+}
+
 /// First Ctrl-C (or SIGTERM): start no new target, let running ones finish or roll back.
-/// Second: exit 130 at once.
-fn watch_interrupts(stop: CancellationToken) -> Arc<std::sync::atomic::AtomicBool> {
+/// Second: report what is known ([`Abort`]) and exit 130 at once.
+fn watch_interrupts(stop: CancellationToken, abort: Abort) -> Arc<std::sync::atomic::AtomicBool> {
     let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = flag.clone();
     tokio::spawn(async move {
@@ -698,17 +785,9 @@ fn watch_interrupts(stop: CancellationToken) -> Arc<std::sync::atomic::AtomicBoo
                 );
                 stop.cancel();
             } else {
-                let running = deploy::in_flight();
-                let mut text = String::from("interrupt: aborting.");
-                if running.is_empty() {
-                    text.push_str(" No target was in the middle of a step.\n");
-                } else {
-                    text.push_str(" These targets may be between states; check them (certctl status) and roll back if needed:\n");
-                    for (name, step) in running {
-                        text.push_str(&format!("  {name}: interrupted during {}\n", step.as_str()));
-                    }
-                }
+                let (run, text) = abort.report();
                 report::print_stderr(&text);
+                finish(&run, abort.output);
                 std::process::exit(130);
             }
         }

@@ -94,6 +94,13 @@ impl Serialize for Fingerprint {
     }
 }
 
+/// The certificate a probe should see: the leaf, then the chain in the order served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub leaf: Fingerprint,
+    pub chain: Vec<Fingerprint>,
+}
+
 /// One parsed certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CertInfo {
@@ -368,8 +375,8 @@ impl Material {
     }
 
     /// Fingerprints the probe should see.
-    pub fn expected(&self) -> crate::probe::Expected {
-        crate::probe::Expected {
+    pub fn expected(&self) -> Expected {
+        Expected {
             leaf: self.leaf.fingerprint,
             chain: self.chain.iter().map(|c| c.fingerprint).collect(),
         }
@@ -1156,6 +1163,25 @@ fn plural(n: usize, word: &str) -> String {
     } else {
         format!("{n} {word}s")
     }
+}
+
+/// The DER SubjectPublicKeyInfo of a certificate (what a matching private key's public half
+/// is), or `None` when `der` is not a certificate.
+pub fn spki_der(der: &[u8]) -> Option<Vec<u8>> {
+    parse_x509(der)
+        .ok()
+        .map(|c| c.tbs_certificate.subject_pki.raw.to_vec())
+}
+
+/// The DER of a `-----BEGIN PUBLIC KEY-----` PEM block (as `openssl pkey -pubout` prints it),
+/// or `None` when `pem` is not one.
+pub fn public_key_der(pem: &str) -> Option<Vec<u8>> {
+    let body = pem
+        .trim()
+        .strip_prefix("-----BEGIN PUBLIC KEY-----")?
+        .strip_suffix("-----END PUBLIC KEY-----")?;
+    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    BASE64.decode(b64).ok()
 }
 
 #[cfg(test)]

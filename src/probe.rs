@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use crate::material::{CertInfo, Fingerprint, sanitize_one_line};
+use crate::material::{CertInfo, Expected, Fingerprint, sanitize_one_line};
 
 /// Whether (and how) to upgrade a plain connection to TLS before the handshake.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,13 +68,6 @@ pub struct Served {
     pub subject: String,
     /// Not-after of the served leaf, seconds since the Unix epoch.
     pub not_after: i64,
-}
-
-/// The certificate we expect to see.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expected {
-    pub leaf: Fingerprint,
-    pub chain: Vec<Fingerprint>,
 }
 
 /// One probe in a verification, for the report.

@@ -203,11 +203,11 @@ fn cells() -> Vec<Cell> {
         Cell {
             step: "swap",
             fault: CommandFails,
-            how: "sftp-server refuses `posix-rename`",
+            how: "the second rename (`mv` of the key) fails",
             rig: plain,
             dry_run: false,
             arm: |rig| {
-                rig.set_sftp(Some(SftpFault::Ban("posix-rename")));
+                rig.arm_tool("mv", Some("privkey.pem"), Action::Fail, false);
                 Armed::default()
             },
             expect: |_| rolled_back("swap failed"),
@@ -590,11 +590,11 @@ fn cells() -> Vec<Cell> {
         Cell {
             step: "swap",
             fault: SshDrop,
-            how: "sshd session killed between the two renames (sftp filter)",
+            how: "sshd session and the swap's shell killed between the two renames",
             rig: plain,
             dry_run: false,
             arm: |rig| {
-                rig.set_sftp(Some(SftpFault::DropAtRename(2)));
+                rig.arm_tool("mv", Some("privkey.pem"), Action::Drop, false);
                 Armed::default()
             },
             expect: |_| rolled_back("rollback ran over a new one"),

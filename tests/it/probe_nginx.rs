@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use certctl::material::Expected;
 use certctl::material::{Fingerprint, KeySource, Material, MaterialSpec};
-use certctl::probe::{Expected, ProbeError, ProbeSpec, Schedule, StartTls, probe_once, verify};
+use certctl::probe::{ProbeError, ProbeSpec, Schedule, StartTls, probe_once, verify};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use support::nginx::{Nginx, Site};

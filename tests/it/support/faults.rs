@@ -6,8 +6,7 @@
 //!   be replaced, one at a time, by a script that fails, or that drops the SSH connection by
 //!   killing the sshd processes serving the session — exactly when that tool is called.
 //! - **SFTP.** The sftp subsystem is a wrapper of ours around OpenSSH's `sftp-server`: it can
-//!   ban a request (`-P`), drop the connection when the subsystem starts, or drop it when the
-//!   N-th `posix-rename` arrives (a small filter in perl, which Debian always has).
+//!   ban a request (`-P`), or drop the connection when the subsystem starts.
 //! - **Disk full**: a 64 KiB tmpfs mounted over a directory and filled; **read-only**:
 //!   `chattr +i`, or a read-only bind mount where the filesystem has no immutable flag.
 //! - **A TCP proxy** that runs a hook when its N-th connection arrives, so a test acts exactly
@@ -142,8 +141,6 @@ pub enum SftpFault {
     Ban(&'static str),
     /// The connection drops as the subsystem starts (certctl's first file transfer).
     DropAtStart,
-    /// The connection drops when the N-th `posix-rename` request arrives, before it is done.
-    DropAtRename(usize),
 }
 
 pub struct Rig {
@@ -163,7 +160,6 @@ pub struct Rig {
 
 impl Rig {
     pub fn start(options: RigOptions) -> Rig {
-        require("perl");
         let dir = tempfile::Builder::new()
             .prefix("certctl-rig-")
             .tempdir()
@@ -497,14 +493,6 @@ impl Rig {
             Some(SftpFault::Ban(requests)) => format!("exec {server} -P {}", quote(requests)),
             Some(SftpFault::DropAtStart) => {
                 format!(". {lib}\ncertctl_fault_drop\nexit 1")
-            }
-            Some(SftpFault::DropAtRename(n)) => {
-                let filter = self.shim.join("sftp-filter.pl");
-                fs::write(&filter, SFTP_FILTER).unwrap();
-                format!(
-                    "exec perl {} {server} {lib} {n}",
-                    quote(&filter.display().to_string())
-                )
             }
         };
         write_executable(
@@ -863,51 +851,6 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     }
     out
 }
-
-/// Forwards SFTP packets from stdin to a real `sftp-server` (whose answers go straight to
-/// stdout) and drops the SSH connection when the N-th `posix-rename@openssh.com` request
-/// arrives, before forwarding it: the rename before it is done, this one never is.
-/// Arguments: sftp-server path, shim library, N.
-const SFTP_FILTER: &str = r#"use strict;
-use warnings;
-my ($server, $lib, $nth) = @ARGV;
-pipe(my $r, my $w) or die "pipe: $!";
-my $pid = fork() // die "fork: $!";
-if ($pid == 0) {
-    close $w;
-    open(STDIN, '<&', $r) or die "dup: $!";
-    exec($server) or die "exec $server: $!";
-}
-close $r;
-binmode STDIN;
-binmode $w;
-my $old = select($w); $| = 1; select($old);
-sub readn {
-    my ($n) = @_;
-    my $buf = '';
-    while (length($buf) < $n) {
-        my $got = sysread(STDIN, $buf, $n - length($buf), length($buf));
-        return undef unless $got;
-    }
-    return $buf;
-}
-my $renames = 0;
-while (defined(my $head = readn(4))) {
-    my $body = readn(unpack('N', $head));
-    last unless defined $body;
-    if (length($body) >= 9 && ord(substr($body, 0, 1)) == 200) {
-        my $len = unpack('N', substr($body, 5, 4));
-        if (substr($body, 9, $len) eq 'posix-rename@openssh.com' && ++$renames == $nth) {
-            system('/bin/sh', '-c', ". '$lib'; certctl_fault_drop");
-            kill 'KILL', $pid;
-            exit 1;
-        }
-    }
-    print $w $head, $body or last;
-}
-close $w;
-waitpid($pid, 0);
-"#;
 
 /// A TCP proxy to `upstream` that calls a hook with each connection's number (1-based)
 /// before it forwards that connection. Stopped (and every connection cut) on drop.
