@@ -18,12 +18,16 @@ pub(super) const LOCK_LEFT: &str = "; the lock stays, so the next run reports it
                                     finished run: check the target, then rerun with --break-lock";
 
 /// The cleanup's commands (they need [`STRICT`], [`script::CLEANUP`]): ONE `rm` for `temps`
-/// (this run's files beside live ones), the scratch directory and, last, the lock.
+/// (this run's files beside live ones), the scratch directory and, last, the lock if it is
+/// still this run's.
 pub(super) fn commands(s: &mut Script, plan: &TargetPlan, temps: &[String]) {
-    let mut argv = vec!["certctl_remove_all".to_string()];
+    let mut argv = vec![
+        "certctl_cleanup".to_string(),
+        lock_dir(plan),
+        plan.run_id.clone(),
+    ];
     argv.extend(temps.iter().cloned());
     argv.push(plan.scratch_dir.clone());
-    argv.push(lock_dir(plan));
     s.cmd(&argv);
 }
 

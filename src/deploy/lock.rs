@@ -136,11 +136,14 @@ pub(super) enum LockAnswer {
 }
 
 /// The lock script's commands (it needs [`script::LOCK`] and [`script::JOURNAL`]): the backup
-/// directory, the lock, the sweep of what a killed run of this target left, the journal.
+/// directory, the lock; once held, a wait for the remote script of a killed run that may still
+/// be finishing a change, the sweep of what such a run left, and the journal.
 pub(super) fn lock_commands(script: &mut Script, plan: &TargetPlan) {
     let dir = lock_dir(plan);
     script.cmd(&["certctl_dirs", &plan.backup_dir]);
     script.cmd(&["certctl_lock", &dir, &lock_holder(plan)]);
+    script.raw("[ \"${locked:-0}\" = 1 ] && ");
+    script.cmd(&["certctl_wait_idle", &plan.backup_dir]);
     for f in &plan.files {
         let (parent, base) = f.path.rsplit_once('/').unwrap_or(("/", &f.path));
         let parent = if parent.is_empty() { "/" } else { parent };
@@ -177,6 +180,12 @@ pub(super) fn parse_lock(plan: &TargetPlan, text: &str) -> LockAnswer {
     };
     let (stale, scratch) = (listed("STALE "), listed("SCRATCH "));
     let mut detail = format!("locked {dir}");
+    if let Some(pid) = text.lines().find_map(|l| l.strip_prefix("WAITED ")) {
+        detail.push_str(&format!(
+            "; waited for the remote script of an interrupted run (pid {}) to finish",
+            crate::report::sanitize_line(pid)
+        ));
+    }
     if !stale.is_empty() {
         detail.push_str(&format!(
             "; removed {} temp file(s) left by an interrupted run: {}",

@@ -118,12 +118,15 @@ pub(super) async fn with_backup(
         return run.record(Step::Preview, t.elapsed(), Err(message));
     }
     let mut s = Script::new();
-    s.raw(*CLOCK);
+    s.raw(*CLOCK).raw(*script::JOURNAL);
     s.cmd(&["certctl_t", "start"]);
+    // Should this run be killed now, the rest of this script (the backup, the journal) still
+    // runs: marked busy, so the run that takes the lock next waits for it.
+    s.cmd(&["certctl_busy", &plan.backup_dir]);
     phase(&mut s, plan, repairs.is_some());
     s.raw("printf '\\036BACKUP\\n'; printf '\\036BACKUP\\n' >&2\n");
     // Strict mode only after the preview: the connector's commands run as they would alone.
-    s.raw(STRICT).raw(*script::BACKUP).raw(*script::JOURNAL);
+    s.raw(STRICT).raw(*script::BACKUP);
     backup_commands(&mut s, plan, journal, entries);
     s.cmd(&["certctl_t", "backup"]);
     s.raw("exit $fail\n");

@@ -21,6 +21,7 @@ mod faults;
 mod fleet;
 mod fuzz;
 mod inventory;
+mod journal_recovery;
 mod jump_deploy;
 mod locks;
 mod material;

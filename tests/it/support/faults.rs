@@ -134,6 +134,37 @@ pub enum Action {
     Drop,
 }
 
+/// A tool paused at its N-th matching call ([`Rig::arm_pause`]), for a test to act at that
+/// exact instant (kill the controller), then let it go on.
+pub struct Pause {
+    paused: PathBuf,
+    release: PathBuf,
+    what: String,
+}
+
+impl Pause {
+    /// Waits (up to `timeout`) until the tool reached its pause; false if it never did.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.paused.exists() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// Lets the paused tool go on (it runs the real tool).
+    pub fn release(&self) {
+        fs::write(&self.release, "").unwrap();
+    }
+
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
 /// What the sftp subsystem does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SftpFault {
@@ -478,6 +509,97 @@ impl Rig {
             real = quote(&real.display().to_string()),
         );
         write_executable(&self.shim.join(tool), &script);
+    }
+
+    /// Replaces `tool` on the remote PATH by a shim that, at its `nth` call with an argument
+    /// containing `pattern`, marks that it paused and waits (up to 60 s) to be released, then
+    /// runs the real tool. Other calls run the real tool at once.
+    pub fn arm_pause(&self, tool: &str, pattern: &str, nth: usize) -> Pause {
+        assert!(
+            pattern
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c)),
+            "shim patterns are plain text: {pattern}"
+        );
+        let real = require(tool);
+        let q = |p: &Path| quote(&p.display().to_string());
+        let (count, paused, release) = (
+            self.shim.join(format!("count-{tool}")),
+            self.shim.join(format!("paused-{tool}")),
+            self.shim.join(format!("release-{tool}")),
+        );
+        let _ = fs::remove_file(&paused);
+        let _ = fs::remove_file(&release);
+        let script = format!(
+            "#!/bin/sh\n# certctl pause shim for {tool}\nhit=0\nfor a in \"$@\"; do case $a in *{pattern}*) hit=1;; esac; done\n\
+             if [ \"$hit\" = 1 ]; then\n  n=$(cat {count} 2>/dev/null || echo 0); n=$((n + 1)); echo \"$n\" > {count}\n\
+             \x20 if [ \"$n\" = {nth} ]; then\n    : > {paused}\n    i=0\n    while [ ! -e {release} ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i + 1)); done\n  fi\nfi\n\
+             exec {real} \"$@\"\n",
+            count = q(&count),
+            paused = q(&paused),
+            release = q(&release),
+            real = q(&real),
+        );
+        let _ = fs::remove_file(&count);
+        write_executable(&self.shim.join(tool), &script);
+        Pause {
+            paused,
+            release,
+            what: format!("{tool} (call {nth} naming {pattern})"),
+        }
+    }
+
+    /// Starts `certctl SUBCOMMAND -i INVENTORY REST...` without waiting for it; its stdout and
+    /// stderr go to files in the rig's directory (read by [`Rig::spawned_output`]).
+    pub fn spawn_certctl(&self, args: &[&str]) -> std::process::Child {
+        let out = fs::File::create(self.dir().join("spawned.stdout")).unwrap();
+        let err = fs::File::create(self.dir().join("spawned.stderr")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_certctl"))
+            .arg(args[0])
+            .arg("-i")
+            .arg(&self.inventory)
+            .args(&args[1..])
+            .env_remove("SSH_AUTH_SOCK")
+            .env("NO_COLOR", "1")
+            .env("HOME", self.dir())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap()
+    }
+
+    /// What the last spawned certctl printed: (stdout, stderr).
+    pub fn spawned_output(&self) -> (String, String) {
+        let read = |n: &str| fs::read_to_string(self.dir().join(n)).unwrap_or_default();
+        (read("spawned.stdout"), read("spawned.stderr"))
+    }
+
+    /// Waits (up to 60 s) until no process on this machine runs a script naming the rig's
+    /// backup directory — every remote script certctl sends names it — so a script a killed
+    /// controller left behind has finished. False if one is still running.
+    pub fn wait_remote_idle(&self) -> bool {
+        let pattern = self.backup_dir().display().to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let running = Command::new("pgrep")
+                .args(["-f", "--", &pattern])
+                .output()
+                .map(|o| !o.stdout.is_empty())
+                .unwrap_or(false);
+            if !running {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The target's active journal, if there is one.
+    pub fn journal(&self) -> Option<String> {
+        fs::read_to_string(self.backup_dir().join("journal")).ok()
     }
 
     /// Sets (or, with `None`, clears) the sftp subsystem's fault.
