@@ -42,6 +42,9 @@ fn located(inventory: &Inventory, certificate: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Longest wait for one target's downgrade probe.
+pub const GATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The downgrade gate: probes every target (at most `forks` at once, each within its verify
 /// timeout) and refuses a certificate that expires sooner than, or was issued before, the one
 /// served now for the same names. With `force` the refusals become warnings. Targets that
@@ -67,9 +70,11 @@ pub async fn downgrade_gate(
         let forks = forks.clone();
         tasks.spawn(async move {
             let _permit = forks.acquire_owned().await;
+            // One handshake, at most GATE_TIMEOUT: an endpoint that does not answer now is
+            // the engine's to report, and must not hold the whole deploy up for long.
+            let timeout = probe.timeout.min(GATE_TIMEOUT);
             let served =
-                crate::probe::probe_once(&probe.address, &probe.sni, probe.starttls, probe.timeout)
-                    .await;
+                crate::probe::probe_once(&probe.address, &probe.sni, probe.starttls, timeout).await;
             (
                 index,
                 served

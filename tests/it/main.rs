@@ -25,6 +25,7 @@ mod jump_deploy;
 mod locks;
 mod material;
 mod material_corpus;
+mod monitor_prometheus;
 mod pkcs12;
 mod plan;
 mod powershell_exec_emulated;
