@@ -26,6 +26,7 @@ mod locks;
 mod material;
 mod material_corpus;
 mod monitor_prometheus;
+mod notify;
 mod pkcs12;
 mod plan;
 mod powershell_exec_emulated;

@@ -45,6 +45,7 @@ fn prometheus_file_shows_served_stale_and_unreachable_targets() {
     // Every family is a documented gauge with the four labels.
     for s in samples.iter().filter(|s| s.labels.contains_key("target")) {
         assert_eq!(s.kind, "gauge", "{s:?}");
+        assert_eq!(s.family, s.name, "{s:?}");
         assert!(!s.help.is_empty(), "{s:?}");
         for l in ["target", "host", "connector", "certificate"] {
             assert!(s.labels.contains_key(l), "{s:?}");
