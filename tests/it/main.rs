@@ -34,6 +34,7 @@ mod probe_nginx;
 mod rollback_command;
 mod secrets;
 mod select;
+mod sources;
 mod ssh_become;
 mod ssh_config_deploy;
 mod ssh_fleet;

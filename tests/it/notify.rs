@@ -46,7 +46,11 @@ fn notifiers_get_the_report_and_outcome_and_never_change_the_exit_code() {
              \x20 - {{ name: on-failed, on: [failed, rollback-failed], command: {} }}\n",
             argv(&["sh", "-c", &record("mismatch")]),
             argv(&["sh", "-c", &record("deployed")]),
-            argv(&["sh", "-c", "echo 'webhook: 503 Service Unavailable' >&2; exit 7"]),
+            argv(&[
+                "sh",
+                "-c",
+                "echo 'webhook: 503 Service Unavailable' >&2; exit 7"
+            ]),
             argv(&["sh", "-c", "sleep 30 | cat"]),
             argv(&["sh", "-c", &record("failed")]),
         ),
@@ -65,17 +69,27 @@ fn notifiers_get_the_report_and_outcome_and_never_change_the_exit_code() {
     assert_eq!(vars["CERTCTL_MISMATCH"], "1");
     assert_eq!(vars["CERTCTL_TOTAL"], "1");
     assert_eq!(vars["CERTCTL_NOTIFIER"], "on-mismatch");
-    assert_eq!(vars["CERTCTL_SUMMARY"], "certctl verify: 1 mismatch (web-1)");
+    assert_eq!(
+        vars["CERTCTL_SUMMARY"],
+        "certctl verify: 1 mismatch (web-1)"
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&fs::read(out_dir.join("mismatch.json")).unwrap()).unwrap();
     assert_eq!(report["command"], "verify");
     assert_eq!(report["targets"][0]["status"], "mismatch");
-    assert!(!out_dir.join("deployed.json").exists(), "on: [deployed] ran");
+    assert!(
+        !out_dir.join("deployed.json").exists(),
+        "on: [deployed] ran"
+    );
 
     let started = Instant::now();
     let out = run_certctl(&lab.inventory, &["deploy"], &env);
     let took = started.elapsed();
-    assert_eq!(out.code, 0, "a failing notifier changed the exit code: {}", out.stderr);
+    assert_eq!(
+        out.code, 0,
+        "a failing notifier changed the exit code: {}",
+        out.stderr
+    );
     assert_eq!(lab.served(), lab.new.fingerprint);
     assert!(
         out.stderr.contains(
@@ -85,11 +99,15 @@ fn notifiers_get_the_report_and_outcome_and_never_change_the_exit_code() {
         out.stderr
     );
     assert!(
-        out.stderr.contains("warning: notify `slow` failed: killed after 1s"),
+        out.stderr
+            .contains("warning: notify `slow` failed: killed after 1s"),
         "{}",
         out.stderr
     );
-    assert!(took < Duration::from_secs(20), "the slow notifier was not bounded: {took:?}");
+    assert!(
+        took < Duration::from_secs(20),
+        "the slow notifier was not bounded: {took:?}"
+    );
     let vars = env_of(&out_dir.join("deployed.env"));
     assert_eq!(vars["CERTCTL_STATUS"], "deployed");
     assert_eq!(vars["CERTCTL_DEPLOYED"], "1");
@@ -99,7 +117,10 @@ fn notifiers_get_the_report_and_outcome_and_never_change_the_exit_code() {
     let report: serde_json::Value =
         serde_json::from_slice(&fs::read(out_dir.join("deployed.json")).unwrap()).unwrap();
     assert_eq!(report["targets"][0]["status"], "deployed");
-    assert_eq!(report["targets"][0]["new_fingerprint"], lab.new.fingerprint.as_str());
+    assert_eq!(
+        report["targets"][0]["new_fingerprint"],
+        lab.new.fingerprint.as_str()
+    );
     assert!(!out_dir.join("failed.json").exists(), "on: [failed] ran");
 
     // No notifier saw the key, nor the variable it came from.
