@@ -29,6 +29,7 @@ mod monitor_prometheus;
 mod notify;
 mod pkcs12;
 mod plan;
+mod policy;
 mod powershell_exec_emulated;
 mod probe_nginx;
 mod rollback_command;
