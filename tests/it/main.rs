@@ -20,6 +20,7 @@ mod emulator_powershell;
 mod faults;
 mod fleet;
 mod fuzz;
+mod history;
 mod hooks;
 mod inventory;
 mod jump_deploy;
