@@ -599,6 +599,55 @@ fn material_expiring(plan: &TargetPlan, warn_days: u32) -> Option<String> {
     })
 }
 
+/// What a verification means: the status, and the detail for the report.
+fn verdict(
+    plan: &TargetPlan,
+    v: &probe::Verification,
+    warn_days: u32,
+    material_warning: Option<String>,
+) -> (Status, String) {
+    let expected = plan.material.expected();
+    let expires_in = v
+        .last_served
+        .as_ref()
+        .map(|s| s.not_after - crate::plan::now_unix());
+    let expiring =
+        warn_days > 0 && expires_in.is_some_and(|secs| secs < i64::from(warn_days) * 86_400);
+    let status = if v.passed && expiring {
+        Status::Expiring
+    } else if v.passed {
+        Status::Ok
+    } else if v.last_served.is_some() {
+        Status::Mismatch
+    } else {
+        Status::Unreachable
+    };
+    let mut detail = if v.passed && expiring {
+        let days = expires_in.unwrap_or(0).div_euclid(86_400);
+        format!(
+            "{} serves {}, which expires in {days} day(s) (--warn-days {warn_days})",
+            plan.probe.address, expected.leaf
+        )
+    } else if v.passed {
+        format!("{} serves {}", plan.probe.address, expected.leaf)
+    } else {
+        let last = v
+            .attempts
+            .last()
+            .and_then(|a| a.detail.clone())
+            .unwrap_or_default();
+        format!(
+            "{} does not serve {}: {last}",
+            plan.probe.address, expected.leaf
+        )
+    };
+    // When the endpoint serves the inventory's certificate the served expiry says it all.
+    if let Some(w) = material_warning.filter(|_| !v.passed) {
+        detail.push_str(&format!("; {w}"));
+    }
+    (status, detail)
+}
+
 /// Probes one target on its schedule for the inventory's certificate.
 async fn verify_target(
     plan: &TargetPlan,
@@ -645,44 +694,7 @@ async fn verify_target(
         seen.served_not_after = Some(served.not_after);
     }
     seen.probe_duration_ms = v.attempts.last().map(|a| a.duration_ms);
-    let expires_in = v
-        .last_served
-        .as_ref()
-        .map(|s| s.not_after - crate::plan::now_unix());
-    let expiring =
-        warn_days > 0 && expires_in.is_some_and(|secs| secs < i64::from(warn_days) * 86_400);
-    let status = if v.passed && expiring {
-        Status::Expiring
-    } else if v.passed {
-        Status::Ok
-    } else if v.last_served.is_some() {
-        Status::Mismatch
-    } else {
-        Status::Unreachable
-    };
-    let mut detail = if v.passed && expiring {
-        let days = expires_in.unwrap_or(0).div_euclid(86_400);
-        format!(
-            "{} serves {}, which expires in {days} day(s) (--warn-days {warn_days})",
-            plan.probe.address, expected.leaf
-        )
-    } else if v.passed {
-        format!("{} serves {}", plan.probe.address, expected.leaf)
-    } else {
-        let last = v
-            .attempts
-            .last()
-            .and_then(|a| a.detail.clone())
-            .unwrap_or_default();
-        format!(
-            "{} does not serve {}: {last}",
-            plan.probe.address, expected.leaf
-        )
-    };
-    // When the endpoint serves the inventory's certificate the served expiry says it all.
-    if let Some(w) = material_warning.filter(|_| !v.passed) {
-        detail.push_str(&format!("; {w}"));
-    }
+    let (status, detail) = verdict(plan, &v, warn_days, material_warning);
     let step = report::StepReport {
         step: report::Step::Verify,
         status: if v.passed {

@@ -385,8 +385,8 @@ fn split_unescaped(text: &str, sep: char) -> Vec<String> {
     while let Some(c) = chars.next() {
         match c {
             '\\' => {
-                if let Some(next) = chars.next() {
-                    parts.last_mut().map(|p| p.push(next));
+                if let (Some(next), Some(p)) = (chars.next(), parts.last_mut()) {
+                    p.push(next);
                 }
             }
             c if c == sep => parts.push(String::new()),

@@ -494,7 +494,7 @@ fn powershell_connectors_encode_quoted_scripts_and_refuse_what_windows_cannot_do
         Material::load(&MaterialSpec::new(
             "www",
             leaf.cert.clone(),
-            (Some(leaf.chain.clone())).map(Into::into),
+            Some(leaf.chain.clone().into()),
             KeySource::File(leaf.key.clone()),
         ))
         .unwrap(),

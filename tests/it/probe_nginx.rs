@@ -28,7 +28,7 @@ fn material(leaf: &Leaf) -> Material {
     Material::load(&MaterialSpec::new(
         leaf.name.clone(),
         leaf.cert.clone(),
-        (Some(leaf.chain.clone())).map(Into::into),
+        Some(leaf.chain.clone().into()),
         KeySource::File(leaf.key.clone()),
     ))
     .unwrap()
