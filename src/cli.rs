@@ -58,6 +58,9 @@ pub enum Command {
     /// served and for how long, OS/arch/hostname and the server software's version.
     #[command(after_help = EXIT_CODES)]
     Status(StatusArgs),
+    /// The local history of runs that changed something (deployed, reloaded, rolled back):
+    /// print it, or check its hash chain.
+    History(HistoryArgs),
     /// List the connectors, or show one's definition.
     Connectors {
         #[command(subcommand)]
@@ -142,6 +145,14 @@ pub struct DeployArgs {
     /// Trust and record the host key of a host never seen before (a changed key is still refused).
     #[arg(long)]
     pub accept_new_host_keys: bool,
+    /// Run as an ACME client's deploy hook (certbot `--deploy-hook`, acme.sh `--reloadcmd`,
+    /// lego `--deploy-hook`): deploy only the certificates that are the one just renewed, read
+    /// from the client's variables. CLIENT: auto (default), certbot, acme.sh, lego.
+    #[arg(long, value_name = "CLIENT", num_args = 0..=1, default_missing_value = "auto")]
+    pub hook: Option<String>,
+    /// Do not run the inventory's `notify:` commands after this run.
+    #[arg(long)]
+    pub no_notify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -151,9 +162,37 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub run: RunArgs,
     /// Report `expiring` (exit 4) when the served certificate expires within this many days;
-    /// 0 turns the check off.
+    /// 0 turns the check off. The inventory's own certificates are checked against it too.
     #[arg(long, default_value_t = 14, value_name = "DAYS")]
     pub warn_days: u32,
+    /// Also write the results as Prometheus metrics (node_exporter textfile format) to FILE,
+    /// atomically.
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
+    /// Do not run the inventory's `notify:` commands after this run.
+    #[arg(long)]
+    pub no_notify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The inventory whose `history:` setting names the file (default ./certctl.yaml when it
+    /// exists).
+    #[arg(short = 'i', long = "inventory", env = "CERTCTL_INVENTORY")]
+    pub inventory: Option<PathBuf>,
+    /// The history file (default: $CERTCTL_HISTORY, the inventory's `history:`, else
+    /// $XDG_STATE_HOME/certctl/history.jsonl).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Show the last N entries; 0 shows all.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub limit: usize,
+    /// Verify the hash chain instead (exit 1 when a line was edited, inserted or removed).
+    #[arg(long)]
+    pub check: bool,
+    /// Human lines, or the entries as JSON lines.
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +218,9 @@ pub struct RollbackArgs {
     /// Trust and record the host key of a host never seen before (a changed key is still refused).
     #[arg(long)]
     pub accept_new_host_keys: bool,
+    /// Do not run the inventory's `notify:` commands after this run.
+    #[arg(long)]
+    pub no_notify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +238,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Check(args) => check_command(args),
         Command::Rollback(args) => rollback_command(args, cli.verbose).await,
         Command::Status(args) => status_command(args, cli.verbose).await,
+        Command::History(args) => history_command(args),
         Command::Connectors { action } => {
             connectors_command(action.unwrap_or(ConnectorsAction::List))
         }
@@ -264,9 +307,21 @@ struct Prepared {
 }
 
 fn prepare(args: &InventoryArgs, settings: &RunSettings) -> Result<Prepared, Invalid> {
+    prepare_only(args, settings, None)
+}
+
+/// [`prepare`] for the targets whose certificate is in `only` (hook mode), when given.
+fn prepare_only(
+    args: &InventoryArgs,
+    settings: &RunSettings,
+    only: Option<&std::collections::BTreeSet<String>>,
+) -> Result<Prepared, Invalid> {
     let inventory = inventory::load(&args.inventory, &Catalogue::builtin_names())?;
     let catalogue = Catalogue::builtin().with_user(&inventory.connectors)?;
-    let targets = select(&inventory, args)?;
+    let mut targets = select(&inventory, args)?;
+    if let Some(only) = only {
+        targets.retain(|t| only.contains(&t.certificate));
+    }
 
     let mut materials = BTreeMap::new();
     let mut errors = Vec::new();
@@ -335,19 +390,27 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
     let settings = RunSettings::new(args.accept_new_host_keys);
-    let prepared = prepare(&args.inventory, &settings)?;
-    let reporter: Arc<dyn report::Reporter> =
-        Arc::from(report::reporter(prepared.plans.len(), verbose));
+    let only = crate::lifecycle::hook_selection(args.hook.as_deref(), &args.inventory.inventory)?;
+    if only.as_ref().is_some_and(|o| o.is_empty()) {
+        return Ok(0);
+    }
+    let Prepared {
+        plans, inventory, ..
+    } = prepare_only(&args.inventory, &settings, only.as_ref())?;
+    let forks = forks_within_fd_limit(args.run.forks);
+    let problems = crate::lifecycle::policy_problems(&inventory, &plans, settings.now);
+    if !problems.is_empty() {
+        return Err(Invalid(problems));
+    }
+    let refusals = crate::lifecycle::downgrade_gate(&inventory, &plans, forks, args.force).await;
+    if !refusals.is_empty() {
+        return Err(Invalid(refusals));
+    }
+    let reporter: Arc<dyn report::Reporter> = Arc::from(report::reporter(plans.len(), verbose));
     let stop = CancellationToken::new();
-    let abort = Abort::new(
-        "deploy",
-        args.dry_run,
-        started_at,
-        &prepared.plans,
-        args.run.output,
-    );
+    let abort = Abort::new("deploy", args.dry_run, started_at, &plans, args.run.output);
     let interrupted = watch_interrupts(stop.clone(), abort);
-    let total = prepared.plans.len();
+    let total = plans.len();
     let options = DeployOptions {
         mode: if args.dry_run {
             deploy::Mode::DryRun
@@ -355,12 +418,12 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
             deploy::Mode::Deploy
         },
         force: args.force,
-        forks: forks_within_fd_limit(args.run.forks),
+        forks,
         batches: crate::select::batches(&args.serial.unwrap_or_default(), total),
         max_fail: args.max_fail,
         break_lock: args.break_lock,
     };
-    let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
+    let targets = deploy::deploy_all(plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();
     let run = RunReport::new(
         "deploy",
@@ -370,10 +433,14 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
         targets,
     );
     finish(&run, args.run.output);
-    if stop.is_cancelled() && interrupted.load(std::sync::atomic::Ordering::SeqCst) {
-        return Ok(130);
-    }
-    Ok(report::exit_code(&run))
+    let code = if stop.is_cancelled() && interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        130
+    } else {
+        report::exit_code(&run)
+    };
+    let notify = !args.no_notify && !args.dry_run;
+    crate::lifecycle::after_run(&run, code, &inventory, &settings.run_id, notify, verbose).await;
+    Ok(code)
 }
 
 async fn rollback_command(args: RollbackArgs, verbose: u8) -> Result<u8, Invalid> {
@@ -387,8 +454,11 @@ async fn rollback_command(args: RollbackArgs, verbose: u8) -> Result<u8, Invalid
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: args.break_lock,
     };
+    let inventory = prepared.inventory.clone();
     let (run, code) = fleet_command("rollback", prepared, options, verbose, args.run.output).await;
     finish(&run, args.run.output);
+    let notify = !args.no_notify;
+    crate::lifecycle::after_run(&run, code, &inventory, &settings.run_id, notify, verbose).await;
     Ok(code)
 }
 
@@ -489,14 +559,14 @@ async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
         let reporter = reporter.clone();
         tasks.spawn(async move {
             let _permit = forks.acquire_owned().await;
-            let report = verify_target(&plan, warn_days, reporter.as_ref()).await;
+            let (report, seen) = verify_target(&plan, warn_days, reporter.as_ref()).await;
             reporter.event(report::Event::TargetFinished {
                 report: report.clone(),
             });
-            (index, report)
+            (index, report, seen)
         });
     }
-    let mut reports: Vec<(usize, TargetReport)> = Vec::new();
+    let mut reports = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(r) => reports.push(r),
@@ -504,34 +574,40 @@ async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
         }
     }
     reporter.finish();
-    reports.sort_by_key(|(i, _)| *i);
-    let targets = reports.into_iter().map(|(_, r)| r).collect();
+    reports.sort_by_key(|(i, _, _)| *i);
+    let (targets, seen): (Vec<TargetReport>, Vec<crate::monitor::Observation>) =
+        reports.into_iter().map(|(_, r, o)| (r, o)).unzip();
     let run = RunReport::new("verify", false, started_at, started.elapsed(), targets);
     finish(&run, args.run.output);
-    Ok(report::exit_code(&run))
+    if let Some(path) = &args.prometheus {
+        crate::lifecycle::write_prometheus(path, &seen, crate::plan::now_unix());
+    }
+    let code = report::exit_code(&run);
+    let (inventory, run_id) = (&prepared.inventory, &settings.run_id);
+    crate::lifecycle::after_run(&run, code, inventory, run_id, !args.no_notify, verbose).await;
+    Ok(code)
 }
 
-/// Probes one target on its schedule for the inventory's certificate.
-async fn verify_target(
+/// The inventory's own certificate expires within `--warn-days`: how soon, for messages.
+fn material_expiring(plan: &TargetPlan, warn_days: u32) -> Option<String> {
+    let left = plan.material.leaf.not_after - crate::plan::now_unix();
+    (warn_days > 0 && left < i64::from(warn_days) * 86_400).then(|| {
+        format!(
+            "the inventory's certificate `{}` itself expires in {} day(s) (--warn-days {warn_days}): renew it",
+            plan.certificate,
+            left.div_euclid(86_400)
+        )
+    })
+}
+
+/// What a verification means: the status, and the detail for the report.
+fn verdict(
     plan: &TargetPlan,
+    v: &probe::Verification,
     warn_days: u32,
-    reporter: &dyn report::Reporter,
-) -> TargetReport {
-    let started = tokio::time::Instant::now();
+    material_warning: Option<String>,
+) -> (Status, String) {
     let expected = plan.material.expected();
-    if !plan.has_probe {
-        let mut report = deploy::skipped(
-            plan,
-            "no TLS endpoint to probe: the connector has no default port; set verify.address",
-        );
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        return report;
-    }
-    reporter.event(report::Event::StepStarted {
-        target: plan.name.clone(),
-        step: report::Step::Verify,
-    });
-    let v = probe::verify(&plan.probe, &expected, &CancellationToken::new()).await;
     let expires_in = v
         .last_served
         .as_ref()
@@ -547,7 +623,7 @@ async fn verify_target(
     } else {
         Status::Unreachable
     };
-    let detail = if v.passed && expiring {
+    let mut detail = if v.passed && expiring {
         let days = expires_in.unwrap_or(0).div_euclid(86_400);
         format!(
             "{} serves {}, which expires in {days} day(s) (--warn-days {warn_days})",
@@ -566,6 +642,60 @@ async fn verify_target(
             plan.probe.address, expected.leaf
         )
     };
+    // When the endpoint serves the inventory's certificate the served expiry says it all.
+    if let Some(w) = material_warning.filter(|_| !v.passed) {
+        detail.push_str(&format!("; {w}"));
+    }
+    (status, detail)
+}
+
+/// Probes one target on its schedule for the inventory's certificate.
+async fn verify_target(
+    plan: &TargetPlan,
+    warn_days: u32,
+    reporter: &dyn report::Reporter,
+) -> (TargetReport, crate::monitor::Observation) {
+    let started = tokio::time::Instant::now();
+    let expected = plan.material.expected();
+    let material_warning = material_expiring(plan, warn_days);
+    let mut seen = crate::monitor::Observation {
+        target: plan.name.clone(),
+        host: plan.ssh.host.clone(),
+        connector: plan.connector.clone(),
+        certificate: plan.certificate.clone(),
+        probed: plan.has_probe,
+        reachable: false,
+        leaf_matches: false,
+        chain_matches: false,
+        served_not_after: None,
+        probe_duration_ms: None,
+        material_not_after: plan.material.leaf.not_after,
+    };
+    if !plan.has_probe {
+        let mut report = deploy::skipped(
+            plan,
+            "no TLS endpoint to probe: the connector has no default port; set verify.address",
+        );
+        if let Some(w) = material_warning {
+            report.status = Status::Expiring;
+            report.error = Some(format!("nothing to probe; {w}"));
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return (report, seen);
+    }
+    reporter.event(report::Event::StepStarted {
+        target: plan.name.clone(),
+        step: report::Step::Verify,
+    });
+    let v = probe::verify(&plan.probe, &expected, &CancellationToken::new()).await;
+    if let Some(served) = &v.last_served {
+        seen.reachable = true;
+        seen.leaf_matches = served.leaf == expected.leaf;
+        seen.chain_matches = served.chain == expected.chain;
+        seen.served_not_after = Some(served.not_after);
+    }
+    seen.probe_duration_ms = v.attempts.last().map(|a| a.duration_ms);
+    let (status, detail) = verdict(plan, &v, warn_days, material_warning);
     let step = report::StepReport {
         step: report::Step::Verify,
         status: if v.passed {
@@ -580,7 +710,7 @@ async fn verify_target(
         target: plan.name.clone(),
         step: step.clone(),
     });
-    TargetReport {
+    let report = TargetReport {
         name: plan.name.clone(),
         host: plan.ssh.host.clone(),
         connector: plan.connector.clone(),
@@ -593,12 +723,18 @@ async fn verify_target(
         probes: v.attempts,
         duration_ms: started.elapsed().as_millis() as u64,
         error: (status != Status::Ok).then_some(detail),
-    }
+    };
+    (report, seen)
 }
 
 fn check_command(args: CheckArgs) -> Result<u8, Invalid> {
     let settings = RunSettings::new(false);
     let prepared = prepare(&args.inventory, &settings)?;
+    let problems =
+        crate::lifecycle::policy_problems(&prepared.inventory, &prepared.plans, settings.now);
+    if !problems.is_empty() {
+        return Err(Invalid(problems));
+    }
     report::print_stderr(&format!(
         "ok: {} — {} target(s), {} certificate(s), {} user-defined connector(s); nothing was contacted\n",
         args.inventory.inventory.display(),
@@ -624,6 +760,21 @@ fn check_command(args: CheckArgs) -> Result<u8, Invalid> {
         ));
     }
     Ok(0)
+}
+
+fn history_command(args: HistoryArgs) -> Result<u8, Invalid> {
+    let default = PathBuf::from("certctl.yaml");
+    let inventory = args
+        .inventory
+        .or_else(|| default.exists().then_some(default));
+    let json = args.output == Output::Json;
+    Ok(crate::lifecycle::history_command(
+        inventory.as_deref(),
+        args.file,
+        args.limit,
+        args.check,
+        json,
+    )?)
 }
 
 fn connectors_command(action: ConnectorsAction) -> Result<u8, Invalid> {

@@ -511,9 +511,10 @@ fn cells() -> Vec<Cell> {
             dry_run: false,
             arm: |rig| {
                 let master = rig.nginx.master_pid();
-                // Connection 1 is inspect's probe, 2 the first of verify's.
+                // Connection 1 is the policy gate's downgrade probe, 2 inspect's probe, 3 the
+                // first of verify's.
                 let proxy = TcpProxy::start(rig.nginx.addr, move |n| {
-                    if n == 2 {
+                    if n == 3 {
                         stop_process(master);
                     }
                 });
@@ -634,8 +635,9 @@ fn cells() -> Vec<Cell> {
             dry_run: false,
             arm: |rig| {
                 let listener = rig.sshd.pid();
+                // 1: the policy gate's probe, 2: inspect's, 3: verify's first.
                 let proxy = TcpProxy::start(rig.nginx.addr, move |n| {
-                    if n == 2 {
+                    if n == 3 {
                         kill_sshd_sessions(listener);
                     }
                 });

@@ -26,12 +26,12 @@ use tokio_util::sync::CancellationToken;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn material(leaf: &Leaf) -> Material {
-    Material::load(&MaterialSpec {
-        name: leaf.name.clone(),
-        cert: leaf.cert.clone(),
-        chain: Some(leaf.chain.clone()),
-        key: KeySource::File(leaf.key.clone()),
-    })
+    Material::load(&MaterialSpec::new(
+        leaf.name.clone(),
+        leaf.cert.clone(),
+        Some(leaf.chain.clone().into()),
+        KeySource::File(leaf.key.clone()),
+    ))
     .unwrap()
 }
 

@@ -5,6 +5,7 @@
 pub mod apache;
 pub mod caddy;
 pub mod dovecot;
+pub mod edit;
 pub mod emulated;
 pub mod faults;
 pub mod haproxy;
@@ -13,6 +14,7 @@ pub mod mail;
 pub mod nginx;
 pub mod pki;
 pub mod postfix;
+pub mod prom;
 pub mod sshd;
 pub mod tls_lab;
 pub mod users;
