@@ -21,10 +21,13 @@
 //! - [`deploy`] runs the per-target state machine over [`ssh`] and [`probe`]; it prints nothing
 //!   and sends [`report::Event`]s instead.
 //! - [`report`] owns every byte written to stdout/stderr and decides the exit code.
+//! - [`generate`] renders shell completions and man pages from the [`cli`] definition;
+//!   [`version`] holds the build facts `--version` prints.
 
 pub mod cli;
 pub mod connector;
 pub mod deploy;
+pub mod generate;
 pub mod inventory;
 pub mod material;
 pub mod pkcs12;
@@ -34,5 +37,6 @@ pub mod report;
 pub mod secret;
 pub mod select;
 pub mod ssh;
+pub mod version;
 
 pub use cli::run;

@@ -20,6 +20,7 @@ mod emulator_powershell;
 mod faults;
 mod fleet;
 mod fuzz;
+mod generate;
 mod inventory;
 mod jump_deploy;
 mod locks;
