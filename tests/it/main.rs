@@ -23,6 +23,7 @@ mod fuzz;
 mod generate;
 mod inventory;
 mod jump_deploy;
+mod lab_script;
 mod locks;
 mod material;
 mod material_corpus;
