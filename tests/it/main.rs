@@ -31,6 +31,7 @@ mod pkcs12;
 mod plan;
 mod powershell_exec_emulated;
 mod probe_nginx;
+mod release_scripts;
 mod rollback_command;
 mod secrets;
 mod select;
