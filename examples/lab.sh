@@ -20,7 +20,7 @@ else
   for bin in /usr/sbin/sshd /usr/sbin/nginx /usr/bin/openssl /usr/bin/ssh-keygen /usr/bin/python3; do
     [ -x "$bin" ] || { echo "lab: $bin is missing: apt-get install openssh-server nginx openssl python3" >&2; exit 1; }
   done
-  mkdir -p -m 0755 /run/sshd
+  mkdir -p /run/sshd && chmod 0755 /run/sshd
 fi
 
 if [ -n "${CERTCTL:-}" ]; then
@@ -29,10 +29,10 @@ if [ -n "${CERTCTL:-}" ]; then
     /*) ;;
     ?*) resolved="$PWD/$resolved" ;;
   esac
-  [ -n "$resolved" ] && [ -x "$resolved" ] && [ -f "$resolved" ] || {
+  if [ -z "$resolved" ] || [ ! -f "$resolved" ] || [ ! -x "$resolved" ]; then
     echo "lab: CERTCTL=$CERTCTL is not an executable file" >&2
     exit 2
-  }
+  fi
   CERTCTL=$resolved
 elif [ -f "$ROOT/Cargo.toml" ]; then
   echo "==> building certctl (release)"
