@@ -237,3 +237,25 @@ fn write_stdout(bytes: &[u8]) -> u8 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks of the command tree the pages and scripts come from.
+    #[test]
+    fn command_tree_is_consistent() {
+        crate::cli::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exit_codes_become_a_list_and_other_lines_paragraphs() {
+        let roff =
+            super::exit_status_section("Exit codes:\n  0    fine\n  130  stopped\nSee the README.")
+                .to_roff();
+        assert_eq!(
+            roff,
+            ".SH \"EXIT STATUS\"\n.TP\n\\fB0\\fR\nfine\n.TP\n\\fB130\\fR\nstopped\n.PP\nSee the README.\n"
+        );
+    }
+}
