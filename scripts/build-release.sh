@@ -30,7 +30,7 @@ CARGO_ZIGBUILD_PYTHON_PATH=$(bash scripts/install-release-tools.sh --print-pytho
 export CARGO_ZIGBUILD_PYTHON_PATH
 
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
-  if [ "$(git rev-parse --show-toplevel 2>/dev/null)" = "$PWD" ]; then
+  if [ "$(git rev-parse --show-toplevel 2>/dev/null)" = "$(pwd -P)" ]; then
     SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)
   else
     SOURCE_DATE_EPOCH=$(date +%s)
