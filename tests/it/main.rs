@@ -27,6 +27,7 @@ mod inventory;
 mod journal_recovery;
 mod jump_deploy;
 mod lab_script;
+mod live_layouts;
 mod locks;
 mod material;
 mod material_corpus;
