@@ -85,7 +85,7 @@ async fn combined(
     } else {
         "test and reload"
     };
-    let out = super::preview::exec_shared(run, session, &s, first, t, shared).await?;
+    let out = run.exec_shared(session, &s, first, t, shared).await?;
     let total = t.elapsed();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let marks = clock_marks(&text);

@@ -4,18 +4,14 @@
 //! stays for the next run to recover; then this run's temp files, its scratch directory and,
 //! last, the lock are removed. Every removal that fails is named, and the step fails.
 
-use super::lock::lock_dir;
+use super::names::{LOCK_LEFT, lock_dir};
 use super::run::{Run, StepResult};
 use super::script::{self, STRICT, stderr_note, tagged_failures};
-use super::{Remote, Swap, commands, windows};
+use super::{Remote, Swap, tidy, windows};
 use crate::plan::TargetPlan;
 use crate::report::{Status, Step};
 use crate::ssh::quote::Script;
 use crate::ssh::{ExecOutput, Session};
-
-/// Ends a cleanup error when the lock could not be removed.
-pub(super) const LOCK_LEFT: &str = "; the lock stays, so the next run reports it as held by this \
-                                    finished run: check the target, then rerun with --break-lock";
 
 /// The cleanup's commands (they need [`STRICT`], [`script::CLEANUP`]): ONE `rm` for `temps`
 /// (this run's files beside live ones), the scratch directory and, last, the lock if it is
@@ -73,11 +69,11 @@ async fn cleanup(run: &Run<'_>, session: &Session) -> StepResult<()> {
     let mut errors = Vec::new();
     let mut notes = Vec::new();
     if let Swap::Commands(swap) = plan.swap() {
-        errors.extend(commands::discard(session, plan, swap).await);
+        errors.extend(tidy::discard(session, plan, swap).await);
         if deployed {
             for result in [
-                commands::prune(session, plan, swap).await,
-                commands::after_deploy(session, plan, swap).await,
+                tidy::prune(session, plan, swap).await,
+                tidy::after_deploy(session, plan, swap).await,
             ] {
                 match result {
                     Ok(note) => notes.extend(note),

@@ -13,7 +13,8 @@ use super::lock::{self, LockAnswer};
 use super::recover::{self, Recovered};
 use super::run::{Outcome, Run, StepFailure, UNTOUCHED};
 use super::script::{self, CLOCK, STRICT, clock_marks, remote_span};
-use super::status::{self, served_is};
+use super::status;
+use super::verify::served_is;
 use super::{
     DeployOptions, Mode, Remote, Swap, apply, cleanup, commands, preview, rollback, verify, windows,
 };
@@ -79,7 +80,7 @@ async fn on_session(run: &mut Run<'_>, session: &mut Session) {
     let taken = match lock_step(run, session).await {
         Ok(taken) => taken,
         Err(failure) => {
-            let released = lock::release_after_failure(run, session).await;
+            let released = super::connection::release_after_failure(run, session).await;
             run.conclude(Err((
                 Status::Failed,
                 format!("{}; {UNTOUCHED}{released}", failure.cause()),
@@ -102,7 +103,10 @@ async fn on_session(run: &mut Run<'_>, session: &mut Session) {
     }
     // 4–10.
     let outcome = match run.mode {
-        Mode::Rollback => rollback::undo(run, session).await,
+        Mode::Rollback => match run.plan.swap() {
+            Swap::Files => rollback::undo(run, session).await,
+            Swap::Commands(swap) => commands::undo(run, session, swap).await,
+        },
         _ => deploy(run, session, inspection).await,
     };
     run.conclude(outcome);
@@ -168,7 +172,7 @@ async fn lock_step(run: &mut Run<'_>, session: &Session) -> Result<Taken, StepFa
             }
             LockAnswer::Held(holder) => {
                 let j = journal.as_ref().and_then(|j| j.as_ref().ok());
-                let why = lock::describe_holder(&lock::lock_dir(plan), &holder, j);
+                let why = super::holder::describe_holder(&super::names::lock_dir(plan), &holder, j);
                 return run.record(Step::Lock, t.elapsed(), Err(why));
             }
             LockAnswer::Failed(why) => {
@@ -303,52 +307,17 @@ async fn reinspect(session: &Session, plan: &TargetPlan) -> Inspection {
 async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Inspection) -> Outcome {
     let plan = run.plan;
     // 4. inspect: what each live file is, what is served.
-    run.begin(Step::Inspect);
-    let served_before = inspection.served;
-    let live = match inspection.result {
-        Ok(live) => live,
-        Err(e) => {
-            let f = run
-                .record::<()>(Step::Inspect, inspection.took, Err(e))
-                .expect_err("error");
-            return Err(run.untouched(f));
-        }
+    let served_before = inspection.served.clone();
+    let files = match inspect_files(run, session, inspection).await {
+        Ok(files) => files,
+        Err(f) => return Err(run.untouched(f)),
     };
-    let mut files: Vec<StagedFile<'_>> = plan
-        .files
-        .iter()
-        .zip(live)
-        .map(|(planned, (live, ids))| decide(planned, live, ids, &plan.material))
-        .collect();
-    read_old_certs(session, &mut files).await;
-    diagnose(&mut files, &plan.material);
-    let repairs = files::repairs(&files);
     let expected = plan.material.expected();
-    run.report.served_fingerprint = served_before.as_ref().map(|s| s.leaf);
-    run.report.old_fingerprint = files
-        .iter()
-        .find_map(|f| f.old_certs.first().map(|c| c.fingerprint))
-        .or_else(|| files.iter().any(|f| f.current()).then_some(expected.leaf))
-        .or(run.report.served_fingerprint);
-    run.report.files = files
-        .iter()
-        .map(|f| file_report(f, &plan.material))
-        .collect();
-    let mut detail = format!(
-        "{} file(s) inspected; {}",
-        plan.files.len(),
-        served_detail(plan, served_before.as_ref())
-    );
-    if let Some(r) = &repairs {
-        detail.push_str(&format!("; {r}"));
-    }
-    let _ = run.record(Step::Inspect, inspection.took, Ok(((), Some(detail))));
-
-    let served_match = served_before
-        .as_ref()
-        .is_some_and(|s| served_is(s, &expected));
     if files.iter().all(|f| f.current()) && !run.force {
-        if served_match {
+        if served_before
+            .as_ref()
+            .is_some_and(|s| served_is(s, &expected))
+        {
             return Ok(Status::Unchanged);
         }
         if run.dry_run() {
@@ -359,7 +328,6 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
     for f in &files {
         run.temps.extend(f.temps(&plan.run_id));
     }
-
     // 5. stage
     if let Err(f) = run.step(Step::Stage, files::stage(session, &files)).await {
         return Err(run.untouched(f));
@@ -370,45 +338,7 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
         chain: s.chain,
     });
     let entries: Vec<_> = files.iter().enumerate().map(|(i, f)| f.entry(i)).collect();
-    let intent = Intent {
-        files: entries.clone(),
-        ..Intent::new(
-            &plan.run_id,
-            &plan.name,
-            Op::Deploy,
-            Kind::Files,
-            &files::set_dir(plan),
-        )
-    }
-    .with_old(old.as_ref());
-    let work_copies = files.iter().any(|f| f.planned.work.is_some());
-    // The live test is tolerated (its failure attributed) while live files are missing or
-    // broken; `repairs` says which.
-    let tolerate = files::live_test_may_fail(&files).then(|| {
-        repairs
-            .clone()
-            .unwrap_or_else(|| "files that do not exist yet".into())
-    });
-    let repairs = tolerate.as_deref();
-    if !run.dry_run() {
-        // Written by the backup, before the first live change; closed by cleanup.
-        run.journal = Some(super::run::OpenJournal {
-            dest: format!("{}/journal", files::set_dir(plan)),
-            set: files::set_dir(plan),
-            keep_set_when: Some(Status::Deployed),
-        });
-    }
-    let previewed = match (run.dry_run(), work_copies) {
-        (true, false) => preview::then_cleanup(run, session, repairs).await,
-        (true, true) => preview::alone(run, session, repairs).await,
-        (false, false) => {
-            preview::with_backup(run, session, &intent.line(), &entries, repairs).await
-        }
-        (false, true) => {
-            preview_keystore(run, session, &files, &intent.line(), &entries, repairs).await
-        }
-    };
-    if let Err(f) = previewed {
+    if let Err(f) = preview_and_backup(run, session, &files, &entries, old.as_ref()).await {
         return Err(run.untouched(f));
     }
     if run.dry_run() {
@@ -422,6 +352,90 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
     match after {
         Ok(()) => Ok(Status::Deployed),
         Err(failure) => Err(rollback::after_failure(run, session, &entries, old, failure).await),
+    }
+}
+
+/// Step 4 for files: each live file decided (mode, owner, what is written where), the live
+/// certificates read back, what is broken found; the report's files and old fingerprint.
+async fn inspect_files<'p>(
+    run: &mut Run<'p>,
+    session: &Session,
+    inspection: Inspection,
+) -> Result<Vec<StagedFile<'p>>, StepFailure> {
+    let plan = run.plan;
+    run.begin(Step::Inspect);
+    let live = match inspection.result {
+        Ok(live) => live,
+        Err(e) => return run.record(Step::Inspect, inspection.took, Err(e)),
+    };
+    let mut files: Vec<StagedFile<'p>> = plan
+        .files
+        .iter()
+        .zip(live)
+        .map(|(planned, (live, ids))| decide(planned, live, ids, &plan.material))
+        .collect();
+    read_old_certs(session, &mut files).await;
+    diagnose(&mut files, &plan.material);
+    run.report.served_fingerprint = inspection.served.as_ref().map(|s| s.leaf);
+    run.report.old_fingerprint = files
+        .iter()
+        .find_map(|f| f.old_certs.first().map(|c| c.fingerprint))
+        .or_else(|| {
+            files
+                .iter()
+                .any(|f| f.current())
+                .then_some(plan.material.leaf.fingerprint)
+        })
+        .or(run.report.served_fingerprint);
+    run.report.files = files
+        .iter()
+        .map(|f| file_report(f, &plan.material))
+        .collect();
+    let mut detail = format!(
+        "{} file(s) inspected; {}",
+        plan.files.len(),
+        served_detail(plan, inspection.served.as_ref())
+    );
+    if let Some(r) = files::repairs(&files) {
+        detail.push_str(&format!("; {r}"));
+    }
+    run.record(Step::Inspect, inspection.took, Ok((files, Some(detail))))
+}
+
+/// Steps 6 and 7 for files: the preview (the live test tolerated while live files are missing
+/// or broken) and, on a deploy, the backup and the journal — in the fewest remote commands.
+async fn preview_and_backup(
+    run: &mut Run<'_>,
+    session: &Session,
+    files: &[StagedFile<'_>],
+    entries: &[super::journal::Entry],
+    old: Option<&crate::material::Expected>,
+) -> Result<(), StepFailure> {
+    let plan = run.plan;
+    let set = super::names::set_dir(plan);
+    let intent = Intent {
+        files: entries.to_vec(),
+        ..Intent::new(&plan.run_id, &plan.name, Op::Deploy, Kind::Files, &set)
+    }
+    .with_old(old)
+    .line();
+    let tolerate = files::live_test_may_fail(files)
+        .then(|| files::repairs(files).unwrap_or_else(|| "files that do not exist yet".into()));
+    let repairs = tolerate.as_deref();
+    if !run.dry_run() {
+        // Written by the backup, before the first live change; closed by cleanup.
+        run.journal = Some(super::run::OpenJournal {
+            dest: format!("{set}/journal"),
+            set,
+            keep_set_when: Some(Status::Deployed),
+        });
+    }
+    let work_copies = files.iter().any(|f| f.planned.work.is_some());
+    match (run.dry_run(), work_copies) {
+        (true, false) => preview::then_cleanup(run, session, repairs).await,
+        (true, true) => preview::alone(run, session, repairs).await,
+        (false, false) => preview::with_backup(run, session, &intent, entries, repairs).await,
+        (false, true) => preview_keystore(run, session, files, &intent, entries, repairs).await,
     }
 }
 

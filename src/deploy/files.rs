@@ -3,71 +3,18 @@
 //! live file to repair), staging, and the remote commands of the backup, the swap and a
 //! restore. The scripts are in `scripts/`; what they print is read here, purely.
 
-use sha2::{Digest, Sha256};
-
+use super::content::{FileBytes, content_for, new_sha256};
 use super::inspect::{LiveFile, LiveState, OwnerIds};
 use super::journal::Entry;
+use super::names::{parent, set_dir, temp_beside};
 use super::run::StepResult;
 use super::script::{self, command_failure};
 use crate::connector::Role;
 use crate::material::{CertInfo, Material};
 use crate::plan::{PlannedFile, TargetPlan};
 use crate::report::FileReport;
-use crate::secret::Secret;
 use crate::ssh::Session;
 use crate::ssh::quote::Script;
-
-/// A file's new content: public certificates, or a secret.
-pub(super) enum FileBytes {
-    Public(Vec<u8>),
-    Secret(Secret),
-}
-
-impl FileBytes {
-    pub fn bytes(&self) -> &[u8] {
-        match self {
-            FileBytes::Public(b) => b,
-            FileBytes::Secret(s) => s.expose(),
-        }
-    }
-}
-
-/// The material in one role. A keystore has no content of ours: the target's tools build it.
-pub(super) fn material_bytes(material: &Material, role: Role) -> FileBytes {
-    match role {
-        Role::Cert => FileBytes::Public(material.cert_pem()),
-        Role::Chain => FileBytes::Public(material.chain_pem()),
-        Role::Fullchain => FileBytes::Public(material.fullchain_pem()),
-        Role::Key => FileBytes::Secret(material.key_pem().clone()),
-        Role::Bundle => FileBytes::Secret(material.bundle_pem()),
-        Role::Rendered | Role::Keystore => FileBytes::Public(Vec::new()),
-    }
-}
-
-fn content_for(material: &Material, planned: &PlannedFile) -> FileBytes {
-    match planned.role {
-        Role::Rendered => {
-            FileBytes::Public(planned.rendered.clone().unwrap_or_default().into_bytes())
-        }
-        role => material_bytes(material, role),
-    }
-}
-
-pub(super) fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The new content's SHA-256 (empty for a keystore, whose bytes the target builds).
-pub(super) fn new_sha256(material: &Material, planned: &PlannedFile) -> String {
-    if planned.role.is_built_by_engine() {
-        sha256_hex(content_for(material, planned).bytes())
-    } else {
-        String::new()
-    }
-}
 
 /// One file after inspect: what is there, what it becomes, and where it is written.
 pub(super) struct StagedFile<'a> {
@@ -133,13 +80,6 @@ impl StagedFile<'_> {
             new_sha256: self.sha256.clone(),
         }
     }
-}
-
-/// `DIR/.NAME.certctl-RUN.SUFFIX` beside `path` (same directory, so a rename is atomic; the
-/// lock step sweeps `.NAME.certctl-*` a killed run left).
-pub(super) fn temp_beside(path: &str, run_id: &str, suffix: &str) -> String {
-    let (dir, base) = path.rsplit_once('/').unwrap_or(("", path));
-    format!("{dir}/.{base}.certctl-{run_id}.{suffix}")
 }
 
 /// Mode, owner and content for one file. Explicit params win; a replaced file keeps its own
@@ -443,11 +383,6 @@ pub(super) async fn place_work_copies(
     Ok(((), None))
 }
 
-/// The backup set of this run.
-pub(super) fn set_dir(plan: &TargetPlan) -> String {
-    format!("{}/{}", plan.backup_dir, plan.run_id)
-}
-
 /// The backup's commands (they need [`script::STRICT`], [`script::BACKUP`] and
 /// [`script::JOURNAL`]): the set (0700), a copy of every live file, the copies checked against
 /// inspect's hashes and fsync'd, then the journal (the intent, `journal`), then old sets
@@ -507,130 +442,13 @@ pub(super) fn swap_commands(s: &mut Script, plan: &TargetPlan, files: &[StagedFi
     s.cmd(&["certctl_mark", &plan.backup_dir, "swapped"]);
 }
 
-fn parent(path: &str) -> String {
-    match path.rsplit_once('/') {
-        Some(("", _)) | None => "/".into(),
-        Some((dir, _)) => dir.to_string(),
-    }
-}
-
-/// The restore's commands for `entries` from `set` (they need [`script::STRICT`],
-/// [`script::RESTORE`] and [`script::JOURNAL`], under [`script::NO_HANGUP`]): see
-/// `scripts/restore.sh`. Temp names carry `run_id` (the run doing the restore). Then what each
-/// path is now, for [`restore_check`].
-pub(super) fn restore_commands(
-    s: &mut Script,
-    backup_dir: &str,
-    set: &str,
-    entries: &[Entry],
-    run_id: &str,
-) {
-    s.cmd(&["certctl_busy", backup_dir]);
-    s.cmd(&["certctl_mark", backup_dir, "restoring"]);
-    for e in entries {
-        if let Some(copy) = &e.copy {
-            let tmp = temp_beside(&e.write, run_id, "restore");
-            s.cmd(&["certctl_copy", &format!("{set}/{copy}"), &tmp, &e.write]);
-        }
-    }
-    s.raw("if [ \"$fail\" = 0 ]; then\n");
-    let mut dirs = Vec::new();
-    for e in entries {
-        match &e.copy {
-            Some(_) => {
-                let tmp = temp_beside(&e.write, run_id, "restore");
-                s.cmd(&["certctl_place", &tmp, &e.write]);
-            }
-            // A file that did not exist: removed (not the path itself when it is a symlink
-            // that was replaced: putting the link back replaces the file).
-            None if e.write != e.path || e.link.is_none() => {
-                s.cmd(&["certctl_remove", &e.write]);
-            }
-            None => {}
-        }
-        if let Some(text) = &e.link {
-            let tmp = temp_beside(&e.path, run_id, "link");
-            s.cmd(&["certctl_relink", &e.path, text, &tmp]);
-        }
-        for dir in [parent(&e.write), parent(&e.path)] {
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
-            }
-        }
-    }
-    let mut sync = vec!["certctl_sync".to_string()];
-    sync.extend(dirs);
-    s.cmd(&sync);
-    s.cmd(&["certctl_mark", backup_dir, "restored"]);
-    s.raw("else\n");
-    let mut discard = vec!["certctl_discard".to_string()];
-    discard.extend(
-        entries
-            .iter()
-            .filter(|e| e.copy.is_some())
-            .map(|e| temp_beside(&e.write, run_id, "restore")),
-    );
-    s.cmd(&discard);
-    s.raw("fi\n");
-    for (i, e) in entries.iter().enumerate() {
-        s.cmd(&["certctl_check", &i.to_string(), &e.path]);
-    }
-}
-
-/// Checks a restore's result: each path holds its copy (by SHA-256; absent where the file
-/// did not exist) and each symlink is the recorded text. `Err` names what does not.
-pub(super) fn restore_check(stdout: &str, entries: &[Entry]) -> Result<(), String> {
-    let records = script::records(stdout, &[("L", 1)])?;
-    let mut bad = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
-        let idx = i.to_string();
-        let content = records
-            .iter()
-            .find(|r| r.tag == "C" && r.fields.first() == Some(&idx.as_str()))
-            .and_then(|r| r.fields.get(1).copied());
-        let link = records
-            .iter()
-            .find(|r| r.tag == "L" && r.fields.first() == Some(&idx.as_str()))
-            .and_then(|r| r.text);
-        let content_ok = match (&e.copy_sha256, content) {
-            (Some(want), Some(have)) => want == have,
-            (None, Some(have)) if e.copy.is_none() => {
-                have == "absent" || (e.link.is_some() && e.write == e.path)
-            }
-            // A set from before journals: its copies' hashes were not recorded.
-            (None, Some(have)) => have != "absent" && have != "unreadable",
-            (_, None) => false,
-        };
-        let link_ok = e.link.as_deref() == link || (e.link.is_none() && link.is_none());
-        if !content_ok {
-            bad.push(format!("{} (content)", e.path));
-        }
-        if !link_ok {
-            bad.push(format!(
-                "{} (symlink: expected {:?}, found {:?})",
-                e.path,
-                e.link.as_deref().unwrap_or("none"),
-                link.unwrap_or("none")
-            ));
-        }
-    }
-    if bad.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "after restoring, these do not match the backup set: {}",
-            bad.join(", ")
-        ))
-    }
-}
-
 /// Reads back the certificates of live files whose content differs (certificate roles only;
 /// a bundle's key part is dropped by the parser and the buffer zeroized).
 pub(super) async fn read_old_certs(session: &Session, files: &mut [StagedFile<'_>]) {
     for f in files.iter_mut() {
         if matches!(f.live.state, LiveState::File(_)) && !f.current() && f.planned.role.has_leaf() {
             let pem = session
-                .read_file(&f.live.write, super::inspect::CERT_READ_LIMIT)
+                .read_file(&f.live.write, super::content::CERT_READ_LIMIT)
                 .await;
             if let Ok(mut pem) = pem {
                 f.old_certs = crate::material::parse_certs(&pem).unwrap_or_default();

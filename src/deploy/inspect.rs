@@ -8,17 +8,14 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use super::files::new_sha256;
-use super::lock::lock_dir;
+use super::content::new_sha256;
+use super::names::lock_dir;
 use super::script::{self, STRICT, records, stderr_note};
 use crate::connector::Role;
 use crate::plan::{PlannedFile, TargetPlan};
 use crate::probe::{self, Served};
 use crate::ssh::quote::Script;
 use crate::ssh::{ExecOutput, Session};
-
-/// Largest certificate file read back from a target.
-pub(super) const CERT_READ_LIMIT: usize = 1 << 20;
 
 /// A live regular file's metadata and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +179,6 @@ pub(super) fn parse(files: &[PlannedFile], out: &ExecOutput) -> Result<Inspected
     // Sections: the script's records, then sha256sum's (after \x1eH), stat's (\x1eS), and
     // the keys' records (\x1eK).
     let (head, hashes, stats, keys) = split_sections(&text);
-    let malformed = |path: Option<&str>, line: &str| malformed(path, line, out);
     for r in records(head, &[("L", 1), ("W", 1)])? {
         if r.tag == "STALE" {
             continue;
@@ -193,53 +189,14 @@ pub(super) fn parse(files: &[PlannedFile], out: &ExecOutput) -> Result<Inspected
             .and_then(|i| i.parse::<usize>().ok())
             .filter(|i| *i < n);
         let Some(idx) = idx else {
-            return Err(malformed(None, &describe(&r)));
+            return Err(malformed(None, &describe(&r), out));
         };
-        let path = &files[idx].path;
-        match (r.tag, r.fields.get(1).copied(), r.text) {
-            ("D", None, None) => {
-                return Err(format!(
-                    "the directory of {path} does not exist on the target"
-                ));
-            }
-            ("F", Some("notfile"), _) => {
-                return Err(format!("{path} exists but is not a regular file"));
-            }
-            ("F", Some("unresolved"), _) => {
-                return Err(format!(
-                    "{path} is a symlink that cannot be resolved (a loop, or a directory on the \
-                     way is missing)"
-                ));
-            }
-            ("F", Some("absent"), _) => seen[idx] = true,
-            ("F", Some("link"), _) => {
-                live[idx].0.state = LiveState::Link;
-                seen[idx] = true;
-            }
-            ("F", Some("file"), _) => regular.push(idx),
-            ("L", None, Some(text)) => live[idx].0.link = Some(text.to_string()),
-            ("W", None, Some(text)) => live[idx].0.write = text.to_string(),
-            ("U", Some("-"), _) | ("G", Some("-"), _) => {
-                let f = &files[idx];
-                let (what, name) = if r.tag == "U" {
-                    (
-                        "owner",
-                        f.explicit_owner.as_ref().or(f.default_owner.as_ref()),
-                    )
-                } else {
-                    (
-                        "group",
-                        f.explicit_group.as_ref().or(f.default_group.as_ref()),
-                    )
-                };
-                return Err(format!(
-                    "{what} `{}` does not exist on the target",
-                    name.map(String::as_str).unwrap_or_default()
-                ));
-            }
-            ("U", Some(id), _) if id.parse::<u32>().is_ok() => live[idx].1.0 = id.parse().ok(),
-            ("G", Some(id), _) if id.parse::<u32>().is_ok() => live[idx].1.1 = id.parse().ok(),
-            _ => return Err(malformed(Some(path), &describe(&r))),
+        match read_record(&files[idx], &mut live[idx], &r) {
+            Ok(Some(Found::Regular)) => regular.push(idx),
+            Ok(Some(Found::Seen)) => seen[idx] = true,
+            Ok(None) => {}
+            Err(None) => return Err(malformed(Some(&files[idx].path), &describe(&r), out)),
+            Err(Some(message)) => return Err(message),
         }
     }
     if !regular.is_empty() {
@@ -258,7 +215,7 @@ pub(super) fn parse(files: &[PlannedFile], out: &ExecOutput) -> Result<Inspected
             ("P", Some(idx), Some(&"key"), Some(pem)) => {
                 live[idx].0.key_pub = Some(pem.to_string());
             }
-            _ => return Err(malformed(None, &describe(&r))),
+            _ => return Err(malformed(None, &describe(&r), out)),
         }
     }
     if let Some(i) = seen.iter().position(|s| !s) {
@@ -269,6 +226,74 @@ pub(super) fn parse(files: &[PlannedFile], out: &ExecOutput) -> Result<Inspected
         ));
     }
     Ok(live)
+}
+
+/// What one record said about a file's presence.
+enum Found {
+    /// A regular file: its hash and stat follow.
+    Regular,
+    /// Absent, or a link that is replaced: nothing follows.
+    Seen,
+}
+
+/// Applies one record of the script's own section to its file. `Err(None)`: not a record the
+/// script writes; `Err(Some(message))`: what it says stops the step.
+fn read_record(
+    file: &PlannedFile,
+    live: &mut (LiveFile, OwnerIds),
+    r: &script::Record<'_>,
+) -> Result<Option<Found>, Option<String>> {
+    let path = &file.path;
+    match (r.tag, r.fields.get(1).copied(), r.text) {
+        ("D", None, None) => Err(Some(format!(
+            "the directory of {path} does not exist on the target"
+        ))),
+        ("F", Some("notfile"), _) => Err(Some(format!("{path} exists but is not a regular file"))),
+        ("F", Some("unresolved"), _) => Err(Some(format!(
+            "{path} is a symlink that cannot be resolved (a loop, or a directory on the way is \
+             missing)"
+        ))),
+        ("F", Some("absent"), _) => Ok(Some(Found::Seen)),
+        ("F", Some("link"), _) => {
+            live.0.state = LiveState::Link;
+            Ok(Some(Found::Seen))
+        }
+        ("F", Some("file"), _) => Ok(Some(Found::Regular)),
+        ("L", None, Some(text)) => {
+            live.0.link = Some(text.to_string());
+            Ok(None)
+        }
+        ("W", None, Some(text)) => {
+            live.0.write = text.to_string();
+            Ok(None)
+        }
+        ("U" | "G", Some("-"), _) => {
+            let (what, name) = if r.tag == "U" {
+                (
+                    "owner",
+                    file.explicit_owner.as_ref().or(file.default_owner.as_ref()),
+                )
+            } else {
+                (
+                    "group",
+                    file.explicit_group.as_ref().or(file.default_group.as_ref()),
+                )
+            };
+            Err(Some(format!(
+                "{what} `{}` does not exist on the target",
+                name.map(String::as_str).unwrap_or_default()
+            )))
+        }
+        ("U", Some(id), _) if id.parse::<u32>().is_ok() => {
+            live.1.0 = id.parse().ok();
+            Ok(None)
+        }
+        ("G", Some(id), _) if id.parse::<u32>().is_ok() => {
+            live.1.1 = id.parse().ok();
+            Ok(None)
+        }
+        _ => Err(None),
+    }
 }
 
 /// The parts of inspect's output: its records, sha256sum's lines, stat's lines, the keys'.

@@ -190,7 +190,7 @@ fn the_real_script_follows_certbot_links_and_a_chain_of_two() {
             Some("../../archive/www/fullchain1.pem")
         );
         assert!(
-            matches!(&chain.state, LiveState::File(s) if s.sha256 == crate::deploy::files::sha256_hex(b"chain"))
+            matches!(&chain.state, LiveState::File(s) if s.sha256 == crate::deploy::content::sha256_hex(b"chain"))
         );
         assert_eq!(
             key.write,
@@ -263,7 +263,7 @@ fn odd_names_come_back_through_sha256sums_escaping() {
         let live = run_inspect(shell, &files, "-").unwrap();
         for ((f, _), n) in live.iter().zip(names) {
             assert!(
-                matches!(&f.state, LiveState::File(s) if s.sha256 == crate::deploy::files::sha256_hex(n.as_bytes())),
+                matches!(&f.state, LiveState::File(s) if s.sha256 == crate::deploy::content::sha256_hex(n.as_bytes())),
                 "{shell}: {n:?}"
             );
         }

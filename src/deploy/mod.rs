@@ -24,6 +24,12 @@
 //! 11. **cleanup** — temp files, scratch directory, the journal closed into its set, the lock
 //!     released ([`cleanup`]).
 //!
+//! Modules below the steps, leaves first: [`names`] (where things live on the target),
+//! [`content`] (what files contain), [`journal`], [`script`] (the shell files and the parsers
+//! of what they print), [`holder`] (who holds a lock), [`windows`] (SFTP housekeeping),
+//! [`connection`] (reconnecting), [`sets`] (backup sets), [`restore`], [`tidy`] (a commands
+//! connector's discard and prune). No module imports one that imports it back.
+//!
 //! Two axes are closed enums matched in one place each: how the change is applied
 //! ([`Swap`]: renaming files, or the target's own commands) and how the engine keeps house on
 //! the host ([`Remote`]: a POSIX shell, or SFTP + PowerShell on Windows). The run's goal is a
@@ -43,17 +49,24 @@ use crate::select::{MaxFail, budget_exceeded};
 mod apply;
 mod cleanup;
 mod commands;
+mod connection;
+mod content;
 mod driver;
 mod files;
+mod holder;
 mod inspect;
 mod journal;
 mod lock;
+mod names;
 mod preview;
 mod recover;
+mod restore;
 mod rollback;
 mod run;
 mod script;
+mod sets;
 mod status;
+mod tidy;
 mod verify;
 mod windows;
 

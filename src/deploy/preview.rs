@@ -10,8 +10,10 @@
 //! report, with its own status, message and duration (from the remote clock).
 
 use super::cleanup;
-use super::files::{FileBytes, backup_commands, material_bytes, set_dir};
+use super::content::{FileBytes, material_bytes};
+use super::files::backup_commands;
 use super::journal::Entry;
+use super::names::set_dir;
 use super::run::{Run, StepFailure, StepResult};
 use super::script::{
     self, CLOCK, STRICT, after_mark, clock_marks, command_failure, command_output, failed_command,
@@ -141,7 +143,9 @@ pub(super) async fn with_backup(
     backup_commands(&mut s, plan, journal, entries);
     s.cmd(&["certctl_t", "backup"]);
     s.raw("exit $fail\n");
-    let out = exec_shared(run, session, &s, Step::Preview, t, "preview and backup").await?;
+    let out = run
+        .exec_shared(session, &s, Step::Preview, t, "preview and backup")
+        .await?;
     let total = t.elapsed();
     let part = |bytes: &[u8]| after_mark(bytes, "\u{1e}BACKUP\n");
     let marks = clock_marks(&String::from_utf8_lossy(&out.stdout));
@@ -242,7 +246,9 @@ pub(super) async fn then_cleanup(
     cleanup::commands(&mut s, plan, &run.temps);
     s.cmd(&["certctl_t", "cleaned"]);
     s.raw("exit $fail\n");
-    let out = exec_shared(run, session, &s, Step::Preview, t, "preview and cleanup").await?;
+    let out = run
+        .exec_shared(session, &s, Step::Preview, t, "preview and cleanup")
+        .await?;
     let total = t.elapsed();
     let marks = clock_marks(&String::from_utf8_lossy(&out.stdout));
     let cleanup_took = remote_span(&marks, "cleanup", "cleaned")
@@ -267,26 +273,4 @@ pub(super) async fn then_cleanup(
         total - cleanup_took,
         verdict(plan, &out, got_past, repairs),
     )
-}
-
-/// Runs a script that two steps share; `first` (begun at `t`) fails when the transport does,
-/// and the failure names both steps: which one was running is unknown.
-pub(super) async fn exec_shared(
-    run: &mut Run<'_>,
-    session: &Session,
-    s: &Script,
-    first: Step,
-    t: tokio::time::Instant,
-    shared: &'static str,
-) -> Result<ExecOutput, StepFailure> {
-    match session.exec_script(s, None).await {
-        Ok(out) => Ok(out),
-        Err(e) => {
-            let mut failure = run
-                .record::<()>(first, t.elapsed(), Err(e.to_string()))
-                .expect_err("an error is recorded as a failure");
-            failure.shared = Some(shared);
-            Err(failure)
-        }
-    }
 }

@@ -12,7 +12,7 @@ use super::apply::reload_or_start;
 use super::journal::{Journal, Kind};
 use super::run::{Run, StepFailure};
 use super::script::{self, STRICT};
-use super::{Mode, Remote, Swap, commands, rollback, windows};
+use super::{Mode, Remote, Swap, commands, rollback, sets, windows};
 use crate::report::{Status, Step};
 use crate::ssh::Session;
 use crate::ssh::quote::Script;
@@ -102,7 +102,7 @@ async fn repair(run: &mut Run<'_>, session: &Session, journal: &Journal) -> Resu
     let mut done = Vec::new();
     match (intent.swap, plan.swap()) {
         (Kind::Files, Swap::Files) => {
-            let entries = rollback::set_entries(
+            let entries = sets::set_entries(
                 plan,
                 &intent.set,
                 &format!("\u{1e}JOURNAL\n{}\n\u{1e}END\n", intent.line()),

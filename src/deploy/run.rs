@@ -9,6 +9,8 @@ use tokio::time::Instant;
 use super::{Mode, set_in_flight};
 use crate::plan::TargetPlan;
 use crate::report::{Event, Reporter, Status, Step, StepReport, StepStatus, TargetReport};
+use crate::ssh::ExecOutput;
+use crate::ssh::quote::Script;
 
 /// A step's result as step functions return it: its value and detail, or its error message.
 pub(super) type StepResult<T> = Result<(T, Option<String>), String>;
@@ -116,8 +118,8 @@ impl<'a> Run<'a> {
                 .flat_map(|f| {
                     [
                         f.staged.clone(),
-                        super::files::temp_beside(&f.path, &plan.run_id, "restore"),
-                        super::files::temp_beside(&f.path, &plan.run_id, "link"),
+                        super::names::temp_beside(&f.path, &plan.run_id, "restore"),
+                        super::names::temp_beside(&f.path, &plan.run_id, "link"),
                     ]
                 })
                 .collect(),
@@ -206,5 +208,27 @@ impl<'a> Run<'a> {
             Ok(status) => (status, None),
             Err((status, error)) => (status, Some(error)),
         };
+    }
+
+    /// Runs a script that two steps share; `first` (begun at `t`) fails when the transport does,
+    /// and the failure names both steps: which one was running is unknown.
+    pub async fn exec_shared(
+        &mut self,
+        session: &crate::ssh::Session,
+        s: &Script,
+        first: Step,
+        t: tokio::time::Instant,
+        shared: &'static str,
+    ) -> Result<ExecOutput, StepFailure> {
+        match session.exec_script(s, None).await {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                let mut failure = self
+                    .record::<()>(first, t.elapsed(), Err(e.to_string()))
+                    .expect_err("an error is recorded as a failure");
+                failure.shared = Some(shared);
+                Err(failure)
+            }
+        }
     }
 }

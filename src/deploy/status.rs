@@ -8,18 +8,13 @@ use super::inspect::{self, LiveState, probe_served};
 use super::journal::Journal;
 use super::run::{Outcome, Run};
 use super::script::{self, STRICT};
+use super::verify::served_is;
 use super::{Remote, Swap, windows};
-use crate::material::Expected;
 use crate::plan::TargetPlan;
 use crate::probe::Served;
 use crate::report::{Status, Step};
 use crate::ssh::Session;
 use crate::ssh::quote::Script;
-
-/// Whether what was served is exactly the expected leaf and chain.
-pub(super) fn served_is(served: &Served, expected: &Expected) -> bool {
-    served.leaf == expected.leaf && served.chain == expected.chain
-}
 
 pub(super) async fn status(run: &mut Run<'_>, session: &Session) -> Outcome {
     let plan = run.plan;

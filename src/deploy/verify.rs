@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::run::{Run, StepFailure};
 use crate::material::Expected;
+use crate::probe::Served;
 use crate::report::{Status, Step, StepStatus};
 
 /// Probes until `expected` is served (or the schedule runs out). Skipped without a TLS
@@ -79,4 +80,9 @@ pub(super) async fn old_served_again(
             ),
         ),
     }
+}
+
+/// Whether what was served is exactly the expected leaf and chain.
+pub(super) fn served_is(served: &Served, expected: &Expected) -> bool {
+    served.leaf == expected.leaf && served.chain == expected.chain
 }

@@ -23,9 +23,9 @@
 //!
 //! Not here: what the connector's scripts do (swap_commands.rs), and the POSIX path.
 
-use super::cleanup::LOCK_LEFT;
+use super::holder::{describe_holder, holder_alive_here, lock_holder};
 use super::journal::Journal;
-use super::lock::{describe_holder, holder_alive_here, lock_dir, lock_holder};
+use super::names::{LOCK_LEFT, lock_dir};
 use super::run::{OpenJournal, StepResult};
 use crate::plan::TargetPlan;
 use crate::report::Status;

@@ -1,0 +1,117 @@
+//! The restore of a backup set's `swap: files` entries — by a rollback, `certctl rollback` or a
+//! recovery: the remote commands (`scripts/restore.sh`) and the check of what they left.
+
+use super::journal::Entry;
+use super::names::{parent, temp_beside};
+use super::script;
+use crate::ssh::quote::Script;
+
+/// The restore's commands for `entries` from `set` (they need [`script::STRICT`],
+/// [`script::RESTORE`] and [`script::JOURNAL`], under [`script::NO_HANGUP`]): see
+/// `scripts/restore.sh`. Temp names carry `run_id` (the run doing the restore). Then what each
+/// path is now, for [`restore_check`].
+pub(super) fn restore_commands(
+    s: &mut Script,
+    backup_dir: &str,
+    set: &str,
+    entries: &[Entry],
+    run_id: &str,
+) {
+    s.cmd(&["certctl_busy", backup_dir]);
+    s.cmd(&["certctl_mark", backup_dir, "restoring"]);
+    for e in entries {
+        if let Some(copy) = &e.copy {
+            let tmp = temp_beside(&e.write, run_id, "restore");
+            s.cmd(&["certctl_copy", &format!("{set}/{copy}"), &tmp, &e.write]);
+        }
+    }
+    s.raw("if [ \"$fail\" = 0 ]; then\n");
+    let mut dirs = Vec::new();
+    for e in entries {
+        match &e.copy {
+            Some(_) => {
+                let tmp = temp_beside(&e.write, run_id, "restore");
+                s.cmd(&["certctl_place", &tmp, &e.write]);
+            }
+            // A file that did not exist: removed (not the path itself when it is a symlink
+            // that was replaced: putting the link back replaces the file).
+            None if e.write != e.path || e.link.is_none() => {
+                s.cmd(&["certctl_remove", &e.write]);
+            }
+            None => {}
+        }
+        if let Some(text) = &e.link {
+            let tmp = temp_beside(&e.path, run_id, "link");
+            s.cmd(&["certctl_relink", &e.path, text, &tmp]);
+        }
+        for dir in [parent(&e.write), parent(&e.path)] {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    let mut sync = vec!["certctl_sync".to_string()];
+    sync.extend(dirs);
+    s.cmd(&sync);
+    s.cmd(&["certctl_mark", backup_dir, "restored"]);
+    s.raw("else\n");
+    let mut discard = vec!["certctl_discard".to_string()];
+    discard.extend(
+        entries
+            .iter()
+            .filter(|e| e.copy.is_some())
+            .map(|e| temp_beside(&e.write, run_id, "restore")),
+    );
+    s.cmd(&discard);
+    s.raw("fi\n");
+    for (i, e) in entries.iter().enumerate() {
+        s.cmd(&["certctl_check", &i.to_string(), &e.path]);
+    }
+}
+
+/// Checks a restore's result: each path holds its copy (by SHA-256; absent where the file
+/// did not exist) and each symlink is the recorded text. `Err` names what does not.
+pub(super) fn restore_check(stdout: &str, entries: &[Entry]) -> Result<(), String> {
+    let records = script::records(stdout, &[("L", 1)])?;
+    let mut bad = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let idx = i.to_string();
+        let content = records
+            .iter()
+            .find(|r| r.tag == "C" && r.fields.first() == Some(&idx.as_str()))
+            .and_then(|r| r.fields.get(1).copied());
+        let link = records
+            .iter()
+            .find(|r| r.tag == "L" && r.fields.first() == Some(&idx.as_str()))
+            .and_then(|r| r.text);
+        let content_ok = match (&e.copy_sha256, content) {
+            (Some(want), Some(have)) => want == have,
+            (None, Some(have)) if e.copy.is_none() => {
+                have == "absent" || (e.link.is_some() && e.write == e.path)
+            }
+            // A set from before journals: its copies' hashes were not recorded.
+            (None, Some(have)) => have != "absent" && have != "unreadable",
+            (_, None) => false,
+        };
+        let link_ok = e.link.as_deref() == link || (e.link.is_none() && link.is_none());
+        if !content_ok {
+            bad.push(format!("{} (content)", e.path));
+        }
+        if !link_ok {
+            bad.push(format!(
+                "{} (symlink: expected {:?}, found {:?})",
+                e.path,
+                e.link.as_deref().unwrap_or("none"),
+                link.unwrap_or("none")
+            ));
+        }
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "after restoring, these do not match the backup set: {}",
+            bad.join(", ")
+        ))
+    }
+}
