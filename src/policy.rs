@@ -5,7 +5,7 @@
 //!   lifetime, required issuer (by subject or by the SHA-256 of the issuer's public key) and a
 //!   CA bundle the chain must validate against (full path validation with rustls-webpki, for
 //!   server authentication, at the current time).
-//! - Online ([`downgrade_gate`], before the engine runs): one probe per target; refuses a
+//! - Online (`crate::lifecycle::downgrade_gate`, before the engine runs): one probe per target; refuses a
 //!   certificate that expires sooner than, or was issued before, the certificate served now
 //!   for the same names. `--force` overrides it; `refuse_downgrade: false` turns it off.
 //!

@@ -1,38 +1,38 @@
 //! The per-target engine (DESIGN §5): one state machine over one SSH connection per target.
 //! `--dry-run` is the same code path with every mutating step after the preview guarded.
 //!
-//! What one target's run does, in order ([`driver`] reads like this list):
+//! What one target's run does, in order (`driver` reads like this list):
 //!
 //! 1. **connect** — strict host key, authentication ([`crate::ssh`]).
 //! 2. **lock** — `{backup_dir}/.lock`, taken atomically; what a killed run left beside the live
-//!    files is swept; the target's active journal is read in the same command ([`lock`]).
+//!    files is swept; the target's active journal is read in the same command (`lock.rs`).
 //! 3. **recover** — a journal left by an interrupted run is an unfinished change: it is rolled
-//!    back from its backup set, checked by hash, the server reloaded and probed ([`recover`]).
+//!    back from its backup set, checked by hash, the server reloaded and probed (`recover.rs`).
 //! 4. **inspect** — each live file: a file, a symlink and what it resolves to, or missing; hash,
-//!    mode, owner; a key that does not match its certificate; what is served ([`inspect`]).
+//!    mode, owner; a key that does not match its certificate; what is served (`inspect.rs`).
 //! 5. **stage** — the new files beside the live ones, final mode and owner from the first
-//!    byte, fsync'd ([`files`]); `swap: commands` stages inputs only ([`commands`]).
+//!    byte, fsync'd (`files.rs`); `swap: commands` stages inputs only (`commands.rs`).
 //! 6. **preview** — the server's own software loads the STAGED files, then the live
-//!    configuration test ([`preview`]); a dry-run stops here.
+//!    configuration test (`preview.rs`); a dry-run stops here.
 //! 7. **backup** — the live files copied into a private backup set, then the journal written
 //!    (the intent: every path with its old and new hash, what it was) — before any live change.
 //! 8. **swap, test, reload** — every rename in ONE remote process that ignores hang-ups, then
-//!    the live test and the reload, in the same command ([`apply`]).
-//! 9. **verify** — probes until the new certificate is served ([`verify`]).
+//!    the live test and the reload, in the same command (`apply.rs`).
+//! 9. **verify** — probes until the new certificate is served (`verify.rs`).
 //! 10. **rollback** — after any failure from the swap on: the backup set restored, checked,
-//!     reloaded, the old certificate probed ([`rollback`]).
+//!     reloaded, the old certificate probed (`rollback.rs`).
 //! 11. **cleanup** — temp files, scratch directory, the journal closed into its set, the lock
-//!     released ([`cleanup`]).
+//!     released (`cleanup.rs`).
 //!
-//! Modules below the steps, leaves first: [`names`] (where things live on the target),
-//! [`content`] (what files contain), [`journal`], [`script`] (the shell files and the parsers
-//! of what they print), [`holder`] (who holds a lock), [`windows`] (SFTP housekeeping),
-//! [`connection`] (reconnecting), [`sets`] (backup sets), [`restore`], [`tidy`] (a commands
+//! Modules below the steps, leaves first: `names` (where things live on the target),
+//! `content` (what files contain), `journal`, `script` (the shell files and the parsers
+//! of what they print), `holder` (who holds a lock), `windows` (SFTP housekeeping),
+//! `connection` (reconnecting), `sets` (backup sets), `restore`, `tidy` (a commands
 //! connector's discard and prune). No module imports one that imports it back.
 //!
 //! Two axes are closed enums matched in one place each: how the change is applied
-//! ([`Swap`]: renaming files, or the target's own commands) and how the engine keeps house on
-//! the host ([`Remote`]: a POSIX shell, or SFTP + PowerShell on Windows). The run's goal is a
+//! (`Swap`: renaming files, or the target's own commands) and how the engine keeps house on
+//! the host (`Remote`: a POSIX shell, or SFTP + PowerShell on Windows). The run's goal is a
 //! [`Mode`]. Prints nothing: progress goes to a [`Reporter`] as [`Event`]s, and each target
 //! ends in a [`TargetReport`].
 
