@@ -130,6 +130,12 @@ impl Schedule {
 /// serve (5–30 ms later here), so the first probe after it usually sees the old certificate.
 pub const QUICK_RECHECK: Duration = Duration::from_millis(50);
 
+/// The gap before a probe that confirms a match (while `consecutive` asks for more matches in
+/// a row): long enough that the server's old workers, which answer for a few milliseconds
+/// after a graceful reload, are gone; short enough not to slow a deploy down. Confirming
+/// probes are extra, like the quick rechecks: they do not count against `attempts`.
+pub const CONFIRM_GAP: Duration = Duration::from_millis(100);
+
 /// Which step a probe is in, to say what stalled when it times out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -571,10 +577,16 @@ where
     let mut quick: Option<(Instant, Duration)> = None;
     let mut last_probe = Duration::ZERO;
 
-    while counted < attempts {
+    // Confirming probes are free: a match on the last scheduled probe is still confirmed.
+    while counted < attempts || streak > 0 {
         let mut is_quick = false;
         if number > 0 {
             let wait = match quick {
+                // A match to confirm: soon, and not counted.
+                _ if streak > 0 => {
+                    is_quick = true;
+                    CONFIRM_GAP
+                }
                 Some((since, gap)) => {
                     // A recheck fits if it ends (judged by the last probe's length) before the
                     // schedule's second probe is due.
@@ -665,7 +677,7 @@ where
             result.passed = true;
             break;
         }
-        if streak + (attempts - counted) < needed {
+        if streak == 0 && counted >= attempts {
             break;
         }
         if counted == 1 && attempts > 1 {
@@ -994,31 +1006,53 @@ mod tests {
         let clock = VirtualClock::new();
         let (v, _) = run(
             &clock,
-            &spec(5, 100, 100, 2),
-            &[1, 9, 1, 9, 1],
+            &spec(3, 100, 100, 2),
+            &[1, 9, 1, 9, 1, 9],
             &CancellationToken::new(),
         )
         .await;
         assert!(!v.passed);
-        // After the 4th probe one is left, and two in a row are needed: no point going on.
+        // Three scheduled probes, each match followed by one (free) confirming probe.
         assert_eq!(
             v.attempts.iter().map(|a| a.matched).collect::<Vec<_>>(),
-            [true, false, true, false]
+            [true, false, true, false, true, false]
         );
     }
 
     #[tokio::test]
-    async fn stops_once_a_pass_is_impossible() {
+    async fn a_match_is_confirmed_100ms_later_and_the_confirmation_is_free() {
+        let clock = VirtualClock::new();
+        // The last scheduled probe matches: its confirmation still runs.
+        let (v, times) = run(
+            &clock,
+            &spec(2, 1000, 1000, 2),
+            &[0, 1, 1],
+            &CancellationToken::new(),
+        )
+        .await;
+        assert!(v.passed);
+        assert_eq!(
+            times,
+            [
+                Duration::ZERO,
+                Duration::from_secs(1),
+                Duration::from_secs(1) + CONFIRM_GAP
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn stops_when_the_scheduled_probes_are_spent() {
         let clock = VirtualClock::new();
         let (v, times) = run(
             &clock,
-            &spec(3, 1000, 1000, 3),
-            &[9, 1, 1],
+            &spec(2, 1000, 1000, 3),
+            &[0, 0],
             &CancellationToken::new(),
         )
         .await;
         assert!(!v.passed);
-        assert_eq!(times, secs(&[0]));
+        assert_eq!(times, secs(&[0, 1]));
     }
 
     #[tokio::test]

@@ -86,7 +86,7 @@ impl Default for VerifySettings {
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(16),
             timeout: Duration::from_secs(10),
-            consecutive: 1,
+            consecutive: 2,
             address: None,
             sni: None,
             starttls: None,
