@@ -37,6 +37,21 @@ pub struct Cli {
     /// More detail on stderr (-v, -vv, -vvv); never secrets.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Errors and the summary only: no progress, no warnings.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Colour on stderr: `auto` (a terminal that is not TERM=dumb, unless NO_COLOR is set;
+    /// CLICOLOR_FORCE=1 colours a pipe too), `always` or `never`.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto, global = true)]
+    pub color: ColorWhen,
+}
+
+/// `--color WHEN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,7 +204,16 @@ pub struct CheckArgs {
 
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
-    init_tracing(cli.verbose);
+    let term = report::term::configure(
+        match cli.color {
+            ColorWhen::Auto => report::term::ColorChoice::Auto,
+            ColorWhen::Always => report::term::ColorChoice::Always,
+            ColorWhen::Never => report::term::ColorChoice::Never,
+        },
+        cli.quiet,
+        cli.verbose,
+    );
+    init_tracing(cli.verbose, term.colour);
     let result = match cli.command {
         Command::Deploy(args) => deploy_command(args, cli.verbose).await,
         Command::Verify(args) => verify_command(args, cli.verbose).await,
@@ -239,9 +263,9 @@ fn forks_within_fd_limit(forks: u16) -> usize {
     };
     let allowed = (soft.saturating_sub(FDS_RESERVED) / FDS_PER_TARGET).max(1);
     if allowed < wanted {
-        report::print_stderr(&format!(
-            "warning: --forks {forks} lowered to {allowed}: the open-file limit is {soft} \
-             (raise it with `ulimit -n`)\n"
+        report::print_warning(&format!(
+            "--forks {forks} lowered to {allowed}: the open-file limit is {soft} \
+             (raise it with `ulimit -n`)"
         ));
     }
     usize::try_from(wanted.min(allowed)).unwrap_or(usize::MAX)
@@ -284,7 +308,7 @@ fn prepare(args: &InventoryArgs, settings: &RunSettings) -> Result<Prepared, Inv
         match Material::load(spec).and_then(|m| m.check(&[], settings.now).map(|w| (m, w))) {
             Ok((m, warnings)) => {
                 for w in warnings {
-                    report::print_stderr(&format!("warning: certificate `{}`: {w}\n", spec.name));
+                    report::print_warning(&format!("certificate `{}`: {w}", spec.name));
                 }
                 materials.insert(target.certificate.clone(), Arc::new(m));
             }
@@ -299,7 +323,7 @@ fn prepare(args: &InventoryArgs, settings: &RunSettings) -> Result<Prepared, Inv
         None => crate::ssh::config::SshClientConfig::load_default(),
     }?;
     for warning in ssh_client.warnings() {
-        report::print_stderr(&format!("warning: {warning}\n"));
+        report::print_warning(warning);
     }
     let settings = RunSettings {
         ssh_client: Arc::new(ssh_client),
@@ -311,7 +335,7 @@ fn prepare(args: &InventoryArgs, settings: &RunSettings) -> Result<Prepared, Inv
     let mut shown = std::collections::BTreeSet::new();
     for warning in plans.iter().flat_map(|p| &p.ssh_warnings) {
         if shown.insert(warning.as_str()) {
-            report::print_stderr(&format!("warning: {warning}\n"));
+            report::print_warning(warning);
         }
     }
     Ok(Prepared {
@@ -659,7 +683,11 @@ fn connectors_command(action: ConnectorsAction) -> Result<u8, Invalid> {
 
 /// Prints the summary table (stderr) and, with `--output json`, the report (stdout).
 fn finish(run: &RunReport, output: Output) {
-    report::print_stderr(&report::summary_table(run));
+    if report::term::settings().quiet {
+        report::print_stderr(&report::summary_short(run));
+    } else {
+        report::print_stderr(&report::summary_table(run));
+    }
     if output == Output::Json {
         let mut out = std::io::stdout().lock();
         if let Err(e) = report::write_json(run, &mut out) {
@@ -716,7 +744,9 @@ fn watch_interrupts(stop: CancellationToken) -> Arc<std::sync::atomic::AtomicBoo
     flag
 }
 
-fn init_tracing(verbose: u8) {
+/// `-v…` logs on stderr, through [`report::stderr_writer`]; colour (level names) only where
+/// [`report::term`] allows it, never into a pipe or a CI log by default.
+fn init_tracing(verbose: u8, colour: bool) {
     let level = match verbose {
         0 => return,
         1 => "certctl=info",
@@ -728,6 +758,7 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(report::stderr_writer)
+        .with_ansi(colour)
         .with_target(false)
         .try_init();
 }

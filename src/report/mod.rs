@@ -13,7 +13,7 @@
 //! - [`JSON_SCHEMA`]: the documented, versioned JSON output.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal as _, Write};
+use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -28,13 +28,15 @@ mod plain;
 pub mod sanitize;
 mod schema;
 mod table;
+pub mod term;
 mod text;
+mod tidy;
 
 pub use live::LiveReporter;
 pub use plain::PlainReporter;
 pub use sanitize::{sanitize, sanitize_line};
 pub use schema::{JSON_SCHEMA, validate_report};
-pub use table::summary_table;
+pub use table::{summary_short, summary_table};
 
 /// Every target deployed, unchanged, reloaded, or (dry run / verify) fine.
 pub const EXIT_OK: u8 = 0;
@@ -311,13 +313,31 @@ pub trait Reporter: Send + Sync {
     fn finish(&self) {}
 }
 
-/// The progress printer for this process: a live view when stderr is a terminal, plain lines
-/// otherwise (CI). Progress goes to stderr in every output mode, JSON included.
+/// The progress printer for this process: a live view when stderr is a terminal that can
+/// redraw (not `TERM=dumb`), plain lines otherwise (CI, `TERM=dumb`), nothing with `--quiet`.
+/// Progress goes to stderr in every output mode, JSON included.
 pub fn reporter(total_targets: usize, verbose: u8) -> Box<dyn Reporter> {
-    if std::io::stderr().is_terminal() {
+    let settings = term::settings();
+    if settings.quiet {
+        Box::new(QuietReporter)
+    } else if settings.live {
         Box::new(LiveReporter::new(total_targets, verbose))
     } else {
         Box::new(PlainReporter::stderr(verbose))
+    }
+}
+
+/// `--quiet`: no progress at all; the errors are in the summary's footer.
+struct QuietReporter;
+
+impl Reporter for QuietReporter {
+    fn event(&self, _: Event) {}
+}
+
+/// Prints a warning (`warning: …`) on stderr unless `--quiet`.
+pub fn print_warning(text: &str) {
+    if !term::settings().quiet {
+        print_stderr(&format!("warning: {text}"));
     }
 }
 
@@ -376,9 +396,10 @@ impl Summary {
     }
 }
 
+/// Sanitised, then without shell noise and `(os error N)` ([`tidy::tidy`]).
 fn sanitize_in_place(text: &mut Option<String>) {
     if let Some(t) = text {
-        *t = sanitize(t.as_bytes());
+        *t = tidy::tidy(&sanitize(t.as_bytes()));
     }
 }
 

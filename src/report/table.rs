@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::sanitize::{sanitize, sanitize_line};
-use super::text::{duration, short_or_dash};
+use super::sanitize::sanitize_line;
+use super::text::{duration, human, short_or_dash};
 use super::{RunReport, Status};
 
 const HEADERS: [&str; 5] = ["TARGET", "STATUS", "OLD → NEW", "SERVED", "DURATION"];
@@ -53,18 +53,20 @@ pub fn summary_table(report: &RunReport) -> String {
         }
         out.push('\n');
     }
-    out.push_str(&totals(report));
+    out.push_str(&summary_short(report));
+    out
+}
+
+/// `--quiet`'s summary: the totals line, then the error of every target that has one.
+pub fn summary_short(report: &RunReport) -> String {
+    let verbose = super::term::settings().verbose > 0;
+    let mut out = totals(report);
     out.push('\n');
 
     let errors: Vec<(String, String)> = report
         .targets
         .iter()
-        .filter_map(|t| {
-            Some((
-                sanitize_line(&t.name),
-                sanitize(t.error.as_deref()?.as_bytes()),
-            ))
-        })
+        .filter_map(|t| Some((sanitize_line(&t.name), human(t.error.as_deref()?, verbose))))
         .collect();
     if !errors.is_empty() {
         out.push('\n');
