@@ -18,6 +18,8 @@ use crate::probe;
 use crate::report::{self, RunReport, Status, TargetReport};
 use crate::select::{MaxFail, SerialSpec, Shard};
 
+mod plan_view;
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0    every target deployed, unchanged, reloaded or (dry-run) would change
@@ -365,6 +367,7 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
     let stop = CancellationToken::new();
     let interrupted = watch_interrupts(stop.clone());
     let total = prepared.plans.len();
+    let previews = args.dry_run.then(|| plan_view::previews(&prepared.plans));
     let options = DeployOptions {
         dry_run: args.dry_run,
         force: args.force,
@@ -384,6 +387,9 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
         started.elapsed(),
         targets,
     );
+    if let Some(previews) = previews {
+        plan_view::print(&run, &previews, verbose);
+    }
     finish(&run, args.run.output);
     if stop.is_cancelled() && interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         return Ok(130);

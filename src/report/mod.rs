@@ -25,6 +25,7 @@ use crate::probe::Attempt;
 
 mod live;
 mod plain;
+pub mod plan;
 pub mod sanitize;
 mod schema;
 mod table;
@@ -34,6 +35,7 @@ mod tidy;
 
 pub use live::LiveReporter;
 pub use plain::PlainReporter;
+pub use plan::dry_run_plan;
 pub use sanitize::{sanitize, sanitize_line};
 pub use schema::{JSON_SCHEMA, validate_report};
 pub use table::{summary_short, summary_table};

@@ -48,13 +48,21 @@ fn verbose_logs_write_no_colour_codes_into_a_pipe() {
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stderr.contains("DEBUG"), "-vv logs: {}", out.stderr);
-    assert!(!out.stderr.contains(ESC), "no escape codes: {:?}", out.stderr);
+    assert!(
+        !out.stderr.contains(ESC),
+        "no escape codes: {:?}",
+        out.stderr
+    );
 
     // Asked for, colour reaches the pipe (status words and level names alike).
     let mut forced = args.to_vec();
     forced.push("--color=always");
     let out = certctl_env(lab.path("cwd").as_path(), &forced, &[], &["NO_COLOR"]);
-    assert!(out.stderr.contains("\u{1b}[32mwould-change"), "{:?}", out.stderr);
+    assert!(
+        out.stderr.contains("\u{1b}[32mwould-change"),
+        "{:?}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -67,13 +75,21 @@ fn colour_follows_the_flag_then_no_color_then_clicolor_force() {
     assert!(!piped.stderr.contains(ESC), "a pipe: {:?}", piped.stderr);
 
     let always = run(&fleet, &["--color", "always"], &[("NO_COLOR", "1")]);
-    assert!(always.stderr.contains(red), "the flag wins: {:?}", always.stderr);
+    assert!(
+        always.stderr.contains(red),
+        "the flag wins: {:?}",
+        always.stderr
+    );
 
     let forced = run(&fleet, &[], &[("CLICOLOR_FORCE", "1")]);
     assert!(forced.stderr.contains(red), "{:?}", forced.stderr);
 
     let both = run(&fleet, &[], &[("CLICOLOR_FORCE", "1"), ("NO_COLOR", "1")]);
-    assert!(!both.stderr.contains(ESC), "NO_COLOR wins: {:?}", both.stderr);
+    assert!(
+        !both.stderr.contains(ESC),
+        "NO_COLOR wins: {:?}",
+        both.stderr
+    );
 
     let never = run(&fleet, &["--color=never"], &[("CLICOLOR_FORCE", "1")]);
     assert!(!never.stderr.contains(ESC), "{:?}", never.stderr);
@@ -88,7 +104,12 @@ fn quiet_prints_the_totals_and_the_errors_only() {
     let out = run(&fleet, &["-q"], &[]);
     assert_eq!(out.code, 4, "{}", out.stderr);
     let mut lines: Vec<&str> = out.stderr.lines().collect();
-    assert_eq!(lines.remove(0), "2 targets: 2 unreachable", "{}", out.stderr);
+    assert_eq!(
+        lines.remove(0),
+        "2 targets: 2 unreachable",
+        "{}",
+        out.stderr
+    );
     assert_eq!(lines.remove(0), "");
     assert!(lines[0].starts_with("web-1: "), "{}", out.stderr);
     assert!(lines[1].starts_with("web-2: "), "{}", out.stderr);
@@ -119,13 +140,13 @@ fn a_terminal_gets_the_live_view_and_a_dumb_terminal_plain_lines() {
     assert!(!screen.contains(ESC), "no escape code at all: {screen:?}");
     let lines: Vec<&str> = screen.lines().map(|l| l.trim_end_matches('\r')).collect();
     assert!(
-        lines.iter().any(|l| l.starts_with("      failed web-1 verify: ")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("      failed web-1 verify: ")),
         "one plain line per step: {screen:?}"
     );
     assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with(" unreachable web-1: ")),
+        lines.iter().any(|l| l.starts_with(" unreachable web-1: ")),
         "{screen:?}"
     );
 }
