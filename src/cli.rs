@@ -18,6 +18,9 @@ use crate::probe;
 use crate::report::{self, RunReport, Status, TargetReport};
 use crate::select::{MaxFail, SerialSpec, Shard};
 
+mod check;
+mod errors;
+pub use errors::parse;
 mod plan_view;
 
 const EXIT_CODES: &str = "\
@@ -202,6 +205,17 @@ pub struct RollbackArgs {
 pub struct CheckArgs {
     #[command(flatten)]
     pub inventory: InventoryArgs,
+    /// Print each target's resolved connection on stdout, as `ssh -G` does: address, port,
+    /// user, keys, known_hosts files, jump hosts, become (also with -v, or naming targets).
+    #[arg(long)]
+    pub show: bool,
+    /// Human output on stderr, or one JSON document on stdout (targets with their resolved
+    /// connection and files; problems and warnings as lists).
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+    /// Show only these targets' resolved connection.
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -216,10 +230,11 @@ pub async fn run(cli: Cli) -> u8 {
         cli.verbose,
     );
     init_tracing(cli.verbose, term.colour);
+    let json_report = errors::json_command(&cli.command);
     let result = match cli.command {
         Command::Deploy(args) => deploy_command(args, cli.verbose).await,
         Command::Verify(args) => verify_command(args, cli.verbose).await,
-        Command::Check(args) => check_command(args),
+        Command::Check(args) => check::run(args, cli.verbose),
         Command::Rollback(args) => rollback_command(args, cli.verbose).await,
         Command::Status(args) => status_command(args, cli.verbose).await,
         Command::Connectors { action } => {
@@ -228,12 +243,7 @@ pub async fn run(cli: Cli) -> u8 {
     };
     match result {
         Ok(code) => code,
-        Err(Invalid(messages)) => {
-            for m in messages {
-                report::print_stderr(&format!("error: {m}\n"));
-            }
-            2
-        }
+        Err(Invalid(problems)) => errors::invalid(&problems, json_report),
     }
 }
 
@@ -273,12 +283,13 @@ fn forks_within_fd_limit(forks: u16) -> usize {
     usize::try_from(wanted.min(allowed)).unwrap_or(usize::MAX)
 }
 
-/// Invalid input: exit 2, nothing touched. Every problem found is listed.
-struct Invalid(Vec<String>);
+/// Invalid input: exit 2, nothing touched. Every problem found is listed, once, with the
+/// targets it affects.
+struct Invalid(Vec<report::Problem>);
 
 impl<E: std::fmt::Display> From<E> for Invalid {
     fn from(e: E) -> Self {
-        Invalid(vec![e.to_string()])
+        Invalid(vec![report::Problem::run(e.to_string())])
     }
 }
 
@@ -290,21 +301,32 @@ struct Prepared {
 }
 
 fn prepare(args: &InventoryArgs, settings: &RunSettings) -> Result<Prepared, Invalid> {
+    errors::inventory_exists(&args.inventory)?;
     let inventory = inventory::load(&args.inventory, &Catalogue::builtin_names())?;
     let catalogue = Catalogue::builtin().with_user(&inventory.connectors)?;
     let targets = select(&inventory, args)?;
 
     let mut materials = BTreeMap::new();
+    // Each certificate is loaded once; a broken one is one problem naming every target using it.
+    let mut broken: BTreeMap<&str, String> = BTreeMap::new();
     let mut errors = Vec::new();
     for target in &targets {
+        let problem = |message: String| report::Problem {
+            message,
+            targets: vec![target.name.clone()],
+        };
         if materials.contains_key(&target.certificate) {
             continue;
         }
+        if let Some(message) = broken.get(target.certificate.as_str()) {
+            errors.push(problem(message.clone()));
+            continue;
+        }
         let Some(spec) = inventory.certificates.get(&target.certificate) else {
-            errors.push(format!(
-                "target `{}`: unknown certificate `{}`",
-                target.name, target.certificate
-            ));
+            errors.push(problem(format!(
+                "unknown certificate `{}`",
+                target.certificate
+            )));
             continue;
         };
         match Material::load(spec).and_then(|m| m.check(&[], settings.now).map(|w| (m, w))) {
@@ -314,11 +336,14 @@ fn prepare(args: &InventoryArgs, settings: &RunSettings) -> Result<Prepared, Inv
                 }
                 materials.insert(target.certificate.clone(), Arc::new(m));
             }
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => {
+                broken.insert(&target.certificate, e.to_string());
+                errors.push(problem(e.to_string()));
+            }
         }
     }
     if !errors.is_empty() {
-        return Err(Invalid(errors));
+        return Err(Invalid(report::problems::group(errors)));
     }
     let ssh_client = match &args.ssh_config {
         Some(path) => crate::ssh::config::SshClientConfig::load(path),
@@ -332,7 +357,7 @@ fn prepare(args: &InventoryArgs, settings: &RunSettings) -> Result<Prepared, Inv
         ..settings.clone()
     };
     let plans = plan::build(&inventory, &targets, &catalogue, &materials, &settings)
-        .map_err(|errs| Invalid(errs.iter().map(ToString::to_string).collect()))?;
+        .map_err(|errs| Invalid(errors::plan_problems(&errs)))?;
     // Per-host ssh config warnings, once each however many targets share the line.
     let mut shown = std::collections::BTreeSet::new();
     for warning in plans.iter().flat_map(|p| &p.ssh_warnings) {
@@ -619,36 +644,6 @@ async fn verify_target(
     }
 }
 
-fn check_command(args: CheckArgs) -> Result<u8, Invalid> {
-    let settings = RunSettings::new(false);
-    let prepared = prepare(&args.inventory, &settings)?;
-    report::print_stderr(&format!(
-        "ok: {} — {} target(s), {} certificate(s), {} user-defined connector(s); nothing was contacted\n",
-        args.inventory.inventory.display(),
-        prepared.plans.len(),
-        prepared.certificates,
-        prepared.inventory.connectors.len()
-    ));
-    for plan in &prepared.plans {
-        let leaf = &plan.material.leaf;
-        report::print_stderr(&format!(
-            "  {}: {} via {} -> {} (certificate `{}` {}, expires {})\n",
-            plan.name,
-            plan.ssh.host,
-            plan.connector,
-            plan.files
-                .iter()
-                .map(|f| f.path.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            plan.certificate,
-            leaf.fingerprint,
-            report::format_unix(leaf.not_after),
-        ));
-    }
-    Ok(0)
-}
-
 fn connectors_command(action: ConnectorsAction) -> Result<u8, Invalid> {
     let catalogue = Catalogue::builtin();
     match action {
@@ -672,9 +667,9 @@ fn connectors_command(action: ConnectorsAction) -> Result<u8, Invalid> {
                 let hint = crate::connector::did_you_mean(&name, names.iter().copied())
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
-                return Err(Invalid(vec![format!(
+                return Err(Invalid(vec![report::Problem::run(format!(
                     "unknown connector `{name}`{hint}; `certctl connectors list` lists them"
-                )]));
+                ))]));
             };
             let mut out = source.to_string();
             out.push_str("\n# Engine parameters every connector accepts:\n");

@@ -23,9 +23,11 @@ use serde::Serialize;
 use crate::material::Fingerprint;
 use crate::probe::Attempt;
 
+mod extra;
 mod live;
 mod plain;
 pub mod plan;
+pub mod problems;
 pub mod sanitize;
 mod schema;
 mod table;
@@ -33,12 +35,15 @@ pub mod term;
 mod text;
 mod tidy;
 
+pub use extra::{Facts, TargetExtra};
 pub use live::LiveReporter;
 pub use plain::PlainReporter;
 pub use plan::dry_run_plan;
+pub use problems::Problem;
 pub use sanitize::{sanitize, sanitize_line};
-pub use schema::{JSON_SCHEMA, validate_report};
+pub use schema::{CHECK_JSON_SCHEMA, JSON_SCHEMA, validate_check, validate_report};
 pub use table::{summary_short, summary_table};
+pub use tidy::{short_fingerprints, tidy};
 
 /// Every target deployed, unchanged, reloaded, or (dry run / verify) fine.
 pub const EXIT_OK: u8 = 0;
@@ -269,7 +274,11 @@ pub struct Summary {
 ///     (fingerprint or `null`), `matched` (bool), `detail` (string or `null`);
 ///   - `duration_ms` (integer);
 ///   - `error` (string or `null`): what went wrong and the state the target was left in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// Each target object also has the fields of its [`TargetExtra`] (`served_not_after`,
+/// `served_days_left`, `facts`), and the document has `problems` (array of `{message,
+/// targets}`): the invalid input a run that exits 2 stopped at, empty otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunReport {
     pub version: u32,
     pub command: String,
@@ -279,6 +288,10 @@ pub struct RunReport {
     pub duration_ms: u64,
     pub summary: Summary,
     pub targets: Vec<TargetReport>,
+    /// Per target, in the same order (missing entries are all-`null`).
+    pub extras: Vec<TargetExtra>,
+    /// Exit 2: what was wrong with the input (no target was touched).
+    pub problems: Vec<Problem>,
 }
 
 /// What the engine tells the printer while it runs.
@@ -379,6 +392,8 @@ impl RunReport {
             duration_ms: millis(duration),
             summary: Summary::of(&targets),
             targets,
+            extras: Vec::new(),
+            problems: Vec::new(),
         }
     }
 }
