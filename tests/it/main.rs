@@ -38,6 +38,7 @@ mod ssh_fleet;
 mod ssh_transport;
 mod terminal_safety;
 mod transport_faults;
+mod ux_check;
 mod ux_terminal;
 mod verify_command;
 mod windows_shell_emulated;
