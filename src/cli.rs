@@ -20,22 +20,14 @@ use crate::select::{MaxFail, SerialSpec, Shard};
 
 mod check;
 mod errors;
+mod help;
 pub use errors::parse;
 mod plan_view;
-
-const EXIT_CODES: &str = "\
-Exit codes:
-  0    every target deployed, unchanged, reloaded or (dry-run) would change
-  1    one or more targets failed and were rolled back or never touched
-  2    usage error or invalid input (inventory, material, connector); nothing was touched
-  3    one or more targets failed AND their rollback failed: a person must look
-  4    verify: a target serves the wrong certificate, or none
-  130  interrupted";
 
 /// Deploy TLS certificates to servers over SSH: staged preview, atomic swap, reload, verified
 /// by a TLS handshake, rolled back on failure.
 #[derive(Debug, Parser)]
-#[command(name = "certctl", version, after_help = EXIT_CODES, propagate_version = true)]
+#[command(name = "certctl", version, after_help = help::TOP, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -62,21 +54,21 @@ pub enum ColorWhen {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Deploy certificates: inspect, stage, preview, backup, swap, test, reload, verify.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = help::DEPLOY)]
     Deploy(DeployArgs),
     /// Probe every selected target: is the inventory's certificate (and chain) served?
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = help::VERIFY)]
     Verify(VerifyArgs),
     /// Offline check of the inventory, the certificate material and the connectors.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = help::CHECK)]
     Check(CheckArgs),
     /// Restore each selected target's newest backup set, reload, and verify the restored
     /// certificate is served. A second rollback goes one backup set further back.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = help::ROLLBACK)]
     Rollback(RollbackArgs),
     /// Per target, read-only: files on disk (fingerprint, not-after, mode, owner), what is
     /// served and for how long, OS/arch/hostname and the server software's version.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = help::STATUS)]
     Status(StatusArgs),
     /// List the connectors, or show one's definition.
     Connectors {
@@ -393,6 +385,7 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
     let interrupted = watch_interrupts(stop.clone());
     let total = prepared.plans.len();
     let previews = args.dry_run.then(|| plan_view::previews(&prepared.plans));
+    let leaves = plan_view::leaves(&prepared.plans);
     let options = DeployOptions {
         dry_run: args.dry_run,
         force: args.force,
@@ -405,13 +398,14 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
     };
     let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();
-    let run = RunReport::new(
+    let mut run = RunReport::new(
         "deploy",
         args.dry_run,
         started_at,
         started.elapsed(),
         targets,
     );
+    run.extras = plan_view::deployed_expiry(&run, &leaves);
     if let Some(previews) = previews {
         plan_view::print(&run, &previews, verbose);
     }
@@ -453,7 +447,12 @@ async fn status_command(args: StatusArgs, verbose: u8) -> Result<u8, Invalid> {
         undo: false,
         status: true,
     };
-    let (run, code) = fleet_command("status", prepared, options, verbose).await;
+    let (mut run, code) = fleet_command("status", prepared, options, verbose).await;
+    run.extras = run
+        .targets
+        .iter()
+        .map(report::TargetExtra::for_status)
+        .collect();
     if args.run.output == Output::Human {
         report::print_stderr(&status_lines(&run));
     }
@@ -537,14 +536,14 @@ async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
         let reporter = reporter.clone();
         tasks.spawn(async move {
             let _permit = forks.acquire_owned().await;
-            let report = verify_target(&plan, warn_days, reporter.as_ref()).await;
+            let (report, extra) = verify_target(&plan, warn_days, reporter.as_ref()).await;
             reporter.event(report::Event::TargetFinished {
                 report: report.clone(),
             });
-            (index, report)
+            (index, (report, extra))
         });
     }
-    let mut reports: Vec<(usize, TargetReport)> = Vec::new();
+    let mut reports: Vec<(usize, (TargetReport, report::TargetExtra))> = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(r) => reports.push(r),
@@ -553,18 +552,20 @@ async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
     }
     reporter.finish();
     reports.sort_by_key(|(i, _)| *i);
-    let targets = reports.into_iter().map(|(_, r)| r).collect();
-    let run = RunReport::new("verify", false, started_at, started.elapsed(), targets);
+    let (targets, extras) = reports.into_iter().map(|(_, r)| r).unzip();
+    let mut run = RunReport::new("verify", false, started_at, started.elapsed(), targets);
+    run.extras = extras;
     finish(&run, args.run.output);
     Ok(report::exit_code(&run))
 }
 
-/// Probes one target on its schedule for the inventory's certificate.
+/// Probes one target on its schedule for the inventory's certificate; the extra fields carry
+/// the served leaf's expiry.
 async fn verify_target(
     plan: &TargetPlan,
     warn_days: u32,
     reporter: &dyn report::Reporter,
-) -> TargetReport {
+) -> (TargetReport, report::TargetExtra) {
     let started = tokio::time::Instant::now();
     let expected = plan.material.expected();
     if !plan.has_probe {
@@ -573,7 +574,7 @@ async fn verify_target(
             "no TLS endpoint to probe: the connector has no default port; set verify.address",
         );
         report.duration_ms = started.elapsed().as_millis() as u64;
-        return report;
+        return (report, report::TargetExtra::default());
     }
     reporter.event(report::Event::StepStarted {
         target: plan.name.clone(),
@@ -628,7 +629,10 @@ async fn verify_target(
         target: plan.name.clone(),
         step: step.clone(),
     });
-    TargetReport {
+    let extra = v.last_served.as_ref().map_or_else(Default::default, |s| {
+        report::TargetExtra::served_expiry(s.not_after, crate::plan::now_unix())
+    });
+    let report = TargetReport {
         name: plan.name.clone(),
         host: plan.ssh.host.clone(),
         connector: plan.connector.clone(),
@@ -641,7 +645,8 @@ async fn verify_target(
         probes: v.attempts,
         duration_ms: started.elapsed().as_millis() as u64,
         error: (status != Status::Ok).then_some(detail),
-    }
+    };
+    (report, extra)
 }
 
 fn connectors_command(action: ConnectorsAction) -> Result<u8, Invalid> {

@@ -33,3 +33,31 @@ pub(super) fn print(run: &RunReport, previews: &report::plan::Previews, verbose:
         report::print_stderr(&text);
     }
 }
+
+/// Each target's new leaf: fingerprint and not-after.
+pub(super) type Leaves = std::collections::BTreeMap<String, (crate::material::Fingerprint, i64)>;
+
+pub(super) fn leaves(plans: &[TargetPlan]) -> Leaves {
+    plans
+        .iter()
+        .map(|p| {
+            let leaf = &p.material.leaf;
+            (p.name.clone(), (leaf.fingerprint, leaf.not_after))
+        })
+        .collect()
+}
+
+/// `served_not_after`/`served_days_left` of a deploy: known when the served leaf is the one
+/// the inventory deploys (the probe reports fingerprints only).
+pub(super) fn deployed_expiry(run: &RunReport, leaves: &Leaves) -> Vec<report::TargetExtra> {
+    let now = crate::plan::now_unix();
+    run.targets
+        .iter()
+        .map(|t| match (leaves.get(&t.name), t.served_fingerprint) {
+            (Some((leaf, not_after)), Some(served)) if *leaf == served => {
+                report::TargetExtra::served_expiry(*not_after, now)
+            }
+            _ => report::TargetExtra::default(),
+        })
+        .collect()
+}

@@ -43,6 +43,19 @@ impl TargetExtra {
         }
     }
 
+    /// `certctl status`'s fields, from the target's last inspect step (see
+    /// [`TargetExtra::from_status_detail`]).
+    pub fn for_status(target: &TargetReport) -> Self {
+        target
+            .steps
+            .iter()
+            .rev()
+            .find(|s| s.step == super::Step::Inspect)
+            .and_then(|s| s.detail.as_deref())
+            .map(Self::from_status_detail)
+            .unwrap_or_default()
+    }
+
     /// Reads `certctl status`'s inspect detail, `UNAME; HOSTNAME; VERSION…; serves FP (expires
     /// RFC3339, in N day(s))` or `…; serves no certificate`, as the engine writes it. (The engine
     /// reports these facts as text only; this keeps the JSON structured until it carries them.)

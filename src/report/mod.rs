@@ -447,7 +447,8 @@ fn rfc3339_seconds(at: SystemTime) -> String {
 /// decided by the caller before or instead of this.
 ///
 /// `3` when any rollback failed (it outranks everything: a person must look); for `verify`,
-/// `4` when any target serves the wrong certificate or cannot be reached; `1` when any target
+/// `4` when any target serves the wrong certificate or cannot be reached; for `status`, `4`
+/// when any target's files or served certificate are not the inventory's (`mismatch`); `1` when any target
 /// failed, was rolled back, would fail, was skipped or is unreachable; else `0`.
 pub fn exit_code(report: &RunReport) -> u8 {
     let any = |pred: fn(Status) -> bool| report.targets.iter().any(|t| pred(t.status));
@@ -456,6 +457,11 @@ pub fn exit_code(report: &RunReport) -> u8 {
     } else if report.command == "verify"
         && any(|s| matches!(s, Status::Mismatch | Status::Unreachable | Status::Expiring))
     {
+        EXIT_VERIFY_MISMATCH
+    } else if report.command == "status"
+        && any(|s| matches!(s, Status::Mismatch | Status::Expiring))
+    {
+        // As verify: the files or the served certificate are not the inventory's.
         EXIT_VERIFY_MISMATCH
     } else if report.command == "verify" {
         // Targets with nothing to probe (a keystore without an endpoint) are `skipped`; that
@@ -734,6 +740,18 @@ pub(crate) mod tests {
         assert_eq!(
             exit_code(&run("verify", &[Status::Unreachable])),
             EXIT_VERIFY_MISMATCH
+        );
+        assert_eq!(
+            exit_code(&run(
+                "status",
+                &[Status::Ok, Status::Mismatch, Status::Failed]
+            )),
+            EXIT_VERIFY_MISMATCH,
+            "status: a mismatch is verify's 4"
+        );
+        assert_eq!(
+            exit_code(&run("status", &[Status::Ok, Status::Unreachable])),
+            EXIT_FAILED
         );
         // Unreachable outside verify is an ordinary failure.
         assert_eq!(

@@ -39,6 +39,7 @@ mod ssh_transport;
 mod terminal_safety;
 mod transport_faults;
 mod ux_check;
+mod ux_json;
 mod ux_terminal;
 mod verify_command;
 mod windows_shell_emulated;

@@ -23,7 +23,11 @@ fn a_problem_shared_by_many_targets_is_reported_once() {
         .find_map(|l| l.trim().strip_prefix("cert: "))
         .unwrap()
         .to_string();
-    fs::write(&fleet.inventory, yaml.replace(&cert, missing.to_str().unwrap())).unwrap();
+    fs::write(
+        &fleet.inventory,
+        yaml.replace(&cert, missing.to_str().unwrap()),
+    )
+    .unwrap();
 
     let out = fleet.certctl(&["deploy"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
@@ -56,7 +60,9 @@ fn exit_2_with_json_output_still_writes_one_document() {
             "--forks",
         ),
         (
-            vec!["status", "-i", inventory, "--output", "json", "--limit", "nope"],
+            vec![
+                "status", "-i", inventory, "--output", "json", "--limit", "nope",
+            ],
             "`nope` matches no target",
         ),
     ] {
