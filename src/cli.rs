@@ -222,6 +222,11 @@ pub async fn run(cli: Cli) -> u8 {
         cli.verbose,
     );
     init_tracing(cli.verbose, term.colour);
+    let _ = crate::ssh::known_hosts::ON_RECORDED.set(|line| {
+        if !report::term::settings().quiet {
+            report::print_stderr(line);
+        }
+    });
     let json_report = errors::json_command(&cli.command);
     let result = match cli.command {
         Command::Deploy(args) => deploy_command(args, cli.verbose).await,

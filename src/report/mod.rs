@@ -34,6 +34,7 @@ mod table;
 pub mod term;
 mod text;
 mod tidy;
+mod trust;
 
 pub use extra::{Facts, TargetExtra};
 pub use live::LiveReporter;

@@ -63,10 +63,19 @@ pub fn summary_short(report: &RunReport) -> String {
     let mut out = totals(report);
     out.push('\n');
 
+    // Unknown hosts: the line to add goes into one block at the end, not under each target.
+    let mut untrusted = Vec::new();
     let errors: Vec<(String, String)> = report
         .targets
         .iter()
-        .filter_map(|t| Some((sanitize_line(&t.name), human(t.error.as_deref()?, verbose))))
+        .filter_map(|t| {
+            let mut error = human(t.error.as_deref()?, verbose);
+            if let Some(u) = super::trust::untrusted(&error) {
+                error.clone_from(&u.error);
+                untrusted.push(u);
+            }
+            Some((sanitize_line(&t.name), error))
+        })
         .collect();
     if !errors.is_empty() {
         out.push('\n');
@@ -79,6 +88,7 @@ pub fn summary_short(report: &RunReport) -> String {
             let _ = writeln!(out, "{indent}{line}");
         }
     }
+    out.push_str(&super::trust::block(&untrusted));
     out
 }
 

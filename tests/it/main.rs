@@ -40,6 +40,7 @@ mod terminal_safety;
 mod transport_faults;
 mod ux_check;
 mod ux_json;
+mod ux_known_hosts;
 mod ux_terminal;
 mod verify_command;
 mod windows_shell_emulated;
