@@ -21,6 +21,7 @@ use crate::select::{MaxFail, SerialSpec, Shard};
 mod check;
 mod errors;
 mod help;
+mod limit;
 pub use errors::parse;
 mod plan_view;
 
@@ -95,10 +96,15 @@ pub struct InventoryArgs {
         default_value = "certctl.yaml"
     )]
     pub inventory: PathBuf,
-    /// Only these targets: comma-separated names, group names and globs (`web-*`); `!term`
-    /// excludes. A term that matches nothing is an error.
-    #[arg(long, value_name = "PATTERN")]
+    /// Only these targets: names, group names and globs (`web-*`), separated by `,` or `:`;
+    /// `!term` excludes, `&term` intersects (`web:&staging`), `all` is every target, `@FILE`
+    /// reads one pattern per line, `@REPORT.json` retries the targets a previous JSON report
+    /// did not count as a success. A term that matches nothing is an error.
+    #[arg(short = 'l', long, value_name = "PATTERN")]
     pub limit: Option<String>,
+    /// Print the selected targets' names on stdout, one a line, and exit (nothing contacted).
+    #[arg(long)]
+    pub list_targets: bool,
     /// Only shard I of N (e.g. `2/3`): a stable partition of the selected targets by name, so
     /// N CI jobs together cover every target exactly once.
     #[arg(long, value_name = "I/N")]
@@ -119,7 +125,7 @@ pub enum Output {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Targets in flight at once.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(short = 'f', long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub forks: u16,
     /// Human output on stderr, or one JSON document on stdout.
     #[arg(long, value_enum, default_value_t = Output::Human)]
@@ -228,6 +234,12 @@ pub async fn run(cli: Cli) -> u8 {
         }
     });
     let json_report = errors::json_command(&cli.command);
+    if let Some(args) = limit::inventory_args(&cli.command).filter(|a| a.list_targets) {
+        return match limit::list(args) {
+            Ok(code) => code,
+            Err(Invalid(problems)) => errors::invalid(&problems, None),
+        };
+    }
     let result = match cli.command {
         Command::Deploy(args) => deploy_command(args, cli.verbose).await,
         Command::Verify(args) => verify_command(args, cli.verbose).await,
@@ -371,8 +383,12 @@ fn prepare(args: &InventoryArgs, settings: &RunSettings) -> Result<Prepared, Inv
 
 /// `--limit`, then `--shard`.
 fn select<'a>(inventory: &'a Inventory, args: &InventoryArgs) -> Result<Vec<&'a Target>, Invalid> {
-    let selected =
-        crate::select::select(&inventory.targets, &inventory.groups, args.limit.as_deref())?;
+    let limit = args
+        .limit
+        .as_deref()
+        .map(|l| limit::expand(l, inventory))
+        .transpose()?;
+    let selected = crate::select::select(&inventory.targets, &inventory.groups, limit.as_deref())?;
     Ok(match args.shard {
         Some(shard) => crate::select::shard(selected, shard),
         None => selected,

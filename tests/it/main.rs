@@ -41,6 +41,7 @@ mod transport_faults;
 mod ux_check;
 mod ux_json;
 mod ux_known_hosts;
+mod ux_limit;
 mod ux_terminal;
 mod verify_command;
 mod windows_shell_emulated;
