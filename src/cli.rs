@@ -21,9 +21,11 @@ use crate::select::{MaxFail, SerialSpec, Shard};
 mod check;
 mod errors;
 mod help;
+mod init;
 mod limit;
 pub use errors::parse;
 mod plan_view;
+mod report_cmd;
 
 /// Deploy TLS certificates to servers over SSH: staged preview, atomic swap, reload, verified
 /// by a TLS handshake, rolled back on failure.
@@ -71,6 +73,13 @@ pub enum Command {
     /// served and for how long, OS/arch/hostname and the server software's version.
     #[command(after_help = help::STATUS)]
     Status(StatusArgs),
+    /// Write a commented starter inventory (./certctl.yaml, or -i FILE) for one connector.
+    Init(init::InitArgs),
+    /// Work with JSON reports: `report merge A.json B.json …` combines a sharded run's.
+    Report {
+        #[command(subcommand)]
+        action: report_cmd::ReportAction,
+    },
     /// List the connectors, or show one's definition.
     Connectors {
         #[command(subcommand)]
@@ -246,6 +255,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Check(args) => check::run(args, cli.verbose),
         Command::Rollback(args) => rollback_command(args, cli.verbose).await,
         Command::Status(args) => status_command(args, cli.verbose).await,
+        Command::Init(args) => init::run(args),
+        Command::Report { action } => report_cmd::run(action),
         Command::Connectors { action } => {
             connectors_command(action.unwrap_or(ConnectorsAction::List))
         }

@@ -25,6 +25,7 @@ use crate::probe::Attempt;
 
 mod extra;
 mod live;
+pub mod merge;
 mod plain;
 pub mod plan;
 pub mod problems;
@@ -112,6 +113,11 @@ impl Status {
                 | Status::WouldChange
                 | Status::Ok
         )
+    }
+
+    /// The status named `text` (as [`Status::as_str`] writes it).
+    pub fn parse(text: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -452,19 +458,23 @@ fn rfc3339_seconds(at: SystemTime) -> String {
 /// when any target's files or served certificate are not the inventory's (`mismatch`); `1` when any target
 /// failed, was rolled back, would fail, was skipped or is unreachable; else `0`.
 pub fn exit_code(report: &RunReport) -> u8 {
-    let any = |pred: fn(Status) -> bool| report.targets.iter().any(|t| pred(t.status));
+    exit_code_of(&report.command, report.targets.iter().map(|t| t.status))
+}
+
+/// [`exit_code`] for a command and its targets' statuses (also used by `report merge`).
+pub fn exit_code_of(command: &str, statuses: impl IntoIterator<Item = Status>) -> u8 {
+    let statuses: Vec<Status> = statuses.into_iter().collect();
+    let any = |pred: fn(Status) -> bool| statuses.iter().any(|&s| pred(s));
     if any(|s| s == Status::RollbackFailed) {
         EXIT_ROLLBACK_FAILED
-    } else if report.command == "verify"
+    } else if command == "verify"
         && any(|s| matches!(s, Status::Mismatch | Status::Unreachable | Status::Expiring))
     {
         EXIT_VERIFY_MISMATCH
-    } else if report.command == "status"
-        && any(|s| matches!(s, Status::Mismatch | Status::Expiring))
-    {
+    } else if command == "status" && any(|s| matches!(s, Status::Mismatch | Status::Expiring)) {
         // As verify: the files or the served certificate are not the inventory's.
         EXIT_VERIFY_MISMATCH
-    } else if report.command == "verify" {
+    } else if command == "verify" {
         // Targets with nothing to probe (a keystore without an endpoint) are `skipped`; that
         // is not a failure of the check.
         if any(|s| s.is_failure() && s != Status::Skipped) {
@@ -472,7 +482,7 @@ pub fn exit_code(report: &RunReport) -> u8 {
         } else {
             EXIT_OK
         }
-    } else if report.command == "rollback" {
+    } else if command == "rollback" {
         // For `certctl rollback`, `rolled-back` is the success.
         if any(|s| s.is_failure() && s != Status::RolledBack) {
             EXIT_FAILED
