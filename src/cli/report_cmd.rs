@@ -1,5 +1,7 @@
 //! `certctl report merge A.json B.json …`: one document (stdout) and one exit code for the
 //! JSON reports of a sharded run; the totals and each target's error on stderr.
+//! `certctl report markdown|junit A.json …`: the same reports as a Markdown table (GitHub's
+//! step summary) or JUnit XML (GitLab's test report).
 
 use std::path::PathBuf;
 
@@ -18,6 +20,18 @@ pub enum ReportAction {
         #[arg(required = true, value_name = "REPORT.json")]
         reports: Vec<PathBuf>,
     },
+    /// A Markdown table of one or more JSON reports (merged), e.g. for
+    /// `>> "$GITHUB_STEP_SUMMARY"`. Exits 0 once written (the run's own exit code is the gate).
+    Markdown {
+        #[arg(required = true, value_name = "REPORT.json")]
+        reports: Vec<PathBuf>,
+    },
+    /// JUnit XML of one or more JSON reports (merged): one test case per target, for GitLab's
+    /// `artifacts:reports:junit`. Exits 0 once written.
+    Junit {
+        #[arg(required = true, value_name = "REPORT.json")]
+        reports: Vec<PathBuf>,
+    },
 }
 
 const MERGE_EXIT: &str = "\
@@ -25,9 +39,20 @@ Exit codes: as the command that wrote the reports (deploy: 0, 1, 3; verify: 0, 4
 their targets; 2 when a report cannot be read or merged, or one of them stopped at invalid input.";
 
 pub(super) fn run(action: ReportAction) -> Result<u8, Invalid> {
-    let ReportAction::Merge { reports } = action;
+    let (reports, format): (_, fn(&serde_json::Value) -> String) = match action {
+        ReportAction::Merge { reports } => return merge(&reports),
+        ReportAction::Markdown { reports } => (reports, report::formats::markdown),
+        ReportAction::Junit { reports } => (reports, report::formats::junit),
+    };
+    let merged =
+        report::merge::merge(&read(&reports)?).map_err(|e| Invalid(vec![Problem::run(e)]))?;
+    super::print_stdout(&format(&merged));
+    Ok(report::EXIT_OK)
+}
+
+fn read(reports: &[PathBuf]) -> Result<Vec<(String, serde_json::Value)>, Invalid> {
     let mut documents = Vec::new();
-    for path in &reports {
+    for path in reports {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Invalid(vec![Problem::run(format!("{name}: cannot read: {e}"))]))?;
@@ -38,7 +63,12 @@ pub(super) fn run(action: ReportAction) -> Result<u8, Invalid> {
         })?;
         documents.push((name, value));
     }
-    let merged = report::merge::merge(&documents).map_err(|e| Invalid(vec![Problem::run(e)]))?;
+    Ok(documents)
+}
+
+fn merge(reports: &[PathBuf]) -> Result<u8, Invalid> {
+    let merged =
+        report::merge::merge(&read(reports)?).map_err(|e| Invalid(vec![Problem::run(e)]))?;
     let code = report::merge::exit_code(&merged);
     report::print_stderr(&totals(&merged, reports.len()));
     match serde_json::to_string_pretty(&merged) {

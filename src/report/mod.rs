@@ -24,6 +24,7 @@ use crate::material::Fingerprint;
 use crate::probe::Attempt;
 
 mod extra;
+pub mod formats;
 mod live;
 pub mod merge;
 mod plain;

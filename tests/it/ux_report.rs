@@ -50,6 +50,31 @@ fn merging_shard_reports_gives_one_document_and_one_exit_code() {
     );
     assert_eq!(again.code, 4);
 
+    // For CI: a step-summary table and a JUnit report of the same shards, exit 0.
+    let mut args = vec!["report", "markdown"];
+    args.extend(files.iter().map(String::as_str));
+    let out = certctl_env(fleet.dir.path(), &args, &[], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("### certctl verify: 5 target(s): 5 unreachable\n")
+    );
+    assert_eq!(
+        out.stdout.matches("| ❌ | web-").count(),
+        5,
+        "{}",
+        out.stdout
+    );
+    args[1] = "junit";
+    let out = certctl_env(fleet.dir.path(), &args, &[], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("tests=\"5\" failures=\"5\""),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.stdout.matches("<testcase ").count(), 5);
+
     // The same shard twice overlaps: refused, exit 2.
     let out = certctl_env(
         fleet.dir.path(),
