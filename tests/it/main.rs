@@ -39,6 +39,7 @@ mod ssh_transport;
 mod terminal_safety;
 mod transport_faults;
 mod ux_check;
+mod ux_ci;
 mod ux_init;
 mod ux_json;
 mod ux_known_hosts;
