@@ -19,13 +19,16 @@ use crate::report::{self, RunReport, Status, TargetReport};
 use crate::select::{MaxFail, SerialSpec, Shard};
 
 mod check;
+mod connectors;
 mod errors;
 mod help;
 mod init;
 mod limit;
 pub use errors::parse;
 mod plan_view;
+mod process;
 mod report_cmd;
+mod status_view;
 
 /// Deploy TLS certificates to servers over SSH: staged preview, atomic swap, reload, verified
 /// by a TLS handshake, rolled back on failure.
@@ -236,7 +239,7 @@ pub async fn run(cli: Cli) -> u8 {
         cli.quiet,
         cli.verbose,
     );
-    init_tracing(cli.verbose, term.colour);
+    process::init_tracing(cli.verbose, term.colour);
     let _ = crate::ssh::known_hosts::ON_RECORDED.set(|line| {
         if !report::term::settings().quiet {
             report::print_stderr(line);
@@ -257,50 +260,12 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Status(args) => status_command(args, cli.verbose).await,
         Command::Init(args) => init::run(args),
         Command::Report { action } => report_cmd::run(action),
-        Command::Connectors { action } => {
-            connectors_command(action.unwrap_or(ConnectorsAction::List))
-        }
+        Command::Connectors { action } => connectors::run(action.unwrap_or(ConnectorsAction::List)),
     };
     match result {
         Ok(code) => code,
         Err(Invalid(problems)) => errors::invalid(&problems, json_report),
     }
-}
-
-/// File descriptors one target in flight may hold at once: its SSH connection, a probe's TCP
-/// connection, and a known_hosts or key file being read, with one to spare.
-const FDS_PER_TARGET: u64 = 4;
-/// Descriptors kept back for the process itself: stdio, the runtime, jump-host connections.
-const FDS_RESERVED: u64 = 64;
-
-/// `--forks`, bounded by the open-file limit. The soft limit is first raised to the hard one
-/// (a shell's usual soft limit, 1024, allows about 240 targets in flight); should even the
-/// hard limit be too low, fewer targets run at once instead of failing with EMFILE.
-fn forks_within_fd_limit(forks: u16) -> usize {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let wanted = u64::from(forks.max(1));
-    let limit = getrlimit(Resource::Nofile);
-    let mut soft = limit.current;
-    if soft != limit.maximum {
-        let raised = Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        };
-        if setrlimit(Resource::Nofile, raised).is_ok() {
-            soft = limit.maximum;
-        }
-    }
-    let Some(soft) = soft else {
-        return usize::from(forks.max(1));
-    };
-    let allowed = (soft.saturating_sub(FDS_RESERVED) / FDS_PER_TARGET).max(1);
-    if allowed < wanted {
-        report::print_warning(&format!(
-            "--forks {forks} lowered to {allowed}: the open-file limit is {soft} \
-             (raise it with `ulimit -n`)"
-        ));
-    }
-    usize::try_from(wanted.min(allowed)).unwrap_or(usize::MAX)
 }
 
 /// Invalid input: exit 2, nothing touched. Every problem found is listed, once, with the
@@ -414,14 +379,14 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
     let reporter: Arc<dyn report::Reporter> =
         Arc::from(report::reporter(prepared.plans.len(), verbose));
     let stop = CancellationToken::new();
-    let interrupted = watch_interrupts(stop.clone());
+    let interrupted = process::watch_interrupts(stop.clone());
     let total = prepared.plans.len();
     let previews = args.dry_run.then(|| plan_view::previews(&prepared.plans));
     let leaves = plan_view::leaves(&prepared.plans);
     let options = DeployOptions {
         dry_run: args.dry_run,
         force: args.force,
-        forks: forks_within_fd_limit(args.run.forks),
+        forks: process::forks_within_fd_limit(args.run.forks),
         batches: crate::select::batches(&args.serial.unwrap_or_default(), total),
         max_fail: args.max_fail,
         break_lock: args.break_lock,
@@ -454,7 +419,7 @@ async fn rollback_command(args: RollbackArgs, verbose: u8) -> Result<u8, Invalid
     let options = DeployOptions {
         dry_run: false,
         force: false,
-        forks: forks_within_fd_limit(args.run.forks),
+        forks: process::forks_within_fd_limit(args.run.forks),
         batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: args.break_lock,
@@ -472,7 +437,7 @@ async fn status_command(args: StatusArgs, verbose: u8) -> Result<u8, Invalid> {
     let options = DeployOptions {
         dry_run: false,
         force: false,
-        forks: forks_within_fd_limit(args.run.forks),
+        forks: process::forks_within_fd_limit(args.run.forks),
         batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: false,
@@ -486,44 +451,10 @@ async fn status_command(args: StatusArgs, verbose: u8) -> Result<u8, Invalid> {
         .map(report::TargetExtra::for_status)
         .collect();
     if args.run.output == Output::Human {
-        report::print_stderr(&status_lines(&run));
+        report::print_stderr(&status_view::status_lines(&run));
     }
     finish(&run, args.run.output);
     Ok(code)
-}
-
-/// Per target: facts and served certificate, then one line per file.
-fn status_lines(run: &RunReport) -> String {
-    let mut out = String::new();
-    for t in &run.targets {
-        let facts = t
-            .steps
-            .iter()
-            .rev()
-            .find(|s| s.step == report::Step::Inspect)
-            .and_then(|s| s.detail.clone())
-            .unwrap_or_default();
-        out.push_str(&format!("{} ({}): {facts}\n", t.name, t.host));
-        for f in &t.files {
-            out.push_str(&format!(
-                "    {:9} {} {} mode {} owner {}:{}{}{}\n",
-                f.role,
-                f.path,
-                f.action,
-                f.mode,
-                f.owner.as_deref().unwrap_or("-"),
-                f.group.as_deref().unwrap_or("-"),
-                f.old_fingerprint
-                    .map(|fp| format!(" leaf {fp}"))
-                    .unwrap_or_default(),
-                f.not_after
-                    .as_deref()
-                    .map(|n| format!(" not-after {n}"))
-                    .unwrap_or_default(),
-            ));
-        }
-    }
-    out
 }
 
 /// Runs a whole-fleet operation (rollback, status) through the engine with interrupts
@@ -539,7 +470,7 @@ async fn fleet_command(
     let reporter: Arc<dyn report::Reporter> =
         Arc::from(report::reporter(prepared.plans.len(), verbose));
     let stop = CancellationToken::new();
-    let interrupted = watch_interrupts(stop.clone());
+    let interrupted = process::watch_interrupts(stop.clone());
     let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();
     let run = RunReport::new(command, false, started_at, started.elapsed(), targets);
@@ -558,7 +489,7 @@ async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
     let prepared = prepare(&args.inventory, &settings)?;
     let reporter: Arc<dyn report::Reporter> =
         Arc::from(report::reporter(prepared.plans.len(), verbose));
-    let forks = Arc::new(tokio::sync::Semaphore::new(forks_within_fd_limit(
+    let forks = Arc::new(tokio::sync::Semaphore::new(process::forks_within_fd_limit(
         args.run.forks,
     )));
     let mut tasks = tokio::task::JoinSet::new();
@@ -681,44 +612,6 @@ async fn verify_target(
     (report, extra)
 }
 
-fn connectors_command(action: ConnectorsAction) -> Result<u8, Invalid> {
-    let catalogue = Catalogue::builtin();
-    match action {
-        ConnectorsAction::List => {
-            let width = catalogue.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
-            let mut out = String::new();
-            for (name, def, _) in catalogue.iter() {
-                let summary = def
-                    .description
-                    .split(". ")
-                    .next()
-                    .unwrap_or("")
-                    .trim_end_matches('.');
-                out.push_str(&format!("{name:width$}  {summary}\n"));
-            }
-            print_stdout(&out);
-        }
-        ConnectorsAction::Show { name } => {
-            let Some(source) = Catalogue::builtin_source(&name) else {
-                let names: Vec<&str> = catalogue.iter().map(|(n, _, _)| n).collect();
-                let hint = crate::connector::did_you_mean(&name, names.iter().copied())
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                return Err(Invalid(vec![report::Problem::run(format!(
-                    "unknown connector `{name}`{hint}; `certctl connectors list` lists them"
-                ))]));
-            };
-            let mut out = source.to_string();
-            out.push_str("\n# Engine parameters every connector accepts:\n");
-            for (param, what) in crate::connector::ENGINE_PARAMS {
-                out.push_str(&format!("#   {param}: {what}\n"));
-            }
-            print_stdout(&out);
-        }
-    }
-    Ok(0)
-}
-
 /// Prints the summary table (stderr) and, with `--output json`, the report (stdout).
 fn finish(run: &RunReport, output: Output) {
     if report::term::settings().quiet {
@@ -739,64 +632,4 @@ fn print_stdout(text: &str) {
     if let Err(e) = report::print_stdout(text) {
         report::print_stderr(&format!("error: writing to stdout: {e}"));
     }
-}
-
-/// First Ctrl-C (or SIGTERM): start no new target, let running ones finish or roll back.
-/// Second: exit 130 at once.
-fn watch_interrupts(stop: CancellationToken) -> Arc<std::sync::atomic::AtomicBool> {
-    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let seen = flag.clone();
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        for count in 1.. {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            seen.store(true, std::sync::atomic::Ordering::SeqCst);
-            if count == 1 {
-                report::print_stderr(
-                    "interrupt: starting no new targets; running targets finish or roll back (interrupt again to abort)\n",
-                );
-                stop.cancel();
-            } else {
-                let running = deploy::in_flight();
-                let mut text = String::from("interrupt: aborting.");
-                if running.is_empty() {
-                    text.push_str(" No target was in the middle of a step.\n");
-                } else {
-                    text.push_str(" These targets may be between states; check them (certctl status) and roll back if needed:\n");
-                    for (name, step) in running {
-                        text.push_str(&format!("  {name}: interrupted during {}\n", step.as_str()));
-                    }
-                }
-                report::print_stderr(&text);
-                std::process::exit(130);
-            }
-        }
-    });
-    flag
-}
-
-/// `-v…` logs on stderr, through [`report::stderr_writer`]; colour (level names) only where
-/// [`report::term`] allows it, never into a pipe or a CI log by default.
-fn init_tracing(verbose: u8, colour: bool) {
-    let level = match verbose {
-        0 => return,
-        1 => "certctl=info",
-        2 => "certctl=debug",
-        _ => "certctl=trace,russh=debug",
-    };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(report::stderr_writer)
-        .with_ansi(colour)
-        .with_target(false)
-        .try_init();
 }

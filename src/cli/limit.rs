@@ -49,8 +49,7 @@ pub(super) fn expand(limit: &str, inventory: &Inventory) -> Result<String, Inval
                 let (file, more) = rest
                     .match_indices(':')
                     .map(|(at, _)| (&rest[..at], &rest[at + 1..]))
-                    .filter(|(f, _)| !Path::new(rest).exists() && Path::new(f).is_file())
-                    .last()
+                    .rfind(|(f, _)| !Path::new(rest).exists() && Path::new(f).is_file())
                     .unwrap_or((rest, ""));
                 terms.extend(from_file(Path::new(file), inventory)?);
                 if !more.is_empty() {

@@ -62,7 +62,7 @@ fn target_plan(
         sanitize_line(&target.connector),
         sanitize_line(&target.host)
     );
-    let rows: Vec<[String; 5]> = target.files.iter().map(|f| file_row(f)).collect();
+    let rows: Vec<[String; 5]> = target.files.iter().map(file_row).collect();
     let mut widths = [0usize; 5];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

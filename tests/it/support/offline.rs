@@ -14,7 +14,8 @@ use super::pki::Pki;
 pub struct Offline {
     pub dir: tempfile::TempDir,
     pub inventory: PathBuf,
-    pub pki: Pki,
+    /// Kept for the lifetime of the fleet (its files are the inventory's material).
+    _pki: Pki,
     /// Accepts TCP connections (the kernel's backlog) and never speaks: a probe waits for its
     /// timeout there.
     pub silent: TcpListener,
@@ -38,7 +39,7 @@ impl Offline {
         let inventory = dir.path().join("certctl.yaml");
         let offline = Offline {
             inventory,
-            pki,
+            _pki: pki,
             silent,
             dir,
         };
