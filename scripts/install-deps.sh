@@ -3,7 +3,7 @@
 # nothing when everything is already there. Run as root on Debian 12.
 set -euo pipefail
 
-packages=(openssh-server openssh-client nginx openssl sudo ca-certificates apache2 haproxy caddy procps postfix dovecot-core dovecot-imapd python3 python3-yaml)
+packages=(openssh-server openssh-client nginx openssl sudo ca-certificates apache2 haproxy caddy procps postfix dovecot-core dovecot-imapd python3 python3-yaml python3-pip)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -36,6 +36,18 @@ done
 
 # tests/emulators/kubectl parses YAML as kubectl does.
 /usr/bin/python3 -c 'import yaml' || { echo "install-deps: python3-yaml is missing after install" >&2; exit 1; }
+
+# The monitoring tests parse `certctl verify --prometheus` output with the real Prometheus text
+# parser, Python's prometheus_client from PyPI, kept in a directory of its own (never the system
+# Python's site-packages). tests/it/support/prom.rs looks in the same place.
+pydir="${CERTCTL_TEST_PYTHONPATH:-${XDG_CACHE_HOME:-$HOME/.cache}/certctl-tests/python}"
+if ! PYTHONPATH="$pydir" /usr/bin/python3 -c 'import prometheus_client.parser' 2>/dev/null; then
+  echo "install-deps: pip install prometheus_client into $pydir" >&2
+  PIP_ROOT_USER_ACTION=ignore /usr/bin/python3 -m pip install --quiet --disable-pip-version-check \
+    --no-warn-script-location --target "$pydir" prometheus_client
+  PYTHONPATH="$pydir" /usr/bin/python3 -c 'import prometheus_client.parser' \
+    || { echo "install-deps: prometheus_client is missing after pip install" >&2; exit 1; }
+fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo not found: certctl needs a Rust toolchain >= 1.89 (rustup.rs)" >&2

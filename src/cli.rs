@@ -21,10 +21,10 @@ use crate::select::{MaxFail, SerialSpec, Shard};
 mod check;
 mod connectors;
 mod errors;
+pub use errors::parse;
 mod help;
 mod init;
 mod limit;
-pub use errors::parse;
 mod plan_view;
 mod process;
 mod report_cmd;
@@ -76,6 +76,9 @@ pub enum Command {
     /// served and for how long, OS/arch/hostname and the server software's version.
     #[command(after_help = help::STATUS)]
     Status(StatusArgs),
+    /// The local history of runs that changed something (deployed, reloaded, rolled back):
+    /// print it, or check its hash chain.
+    History(HistoryArgs),
     /// Write a commented starter inventory (./certctl.yaml, or -i FILE) for one connector.
     Init(init::InitArgs),
     /// Work with JSON reports: `report merge A.json B.json …` combines a sharded run's.
@@ -172,6 +175,14 @@ pub struct DeployArgs {
     /// Trust and record the host key of a host never seen before (a changed key is still refused).
     #[arg(long)]
     pub accept_new_host_keys: bool,
+    /// Run as an ACME client's deploy hook (certbot `--deploy-hook`, acme.sh `--reloadcmd`,
+    /// lego `--deploy-hook`): deploy only the certificates that are the one just renewed, read
+    /// from the client's variables. CLIENT: auto (default), certbot, acme.sh, lego.
+    #[arg(long, value_name = "CLIENT", num_args = 0..=1, default_missing_value = "auto")]
+    pub hook: Option<String>,
+    /// Do not run the inventory's `notify:` commands after this run.
+    #[arg(long)]
+    pub no_notify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -181,9 +192,37 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub run: RunArgs,
     /// Report `expiring` (exit 4) when the served certificate expires within this many days;
-    /// 0 turns the check off.
+    /// 0 turns the check off. The inventory's own certificates are checked against it too.
     #[arg(long, default_value_t = 14, value_name = "DAYS")]
     pub warn_days: u32,
+    /// Also write the results as Prometheus metrics (node_exporter textfile format) to FILE,
+    /// atomically.
+    #[arg(long, value_name = "FILE")]
+    pub prometheus: Option<PathBuf>,
+    /// Do not run the inventory's `notify:` commands after this run.
+    #[arg(long)]
+    pub no_notify: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The inventory whose `history:` setting names the file (default ./certctl.yaml when it
+    /// exists).
+    #[arg(short = 'i', long = "inventory", env = "CERTCTL_INVENTORY")]
+    pub inventory: Option<PathBuf>,
+    /// The history file (default: $CERTCTL_HISTORY, the inventory's `history:`, else
+    /// $XDG_STATE_HOME/certctl/history.jsonl).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Show the last N entries; 0 shows all.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub limit: usize,
+    /// Verify the hash chain instead (exit 1 when a line was edited, inserted or removed).
+    #[arg(long)]
+    pub check: bool,
+    /// Human lines, or the entries as JSON lines.
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +248,9 @@ pub struct RollbackArgs {
     /// Trust and record the host key of a host never seen before (a changed key is still refused).
     #[arg(long)]
     pub accept_new_host_keys: bool,
+    /// Do not run the inventory's `notify:` commands after this run.
+    #[arg(long)]
+    pub no_notify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +300,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Check(args) => check::run(args, cli.verbose),
         Command::Rollback(args) => rollback_command(args, cli.verbose).await,
         Command::Status(args) => status_command(args, cli.verbose).await,
+        Command::History(args) => history_command(args),
         Command::Init(args) => init::run(args),
         Command::Report { action } => report_cmd::run(action),
         Command::Connectors { action } => connectors::run(action.unwrap_or(ConnectorsAction::List)),
@@ -278,6 +321,13 @@ impl<E: std::fmt::Display> From<E> for Invalid {
     }
 }
 
+impl Invalid {
+    /// Problems of the whole run, one message each.
+    fn messages(messages: Vec<String>) -> Self {
+        Invalid(messages.into_iter().map(report::Problem::run).collect())
+    }
+}
+
 /// Inventory, connectors, selected targets, material and plans: everything before connecting.
 struct Prepared {
     plans: Vec<TargetPlan>,
@@ -286,10 +336,22 @@ struct Prepared {
 }
 
 fn prepare(args: &InventoryArgs, settings: &RunSettings) -> Result<Prepared, Invalid> {
+    prepare_only(args, settings, None)
+}
+
+/// [`prepare`] for the targets whose certificate is in `only` (hook mode), when given.
+fn prepare_only(
+    args: &InventoryArgs,
+    settings: &RunSettings,
+    only: Option<&std::collections::BTreeSet<String>>,
+) -> Result<Prepared, Invalid> {
     errors::inventory_exists(&args.inventory)?;
     let inventory = inventory::load(&args.inventory, &Catalogue::builtin_names())?;
     let catalogue = Catalogue::builtin().with_user(&inventory.connectors)?;
-    let targets = select(&inventory, args)?;
+    let mut targets = select(&inventory, args)?;
+    if let Some(only) = only {
+        targets.retain(|t| only.contains(&t.certificate));
+    }
 
     let mut materials = BTreeMap::new();
     // Each certificate is loaded once; a broken one is one problem naming every target using it.
@@ -375,25 +437,42 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
     let settings = RunSettings::new(args.accept_new_host_keys);
-    let prepared = prepare(&args.inventory, &settings)?;
-    let reporter: Arc<dyn report::Reporter> =
-        Arc::from(report::reporter(prepared.plans.len(), verbose));
+    let only = crate::lifecycle::hook_selection(args.hook.as_deref(), &args.inventory.inventory)?;
+    if only.as_ref().is_some_and(|o| o.is_empty()) {
+        return Ok(0);
+    }
+    let Prepared {
+        plans, inventory, ..
+    } = prepare_only(&args.inventory, &settings, only.as_ref())?;
+    let forks = process::forks_within_fd_limit(args.run.forks);
+    let problems = crate::lifecycle::policy_problems(&inventory, &plans, settings.now);
+    if !problems.is_empty() {
+        return Err(Invalid::messages(problems));
+    }
+    let refusals = crate::lifecycle::downgrade_gate(&inventory, &plans, forks, args.force).await;
+    if !refusals.is_empty() {
+        return Err(Invalid::messages(refusals));
+    }
+    let reporter: Arc<dyn report::Reporter> = Arc::from(report::reporter(plans.len(), verbose));
     let stop = CancellationToken::new();
-    let interrupted = process::watch_interrupts(stop.clone());
-    let total = prepared.plans.len();
-    let previews = args.dry_run.then(|| plan_view::previews(&prepared.plans));
-    let leaves = plan_view::leaves(&prepared.plans);
+    let abort = Abort::new("deploy", args.dry_run, started_at, &plans, args.run.output);
+    let interrupted = watch_interrupts(stop.clone(), abort);
+    let total = plans.len();
+    let previews = args.dry_run.then(|| plan_view::previews(&plans));
+    let leaves = plan_view::leaves(&plans);
     let options = DeployOptions {
-        dry_run: args.dry_run,
+        mode: if args.dry_run {
+            deploy::Mode::DryRun
+        } else {
+            deploy::Mode::Deploy
+        },
         force: args.force,
-        forks: process::forks_within_fd_limit(args.run.forks),
+        forks,
         batches: crate::select::batches(&args.serial.unwrap_or_default(), total),
         max_fail: args.max_fail,
         break_lock: args.break_lock,
-        undo: false,
-        status: false,
     };
-    let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
+    let targets = deploy::deploy_all(plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();
     let mut run = RunReport::new(
         "deploy",
@@ -407,27 +486,32 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
         plan_view::print(&run, &previews, verbose);
     }
     finish(&run, args.run.output);
-    if stop.is_cancelled() && interrupted.load(std::sync::atomic::Ordering::SeqCst) {
-        return Ok(130);
-    }
-    Ok(report::exit_code(&run))
+    let code = if stop.is_cancelled() && interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        130
+    } else {
+        report::exit_code(&run)
+    };
+    let notify = !args.no_notify && !args.dry_run;
+    crate::lifecycle::after_run(&run, code, &inventory, &settings.run_id, notify, verbose).await;
+    Ok(code)
 }
 
 async fn rollback_command(args: RollbackArgs, verbose: u8) -> Result<u8, Invalid> {
     let settings = RunSettings::new(args.accept_new_host_keys);
     let prepared = prepare(&args.inventory, &settings)?;
     let options = DeployOptions {
-        dry_run: false,
+        mode: deploy::Mode::Rollback,
         force: false,
         forks: process::forks_within_fd_limit(args.run.forks),
         batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: args.break_lock,
-        undo: true,
-        status: false,
     };
-    let (run, code) = fleet_command("rollback", prepared, options, verbose).await;
+    let inventory = prepared.inventory.clone();
+    let (run, code) = fleet_command("rollback", prepared, options, verbose, args.run.output).await;
     finish(&run, args.run.output);
+    let notify = !args.no_notify;
+    crate::lifecycle::after_run(&run, code, &inventory, &settings.run_id, notify, verbose).await;
     Ok(code)
 }
 
@@ -435,16 +519,15 @@ async fn status_command(args: StatusArgs, verbose: u8) -> Result<u8, Invalid> {
     let settings = RunSettings::new(args.accept_new_host_keys);
     let prepared = prepare(&args.inventory, &settings)?;
     let options = DeployOptions {
-        dry_run: false,
+        mode: deploy::Mode::Status,
         force: false,
         forks: process::forks_within_fd_limit(args.run.forks),
         batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: false,
-        undo: false,
-        status: true,
     };
-    let (mut run, code) = fleet_command("status", prepared, options, verbose).await;
+    let (mut run, code) =
+        fleet_command("status", prepared, options, verbose, args.run.output).await;
     run.extras = run
         .targets
         .iter()
@@ -460,17 +543,19 @@ async fn status_command(args: StatusArgs, verbose: u8) -> Result<u8, Invalid> {
 /// Runs a whole-fleet operation (rollback, status) through the engine with interrupts
 /// watched; returns the report and the exit code.
 async fn fleet_command(
-    command: &str,
+    command: &'static str,
     prepared: Prepared,
     options: DeployOptions,
     verbose: u8,
+    output: Output,
 ) -> (RunReport, u8) {
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
     let reporter: Arc<dyn report::Reporter> =
         Arc::from(report::reporter(prepared.plans.len(), verbose));
     let stop = CancellationToken::new();
-    let interrupted = process::watch_interrupts(stop.clone());
+    let abort = Abort::new(command, false, started_at, &prepared.plans, output);
+    let interrupted = watch_interrupts(stop.clone(), abort);
     let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();
     let run = RunReport::new(command, false, started_at, started.elapsed(), targets);
@@ -499,14 +584,14 @@ async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
         let reporter = reporter.clone();
         tasks.spawn(async move {
             let _permit = forks.acquire_owned().await;
-            let (report, extra) = verify_target(&plan, warn_days, reporter.as_ref()).await;
+            let (report, seen) = verify_target(&plan, warn_days, reporter.as_ref()).await;
             reporter.event(report::Event::TargetFinished {
                 report: report.clone(),
             });
-            (index, (report, extra))
+            (index, report, seen)
         });
     }
-    let mut reports: Vec<(usize, (TargetReport, report::TargetExtra))> = Vec::new();
+    let mut reports = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(r) => reports.push(r),
@@ -514,36 +599,49 @@ async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
         }
     }
     reporter.finish();
-    reports.sort_by_key(|(i, _)| *i);
-    let (targets, extras) = reports.into_iter().map(|(_, r)| r).unzip();
+    reports.sort_by_key(|(i, _, _)| *i);
+    let (targets, seen): (Vec<TargetReport>, Vec<crate::monitor::Observation>) =
+        reports.into_iter().map(|(_, r, o)| (r, o)).unzip();
     let mut run = RunReport::new("verify", false, started_at, started.elapsed(), targets);
-    run.extras = extras;
+    let now = crate::plan::now_unix();
+    run.extras = seen
+        .iter()
+        .map(|o| {
+            o.served_not_after.map_or_else(Default::default, |at| {
+                report::TargetExtra::served_expiry(at, now)
+            })
+        })
+        .collect();
     finish(&run, args.run.output);
-    Ok(report::exit_code(&run))
+    if let Some(path) = &args.prometheus {
+        crate::lifecycle::write_prometheus(path, &seen, crate::plan::now_unix());
+    }
+    let code = report::exit_code(&run);
+    let (inventory, run_id) = (&prepared.inventory, &settings.run_id);
+    crate::lifecycle::after_run(&run, code, inventory, run_id, !args.no_notify, verbose).await;
+    Ok(code)
 }
 
-/// Probes one target on its schedule for the inventory's certificate; the extra fields carry
-/// the served leaf's expiry.
-async fn verify_target(
+/// The inventory's own certificate expires within `--warn-days`: how soon, for messages.
+fn material_expiring(plan: &TargetPlan, warn_days: u32) -> Option<String> {
+    let left = plan.material.leaf.not_after - crate::plan::now_unix();
+    (warn_days > 0 && left < i64::from(warn_days) * 86_400).then(|| {
+        format!(
+            "the inventory's certificate `{}` itself expires in {} day(s) (--warn-days {warn_days}): renew it",
+            plan.certificate,
+            left.div_euclid(86_400)
+        )
+    })
+}
+
+/// What a verification means: the status, and the detail for the report.
+fn verdict(
     plan: &TargetPlan,
+    v: &probe::Verification,
     warn_days: u32,
-    reporter: &dyn report::Reporter,
-) -> (TargetReport, report::TargetExtra) {
-    let started = tokio::time::Instant::now();
+    material_warning: Option<String>,
+) -> (Status, String) {
     let expected = plan.material.expected();
-    if !plan.has_probe {
-        let mut report = deploy::skipped(
-            plan,
-            "no TLS endpoint to probe: the connector has no default port; set verify.address",
-        );
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        return (report, report::TargetExtra::default());
-    }
-    reporter.event(report::Event::StepStarted {
-        target: plan.name.clone(),
-        step: report::Step::Verify,
-    });
-    let v = probe::verify(&plan.probe, &expected, &CancellationToken::new()).await;
     let expires_in = v
         .last_served
         .as_ref()
@@ -559,7 +657,7 @@ async fn verify_target(
     } else {
         Status::Unreachable
     };
-    let detail = if v.passed && expiring {
+    let mut detail = if v.passed && expiring {
         let days = expires_in.unwrap_or(0).div_euclid(86_400);
         format!(
             "{} serves {}, which expires in {days} day(s) (--warn-days {warn_days})",
@@ -578,6 +676,60 @@ async fn verify_target(
             plan.probe.address, expected.leaf
         )
     };
+    // When the endpoint serves the inventory's certificate the served expiry says it all.
+    if let Some(w) = material_warning.filter(|_| !v.passed) {
+        detail.push_str(&format!("; {w}"));
+    }
+    (status, detail)
+}
+
+/// Probes one target on its schedule for the inventory's certificate.
+async fn verify_target(
+    plan: &TargetPlan,
+    warn_days: u32,
+    reporter: &dyn report::Reporter,
+) -> (TargetReport, crate::monitor::Observation) {
+    let started = tokio::time::Instant::now();
+    let expected = plan.material.expected();
+    let material_warning = material_expiring(plan, warn_days);
+    let mut seen = crate::monitor::Observation {
+        target: plan.name.clone(),
+        host: plan.ssh.host.clone(),
+        connector: plan.connector.clone(),
+        certificate: plan.certificate.clone(),
+        probed: plan.has_probe,
+        reachable: false,
+        leaf_matches: false,
+        chain_matches: false,
+        served_not_after: None,
+        probe_duration_ms: None,
+        material_not_after: plan.material.leaf.not_after,
+    };
+    if !plan.has_probe {
+        let mut report = deploy::skipped(
+            plan,
+            "no TLS endpoint to probe: the connector has no default port; set verify.address",
+        );
+        if let Some(w) = material_warning {
+            report.status = Status::Expiring;
+            report.error = Some(format!("nothing to probe; {w}"));
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        return (report, seen);
+    }
+    reporter.event(report::Event::StepStarted {
+        target: plan.name.clone(),
+        step: report::Step::Verify,
+    });
+    let v = probe::verify(&plan.probe, &expected, &CancellationToken::new()).await;
+    if let Some(served) = &v.last_served {
+        seen.reachable = true;
+        seen.leaf_matches = served.leaf == expected.leaf;
+        seen.chain_matches = served.chain == expected.chain;
+        seen.served_not_after = Some(served.not_after);
+    }
+    seen.probe_duration_ms = v.attempts.last().map(|a| a.duration_ms);
+    let (status, detail) = verdict(plan, &v, warn_days, material_warning);
     let step = report::StepReport {
         step: report::Step::Verify,
         status: if v.passed {
@@ -591,9 +743,6 @@ async fn verify_target(
     reporter.event(report::Event::StepFinished {
         target: plan.name.clone(),
         step: step.clone(),
-    });
-    let extra = v.last_served.as_ref().map_or_else(Default::default, |s| {
-        report::TargetExtra::served_expiry(s.not_after, crate::plan::now_unix())
     });
     let report = TargetReport {
         name: plan.name.clone(),
@@ -609,7 +758,22 @@ async fn verify_target(
         duration_ms: started.elapsed().as_millis() as u64,
         error: (status != Status::Ok).then_some(detail),
     };
-    (report, extra)
+    (report, seen)
+}
+
+fn history_command(args: HistoryArgs) -> Result<u8, Invalid> {
+    let default = PathBuf::from("certctl.yaml");
+    let inventory = args
+        .inventory
+        .or_else(|| default.exists().then_some(default));
+    let json = args.output == Output::Json;
+    Ok(crate::lifecycle::history_command(
+        inventory.as_deref(),
+        args.file,
+        args.limit,
+        args.check,
+        json,
+    )?)
 }
 
 /// Prints the summary table (stderr) and, with `--output json`, the report (stdout).
@@ -632,4 +796,117 @@ fn print_stdout(text: &str) {
     if let Err(e) = report::print_stdout(text) {
         report::print_stderr(&format!("error: writing to stdout: {e}"));
     }
+}
+
+/// What a second interrupt (an abort) still reports: one JSON document with `--output json`
+/// (a CI artifact is never empty), every target in it — finished ones as they ended, those in
+/// the middle of a step `failed` with the step named, the rest `skipped`.
+struct Abort {
+    command: &'static str,
+    dry_run: bool,
+    started_at: std::time::SystemTime,
+    started: Instant,
+    /// One report per selected target, in order, for those that never started.
+    not_started: Vec<TargetReport>,
+    output: Output,
+}
+
+impl Abort {
+    fn new(
+        command: &'static str,
+        dry_run: bool,
+        started_at: std::time::SystemTime,
+        plans: &[TargetPlan],
+        output: Output,
+    ) -> Abort {
+        Abort {
+            command,
+            dry_run,
+            started_at,
+            started: Instant::now(),
+            not_started: plans
+                .iter()
+                .map(|p| deploy::skipped(p, "interrupted before this target started"))
+                .collect(),
+            output,
+        }
+    }
+
+    /// The report of the run so far, and the text naming the targets left between states.
+    fn report(&self) -> (RunReport, String) {
+        let progress = deploy::progress();
+        let mut text = String::from("interrupt: aborting.");
+        if progress.in_flight.is_empty() {
+            text.push_str(" No target was in the middle of a step.\n");
+        } else {
+            text.push_str(
+                " These targets were interrupted between states; the next run that takes their \
+                 lock (with --break-lock) recovers them from their journal:\n",
+            );
+        }
+        let targets = self
+            .not_started
+            .iter()
+            .map(|blank| {
+                if let Some(done) = progress.finished.iter().find(|r| r.name == blank.name) {
+                    return done.clone();
+                }
+                let mut report = blank.clone();
+                if let Some(step) = progress.in_flight.get(&blank.name) {
+                    text.push_str(&format!(
+                        "  {}: interrupted during {}\n",
+                        blank.name,
+                        step.as_str()
+                    ));
+                    report.status = Status::Failed;
+                    report.error = Some(format!(
+                        "interrupted during {}; the next run will recover it",
+                        step.as_str()
+                    ));
+                }
+                report
+            })
+            .collect();
+        let run = RunReport::new(
+            self.command,
+            self.dry_run,
+            self.started_at,
+            self.started.elapsed(),
+            targets,
+        );
+        (run, text)
+    }
+}
+
+/// First Ctrl-C (or SIGTERM): start no new target, let running ones finish or roll back.
+/// Second: report what is known ([`Abort`]) and exit 130 at once.
+fn watch_interrupts(stop: CancellationToken, abort: Abort) -> Arc<std::sync::atomic::AtomicBool> {
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = flag.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        for count in 1.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+            if count == 1 {
+                report::print_stderr(
+                    "interrupt: starting no new targets; running targets finish or roll back (interrupt again to abort)\n",
+                );
+                stop.cancel();
+            } else {
+                let (run, text) = abort.report();
+                report::print_stderr(&text);
+                finish(&run, abort.output);
+                std::process::exit(130);
+            }
+        }
+    });
+    flag
 }

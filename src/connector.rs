@@ -58,6 +58,10 @@ pub const ENGINE_PARAMS: &[(&str, &str)] = &[
         "how many backup sets to keep per target (default 3)",
     ),
     (
+        "follow_symlinks",
+        "\"true\" (default): a live path that is a symlink keeps its link and the file it resolves to is replaced; \"false\": the link itself is replaced by a regular file",
+    ),
+    (
         "tmp_dir",
         "directory on the target for private scratch directories (default /tmp; shell: powershell: C:/Windows/Temp)",
     ),

@@ -21,18 +21,30 @@
 //! - [`deploy`] runs the per-target state machine over [`ssh`] and [`probe`]; it prints nothing
 //!   and sends [`report::Event`]s instead.
 //! - [`report`] owns every byte written to stdout/stderr and decides the exit code.
+//! - Around a run: [`source`] and [`localcmd`] read material from files, variables and
+//!   commands; [`hook`] selects certificates for an ACME client's deploy hook; [`policy`] is the
+//!   gate before anything is touched; after a run, [`monitor`] writes Prometheus metrics,
+//!   [`notify`] runs the inventory's notifiers and [`history`] appends to the local history.
 
 pub mod cli;
 pub mod connector;
 pub mod deploy;
+pub mod history;
+pub mod hook;
 pub mod inventory;
+pub mod lifecycle;
+pub mod localcmd;
 pub mod material;
+pub mod monitor;
+pub mod notify;
 pub mod pkcs12;
 pub mod plan;
+pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod secret;
 pub mod select;
+pub mod source;
 pub mod ssh;
 
 pub use cli::run;

@@ -12,9 +12,7 @@
 //! provider (keys). Outputs are re-encoded from DER, so what we upload is canonical whatever
 //! the input looked like (comments, CRLF, `Bag Attributes`, odd line widths).
 
-use std::io::Read as _;
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -35,9 +33,7 @@ use x509_parser::x509::AlgorithmIdentifier;
 use zeroize::Zeroizing;
 
 use crate::secret::Secret;
-
-/// Certificate, chain and key inputs larger than this are refused (a PEM chain is a few KiB).
-const MAX_INPUT: usize = 1 << 20;
+use crate::source::Source;
 
 /// A leaf that expires sooner than this is deployed with a warning.
 const EXPIRY_WARNING_SECS: i64 = 14 * 86_400;
@@ -92,6 +88,13 @@ impl Serialize for Fingerprint {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
+}
+
+/// The certificate a probe should see: the leaf, then the chain in the order served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    pub leaf: Fingerprint,
+    pub chain: Vec<Fingerprint>,
 }
 
 /// One parsed certificate.
@@ -168,39 +171,48 @@ impl std::fmt::Display for KeyKind {
     }
 }
 
-/// Where the key comes from (resolved by the inventory; relative paths already absolute).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    File(std::path::PathBuf),
-    /// Name of an environment variable holding the PEM.
-    Env(String),
-    /// argv run locally (no shell); its stdout is the PEM.
-    Command(Vec<String>),
-}
-
-impl KeySource {
-    /// How messages name this source: the path, `key_env `VAR``, or `key_command `argv0``.
-    fn describe(&self) -> String {
-        match self {
-            KeySource::File(path) => path.display().to_string(),
-            KeySource::Env(var) => format!("key_env `{var}`"),
-            KeySource::Command(argv) => {
-                format!(
-                    "key_command `{}`",
-                    argv.first().map(String::as_str).unwrap_or("")
-                )
-            }
-        }
-    }
-}
+/// Where the key comes from: the same three shapes as the certificate and chain.
+pub type KeySource = crate::source::Source;
 
 /// What the inventory says about one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaterialSpec {
     pub name: String,
-    pub cert: std::path::PathBuf,
-    pub chain: Option<std::path::PathBuf>,
-    pub key: KeySource,
+    pub cert: Source,
+    pub chain: Option<Source>,
+    pub key: Source,
+    /// Time limit of each `*_command` source.
+    pub command_timeout: std::time::Duration,
+    /// Where the certificate is declared in the inventory, for messages.
+    pub location: Option<crate::inventory::Location>,
+}
+
+impl MaterialSpec {
+    /// A spec with the default command timeout and no location.
+    pub fn new(
+        name: impl Into<String>,
+        cert: impl Into<Source>,
+        chain: Option<Source>,
+        key: impl Into<Source>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            cert: cert.into(),
+            chain,
+            key: key.into(),
+            command_timeout: crate::source::DEFAULT_COMMAND_TIMEOUT,
+            location: None,
+        }
+    }
+
+    /// The environment variables this certificate is read from (kept out of the
+    /// environment of notifiers).
+    pub fn env_vars(&self) -> impl Iterator<Item = &str> {
+        [Some(&self.cert), self.chain.as_ref(), Some(&self.key)]
+            .into_iter()
+            .flatten()
+            .filter_map(Source::env_var)
+    }
 }
 
 /// A loaded, parsed certificate with its chain and key.
@@ -237,8 +249,12 @@ impl Material {
             message,
         };
 
-        let cert_source = spec.cert.display().to_string();
-        let bytes = read_input(&spec.cert).map_err(|m| fail(format!("{cert_source}: {m}")))?;
+        let timeout = spec.command_timeout;
+        let cert_source = spec.cert.describe("cert");
+        let bytes = spec
+            .cert
+            .read(timeout)
+            .map_err(|m| fail(format!("{cert_source}: {m}")))?;
         let mut certs =
             parse_cert_input(&bytes).map_err(|m| fail(format!("{cert_source}: {m}")))?;
         let leaf = certs.remove(0);
@@ -247,9 +263,11 @@ impl Material {
             .collect();
         let mut chain = certs;
 
-        if let Some(chain_path) = &spec.chain {
-            let chain_source = chain_path.display().to_string();
-            let bytes = read_input(chain_path).map_err(|m| fail(format!("{chain_source}: {m}")))?;
+        if let Some(chain_spec) = &spec.chain {
+            let chain_source = chain_spec.describe("chain");
+            let bytes = chain_spec
+                .read(timeout)
+                .map_err(|m| fail(format!("{chain_source}: {m}")))?;
             let from_file =
                 parse_cert_input(&bytes).map_err(|m| fail(format!("{chain_source}: {m}")))?;
             if chain.is_empty() {
@@ -267,9 +285,11 @@ impl Material {
             }
         }
 
-        let key_source = spec.key.describe();
-        let key_bytes =
-            read_key_source(&spec.key).map_err(|m| fail(format!("{key_source}: {m}")))?;
+        let key_source = spec.key.describe("key");
+        let key_bytes = spec
+            .key
+            .read(timeout)
+            .map_err(|m| fail(format!("{key_source}: {m}")))?;
         let key = parse_key(&key_bytes).map_err(|m| fail(format!("{key_source}: {m}")))?;
 
         Ok(Material {
@@ -368,8 +388,8 @@ impl Material {
     }
 
     /// Fingerprints the probe should see.
-    pub fn expected(&self) -> crate::probe::Expected {
-        crate::probe::Expected {
+    pub fn expected(&self) -> Expected {
+        Expected {
             leaf: self.leaf.fingerprint,
             chain: self.chain.iter().map(|c| c.fingerprint).collect(),
         }
@@ -644,95 +664,6 @@ pub fn parse_certs(pem: &[u8]) -> Result<Vec<CertInfo>, String> {
 
 // ---------------------------------------------------------------------------------------------
 // Inputs
-
-/// Reads a file of at most [`MAX_INPUT`] bytes. The buffer zeroizes on drop: it may be a key.
-fn read_input(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
-    if meta.is_dir() {
-        return Err("is a directory, not a file".into());
-    }
-    if meta.len() > MAX_INPUT as u64 {
-        return Err(too_large(meta.len() as usize));
-    }
-    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len() as usize + 1));
-    file.take(MAX_INPUT as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() > MAX_INPUT {
-        return Err(too_large(bytes.len()));
-    }
-    Ok(bytes)
-}
-
-fn too_large(len: usize) -> String {
-    format!(
-        "is {len} bytes; certificate and key inputs are at most 1 MiB (is this the right file?)"
-    )
-}
-
-fn read_key_source(source: &KeySource) -> Result<Zeroizing<Vec<u8>>, String> {
-    match source {
-        KeySource::File(path) => read_input(path),
-        KeySource::Env(var) => {
-            let value = std::env::var_os(var).ok_or("the environment variable is not set")?;
-            let mut bytes = Zeroizing::new(value.into_encoded_bytes());
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Err("the environment variable is empty".into());
-            }
-            if bytes.len() > MAX_INPUT {
-                return Err(too_large(bytes.len()));
-            }
-            // CI systems often store a PEM with literal `\n` in a one-line secret.
-            if !bytes.contains(&b'\n') && bytes.windows(2).any(|w| w == b"\\n") {
-                let mut unescaped = Zeroizing::new(Vec::with_capacity(bytes.len()));
-                let mut i = 0;
-                while i < bytes.len() {
-                    if bytes[i..].starts_with(b"\\n") {
-                        unescaped.push(b'\n');
-                        i += 2;
-                    } else {
-                        unescaped.push(bytes[i]);
-                        i += 1;
-                    }
-                }
-                bytes = unescaped;
-            }
-            Ok(bytes)
-        }
-        KeySource::Command(argv) => run_key_command(argv),
-    }
-}
-
-/// Runs `argv` without a shell; stdout is the key. stdout never appears in a message, even
-/// when the command fails: it may hold part of the key.
-fn run_key_command(argv: &[String]) -> Result<Zeroizing<Vec<u8>>, String> {
-    let (program, args) = argv.split_first().ok_or("the command is empty")?;
-    let output = std::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| format!("could not run `{program}`: {e}"))?;
-    let stdout = Zeroizing::new(output.stdout);
-    if !output.status.success() {
-        let stderr = sanitize_one_line(&output.stderr, 500);
-        let said = if stderr.is_empty() {
-            "no message on stderr".to_string()
-        } else {
-            format!("stderr: {stderr}")
-        };
-        return Err(format!("`{program}` failed ({}); {said}", output.status));
-    }
-    if stdout.iter().all(u8::is_ascii_whitespace) {
-        return Err(format!(
-            "`{program}` printed nothing on stdout; it must print the PEM key"
-        ));
-    }
-    if stdout.len() > MAX_INPUT {
-        return Err(too_large(stdout.len()));
-    }
-    Ok(stdout)
-}
 
 /// Printable text on one line, at most `max` characters: for quoting what a program said.
 pub(crate) fn sanitize_one_line(bytes: &[u8], max: usize) -> String {
@@ -1156,6 +1087,25 @@ fn plural(n: usize, word: &str) -> String {
     } else {
         format!("{n} {word}s")
     }
+}
+
+/// The DER SubjectPublicKeyInfo of a certificate (what a matching private key's public half
+/// is), or `None` when `der` is not a certificate.
+pub fn spki_der(der: &[u8]) -> Option<Vec<u8>> {
+    parse_x509(der)
+        .ok()
+        .map(|c| c.tbs_certificate.subject_pki.raw.to_vec())
+}
+
+/// The DER of a `-----BEGIN PUBLIC KEY-----` PEM block (as `openssl pkey -pubout` prints it),
+/// or `None` when `pem` is not one.
+pub fn public_key_der(pem: &str) -> Option<Vec<u8>> {
+    let body = pem
+        .trim()
+        .strip_prefix("-----BEGIN PUBLIC KEY-----")?
+        .strip_suffix("-----END PUBLIC KEY-----")?;
+    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    BASE64.decode(b64).ok()
 }
 
 #[cfg(test)]

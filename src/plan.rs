@@ -75,6 +75,9 @@ pub struct PlannedFile {
     /// Role `keystore`: the private working copy in the scratch directory that the preview
     /// imports into (`{staged.keystore}`); the engine copies it to `staged` afterwards.
     pub work: Option<String>,
+    /// A live path that is a symlink is followed (the file it resolves to is replaced and the
+    /// link kept); `false` (param `follow_symlinks`) replaces the link itself with a file.
+    pub follow_symlinks: bool,
 }
 
 /// A private input written into the scratch directory (0600) before preview.
@@ -281,6 +284,15 @@ fn plan_target(
         })?,
         None => 3,
     };
+    let follow_symlinks = match params.get("follow_symlinks").map(String::as_str) {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(format!(
+                "param `follow_symlinks`: `{other}` is neither \"true\" nor \"false\""
+            ));
+        }
+    };
     let explicit_mode = params
         .get("mode")
         .map(|m| connector::parse_mode(m).map_err(|e| format!("param `mode`: {e}")))
@@ -373,6 +385,7 @@ fn plan_target(
             default_group: f.group.clone(),
             rendered: f.template.clone(),
             work,
+            follow_symlinks,
         });
     }
     if files.is_empty() && def.swap == SwapMode::Files {

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use crate::material::{CertInfo, Fingerprint, sanitize_one_line};
+use crate::material::{CertInfo, Expected, Fingerprint, sanitize_one_line};
 
 /// Whether (and how) to upgrade a plain connection to TLS before the handshake.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,13 +68,11 @@ pub struct Served {
     pub subject: String,
     /// Not-after of the served leaf, seconds since the Unix epoch.
     pub not_after: i64,
-}
-
-/// The certificate we expect to see.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expected {
-    pub leaf: Fingerprint,
-    pub chain: Vec<Fingerprint>,
+    /// Not-before of the served leaf, seconds since the Unix epoch (the policy gate's
+    /// "older" check).
+    pub not_before: i64,
+    /// DNS names and IP addresses of the served leaf (the policy gate's "same names").
+    pub sans: Vec<String>,
 }
 
 /// One probe in a verification, for the report.
@@ -306,15 +304,17 @@ fn served_from(certs: &[CertificateDer<'_>]) -> Result<Served, String> {
     let (leaf, chain) = certs
         .split_first()
         .ok_or("the server sent an empty certificate list")?;
-    let (subject, not_after) = match CertInfo::from_der(leaf) {
-        Ok(info) => (info.subject, info.not_after),
-        Err(e) => (format!("(unparseable certificate: {e})"), 0),
+    let (subject, not_after, not_before, sans) = match CertInfo::from_der(leaf) {
+        Ok(info) => (info.subject, info.not_after, info.not_before, info.sans),
+        Err(e) => (format!("(unparseable certificate: {e})"), 0, 0, Vec::new()),
     };
     Ok(Served {
         leaf: Fingerprint::of_der(leaf),
         chain: chain.iter().map(|c| Fingerprint::of_der(c)).collect(),
         subject,
         not_after,
+        not_before,
+        sans,
     })
 }
 
@@ -796,6 +796,8 @@ mod tests {
             chain: chain.iter().map(|b| fp(*b)).collect(),
             subject: "CN=t".into(),
             not_after: 0,
+            not_before: 0,
+            sans: Vec::new(),
         }
     }
 

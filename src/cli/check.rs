@@ -82,6 +82,11 @@ struct VerifyView {
 pub(super) fn run(args: CheckArgs, verbose: u8) -> Result<u8, Invalid> {
     let settings = RunSettings::new(false);
     let prepared = prepare(&args.inventory, &settings)?;
+    let policy =
+        crate::lifecycle::policy_problems(&prepared.inventory, &prepared.plans, settings.now);
+    if !policy.is_empty() {
+        return Err(Invalid::messages(policy));
+    }
     let (problems, warnings) = offline_ssh_checks(&prepared.plans, &prepared.inventory);
     let json = args.output == Output::Json;
     for w in &warnings {

@@ -1,11 +1,6 @@
-//! The process around a command: the open-file limit behind `--forks`, Ctrl-C and SIGTERM,
-//! and `-v` logging.
+//! The process around a command: the open-file limit behind `--forks`, and `-v` logging.
 
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
-
-use crate::{deploy, report};
+use crate::report;
 
 /// File descriptors one target in flight may hold at once: its SSH connection, a probe's TCP
 /// connection, and a known_hosts or key file being read, with one to spare.
@@ -41,47 +36,6 @@ pub(super) fn forks_within_fd_limit(forks: u16) -> usize {
         ));
     }
     usize::try_from(wanted.min(allowed)).unwrap_or(usize::MAX)
-}
-
-/// First Ctrl-C (or SIGTERM): start no new target, let running ones finish or roll back.
-/// Second: exit 130 at once.
-pub(super) fn watch_interrupts(stop: CancellationToken) -> Arc<std::sync::atomic::AtomicBool> {
-    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let seen = flag.clone();
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        for count in 1.. {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            seen.store(true, std::sync::atomic::Ordering::SeqCst);
-            if count == 1 {
-                report::print_stderr(
-                    "interrupt: starting no new targets; running targets finish or roll back (interrupt again to abort)\n",
-                );
-                stop.cancel();
-            } else {
-                let running = deploy::in_flight();
-                let mut text = String::from("interrupt: aborting.");
-                if running.is_empty() {
-                    text.push_str(" No target was in the middle of a step.\n");
-                } else {
-                    text.push_str(" These targets may be between states; check them (certctl status) and roll back if needed:\n");
-                    for (name, step) in running {
-                        text.push_str(&format!("  {name}: interrupted during {}\n", step.as_str()));
-                    }
-                }
-                report::print_stderr(&text);
-                std::process::exit(130);
-            }
-        }
-    });
-    flag
 }
 
 /// `-v…` logs on stderr, through [`report::stderr_writer`]; colour (level names) only where

@@ -23,12 +23,12 @@
 //!
 //! Not here: what the connector's scripts do (swap_commands.rs), and the POSIX path.
 
-use super::{
-    Inspected, Run, StepFailure, lock_dir, lock_holder, probe_served, reload, run_commands,
-    swap_commands,
-};
+use super::cleanup::LOCK_LEFT;
+use super::journal::Journal;
+use super::lock::{describe_holder, holder_alive_here, lock_dir, lock_holder};
+use super::run::{OpenJournal, StepResult};
 use crate::plan::TargetPlan;
-use crate::report::{Status, Step};
+use crate::report::Status;
 use crate::ssh::Session;
 
 /// The path `sftp-server` takes for `path`: a drive path `C:/x` becomes `/C:/x` (Windows
@@ -39,44 +39,6 @@ pub(super) fn sftp_path(path: &str) -> String {
     } else {
         path.to_string()
     }
-}
-
-/// Everything after connect, for a `shell: powershell` target: lock, inspect (the private
-/// scratch directory, and a probe of what is served), the deploy or `certctl rollback` of
-/// [`swap_commands`], cleanup.
-pub(super) async fn on_session(run: &mut Run<'_>, session: &Session) {
-    let plan = run.plan;
-    let Some(swap) = &plan.commands else {
-        // The connector schema refuses `shell: powershell` without `swap: commands`.
-        run.report.status = Status::Failed;
-        run.report.error = Some("`shell: powershell` needs `swap: commands`".into());
-        return;
-    };
-    let break_lock = run.options.break_lock;
-    let locked = run
-        .step(Step::Lock, async {
-            lock(session, plan, break_lock).await.map(|d| ((), Some(d)))
-        })
-        .await;
-    if let Err(f) = locked {
-        let released = release_lock(session, plan).await;
-        run.report.status = Status::Failed;
-        run.report.error = Some(format!(
-            "lock failed: {}; nothing live was changed{released}",
-            f.message
-        ));
-        return;
-    }
-    let outcome = if run.options.undo {
-        swap_commands::undo(run, session, swap).await
-    } else {
-        let started = tokio::time::Instant::now();
-        let (scratch, served) = tokio::join!(make_scratch(session, plan), probe_served(plan));
-        let inspected: Result<(Inspected, Option<String>), String> =
-            scratch.map(|()| ((Vec::new(), served.and_then(Result::ok)), None));
-        swap_commands::deploy(run, session, swap, (inspected, started.elapsed())).await
-    };
-    run.finish(session, outcome).await;
 }
 
 /// `mkdir -p` over SFTP, with `mode`: one request when the parent exists (every run after
@@ -115,41 +77,62 @@ async fn holder(session: &Session, dir: &str) -> Option<String> {
 }
 
 /// Takes the target's lock: SFTP `mkdir` of `{backup_dir}/.lock` (atomic: it fails when the
-/// directory exists), then the holder file — the same line the POSIX lock writes, so
-/// [`super::describe_holder`] and `--break-lock` work alike. The holder names the controller's
-/// process and host, so a dead run of this machine is told apart from a live one as on POSIX
-/// targets. Then removes scratch directories a killed run of this target left.
-async fn lock(session: &Session, plan: &TargetPlan, break_lock: bool) -> Result<String, String> {
+/// directory exists), then the holder file (written under a temp name and renamed in, so it is
+/// never empty) — the same line the POSIX lock writes, so [`describe_holder`] and
+/// `--break-lock` work alike. Then removes scratch directories a killed run of this target
+/// left, and reads the active journal. `Err` says why the lock was not taken.
+pub(super) async fn lock(
+    session: &Session,
+    plan: &TargetPlan,
+    break_lock: bool,
+) -> Result<(String, Option<Result<Journal, String>>), String> {
     let dir = lock_dir(plan);
     make_dirs(session, &plan.backup_dir, 0o700).await?;
-    if break_lock {
+    let mut detail = format!("locked {dir}");
+    if break_lock && let Ok(Some(_)) = session.list_dir(&sftp_path(&dir)).await {
+        let holder = holder(session, &dir).await.unwrap_or_default();
+        if holder_alive_here(&holder) {
+            return Err(format!(
+                "--break-lock refused: {dir} is held by a run that is still running on this \
+                 machine ({}); wait for it, or stop it first",
+                crate::report::sanitize_line(&holder)
+            ));
+        }
         remove_tree(session, &sftp_path(&dir), &mut Vec::new()).await?;
+        detail = format!(
+            "broke the lock of {} (--break-lock); {detail}",
+            crate::report::sanitize_line(&holder)
+        );
     }
     let created = session
         .make_dir(&sftp_path(&dir), 0o700)
         .await
         .map_err(|e| e.to_string())?;
     if !created {
-        let holder = holder(session, &dir)
-            .await
-            .unwrap_or_else(|| "unknown".into());
-        return Err(super::describe_holder(&dir, &holder));
+        let holder = holder(session, &dir).await.unwrap_or_default();
+        let journal = read_journal(session, plan).await;
+        return Err(describe_holder(
+            &dir,
+            &holder,
+            journal.as_ref().and_then(|j| j.as_ref().ok()),
+        ));
     }
     let line = format!("{}\n", lock_holder(plan));
-    if let Err(e) = session
-        .upload(
-            &sftp_path(&format!("{dir}/holder")),
-            line.as_bytes(),
-            0o600,
-            None,
-        )
-        .await
-    {
+    let tmp = sftp_path(&format!("{dir}/holder.tmp"));
+    let written = match session.upload(&tmp, line.as_bytes(), 0o600, None).await {
+        Ok(()) => session
+            .rename(&tmp, &sftp_path(&format!("{dir}/holder")))
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = written {
         // Without a holder line no run could tell whose lock it is: do not keep it.
-        let _ = session.remove_dir(&sftp_path(&dir)).await;
-        return Err(format!("writing the lock's holder file: {e}"));
+        let _ = remove_tree(session, &sftp_path(&dir), &mut Vec::new()).await;
+        return Err(format!(
+            "could not write the holder file in {dir} ({e}); the lock was given back"
+        ));
     }
-    let mut detail = format!("locked {dir}");
     let swept = sweep_scratch(session, plan).await;
     if !swept.is_empty() {
         detail.push_str(&format!(
@@ -158,7 +141,73 @@ async fn lock(session: &Session, plan: &TargetPlan, break_lock: bool) -> Result<
             swept.join(", ")
         ));
     }
-    Ok(detail)
+    Ok((detail, read_journal(session, plan).await))
+}
+
+/// The active journal (`{backup_dir}/journal`), if there is one.
+pub(super) async fn read_journal(
+    session: &Session,
+    plan: &TargetPlan,
+) -> Option<Result<Journal, String>> {
+    let path = sftp_path(&format!("{}/journal", plan.backup_dir));
+    let bytes = session.read_file(&path, 1 << 20).await.ok()?;
+    Some(Journal::parse(&String::from_utf8_lossy(&bytes)))
+}
+
+/// Writes a journal's intent as the active journal: a temp file (fsync'd by the upload)
+/// renamed into place.
+pub(super) async fn write_journal(
+    session: &Session,
+    plan: &TargetPlan,
+    intent: &str,
+) -> Result<(), String> {
+    let tmp = sftp_path(&format!("{}/journal.tmp", plan.backup_dir));
+    let _ = session.remove_file(&tmp).await;
+    session
+        .upload(&tmp, format!("{intent}\n").as_bytes(), 0o600, None)
+        .await
+        .map_err(|e| format!("writing the journal: {e}"))?;
+    session
+        .rename(&tmp, &sftp_path(&format!("{}/journal", plan.backup_dir)))
+        .await
+        .map_err(|e| format!("writing the journal: {e}"))
+}
+
+/// Closes run `run_id`'s active journal: written into its set as `dest` with `closed
+/// OUTCOME` added, the active one removed, the set retired unless `open` keeps it.
+pub(super) async fn close_journal(
+    session: &Session,
+    plan: &TargetPlan,
+    run_id: &str,
+    open: &OpenJournal,
+    outcome: &str,
+) -> Result<(), String> {
+    let active = sftp_path(&format!("{}/journal", plan.backup_dir));
+    let Ok(bytes) = session.read_file(&active, 1 << 20).await else {
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let first = text.lines().next().unwrap_or_default();
+    if !first.contains(&format!("\"run\":\"{run_id}\"")) {
+        return Ok(());
+    }
+    let closed = format!("{}\nclosed {outcome}\n", text.trim_end());
+    let dest = sftp_path(&open.dest);
+    let _ = session.remove_file(&dest).await;
+    let _ = session.upload(&dest, closed.as_bytes(), 0o600, None).await;
+    session
+        .remove_file(&active)
+        .await
+        .map_err(|e| format!("closing the journal: {e}"))?;
+    if open.keep_set_when.map(Status::as_str) != Some(outcome) {
+        let _ = session
+            .rename(
+                &sftp_path(&open.set),
+                &sftp_path(&format!("{}.restored", open.set)),
+            )
+            .await;
+    }
+    Ok(())
 }
 
 /// Scratch directories in `tmp_dir` tagged with this target's lock (`.certctl-lock`), other
@@ -195,9 +244,18 @@ async fn sweep_scratch(session: &Session, plan: &TargetPlan) -> Vec<String> {
     removed
 }
 
+/// Who holds the lock when it is not this run (`None`: this run).
+pub(super) async fn lock_owner(session: &Session, plan: &TargetPlan) -> Option<String> {
+    let h = holder(session, &lock_dir(plan)).await.unwrap_or_default();
+    let ours = h
+        .split_whitespace()
+        .any(|w| w == format!("run={}", plan.run_id));
+    (!ours).then(|| crate::report::sanitize_line(if h.is_empty() { "no lock held" } else { &h }))
+}
+
 /// After a failed lock step: removes the lock if its holder names this run. Says what became
 /// of it, for the report's error.
-async fn release_lock(session: &Session, plan: &TargetPlan) -> String {
+pub(super) async fn release_lock(session: &Session, plan: &TargetPlan) -> String {
     let dir = lock_dir(plan);
     match session.list_dir(&sftp_path(&dir)).await {
         Ok(None) => return String::new(),
@@ -227,7 +285,7 @@ async fn release_lock(session: &Session, plan: &TargetPlan) -> String {
 
 /// The private scratch directory (0700), tagged with this target's lock so a later run can
 /// sweep it if this one is killed (best effort: an untagged one is only never swept).
-async fn make_scratch(session: &Session, plan: &TargetPlan) -> Result<(), String> {
+pub(super) async fn make_scratch(session: &Session, plan: &TargetPlan) -> Result<(), String> {
     let dir = sftp_path(&plan.scratch_dir);
     if !session
         .make_dir(&dir, 0o700)
@@ -265,7 +323,7 @@ pub(super) async fn save_snapshots(
     for (name, argv) in snapshots {
         let out = session.exec(argv).await.map_err(|e| e.to_string())?;
         if !out.success() {
-            return Err(super::command_failure(
+            return Err(super::script::command_failure(
                 &format!("snapshot {name}: {}", crate::ssh::quote::label(argv)),
                 &out,
             ));
@@ -330,30 +388,17 @@ async fn prune_sets(session: &Session, plan: &TargetPlan) -> Result<(), String> 
     }
 }
 
-/// The test, reload and liveness scripts, one exec each, in order; then verify. (The POSIX
-/// path runs test, reload and alive as one `sh` script.)
-pub(super) async fn test_reload_verify(
-    run: &mut Run<'_>,
-    session: &Session,
-) -> Result<(), StepFailure> {
-    let plan = run.plan;
-    run.step(Step::Test, run_commands(session, &plan.test))
-        .await?;
-    run.step(Step::Reload, reload(session, plan)).await?;
-    run.verify(&plan.material.expected()).await
-}
-
-/// The newest backup set not yet restored, for `certctl rollback`: its directory and, as
-/// `certctl_latest` prints them on POSIX targets, `SET NAME` and its manifest's lines (`M …`).
+/// The newest backup set not yet restored, for `certctl rollback`: its directory, and as
+/// `certctl_latest` prints them on POSIX targets, `SET NAME` and its journal (framed) or the
+/// manifest's lines (`M …`) of sets made before journals.
 pub(super) async fn latest_backup_set(
     session: &Session,
     plan: &TargetPlan,
-) -> Result<(String, String), (Status, String)> {
-    let failed = |message: String| (Status::Failed, message);
+) -> Result<(String, String), String> {
     let entries = session
         .list_dir(&sftp_path(&plan.backup_dir))
         .await
-        .map_err(|e| failed(format!("rollback: {e}; nothing was changed")))?
+        .map_err(|e| e.to_string())?
         .unwrap_or_default();
     let Some(set) = entries
         .into_iter()
@@ -361,33 +406,26 @@ pub(super) async fn latest_backup_set(
         .map(|(n, _)| n)
         .next_back()
     else {
-        return Err(failed(format!(
-            "rollback: no backup set in {}; nothing was changed",
-            plan.backup_dir
-        )));
+        return Err(format!("no backup set in {}", plan.backup_dir));
     };
     let set_dir = format!("{}/{set}", plan.backup_dir);
-    let manifest = session
-        .read_file(&sftp_path(&format!("{set_dir}/manifest")), 1 << 20)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let read = |name: &str| {
+        let path = sftp_path(&format!("{set_dir}/{name}"));
+        async move { session.read_file(&path, 1 << 20).await.ok() }
+    };
     let mut text = format!("SET {set}\n");
-    for line in manifest.lines() {
-        text.push_str(&format!("M {line}\n"));
+    if let Some(journal) = read("journal").await {
+        text.push_str(&format!(
+            "\u{1e}JOURNAL\n{}\n\u{1e}END\n",
+            String::from_utf8_lossy(&journal).trim_end()
+        ));
+    } else {
+        let manifest = read("manifest").await.unwrap_or_default();
+        for line in String::from_utf8_lossy(&manifest).lines() {
+            text.push_str(&format!("M {line}\n"));
+        }
     }
     Ok((set_dir, text))
-}
-
-/// Marks a restored backup set (`NAME.restored`), so a second rollback goes one set further
-/// back. Best effort, as on POSIX targets.
-pub(super) async fn mark_restored(session: &Session, set_dir: &str) {
-    let _ = session
-        .rename(
-            &sftp_path(set_dir),
-            &sftp_path(&format!("{set_dir}.restored")),
-        )
-        .await;
 }
 
 /// Removes `path` (SFTP form) and everything under it; a missing path is not an error. Every
@@ -437,14 +475,21 @@ async fn remove_tree(
     }
 }
 
-/// Removes the scratch directory, then the lock (last, so no other run starts while this
-/// one's files are still being removed). Each removal that fails is named, and the step
-/// fails.
+/// Closes this run's journal (`close`), removes the scratch directory, then the lock (last,
+/// so no other run starts while this one's files are still being removed). Each removal that
+/// fails is named, and the step fails.
 pub(super) async fn cleanup(
     session: &Session,
     plan: &TargetPlan,
-) -> Result<((), Option<String>), String> {
+    close: Option<&OpenJournal>,
+    status: Status,
+) -> StepResult<()> {
     let mut failed = Vec::new();
+    if let Some(open) = close
+        && let Err(e) = close_journal(session, plan, &plan.run_id, open, status.as_str()).await
+    {
+        failed.push(e);
+    }
     let _ = remove_tree(session, &sftp_path(&plan.scratch_dir), &mut failed).await;
     let lock = sftp_path(&lock_dir(plan));
     let lock_left = remove_tree(session, &lock, &mut failed).await.is_err();
@@ -457,7 +502,7 @@ pub(super) async fn cleanup(
         .collect();
     let mut message = format!("could not remove: {}", names.join(", "));
     if lock_left {
-        message.push_str(super::LOCK_LEFT);
+        message.push_str(LOCK_LEFT);
     }
     Err(message)
 }

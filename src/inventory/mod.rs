@@ -130,6 +130,12 @@ pub struct Inventory {
     pub connectors: BTreeMap<String, ConnectorDef>,
     /// Declared group names.
     pub groups: Vec<String>,
+    /// Each certificate's policy: its own `policy:` over the top-level one.
+    pub policies: BTreeMap<String, crate::policy::Policy>,
+    /// `notify:`, in file order.
+    pub notify: Vec<crate::notify::Notifier>,
+    /// `history:`: `None` = not set (the default place), `Some(None)` = `off`.
+    pub history: Option<Option<PathBuf>>,
 }
 
 /// Larger inventory files are refused before parsing.

@@ -24,6 +24,12 @@ pub(super) struct RawInventory {
     pub groups: Option<Entries<Option<RawSettings>>>,
     pub targets: Option<Spanned<Vec<Spanned<RawSettings>>>>,
     pub connectors: Option<Entries<ConnectorDef>>,
+    /// Optional: what every certificate must be (see [`crate::policy`]).
+    pub policy: Option<Spanned<crate::policy::RawPolicy>>,
+    /// Optional: commands run on the controller after a run (see [`crate::notify`]).
+    pub notify: Option<Spanned<Vec<Spanned<crate::notify::RawNotifier>>>>,
+    /// Optional: the local history file, or `off` (see [`crate::history`]).
+    pub history: Option<Spanned<String>>,
 }
 
 /// The settings block shared by `defaults:`, each group and each target. `name`, `host` and
@@ -71,10 +77,16 @@ pub(super) struct RawVerify {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCertificate {
     pub cert: Option<Spanned<String>>,
+    pub cert_env: Option<Spanned<String>>,
+    pub cert_command: Option<Spanned<Vec<String>>>,
     pub chain: Option<Spanned<String>>,
+    pub chain_env: Option<Spanned<String>>,
+    pub chain_command: Option<Spanned<Vec<String>>>,
     pub key: Option<Spanned<String>>,
     pub key_env: Option<Spanned<String>>,
     pub key_command: Option<Spanned<Vec<String>>>,
+    pub command_timeout: Option<Spanned<String>>,
+    pub policy: Option<Spanned<crate::policy::RawPolicy>>,
 }
 
 /// A mapping kept in file order, each key with its location. serde-saphyr still rejects

@@ -11,7 +11,8 @@ use serde_saphyr::Spanned;
 use super::raw::{Commands, RawBecome, RawCertificate, RawInventory, RawSettings};
 use super::{Become, Inventory, InventoryError, Location, Target, VerifySettings, parse_duration};
 use crate::connector::{self, Command, ConnectorDef, did_you_mean};
-use crate::material::{KeySource, MaterialSpec};
+use crate::material::MaterialSpec;
+use crate::source::Source;
 
 /// Command sections a target may override.
 const SECTIONS: [&str; 5] = ["preview", "test", "reload", "alive", "start"];
@@ -100,11 +101,31 @@ pub(super) fn resolve(
     let mut connector_names = builtin_connectors.clone();
     connector_names.extend(connectors.keys().cloned());
 
+    let top_policy = raw.policy;
+    if let Some(p) = &top_policy {
+        crate::policy::check_raw(&p.value).map_err(|e| ctx.err(p, format!("policy: {e}")))?;
+    }
     let mut certificates = BTreeMap::new();
+    let mut policies = BTreeMap::new();
     for (name, cert) in raw.certificates.map(|e| e.0).unwrap_or_default() {
+        let policy = crate::policy::merge(
+            top_policy.as_ref().map(|p| &p.value),
+            cert.policy.as_ref().map(|p| &p.value),
+            |path| ctx.base.join(path),
+        );
         let spec = certificate(ctx, &name, cert)?;
+        policies.insert(name.value.clone(), policy);
         certificates.insert(name.value, spec);
     }
+    let mut notify = Vec::new();
+    for n in raw.notify.map(|n| n.value).unwrap_or_default() {
+        notify.push(crate::notify::resolve(&n.value).map_err(|e| ctx.err(&n, e))?);
+    }
+    let history = match &raw.history {
+        None => None,
+        Some(h) if h.value == "off" => Some(None),
+        Some(h) => Some(Some(ctx.path("history", h)?)),
+    };
 
     let known = Known {
         certificates: &certificates,
@@ -172,6 +193,9 @@ pub(super) fn resolve(
         targets,
         connectors,
         groups: groups.into_iter().map(|(n, _)| n.value).collect(),
+        policies,
+        notify,
+        history,
     })
 }
 
@@ -200,59 +224,102 @@ fn certificate(
     raw: RawCertificate,
 ) -> Result<MaterialSpec, InventoryError> {
     let n = &name.value;
-    let Some(cert) = &raw.cert else {
-        return Err(ctx.err(name, format!("certificate `{n}` has no `cert:` path")));
-    };
-    let cert = ctx.path("cert", cert)?;
-    let chain = raw
-        .chain
-        .as_ref()
-        .map(|c| ctx.path("chain", c))
-        .transpose()?;
-    let mut sources = Vec::new();
-    if let Some(key) = &raw.key {
-        sources.push((key.referenced, KeySource::File(ctx.path("key", key)?)));
-    }
-    if let Some(var) = &raw.key_env {
-        let v = var.value.as_str();
-        if v.is_empty() || v.contains(['=', '\0']) {
-            return Err(ctx.err(
-                var,
-                format!("certificate `{n}`: `key_env` must name an environment variable"),
-            ));
-        }
-        sources.push((var.referenced, KeySource::Env(v.to_string())));
-    }
-    if let Some(argv) = &raw.key_command {
-        if argv.value.first().is_none_or(|a| a.is_empty()) {
-            return Err(ctx.err(
-                argv,
-                format!("certificate `{n}`: `key_command` needs an argv like [pass, show, www]"),
-            ));
-        }
-        sources.push((argv.referenced, KeySource::Command(argv.value.clone())));
-    }
-    let mut sources = sources.into_iter();
-    let Some((_, key)) = sources.next() else {
+    let cert = source(ctx, n, "cert", &raw.cert, &raw.cert_env, &raw.cert_command)?;
+    let chain = source(
+        ctx,
+        n,
+        "chain",
+        &raw.chain,
+        &raw.chain_env,
+        &raw.chain_command,
+    )?;
+    let key = source(ctx, n, "key", &raw.key, &raw.key_env, &raw.key_command)?;
+    let (Some(cert), Some(key)) = (cert, key) else {
+        let what = if raw.cert.is_none() && raw.cert_env.is_none() && raw.cert_command.is_none() {
+            "cert"
+        } else {
+            "key"
+        };
         return Err(ctx.err(
             name,
-            format!("certificate `{n}` needs one of `key`, `key_env` or `key_command`"),
+            format!("certificate `{n}` needs one of `{what}`, `{what}_env` or `{what}_command`"),
         ));
     };
-    if let Some((second, _)) = sources.next() {
-        return Err(InventoryError {
-            location: ctx.location(&second),
-            message: format!(
-                "certificate `{n}`: set only one of `key`, `key_env` and `key_command`"
-            ),
-        });
+    let command_timeout = match &raw.command_timeout {
+        Some(t) => {
+            let d = parse_duration(&t.value)
+                .map_err(|e| ctx.err(t, format!("certificate `{n}`: command_timeout: {e}")))?;
+            if d.is_zero() {
+                return Err(ctx.err(
+                    t,
+                    format!("certificate `{n}`: command_timeout must be more than 0"),
+                ));
+            }
+            d
+        }
+        None => crate::source::DEFAULT_COMMAND_TIMEOUT,
+    };
+    let location = ctx.location(&name.referenced);
+    if let Some(p) = &raw.policy {
+        crate::policy::check_raw(&p.value)
+            .map_err(|e| ctx.err(p, format!("certificate `{n}`: policy: {e}")))?;
     }
     Ok(MaterialSpec {
         name: n.clone(),
         cert,
         chain,
         key,
+        command_timeout,
+        location,
     })
+}
+
+/// One input of a certificate (`cert`, `chain` or `key`): at most one of the file, the
+/// `_env` variable and the `_command` argv.
+fn source(
+    ctx: &Ctx<'_>,
+    n: &str,
+    field: &str,
+    file: &Option<Spanned<String>>,
+    env: &Option<Spanned<String>>,
+    command: &Option<Spanned<Vec<String>>>,
+) -> Result<Option<Source>, InventoryError> {
+    let mut sources = Vec::new();
+    if let Some(path) = file {
+        sources.push((path.referenced, Source::File(ctx.path(field, path)?)));
+    }
+    if let Some(var) = env {
+        let v = var.value.as_str();
+        if v.is_empty() || v.contains(['=', '\0']) {
+            return Err(ctx.err(
+                var,
+                format!("certificate `{n}`: `{field}_env` must name an environment variable"),
+            ));
+        }
+        sources.push((var.referenced, Source::Env(v.to_string())));
+    }
+    if let Some(argv) = command {
+        if argv.value.first().is_none_or(|a| a.is_empty()) {
+            return Err(ctx.err(
+                argv,
+                format!(
+                    "certificate `{n}`: `{field}_command` needs an argv like [pass, show, www]"
+                ),
+            ));
+        }
+        sources.push((argv.referenced, Source::Command(argv.value.clone())));
+    }
+    let mut sources = sources.into_iter();
+    let first = sources.next().map(|(_, s)| s);
+    if let Some((second, _)) = sources.next() {
+        return Err(InventoryError {
+            location: ctx.location(&second),
+            message: format!(
+                "certificate `{n}`: set only one of `{field}`, `{field}_env` and `{field}_command`"
+            ),
+        });
+    }
+    Ok(first)
 }
 
 /// Checks one settings block on its own, where it is written, so a bad value in `defaults:`

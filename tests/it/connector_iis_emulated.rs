@@ -328,12 +328,12 @@ fn iis_emulated_bound_certificate_is_served_and_probed_over_tls() {
             ("deployed", &w.lab.new)
         };
         assert_eq!(t["status"], want_status, "{}", out.stdout);
-        let leaf = certctl::material::Material::load(&certctl::material::MaterialSpec {
-            name: "x".into(),
-            cert: want_leaf.cert.clone(),
-            chain: Some(want_leaf.chain.clone()),
-            key: certctl::material::KeySource::File(want_leaf.key.clone()),
-        })
+        let leaf = certctl::material::Material::load(&certctl::material::MaterialSpec::new(
+            "x",
+            want_leaf.cert.clone(),
+            Some(want_leaf.chain.clone().into()),
+            certctl::material::KeySource::File(want_leaf.key.clone()),
+        ))
         .unwrap()
         .leaf
         .fingerprint

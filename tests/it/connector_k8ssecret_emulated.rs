@@ -351,7 +351,7 @@ fn k8ssecret_emulated_failure_at_each_step_restores_the_previous_secret() {
                     report["error"]
                         .as_str()
                         .unwrap()
-                        .contains("nothing on the target was changed"),
+                        .contains("nothing live was changed"),
                     "{what}"
                 );
                 assert_eq!(secret(&lab, CONTEXT), before, "{what}");

@@ -109,12 +109,12 @@ impl Emu {
 
     /// A PFX of `leaf` (with its chain) and its password file (no trailing newline).
     fn pfx(&self, leaf: &Leaf, name: &str) -> (PathBuf, PathBuf, String) {
-        let material = Material::load(&MaterialSpec {
-            name: leaf.name.clone(),
-            cert: leaf.cert.clone(),
-            chain: Some(leaf.chain.clone()),
-            key: KeySource::File(leaf.key.clone()),
-        })
+        let material = Material::load(&MaterialSpec::new(
+            leaf.name.clone(),
+            leaf.cert.clone(),
+            Some(leaf.chain.clone().into()),
+            KeySource::File(leaf.key.clone()),
+        ))
         .unwrap();
         let password = pkcs12::random_password().unwrap();
         let pfx = pkcs12::from_material(&material, &password, Some(name)).unwrap();

@@ -203,11 +203,11 @@ fn cells() -> Vec<Cell> {
         Cell {
             step: "swap",
             fault: CommandFails,
-            how: "sftp-server refuses `posix-rename`",
+            how: "the second rename (`mv` of the key) fails",
             rig: plain,
             dry_run: false,
             arm: |rig| {
-                rig.set_sftp(Some(SftpFault::Ban("posix-rename")));
+                rig.arm_tool("mv", Some("privkey.pem"), Action::Fail, false);
                 Armed::default()
             },
             expect: |_| rolled_back("swap failed"),
@@ -511,9 +511,10 @@ fn cells() -> Vec<Cell> {
             dry_run: false,
             arm: |rig| {
                 let master = rig.nginx.master_pid();
-                // Connection 1 is inspect's probe, 2 the first of verify's.
+                // Connection 1 is the policy gate's downgrade probe, 2 inspect's probe, 3 the
+                // first of verify's.
                 let proxy = TcpProxy::start(rig.nginx.addr, move |n| {
-                    if n == 2 {
+                    if n == 3 {
                         stop_process(master);
                     }
                 });
@@ -590,11 +591,11 @@ fn cells() -> Vec<Cell> {
         Cell {
             step: "swap",
             fault: SshDrop,
-            how: "sshd session killed between the two renames (sftp filter)",
+            how: "sshd session and the swap's shell killed between the two renames",
             rig: plain,
             dry_run: false,
             arm: |rig| {
-                rig.set_sftp(Some(SftpFault::DropAtRename(2)));
+                rig.arm_tool("mv", Some("privkey.pem"), Action::Drop, false);
                 Armed::default()
             },
             expect: |_| rolled_back("rollback ran over a new one"),
@@ -634,8 +635,9 @@ fn cells() -> Vec<Cell> {
             dry_run: false,
             arm: |rig| {
                 let listener = rig.sshd.pid();
+                // 1: the policy gate's probe, 2: inspect's, 3: verify's first.
                 let proxy = TcpProxy::start(rig.nginx.addr, move |n| {
-                    if n == 2 {
+                    if n == 3 {
                         kill_sshd_sessions(listener);
                     }
                 });

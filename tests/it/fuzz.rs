@@ -229,12 +229,12 @@ fn load_material(dir: &Path, cert: &[u8], key: &[u8]) -> Result<Material, String
     let key_path = dir.join("key.pem");
     std::fs::write(&cert_path, cert).unwrap();
     std::fs::write(&key_path, key).unwrap();
-    Material::load(&MaterialSpec {
-        name: "fuzz".into(),
-        cert: cert_path,
-        chain: None,
-        key: KeySource::File(key_path),
-    })
+    Material::load(&MaterialSpec::new(
+        "fuzz",
+        cert_path,
+        None,
+        KeySource::File(key_path),
+    ))
     .map_err(|e| e.to_string())
 }
 

@@ -135,15 +135,18 @@ fn full_design_example_merges_defaults_groups_and_target() {
 
     let www = &inv.certificates["www"];
     assert_eq!(www.name, "www");
-    assert_eq!(www.cert, base.join("certs/www.crt"));
-    assert_eq!(www.chain, Some(base.join("certs/chain.pem")));
+    assert_eq!(www.cert, KeySource::File(base.join("certs/www.crt")));
+    assert_eq!(
+        www.chain,
+        Some(KeySource::File(base.join("certs/chain.pem")))
+    );
     assert_eq!(www.key, KeySource::File(base.join("certs/www.key")));
     let api = &inv.certificates["api"];
-    assert_eq!(api.cert, PathBuf::from("/etc/pki/api.crt"));
+    assert_eq!(api.cert, KeySource::File(PathBuf::from("/etc/pki/api.crt")));
     assert_eq!(api.chain, None);
     assert_eq!(api.key, KeySource::Env("API_KEY".into()));
     let edge = &inv.certificates["edge"];
-    assert_eq!(edge.cert, home().join("pki/edge.pem"));
+    assert_eq!(edge.cert, KeySource::File(home().join("pki/edge.pem")));
     assert_eq!(
         edge.key,
         KeySource::Command(argv(&["pass", "show", "tls/edge.key"]))
@@ -280,7 +283,10 @@ fn relative_paths_resolve_against_the_inventory_directory_not_the_cwd() {
          targets:\n  - { host: h, connector: nginx, certificate: c }\n",
     );
     let inv = inventory::load(&path, &Catalogue::builtin_names()).unwrap();
-    assert_eq!(inv.certificates["c"].cert, sub.join("../c.pem"));
+    assert_eq!(
+        inv.certificates["c"].cert,
+        KeySource::File(sub.join("../c.pem"))
+    );
     assert_eq!(
         inv.certificates["c"].key,
         KeySource::File(sub.join("./k.pem"))

@@ -17,12 +17,7 @@ fn now() -> i64 {
 }
 
 fn spec(cert: &Path, chain: Option<&Path>, key: KeySource) -> MaterialSpec {
-    MaterialSpec {
-        name: "www".into(),
-        cert: cert.to_path_buf(),
-        chain: chain.map(Path::to_path_buf),
-        key,
-    }
+    MaterialSpec::new("www", cert, chain.map(Into::into), key)
 }
 
 fn file_key(path: &Path) -> KeySource {

@@ -14,12 +14,12 @@ use certctl::secret::Secret;
 use support::pki::{KeyType, Leaf, LeafOpts, Pki, openssl_ok};
 
 fn load(leaf: &Leaf, key: &Path) -> Material {
-    Material::load(&MaterialSpec {
-        name: leaf.name.clone(),
-        cert: leaf.cert.clone(),
-        chain: Some(leaf.chain.clone()),
-        key: KeySource::File(key.to_path_buf()),
-    })
+    Material::load(&MaterialSpec::new(
+        leaf.name.clone(),
+        leaf.cert.clone(),
+        Some(leaf.chain.clone().into()),
+        KeySource::File(key.to_path_buf()),
+    ))
     .unwrap()
 }
 

@@ -55,12 +55,12 @@ fn settings() -> RunSettings {
 fn material(dir: &std::path::Path) -> Arc<Material> {
     let pki = support::pki::Pki::new(dir);
     let leaf = pki.leaf("www", &["www.example.test"]);
-    let spec = MaterialSpec {
-        name: "www".into(),
-        cert: leaf.cert.clone(),
-        chain: Some(leaf.chain.clone()),
-        key: KeySource::File(leaf.key.clone()),
-    };
+    let spec = MaterialSpec::new(
+        "www",
+        leaf.cert.clone(),
+        Some(leaf.chain.clone().into()),
+        KeySource::File(leaf.key.clone()),
+    );
     Arc::new(Material::load(&spec).unwrap())
 }
 
@@ -85,6 +85,9 @@ fn plan_with_material(
         targets: vec![t],
         connectors: BTreeMap::new(),
         groups: vec![],
+        policies: BTreeMap::new(),
+        notify: vec![],
+        history: None,
     };
     let materials = BTreeMap::from([("www".to_string(), material)]);
     let targets: Vec<&Target> = inventory.targets.iter().collect();
@@ -488,12 +491,12 @@ fn powershell_connectors_encode_quoted_scripts_and_refuse_what_windows_cannot_do
         support::pki::LeafOpts::new(&["www.example.test"]).key(support::pki::KeyType::Ed25519),
     );
     let ed = Arc::new(
-        Material::load(&MaterialSpec {
-            name: "www".into(),
-            cert: leaf.cert.clone(),
-            chain: Some(leaf.chain.clone()),
-            key: KeySource::File(leaf.key.clone()),
-        })
+        Material::load(&MaterialSpec::new(
+            "www",
+            leaf.cert.clone(),
+            Some(leaf.chain.clone().into()),
+            KeySource::File(leaf.key.clone()),
+        ))
         .unwrap(),
     );
     let err = plan_with_material(target("wincertstore", &[]), &settings(), ed).unwrap_err();

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use certctl::material::Expected;
 use certctl::material::{Fingerprint, KeySource, Material, MaterialSpec};
-use certctl::probe::{Expected, ProbeError, ProbeSpec, Schedule, StartTls, probe_once, verify};
+use certctl::probe::{ProbeError, ProbeSpec, Schedule, StartTls, probe_once, verify};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use support::nginx::{Nginx, Site};
@@ -25,12 +26,12 @@ use tokio_util::sync::CancellationToken;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn material(leaf: &Leaf) -> Material {
-    Material::load(&MaterialSpec {
-        name: leaf.name.clone(),
-        cert: leaf.cert.clone(),
-        chain: Some(leaf.chain.clone()),
-        key: KeySource::File(leaf.key.clone()),
-    })
+    Material::load(&MaterialSpec::new(
+        leaf.name.clone(),
+        leaf.cert.clone(),
+        Some(leaf.chain.clone().into()),
+        KeySource::File(leaf.key.clone()),
+    ))
     .unwrap()
 }
 

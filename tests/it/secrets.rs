@@ -253,7 +253,7 @@ fn deploy_and_watch(
     }
     let commands = rig.command_log();
     assert!(
-        commands.contains("certctl_stat") && commands.contains("nginx"),
+        commands.contains("certctl_files") && commands.contains("nginx"),
         "the wrapper logged the target's commands: {commands}"
     );
     assert_eq!(

@@ -234,8 +234,8 @@ fn fake_tls_endpoint_that_hangs_after_client_hello_fails_the_verify_within_its_t
     let probes = target["probes"].as_array().unwrap();
     assert_eq!(probes.len(), 2, "verify.attempts probes: {probes:?}");
     assert!(probes.iter().all(|p| p["served"].is_null()));
-    // inspect's probe + two verify probes.
-    assert_eq!(fake.connections(), 3);
+    // The policy gate's downgrade probe, inspect's probe and two verify probes.
+    assert_eq!(fake.connections(), 4);
     assert_eq!(rig.live_set(), LiveSet::Old, "restored");
     assert_eq!(rig.served(), Served::Old);
 }
@@ -304,8 +304,16 @@ fn flapping_fake(rig: &Rig) -> Fake {
     let new = tls_config(&rig.new.leaf.fullchain, &rig.new.leaf.key);
     let live = rig.nginx.cert_path();
     let new_bytes = rig.new.fullchain.clone();
-    Fake::start(move |s, n| {
+    // Alternation counts only the connections while the new files are live, so it does not
+    // depend on how many probes (policy gate, inspect) ran before the swap.
+    let while_live = std::sync::atomic::AtomicUsize::new(0);
+    Fake::start(move |s, _| {
         let new_live = std::fs::read(&live).is_ok_and(|b| b == new_bytes);
+        let n = if new_live {
+            while_live.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        } else {
+            1
+        };
         let config = if new_live && n % 2 == 0 { &new } else { &old };
         handshake(config.clone(), s);
     })

@@ -28,7 +28,9 @@ fn verify_reports_a_soon_expiring_certificate() {
         new_expires_in_days: Some(5),
         ..TargetOptions::default()
     });
-    let out = lab.certctl(&["deploy"]);
+    // The 5-day certificate replaces a 90-day one: the policy gate's downgrade check wants
+    // --force.
+    let out = lab.certctl(&["deploy", "--force"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stderr.contains("warning: certificate `www`"),

@@ -6,8 +6,7 @@
 //!   be replaced, one at a time, by a script that fails, or that drops the SSH connection by
 //!   killing the sshd processes serving the session — exactly when that tool is called.
 //! - **SFTP.** The sftp subsystem is a wrapper of ours around OpenSSH's `sftp-server`: it can
-//!   ban a request (`-P`), drop the connection when the subsystem starts, or drop it when the
-//!   N-th `posix-rename` arrives (a small filter in perl, which Debian always has).
+//!   ban a request (`-P`), or drop the connection when the subsystem starts.
 //! - **Disk full**: a 64 KiB tmpfs mounted over a directory and filled; **read-only**:
 //!   `chattr +i`, or a read-only bind mount where the filesystem has no immutable flag.
 //! - **A TCP proxy** that runs a hook when its N-th connection arrives, so a test acts exactly
@@ -135,6 +134,37 @@ pub enum Action {
     Drop,
 }
 
+/// A tool paused at its N-th matching call ([`Rig::arm_pause`]), for a test to act at that
+/// exact instant (kill the controller), then let it go on.
+pub struct Pause {
+    paused: PathBuf,
+    release: PathBuf,
+    what: String,
+}
+
+impl Pause {
+    /// Waits (up to `timeout`) until the tool reached its pause; false if it never did.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.paused.exists() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// Lets the paused tool go on (it runs the real tool).
+    pub fn release(&self) {
+        fs::write(&self.release, "").unwrap();
+    }
+
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
 /// What the sftp subsystem does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SftpFault {
@@ -142,8 +172,6 @@ pub enum SftpFault {
     Ban(&'static str),
     /// The connection drops as the subsystem starts (certctl's first file transfer).
     DropAtStart,
-    /// The connection drops when the N-th `posix-rename` request arrives, before it is done.
-    DropAtRename(usize),
 }
 
 pub struct Rig {
@@ -163,7 +191,6 @@ pub struct Rig {
 
 impl Rig {
     pub fn start(options: RigOptions) -> Rig {
-        require("perl");
         let dir = tempfile::Builder::new()
             .prefix("certctl-rig-")
             .tempdir()
@@ -484,6 +511,97 @@ impl Rig {
         write_executable(&self.shim.join(tool), &script);
     }
 
+    /// Replaces `tool` on the remote PATH by a shim that, at its `nth` call with an argument
+    /// containing `pattern`, marks that it paused and waits (up to 60 s) to be released, then
+    /// runs the real tool. Other calls run the real tool at once.
+    pub fn arm_pause(&self, tool: &str, pattern: &str, nth: usize) -> Pause {
+        assert!(
+            pattern
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c)),
+            "shim patterns are plain text: {pattern}"
+        );
+        let real = require(tool);
+        let q = |p: &Path| quote(&p.display().to_string());
+        let (count, paused, release) = (
+            self.shim.join(format!("count-{tool}")),
+            self.shim.join(format!("paused-{tool}")),
+            self.shim.join(format!("release-{tool}")),
+        );
+        let _ = fs::remove_file(&paused);
+        let _ = fs::remove_file(&release);
+        let script = format!(
+            "#!/bin/sh\n# certctl pause shim for {tool}\nhit=0\nfor a in \"$@\"; do case $a in *{pattern}*) hit=1;; esac; done\n\
+             if [ \"$hit\" = 1 ]; then\n  n=$(cat {count} 2>/dev/null || echo 0); n=$((n + 1)); echo \"$n\" > {count}\n\
+             \x20 if [ \"$n\" = {nth} ]; then\n    : > {paused}\n    i=0\n    while [ ! -e {release} ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i + 1)); done\n  fi\nfi\n\
+             exec {real} \"$@\"\n",
+            count = q(&count),
+            paused = q(&paused),
+            release = q(&release),
+            real = q(&real),
+        );
+        let _ = fs::remove_file(&count);
+        write_executable(&self.shim.join(tool), &script);
+        Pause {
+            paused,
+            release,
+            what: format!("{tool} (call {nth} naming {pattern})"),
+        }
+    }
+
+    /// Starts `certctl SUBCOMMAND -i INVENTORY REST...` without waiting for it; its stdout and
+    /// stderr go to files in the rig's directory (read by [`Rig::spawned_output`]).
+    pub fn spawn_certctl(&self, args: &[&str]) -> std::process::Child {
+        let out = fs::File::create(self.dir().join("spawned.stdout")).unwrap();
+        let err = fs::File::create(self.dir().join("spawned.stderr")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_certctl"))
+            .arg(args[0])
+            .arg("-i")
+            .arg(&self.inventory)
+            .args(&args[1..])
+            .env_remove("SSH_AUTH_SOCK")
+            .env("NO_COLOR", "1")
+            .env("HOME", self.dir())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap()
+    }
+
+    /// What the last spawned certctl printed: (stdout, stderr).
+    pub fn spawned_output(&self) -> (String, String) {
+        let read = |n: &str| fs::read_to_string(self.dir().join(n)).unwrap_or_default();
+        (read("spawned.stdout"), read("spawned.stderr"))
+    }
+
+    /// Waits (up to 60 s) until no process on this machine runs a script naming the rig's
+    /// backup directory — every remote script certctl sends names it — so a script a killed
+    /// controller left behind has finished. False if one is still running.
+    pub fn wait_remote_idle(&self) -> bool {
+        let pattern = self.backup_dir().display().to_string();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let running = Command::new("pgrep")
+                .args(["-f", "--", &pattern])
+                .output()
+                .map(|o| !o.stdout.is_empty())
+                .unwrap_or(false);
+            if !running {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The target's active journal, if there is one.
+    pub fn journal(&self) -> Option<String> {
+        fs::read_to_string(self.backup_dir().join("journal")).ok()
+    }
+
     /// Sets (or, with `None`, clears) the sftp subsystem's fault.
     pub fn set_sftp(&self, fault: Option<SftpFault>) {
         let server = "/usr/lib/openssh/sftp-server";
@@ -497,14 +615,6 @@ impl Rig {
             Some(SftpFault::Ban(requests)) => format!("exec {server} -P {}", quote(requests)),
             Some(SftpFault::DropAtStart) => {
                 format!(". {lib}\ncertctl_fault_drop\nexit 1")
-            }
-            Some(SftpFault::DropAtRename(n)) => {
-                let filter = self.shim.join("sftp-filter.pl");
-                fs::write(&filter, SFTP_FILTER).unwrap();
-                format!(
-                    "exec perl {} {server} {lib} {n}",
-                    quote(&filter.display().to_string())
-                )
             }
         };
         write_executable(
@@ -863,51 +973,6 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     }
     out
 }
-
-/// Forwards SFTP packets from stdin to a real `sftp-server` (whose answers go straight to
-/// stdout) and drops the SSH connection when the N-th `posix-rename@openssh.com` request
-/// arrives, before forwarding it: the rename before it is done, this one never is.
-/// Arguments: sftp-server path, shim library, N.
-const SFTP_FILTER: &str = r#"use strict;
-use warnings;
-my ($server, $lib, $nth) = @ARGV;
-pipe(my $r, my $w) or die "pipe: $!";
-my $pid = fork() // die "fork: $!";
-if ($pid == 0) {
-    close $w;
-    open(STDIN, '<&', $r) or die "dup: $!";
-    exec($server) or die "exec $server: $!";
-}
-close $r;
-binmode STDIN;
-binmode $w;
-my $old = select($w); $| = 1; select($old);
-sub readn {
-    my ($n) = @_;
-    my $buf = '';
-    while (length($buf) < $n) {
-        my $got = sysread(STDIN, $buf, $n - length($buf), length($buf));
-        return undef unless $got;
-    }
-    return $buf;
-}
-my $renames = 0;
-while (defined(my $head = readn(4))) {
-    my $body = readn(unpack('N', $head));
-    last unless defined $body;
-    if (length($body) >= 9 && ord(substr($body, 0, 1)) == 200) {
-        my $len = unpack('N', substr($body, 5, 4));
-        if (substr($body, 9, $len) eq 'posix-rename@openssh.com' && ++$renames == $nth) {
-            system('/bin/sh', '-c', ". '$lib'; certctl_fault_drop");
-            kill 'KILL', $pid;
-            exit 1;
-        }
-    }
-    print $w $head, $body or last;
-}
-close $w;
-waitpid($pid, 0);
-"#;
 
 /// A TCP proxy to `upstream` that calls a hook with each connection's number (1-based)
 /// before it forwards that connection. Stopped (and every connection cut) on drop.

@@ -77,7 +77,8 @@ pub struct Output {
 }
 
 /// Runs the built binary as `certctl SUBCOMMAND -i INVENTORY REST...` with `env` added: no
-/// ssh-agent, no colour, no backtraces, stdin closed.
+/// ssh-agent, no colour, no backtraces, no local history (unless `env` sets
+/// `CERTCTL_HISTORY`), stdin closed.
 pub fn run_certctl(inventory: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_certctl"))
         .arg(args[0])
@@ -87,6 +88,7 @@ pub fn run_certctl(inventory: &Path, args: &[&str], env: &[(&str, &str)]) -> Out
         .env_remove("SSH_AUTH_SOCK")
         .env("NO_COLOR", "1")
         .env("RUST_BACKTRACE", "0")
+        .env("CERTCTL_HISTORY", "off")
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .output()

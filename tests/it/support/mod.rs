@@ -5,6 +5,7 @@
 pub mod apache;
 pub mod caddy;
 pub mod dovecot;
+pub mod edit;
 pub mod emulated;
 pub mod faults;
 pub mod haproxy;
@@ -14,6 +15,7 @@ pub mod nginx;
 pub mod offline;
 pub mod pki;
 pub mod postfix;
+pub mod prom;
 pub mod sshd;
 pub mod tls_lab;
 pub mod users;

@@ -200,6 +200,11 @@ impl Nginx {
 
     /// `nginx -s reload`: nginx parses the config (and loads the certs) before it signals the
     /// master, so a bad cert fails here and the old one stays.
+    /// nginx's own test of its live configuration (`nginx -t`): loads the live files.
+    pub fn test_config(&self) -> Output {
+        self.nginx_command(&["-t"])
+    }
+
     pub fn reload(&self) -> Output {
         self.nginx_command(&["-s", "reload"])
     }

@@ -174,7 +174,8 @@ impl TlsLab {
 
     /// A leaf for [`SNI`] that certctl's own checks accept but OpenSSL 3 at security level 2
     /// refuses to load: signed with SHA-1 (by an RSA intermediate under its own root). Made
-    /// with the openssl CLI, as a legacy in-house CA would; rcgen cannot sign with SHA-1.
+    /// with the openssl CLI, as a legacy in-house CA would; rcgen cannot sign with SHA-1. Valid for
+    /// a year, so it outlives the served certificate (the policy gate's downgrade check passes).
     pub fn sha1_signed(&self) -> Material {
         let d = self.dir().join("sha1");
         fs::create_dir_all(&d).unwrap();
@@ -195,12 +196,12 @@ impl TlsLab {
         let leaf_subject = format!("/CN={SNI}");
         let ec_key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
         for args in [
-            format!("req -x509 {ec_key} -keyout root.key -out root.crt -subj /CN=legacy-root -days 30"),
+            format!("req -x509 {ec_key} -keyout root.key -out root.crt -subj /CN=legacy-root -days 365"),
             "req -new -key int.key -subj /CN=legacy-intermediate -out int.csr".to_string(),
-            "x509 -req -in int.csr -CA root.crt -CAkey root.key -set_serial 1 -days 30 -extfile ca.ext -out int.crt".to_string(),
+            "x509 -req -in int.csr -CA root.crt -CAkey root.key -set_serial 1 -days 365 -extfile ca.ext -out int.crt".to_string(),
             format!("req -new {ec_key} -keyout leaf.key -subj {leaf_subject} -out leaf.csr"),
             // The point of it all: a SHA-1 signature on the leaf.
-            "x509 -req -sha1 -in leaf.csr -CA int.crt -CAkey int.key -set_serial 2 -days 30 -extfile leaf.ext -out leaf.crt".to_string(),
+            "x509 -req -sha1 -in leaf.csr -CA int.crt -CAkey int.key -set_serial 2 -days 365 -extfile leaf.ext -out leaf.crt".to_string(),
         ] {
             let out = Command::new("openssl")
                 .args(args.split_whitespace())

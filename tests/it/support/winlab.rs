@@ -59,12 +59,12 @@ pub fn thumbprint(leaf: &Leaf) -> String {
 }
 
 fn material(leaf: &Leaf) -> Material {
-    Material::load(&MaterialSpec {
-        name: leaf.name.clone(),
-        cert: leaf.cert.clone(),
-        chain: Some(leaf.chain.clone()),
-        key: KeySource::File(leaf.key.clone()),
-    })
+    Material::load(&MaterialSpec::new(
+        leaf.name.clone(),
+        leaf.cert.clone(),
+        Some(leaf.chain.clone().into()),
+        KeySource::File(leaf.key.clone()),
+    ))
     .unwrap()
 }
 

@@ -17,26 +17,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::apply::{reload_or_start, run_commands, test_reload, test_reload_each};
+use super::files::{FileBytes, material_bytes};
+use super::journal::{Intent, Kind, Op};
+use super::run::{OpenJournal, Outcome, Run, StepResult};
+use super::script::{self, STRICT, command_failure};
+use super::status::served_is;
+use super::verify::{old_served_again, verify};
 use super::windows::{self, sftp_path};
-use super::{
-    FileBytes, Inspected, Run, StepFailure, command_failure, inspect, latest_backup_set,
-    material_bytes, probe_served, reload_or_start, run_commands, served_detail, served_is,
-};
+use super::{Remote, rollback};
 use crate::connector::{self, Command};
-use crate::material::Fingerprint;
+use crate::material::{Expected, Fingerprint};
 use crate::plan::{CommandSwap, InputContent, TargetPlan};
-use crate::probe::Expected;
-use crate::report::{Status, Step, StepStatus};
+use crate::probe::Served;
+use crate::report::{Status, Step};
 use crate::ssh::Session;
 use crate::ssh::quote::Script;
-
-/// `certctl_save FILE CMD...` runs CMD with its stdout in FILE (created 0600: umask 077).
-/// `certctl_saved FILE NAME` prints `S NAME` when FILE is non-empty.
-const SNAPSHOT: &str = r#"set -u
-umask 077
-certctl_save() { f=$1; shift; "$@" > "$f" || { rc=$?; printf 'snapshot %s failed\n' "$f" >&2; exit "$rc"; }; }
-certctl_saved() { if [ -s "$1" ]; then printf 'S %s\n' "$2"; fi; }
-"#;
 
 /// The backup set of this run.
 fn set_dir(plan: &TargetPlan) -> String {
@@ -68,85 +64,62 @@ pub(super) async fn deploy(
     run: &mut Run<'_>,
     session: &Session,
     swap: &CommandSwap,
-    inspected: (
-        Result<(Inspected, Option<String>), String>,
-        std::time::Duration,
-    ),
-) -> Result<Status, (Status, String)> {
+    served_before: Option<Served>,
+) -> Outcome {
     let plan = run.plan;
-    let dry = run.options.dry_run;
-    let fail_untouched = |f: StepFailure| {
-        let status = if dry {
-            Status::WouldFail
-        } else {
-            Status::Failed
-        };
-        (
-            status,
-            format!(
-                "{} failed: {}; nothing on the target was changed",
-                f.step.as_str(),
-                f.message
-            ),
-        )
-    };
-
-    // inspect ran with the lock, in one remote command (it made the private scratch
-    // directory), and probed what is served now.
-    let served_before = {
-        run.begin(Step::Inspect);
-        let (result, took) = inspected;
-        match result {
-            Ok(((_, served), _)) => {
-                let detail = served_detail(plan, served.as_ref());
-                run.end_took(Step::Inspect, took, StepStatus::Ok, Some(detail));
-                served
-            }
-            Err(message) => {
-                run.end_took(
-                    Step::Inspect,
-                    took,
-                    StepStatus::Failed,
-                    Some(message.clone()),
-                );
-                return Err(fail_untouched(StepFailure::new(Step::Inspect, message)));
-            }
-        }
-    };
     let expected = plan.material.expected();
     run.report.served_fingerprint = served_before.as_ref().map(|s| s.leaf);
     run.report.old_fingerprint = run.report.served_fingerprint;
     let served_match = served_before
         .as_ref()
         .is_some_and(|s| served_is(s, &expected));
-    if served_match && !run.options.force {
+    if served_match && !run.force {
         return Ok(Status::Unchanged);
     }
-
-    run.step(Step::Stage, stage(session, plan))
+    let untouched = |run: &Run<'_>, f| Err(run.untouched(f));
+    if let Err(f) = run.step(Step::Stage, stage(session, plan)).await {
+        return untouched(run, f);
+    }
+    if let Err(f) = run
+        .step(Step::Preview, run_commands(session, &plan.preview))
         .await
-        .map_err(fail_untouched)?;
-    run.step(Step::Preview, run_commands(session, &plan.preview))
-        .await
-        .map_err(fail_untouched)?;
-    if dry {
+    {
+        return untouched(run, f);
+    }
+    if run.dry_run() {
         return Ok(Status::WouldChange);
     }
     let old = served_before.map(|s| Expected {
         leaf: s.leaf,
         chain: s.chain,
     });
-    run.step(Step::Backup, snapshot(session, plan, swap, old.as_ref()))
+    run.journal = Some(OpenJournal {
+        dest: format!("{}/journal", set_dir(plan)),
+        set: set_dir(plan),
+        keep_set_when: Some(Status::Deployed),
+    });
+    if let Err(f) = run
+        .step(Step::Backup, snapshot(session, plan, swap, old.as_ref()))
         .await
-        .map_err(fail_untouched)?;
+    {
+        return untouched(run, f);
+    }
 
     // From here on the target may have changed: any failure restores the snapshot.
     let applied = run
         .step(Step::Swap, apply(session, &set_dir(plan), swap))
         .await;
     let after = match applied {
-        Ok(()) if swap.powershell => windows::test_reload_verify(run, session).await,
-        Ok(()) => run.after_swap(session).await,
+        Ok(()) => {
+            let tested = match plan.remote() {
+                Remote::Windows => test_reload_each(run, session).await,
+                Remote::Posix => test_reload(run, session).await,
+            };
+            match tested {
+                Ok(()) => verify(run, &expected).await,
+                Err(f) => Err(f),
+            }
+        }
         Err(f) => Err(f),
     };
     match after {
@@ -188,15 +161,18 @@ async fn apply(
     run_commands(session, &argvs).await
 }
 
-/// The backup set (0700), each snapshot command's stdout saved in it (0600), a manifest
-/// saying how to undo it and what was served before, and old sets pruned.
+/// The backup set (0700), each snapshot command's stdout saved in it (0600), the journal
+/// (what was served before, how to undo it), and old sets pruned.
 async fn snapshot(
     session: &Session,
     plan: &TargetPlan,
     swap: &CommandSwap,
     old: Option<&Expected>,
-) -> Result<((), Option<String>), String> {
+) -> StepResult<()> {
     let set = set_dir(plan);
+    let intent = Intent::new(&plan.run_id, &plan.name, Op::Deploy, Kind::Commands, &set)
+        .with_old(old)
+        .line();
     if swap.powershell {
         let snapshots = swap
             .snapshot
@@ -204,47 +180,35 @@ async fn snapshot(
             .map(|(name, argv)| Ok((name.clone(), fill(argv, &set, swap, "")?)))
             .collect::<Result<Vec<_>, String>>()?;
         windows::save_snapshots(session, plan, &snapshots, &set).await?;
+        windows::write_journal(session, plan, &intent).await?;
     } else {
-        let mut script = Script::new();
-        script.raw(SNAPSHOT).raw(super::PRUNE);
-        script.cmd(&["mkdir", "-p", "-m", "0700", "--", &plan.backup_dir]);
-        script.cmd(&["chmod", "0700", "--", &plan.backup_dir]);
-        script.cmd(&["mkdir", "-m", "0700", "--", &set]);
+        let mut s = Script::new();
+        s.raw(STRICT)
+            .raw(*script::SNAPSHOT)
+            .raw(*script::BACKUP)
+            .raw(*script::JOURNAL);
+        s.cmd(&["certctl_set", &set]);
+        s.raw("[ \"$fail\" = 0 ] || exit 1\n");
         for (name, argv) in &swap.snapshot {
             let mut cmd = vec!["certctl_save".to_string(), format!("{set}/{name}")];
             cmd.extend(fill(argv, &set, swap, "")?);
-            script.cmd(&cmd);
+            s.cmd(&cmd);
         }
-        script.cmd(&[
+        s.cmd(&["certctl_journal_write", &plan.backup_dir, &intent]);
+        s.cmd(&[
             "certctl_prune",
             &plan.backup_dir,
             &plan.keep_backups.to_string(),
         ]);
+        s.raw("exit $fail\n");
         let out = session
-            .exec_script(&script, None)
+            .exec_script(&s, None)
             .await
             .map_err(|e| e.to_string())?;
         if !out.success() {
             return Err(command_failure("snapshot script", &out));
         }
     }
-    let mut manifest = String::from("swap\tcommands\n");
-    if let Some(old) = old {
-        manifest.push_str(&format!("old\t{}", old.leaf));
-        for c in &old.chain {
-            manifest.push_str(&format!("\t{c}"));
-        }
-        manifest.push('\n');
-    }
-    session
-        .upload(
-            &sftp_path(&format!("{set}/manifest")),
-            manifest.as_bytes(),
-            0o600,
-            None,
-        )
-        .await
-        .map_err(|e| format!("writing backup manifest: {e}"))?;
     Ok((
         (),
         Some(format!(
@@ -255,7 +219,7 @@ async fn snapshot(
 }
 
 /// Runs the restore commands against the snapshots in `set` (see [`selected`]).
-async fn restore(
+pub(super) async fn restore(
     session: &Session,
     set: &str,
     swap: &CommandSwap,
@@ -309,7 +273,7 @@ async fn selected(
         }
     } else if !guarded.is_empty() {
         let mut script = Script::new();
-        script.raw(SNAPSHOT);
+        script.raw(*super::script::SNAPSHOT);
         for name in &guarded {
             script.cmd(&["certctl_saved", &format!("{set}/{name}"), name]);
         }
@@ -353,10 +317,10 @@ async fn rollback(
     session: &Session,
     swap: &CommandSwap,
     old: Option<Expected>,
-    failure: StepFailure,
+    failure: super::run::StepFailure,
 ) -> (Status, String) {
     let plan = run.plan;
-    let cause = format!("{} failed: {}", failure.step.as_str(), failure.message);
+    let cause = failure.cause();
     let restored = run
         .step(Step::Rollback, restore(session, &set_dir(plan), swap))
         .await;
@@ -364,7 +328,8 @@ async fn rollback(
         return (
             Status::RollbackFailed,
             format!(
-                "{cause}; ROLLBACK FAILED: {} — the target may hold the new certificate, the old one, or neither",
+                "{cause}; ROLLBACK FAILED: {} — the target may hold the new certificate, the old \
+                 one, or neither; the journal stays, so the next run restores the snapshot first",
                 f.message
             ),
         );
@@ -376,39 +341,68 @@ async fn rollback(
             format!("{cause}; the snapshot was restored (nothing was served before to probe for)"),
         );
     };
-    run.old_served_again(&old, &cause, "the snapshot was restored")
-        .await
+    old_served_again(run, &old, &cause, "the snapshot was restored").await
 }
 
 /// `certctl rollback`: restores the newest backup set not yet restored, reloads, and probes
 /// for the certificate that was served before it was taken.
-pub(super) async fn undo(
-    run: &mut Run<'_>,
-    session: &Session,
-    swap: &CommandSwap,
-) -> Result<Status, (Status, String)> {
+pub(super) async fn undo(run: &mut Run<'_>, session: &Session, swap: &CommandSwap) -> Outcome {
     let plan = run.plan;
-    let failed = |message: String| (Status::Failed, message);
-    let (set_dir, text) = if swap.powershell {
-        windows::latest_backup_set(session, plan).await?
-    } else {
-        latest_backup_set(session, plan).await?
+    let failed = |message: String| {
+        (
+            Status::Failed,
+            format!("rollback: {message}; nothing was changed"),
+        )
     };
-    let manifest: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("M ")).collect();
-    if manifest.first() != Some(&"swap\tcommands") {
-        return Err(failed(format!(
-            "rollback: backup set {set_dir} was not taken by a `swap: commands` connector; nothing was changed"
-        )));
-    }
-    let old = manifest.iter().find_map(|l| {
-        let mut fields = l.strip_prefix("old\t")?.split('\t');
-        let leaf = Fingerprint::parse(fields.next()?)?;
-        let chain = fields.map(Fingerprint::parse).collect::<Option<Vec<_>>>()?;
-        Some(Expected { leaf, chain })
-    });
+    let (set_dir, text) = rollback::latest_set(session, plan).await.map_err(failed)?;
+    let old = match super::lock::journal_in(&text) {
+        Some(journal) => {
+            let journal =
+                journal.map_err(|e| failed(format!("backup set {set_dir}: its journal: {e}")))?;
+            if journal.intent.swap != Kind::Commands {
+                return Err(failed(format!(
+                    "backup set {set_dir} was not taken by a `swap: commands` connector"
+                )));
+            }
+            journal.intent.old_served()
+        }
+        None => {
+            let manifest: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("M ")).collect();
+            if manifest.first() != Some(&"swap\tcommands") {
+                return Err(failed(format!(
+                    "backup set {set_dir} was not taken by a `swap: commands` connector"
+                )));
+            }
+            manifest.iter().find_map(|l| {
+                let mut fields = l.strip_prefix("old\t")?.split('\t');
+                let leaf = Fingerprint::parse(fields.next()?)?;
+                let chain = fields.map(Fingerprint::parse).collect::<Option<Vec<_>>>()?;
+                Some(Expected { leaf, chain })
+            })
+        }
+    };
     if let Some(e) = &old {
         run.report.new_fingerprint = Some(e.leaf);
     }
+    let intent = Intent::new(
+        &plan.run_id,
+        &plan.name,
+        Op::Rollback,
+        Kind::Commands,
+        &set_dir,
+    )
+    .with_old(old.as_ref())
+    .line();
+    match plan.remote() {
+        Remote::Windows => windows::write_journal(session, plan, &intent).await,
+        Remote::Posix => write_journal_posix(session, plan, &intent).await,
+    }
+    .map_err(|e| failed(format!("writing the journal: {e}")))?;
+    run.journal = Some(OpenJournal {
+        dest: format!("{set_dir}/rollback.journal"),
+        set: set_dir.clone(),
+        keep_set_when: None,
+    });
     run.step(Step::Rollback, restore(session, &set_dir, swap))
         .await
         .map_err(|f| {
@@ -419,16 +413,9 @@ pub(super) async fn undo(
         })?;
     let _ = run.step(Step::Reload, reload_or_start(session, plan)).await;
     let verified = match old.as_ref().filter(|_| plan.has_probe) {
-        Some(e) => run.verify(e).await.map_err(|f| f.message),
+        Some(e) => verify(run, e).await.map_err(|f| f.message),
         None => Ok(()),
     };
-    if swap.powershell {
-        windows::mark_restored(session, &set_dir).await;
-    } else {
-        let mut mark = Script::new();
-        mark.cmd(&["mv", "--", &set_dir, &format!("{set_dir}.restored")]);
-        let _ = session.exec_script(&mark, None).await;
-    }
     match verified {
         Ok(()) => {
             if let Some(e) = old.filter(|_| plan.has_probe) {
@@ -445,49 +432,24 @@ pub(super) async fn undo(
     }
 }
 
-/// `certctl status`: what is served (the target's own state is only read by the connector's
-/// commands, which status does not run). Writes nothing.
-pub(super) async fn status(
-    run: &mut Run<'_>,
+/// Writes a journal's intent on a POSIX host.
+async fn write_journal_posix(
     session: &Session,
-) -> Result<Status, (Status, String)> {
-    let plan = run.plan;
-    let served = run
-        .step(Step::Inspect, async {
-            if plan.commands.as_ref().is_some_and(|s| s.powershell) {
-                // Nothing to read on the target but what its connector's scripts would.
-                let served = probe_served(plan).await.and_then(Result::ok);
-                return Ok((served, None));
-            }
-            let ((_, served), detail) = inspect(session, plan, false).await?;
-            Ok((served, detail))
-        })
+    plan: &TargetPlan,
+    intent: &str,
+) -> Result<(), String> {
+    let mut s = Script::new();
+    s.raw(STRICT).raw(*script::JOURNAL);
+    s.cmd(&["certctl_journal_write", &plan.backup_dir, intent]);
+    s.raw("exit $fail\n");
+    let out = session
+        .exec_script(&s, None)
         .await
-        .map_err(|f| {
-            (
-                Status::Failed,
-                format!("{}: {}", f.step.as_str(), f.message),
-            )
-        })?;
-    run.report.served_fingerprint = served.as_ref().map(|s| s.leaf);
-    if !plan.has_probe {
-        return Err((
-            Status::Mismatch,
-            "no TLS endpoint to probe (set verify.address): this connector's state is read only \
-             by its own commands"
-                .into(),
-        ));
-    }
-    if served
-        .as_ref()
-        .is_some_and(|s| served_is(s, &plan.material.expected()))
-    {
-        Ok(Status::Ok)
+        .map_err(|e| e.to_string())?;
+    if out.success() {
+        Ok(())
     } else {
-        Err((
-            Status::Mismatch,
-            "the inventory's certificate is not served".into(),
-        ))
+        Err(command_failure("writing the journal", &out))
     }
 }
 
@@ -519,10 +481,11 @@ fn objects(text: &str, prefix: &str) -> Vec<(String, (u64, String))> {
 
 /// Removes the objects of every version but the newest `keep_backups` (this run's always
 /// kept). Carries on past a failure; reports them all.
-async fn prune(session: &Session, plan: &TargetPlan) -> Result<Option<String>, String> {
-    let Some(swap) = &plan.commands else {
-        return Ok(None);
-    };
+pub(super) async fn prune(
+    session: &Session,
+    plan: &TargetPlan,
+    swap: &CommandSwap,
+) -> Result<Option<String>, String> {
     if swap.prune.is_empty() {
         return Ok(None);
     }
@@ -571,10 +534,11 @@ async fn prune(session: &Session, plan: &TargetPlan) -> Result<Option<String>, S
 
 /// The connector's `after_deploy` commands (those whose `when` param is `true`), after a
 /// verified deploy, in order; the first failure stops them.
-async fn after_deploy(session: &Session, plan: &TargetPlan) -> Result<Option<String>, String> {
-    let Some(swap) = &plan.commands else {
-        return Ok(None);
-    };
+pub(super) async fn after_deploy(
+    session: &Session,
+    plan: &TargetPlan,
+    swap: &CommandSwap,
+) -> Result<Option<String>, String> {
     if swap.after_deploy.is_empty() {
         return Ok(None);
     }
@@ -592,10 +556,11 @@ async fn after_deploy(session: &Session, plan: &TargetPlan) -> Result<Option<Str
 
 /// Removes what the preview created: every object `discard.list` prints that starts with the
 /// prefix. Failures are collected, none stops the others.
-async fn discard(session: &Session, plan: &TargetPlan) -> Vec<String> {
-    let Some(swap) = &plan.commands else {
-        return Vec::new();
-    };
+pub(super) async fn discard(
+    session: &Session,
+    plan: &TargetPlan,
+    swap: &CommandSwap,
+) -> Vec<String> {
     let set = set_dir(plan);
     let mut errors = Vec::new();
     for d in &swap.discard {
@@ -636,46 +601,6 @@ async fn discard(session: &Session, plan: &TargetPlan) -> Vec<String> {
         }
     }
     errors
-}
-
-/// The cleanup step: what the preview created is discarded; after a verified deploy, old
-/// versions are pruned; then the usual cleanup (scratch directory, lock). A failed discard or
-/// prune fails the step but not the deploy.
-pub(super) async fn cleanup(
-    session: &Session,
-    plan: &TargetPlan,
-    deployed: bool,
-) -> Result<((), Option<String>), String> {
-    let mut errors = discard(session, plan).await;
-    let pruned = if deployed {
-        prune(session, plan).await
-    } else {
-        Ok(None)
-    };
-    let after = if deployed {
-        after_deploy(session, plan).await
-    } else {
-        Ok(None)
-    };
-    let powershell = plan.commands.as_ref().is_some_and(|s| s.powershell);
-    let (_, detail) = if powershell {
-        windows::cleanup(session, plan).await?
-    } else {
-        super::cleanup(session, plan).await?
-    };
-    let mut notes = Vec::new();
-    for result in [pruned, after] {
-        match result {
-            Ok(note) => notes.extend(note),
-            Err(e) => errors.push(e),
-        }
-    }
-    let note = (!notes.is_empty()).then(|| notes.join("; "));
-    if errors.is_empty() {
-        Ok(((), note.or(detail)))
-    } else {
-        Err(errors.join("; "))
-    }
 }
 
 #[cfg(test)]

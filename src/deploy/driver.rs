@@ -1,0 +1,462 @@
+//! The driver: one target's run, step by step, as the module documentation numbers them.
+//! Each step's work lives in its own module; this file only orders them and decides what
+//! follows a failure (before the swap: nothing live changed; from the swap on: roll back).
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::files::{self, StagedFile, decide, diagnose, file_report, read_old_certs};
+use super::inspect::{self, Inspected, probe_served, served_detail};
+use super::journal::{Intent, Journal, Kind, Op};
+use super::lock::{self, LockAnswer};
+use super::recover::{self, Recovered};
+use super::run::{Outcome, Run, StepFailure, UNTOUCHED};
+use super::script::{self, CLOCK, STRICT, clock_marks, remote_span};
+use super::status::{self, served_is};
+use super::{
+    DeployOptions, Mode, Remote, Swap, apply, cleanup, commands, preview, rollback, verify, windows,
+};
+use crate::plan::TargetPlan;
+use crate::probe::Served;
+use crate::report::{Reporter, Status, Step, TargetReport};
+use crate::ssh::quote::Script;
+use crate::ssh::{ExecOutput, Session, SshError};
+
+/// What inspect found, and how long it took (it may have run inside the lock's command).
+struct Inspection {
+    result: Result<Inspected, String>,
+    served: Option<Served>,
+    took: Duration,
+}
+
+/// What taking the lock brought back: the active journal, and inspect when it ran with it.
+struct Taken {
+    journal: Option<Result<Journal, String>>,
+    inspection: Option<Inspection>,
+}
+
+/// One target's whole run: 1. connect, then everything else over that session.
+pub(super) async fn run_target(
+    plan: &TargetPlan,
+    options: &DeployOptions,
+    reporter: &dyn Reporter,
+) -> TargetReport {
+    let started = Instant::now();
+    let mut run = Run::new(plan, options, reporter);
+    let t = run.begin(Step::Connect);
+    match Session::connect(&plan.ssh).await {
+        Ok(mut session) => {
+            let _ = run.record(Step::Connect, t.elapsed(), Ok(((), None)));
+            on_session(&mut run, &mut session).await;
+            // The run may have replaced the session (a reconnect to roll back).
+            session.close().await;
+        }
+        Err(e) => {
+            let message = e.to_string();
+            let _ = run.record::<()>(Step::Connect, t.elapsed(), Err(message.clone()));
+            // A login that works but may not `sudo -n` is reachable: it fails like any other
+            // step the target refuses.
+            let status = match e {
+                SshError::Become { .. } => Status::Failed,
+                _ => Status::Unreachable,
+            };
+            run.conclude(Err((status, format!("{message}; nothing was changed"))));
+        }
+    }
+    run.report.duration_ms = started.elapsed().as_millis() as u64;
+    run.report
+}
+
+/// Steps 2–11.
+async fn on_session(run: &mut Run<'_>, session: &mut Session) {
+    if run.mode == Mode::Status {
+        let outcome = status::status(run, session).await;
+        run.conclude(outcome);
+        return;
+    }
+    // 2. lock (on a POSIX deploy, inspect runs in the same remote command)
+    let taken = match lock_step(run, session).await {
+        Ok(taken) => taken,
+        Err(failure) => {
+            let released = lock::release_after_failure(run, session).await;
+            run.conclude(Err((
+                Status::Failed,
+                format!("{}; {UNTOUCHED}{released}", failure.cause()),
+            )));
+            return;
+        }
+    };
+    // 3. recover an interrupted change
+    let mut inspection = taken.inspection;
+    if let Some(journal) = taken.journal {
+        match recover::recover(run, session, journal).await {
+            Ok(Recovered::Repaired) => inspection = None,
+            Ok(Recovered::Nothing) => {}
+            Err(outcome) => {
+                run.conclude(Err(outcome));
+                cleanup::run(run, session).await;
+                return;
+            }
+        }
+    }
+    // 4–10.
+    let outcome = match run.mode {
+        Mode::Rollback => rollback::undo(run, session).await,
+        _ => deploy(run, session, inspection).await,
+    };
+    run.conclude(outcome);
+    // 11.
+    cleanup::run(run, session).await;
+}
+
+/// Step 2: the lock, with `--break-lock` when asked (and allowed), and what comes with it.
+async fn lock_step(run: &mut Run<'_>, session: &Session) -> Result<Taken, StepFailure> {
+    let plan = run.plan;
+    if plan.remote() == Remote::Windows {
+        let break_lock = run.break_lock;
+        let t = run.begin(Step::Lock);
+        let taken = windows::lock(session, plan, break_lock).await;
+        let (detail, journal) = match taken {
+            Ok(x) => x,
+            Err(e) => return run.record(Step::Lock, t.elapsed(), Err(e)),
+        };
+        run.record(Step::Lock, t.elapsed(), Ok(((), Some(detail))))?;
+        let inspection = match run.mode {
+            Mode::Rollback => None,
+            _ => {
+                let t = Instant::now();
+                let (scratch, served) =
+                    tokio::join!(windows::make_scratch(session, plan), probe_served(plan));
+                Some(Inspection {
+                    result: scratch.map(|()| Vec::new()),
+                    served: served.and_then(Result::ok),
+                    took: t.elapsed(),
+                })
+            }
+        };
+        return Ok(Taken {
+            journal,
+            inspection,
+        });
+    }
+    let t = run.begin(Step::Lock);
+    let mut broke = None;
+    loop {
+        let (out, lock_text, inspection) = posix_lock(run, session, t).await?;
+        let journal = lock::journal_in(&lock_text);
+        match lock::parse_lock(plan, &lock_text) {
+            LockAnswer::Locked(detail) => {
+                let detail = match broke.take() {
+                    Some(b) => format!("{b}; {detail}"),
+                    None => detail,
+                };
+                let lock_took = t
+                    .elapsed()
+                    .saturating_sub(inspection.as_ref().map_or(Duration::ZERO, |i| i.took));
+                run.record(Step::Lock, lock_took, Ok(((), Some(detail))))?;
+                return Ok(Taken {
+                    journal,
+                    inspection,
+                });
+            }
+            LockAnswer::Held(holder) if run.break_lock && broke.is_none() => {
+                match lock::break_lock(session, plan, &holder).await {
+                    Ok(detail) => broke = Some(detail),
+                    Err(e) => return run.record(Step::Lock, t.elapsed(), Err(e)),
+                }
+            }
+            LockAnswer::Held(holder) => {
+                let j = journal.as_ref().and_then(|j| j.as_ref().ok());
+                let why = lock::describe_holder(&lock::lock_dir(plan), &holder, j);
+                return run.record(Step::Lock, t.elapsed(), Err(why));
+            }
+            LockAnswer::Failed(why) => {
+                let why = format!("{why}{}", script::stderr_note(&out));
+                return run.record(Step::Lock, t.elapsed(), Err(why));
+            }
+        }
+    }
+}
+
+/// The POSIX lock command: lock (+ journal), and for a deploy the inspect in the same script
+/// once the lock is held, with the probe of what is served meanwhile. Returns the command's
+/// output, the lock's part of its stdout, and the inspection.
+async fn posix_lock(
+    run: &mut Run<'_>,
+    session: &Session,
+    t: Instant,
+) -> Result<(ExecOutput, String, Option<Inspection>), StepFailure> {
+    let plan = run.plan;
+    let with_inspect = run.mode != Mode::Rollback;
+    let mut s = Script::new();
+    s.raw(STRICT)
+        .raw(*CLOCK)
+        .raw(*script::LOCK)
+        .raw(*script::INSPECT);
+    lock::lock_commands(&mut s, plan);
+    if with_inspect {
+        s.raw("if [ \"${locked:-0}\" = 1 ]; then\n");
+        s.cmd(&["certctl_t", "inspect"]);
+        s.raw("printf '\\036INSPECT\\n'\n");
+        inspect::commands(&mut s, plan, true);
+        s.raw("s=$?\n");
+        s.cmd(&["certctl_t", "inspected"]);
+        s.raw("exit $s\nfi\n");
+    }
+    let exec = async {
+        let out = session.exec_script(&s, None).await;
+        (out, Instant::now())
+    };
+    let probe = async {
+        if with_inspect {
+            probe_served(plan).await
+        } else {
+            None
+        }
+    };
+    let ((out, done), served) = tokio::join!(exec, probe);
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            let failure = run.record::<()>(Step::Lock, t.elapsed(), Err(e.to_string()));
+            let mut failure = failure.expect_err("an error is recorded as a failure");
+            if with_inspect {
+                failure.shared = Some("lock and inspect");
+            }
+            return Err(failure);
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (lock_text, inspect_text) = match text.split_once("\n\u{1e}INSPECT\n") {
+        Some((l, i)) => (format!("{l}\n"), Some(i.to_string())),
+        None => (text.clone(), None),
+    };
+    let inspection = inspect_text.map(|inspect_text| {
+        let marks = clock_marks(&text);
+        let exec_took = done - t;
+        let remote = remote_span(&marks, "inspect", "inspected")
+            .unwrap_or_default()
+            .min(exec_took);
+        let part = ExecOutput {
+            stdout: script::without_clock(&inspect_text).into_bytes(),
+            stderr: out.stderr.clone(),
+            status: out.status,
+        };
+        Inspection {
+            result: inspect::parse(&plan.files, &part),
+            served: served.and_then(Result::ok),
+            took: remote + done.elapsed(),
+        }
+    });
+    Ok((out, lock_text, inspection))
+}
+
+/// Steps 4–10 of a deploy (or dry-run).
+async fn deploy(
+    run: &mut Run<'_>,
+    session: &mut Session,
+    inspection: Option<Inspection>,
+) -> Outcome {
+    let plan = run.plan;
+    let inspection = match inspection {
+        Some(i) => i,
+        None => {
+            // After a recovery the live files changed: look again.
+            let t = Instant::now();
+            // The lock's command already made the scratch directory.
+            let create_scratch = false;
+            let (result, served) = match inspect::run(session, plan, create_scratch).await {
+                Ok((live, served)) => (Ok(live), served),
+                Err(e) => (Err(e), None),
+            };
+            Inspection {
+                result,
+                served,
+                took: t.elapsed(),
+            }
+        }
+    };
+    match plan.swap() {
+        Swap::Commands(swap) => {
+            run.begin(Step::Inspect);
+            let detail = served_detail(plan, inspection.served.as_ref());
+            let result = inspection.result.map(|_| ((), Some(detail)));
+            if let Err(f) = run.record(Step::Inspect, inspection.took, result) {
+                return Err(run.untouched(f));
+            }
+            commands::deploy(run, session, swap, inspection.served).await
+        }
+        Swap::Files => deploy_files(run, session, inspection).await,
+    }
+}
+
+/// Steps 4–10 for `swap: files`.
+async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Inspection) -> Outcome {
+    let plan = run.plan;
+    // 4. inspect: what each live file is, what is served.
+    run.begin(Step::Inspect);
+    let served_before = inspection.served;
+    let live = match inspection.result {
+        Ok(live) => live,
+        Err(e) => {
+            let f = run
+                .record::<()>(Step::Inspect, inspection.took, Err(e))
+                .expect_err("error");
+            return Err(run.untouched(f));
+        }
+    };
+    let mut files: Vec<StagedFile<'_>> = plan
+        .files
+        .iter()
+        .zip(live)
+        .map(|(planned, (live, ids))| decide(planned, live, ids, &plan.material))
+        .collect();
+    read_old_certs(session, &mut files).await;
+    diagnose(&mut files, &plan.material);
+    let repairs = files::repairs(&files);
+    let expected = plan.material.expected();
+    run.report.served_fingerprint = served_before.as_ref().map(|s| s.leaf);
+    run.report.old_fingerprint = files
+        .iter()
+        .find_map(|f| f.old_certs.first().map(|c| c.fingerprint))
+        .or_else(|| files.iter().any(|f| f.current()).then_some(expected.leaf))
+        .or(run.report.served_fingerprint);
+    run.report.files = files
+        .iter()
+        .map(|f| file_report(f, &plan.material))
+        .collect();
+    let mut detail = format!(
+        "{} file(s) inspected; {}",
+        plan.files.len(),
+        served_detail(plan, served_before.as_ref())
+    );
+    if let Some(r) = &repairs {
+        detail.push_str(&format!("; {r}"));
+    }
+    let _ = run.record(Step::Inspect, inspection.took, Ok(((), Some(detail))));
+
+    let served_match = served_before
+        .as_ref()
+        .is_some_and(|s| served_is(s, &expected));
+    if files.iter().all(|f| f.current()) && !run.force {
+        if served_match {
+            return Ok(Status::Unchanged);
+        }
+        if run.dry_run() {
+            return Ok(Status::WouldChange);
+        }
+        return reload_only(run, session, served_before).await;
+    }
+    for f in &files {
+        run.temps.extend(f.temps(&plan.run_id));
+    }
+
+    // 5. stage
+    if let Err(f) = run.step(Step::Stage, files::stage(session, &files)).await {
+        return Err(run.untouched(f));
+    }
+    // 6. preview (a dry-run stops here), 7. backup + journal
+    let old = served_before.map(|s| crate::material::Expected {
+        leaf: s.leaf,
+        chain: s.chain,
+    });
+    let entries: Vec<_> = files.iter().enumerate().map(|(i, f)| f.entry(i)).collect();
+    let intent = Intent {
+        files: entries.clone(),
+        ..Intent::new(
+            &plan.run_id,
+            &plan.name,
+            Op::Deploy,
+            Kind::Files,
+            &files::set_dir(plan),
+        )
+    }
+    .with_old(old.as_ref());
+    let work_copies = files.iter().any(|f| f.planned.work.is_some());
+    // The live test is tolerated (its failure attributed) while live files are missing or
+    // broken; `repairs` says which.
+    let tolerate = files::live_test_may_fail(&files).then(|| {
+        repairs
+            .clone()
+            .unwrap_or_else(|| "files that do not exist yet".into())
+    });
+    let repairs = tolerate.as_deref();
+    if !run.dry_run() {
+        // Written by the backup, before the first live change; closed by cleanup.
+        run.journal = Some(super::run::OpenJournal {
+            dest: format!("{}/journal", files::set_dir(plan)),
+            set: files::set_dir(plan),
+            keep_set_when: Some(Status::Deployed),
+        });
+    }
+    let previewed = match (run.dry_run(), work_copies) {
+        (true, false) => preview::then_cleanup(run, session, repairs).await,
+        (true, true) => preview::alone(run, session, repairs).await,
+        (false, false) => {
+            preview::with_backup(run, session, &intent.line(), &entries, repairs).await
+        }
+        (false, true) => {
+            preview_keystore(run, session, &files, &intent.line(), &entries, repairs).await
+        }
+    };
+    if let Err(f) = previewed {
+        return Err(run.untouched(f));
+    }
+    if run.dry_run() {
+        return Ok(Status::WouldChange);
+    }
+    // 8. swap, test, reload; 9. verify — from here any failure rolls back (10).
+    let after = match apply::swap_test_reload(run, session, &files).await {
+        Ok(()) => verify::verify(run, &expected).await,
+        Err(f) => Err(f),
+    };
+    match after {
+        Ok(()) => Ok(Status::Deployed),
+        Err(failure) => Err(rollback::after_failure(run, session, &entries, old, failure).await),
+    }
+}
+
+/// A keystore's preview, then its working copy placed beside the live keystore, then the
+/// backup on its own.
+async fn preview_keystore(
+    run: &mut Run<'_>,
+    session: &Session,
+    files: &[StagedFile<'_>],
+    intent: &str,
+    entries: &[super::journal::Entry],
+    repairs: Option<&str>,
+) -> Result<(), StepFailure> {
+    preview::alone(run, session, repairs).await?;
+    let t = run.begin(Step::Stage);
+    let placed = files::place_work_copies(session, files).await;
+    if placed.is_err() {
+        run.record(Step::Stage, t.elapsed(), placed)?;
+    }
+    run.step(
+        Step::Backup,
+        preview::backup_alone(run.plan, session, intent, entries),
+    )
+    .await
+}
+
+/// Files already right, something else served: reload and verify only.
+async fn reload_only(run: &mut Run<'_>, session: &Session, served: Option<Served>) -> Outcome {
+    let plan = run.plan;
+    let served = served
+        .map(|s| s.leaf.to_string())
+        .unwrap_or_else(|| "nothing".into());
+    let result = match run.step(Step::Reload, apply::reload(session, plan)).await {
+        Ok(()) => verify::verify(run, &plan.material.expected()).await,
+        Err(f) => Err(f),
+    };
+    result.map(|()| Status::Reloaded).map_err(|f| {
+        (
+            Status::Failed,
+            format!(
+                "the files already held the new certificate but {served} was served; {}",
+                f.cause()
+            ),
+        )
+    })
+}

@@ -1,0 +1,641 @@
+//! `swap: files` (most connectors): what each file becomes and where it is written — the
+//! decisions after inspect (mode, owner, a symlink followed or replaced, a missing or broken
+//! live file to repair), staging, and the remote commands of the backup, the swap and a
+//! restore. The scripts are in `scripts/`; what they print is read here, purely.
+
+use sha2::{Digest, Sha256};
+
+use super::inspect::{LiveFile, LiveState, OwnerIds};
+use super::journal::Entry;
+use super::run::StepResult;
+use super::script::{self, command_failure};
+use crate::connector::Role;
+use crate::material::{CertInfo, Material};
+use crate::plan::{PlannedFile, TargetPlan};
+use crate::report::FileReport;
+use crate::secret::Secret;
+use crate::ssh::Session;
+use crate::ssh::quote::Script;
+
+/// A file's new content: public certificates, or a secret.
+pub(super) enum FileBytes {
+    Public(Vec<u8>),
+    Secret(Secret),
+}
+
+impl FileBytes {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            FileBytes::Public(b) => b,
+            FileBytes::Secret(s) => s.expose(),
+        }
+    }
+}
+
+/// The material in one role. A keystore has no content of ours: the target's tools build it.
+pub(super) fn material_bytes(material: &Material, role: Role) -> FileBytes {
+    match role {
+        Role::Cert => FileBytes::Public(material.cert_pem()),
+        Role::Chain => FileBytes::Public(material.chain_pem()),
+        Role::Fullchain => FileBytes::Public(material.fullchain_pem()),
+        Role::Key => FileBytes::Secret(material.key_pem().clone()),
+        Role::Bundle => FileBytes::Secret(material.bundle_pem()),
+        Role::Rendered | Role::Keystore => FileBytes::Public(Vec::new()),
+    }
+}
+
+fn content_for(material: &Material, planned: &PlannedFile) -> FileBytes {
+    match planned.role {
+        Role::Rendered => {
+            FileBytes::Public(planned.rendered.clone().unwrap_or_default().into_bytes())
+        }
+        role => material_bytes(material, role),
+    }
+}
+
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The new content's SHA-256 (empty for a keystore, whose bytes the target builds).
+pub(super) fn new_sha256(material: &Material, planned: &PlannedFile) -> String {
+    if planned.role.is_built_by_engine() {
+        sha256_hex(content_for(material, planned).bytes())
+    } else {
+        String::new()
+    }
+}
+
+/// One file after inspect: what is there, what it becomes, and where it is written.
+pub(super) struct StagedFile<'a> {
+    pub planned: &'a PlannedFile,
+    pub live: LiveFile,
+    pub content: FileBytes,
+    pub sha256: String,
+    pub mode: u32,
+    pub owner: Option<(u32, u32)>,
+    /// The certificates in the live file (certificate roles whose content differs).
+    pub old_certs: Vec<CertInfo>,
+    /// What is wrong with the live file (`missing`, …): the deploy repairs it.
+    pub repair: Option<String>,
+}
+
+impl StagedFile<'_> {
+    /// Whether the live file holds exactly the new content.
+    pub fn current(&self) -> bool {
+        matches!(&self.live.state, LiveState::File(s) if s.sha256 == self.sha256)
+    }
+
+    /// The file written differs from the live path: a symlink that is followed.
+    pub fn followed(&self) -> bool {
+        self.live.write != self.planned.path
+    }
+
+    /// Where the staged file is renamed from: beside the file written (for a followed
+    /// symlink, moved there from the planned name beside the link just before the swap).
+    pub fn staged_at_write(&self, run_id: &str) -> String {
+        if self.followed() {
+            temp_beside(&self.live.write, run_id, "tmp")
+        } else {
+            self.planned.staged.clone()
+        }
+    }
+
+    /// This run's temp files beside live files that cleanup removes.
+    pub fn temps(&self, run_id: &str) -> Vec<String> {
+        let mut temps = vec![
+            self.planned.staged.clone(),
+            temp_beside(&self.live.write, run_id, "restore"),
+            temp_beside(&self.planned.path, run_id, "link"),
+        ];
+        if self.followed() {
+            temps.push(self.staged_at_write(run_id));
+        }
+        temps
+    }
+
+    /// The journal's record of this file, its copy named `INDEX.ROLE` in the set.
+    pub fn entry(&self, index: usize) -> Entry {
+        let copy = match &self.live.state {
+            LiveState::File(stat) => Some((format!("{index}.{}", self.planned.role), stat)),
+            LiveState::Absent | LiveState::Link => None,
+        };
+        Entry {
+            role: self.planned.role.to_string(),
+            path: self.planned.path.clone(),
+            write: self.live.write.clone(),
+            link: self.live.link.clone(),
+            copy_sha256: copy.as_ref().map(|(_, s)| s.sha256.clone()),
+            copy: copy.map(|(name, _)| name),
+            new_sha256: self.sha256.clone(),
+        }
+    }
+}
+
+/// `DIR/.NAME.certctl-RUN.SUFFIX` beside `path` (same directory, so a rename is atomic; the
+/// lock step sweeps `.NAME.certctl-*` a killed run left).
+pub(super) fn temp_beside(path: &str, run_id: &str, suffix: &str) -> String {
+    let (dir, base) = path.rsplit_once('/').unwrap_or(("", path));
+    format!("{dir}/.{base}.certctl-{run_id}.{suffix}")
+}
+
+/// Mode, owner and content for one file. Explicit params win; a replaced file keeps its own
+/// mode and owner (a secret never becomes world-readable); a new file gets the connector's.
+pub(super) fn decide<'p>(
+    planned: &'p PlannedFile,
+    live: LiveFile,
+    ids: OwnerIds,
+    material: &Material,
+) -> StagedFile<'p> {
+    let content = content_for(material, planned);
+    let sha256 = new_sha256(material, planned);
+    let stat = match &live.state {
+        LiveState::File(stat) => Some(stat),
+        LiveState::Absent | LiveState::Link => None,
+    };
+    let mut mode = match (planned.explicit_mode, stat) {
+        (Some(m), _) => m,
+        (None, Some(s)) => s.mode & 0o7777,
+        (None, None) => planned.default_mode,
+    };
+    if planned.role.is_secret() {
+        mode &= !0o007;
+    }
+    mode &= !0o002;
+    let keep = |explicit: bool, id: Option<u32>, live: Option<u32>| {
+        if explicit { id } else { live.or(id) }
+    };
+    let uid = keep(planned.explicit_owner.is_some(), ids.0, stat.map(|s| s.uid));
+    let gid = keep(planned.explicit_group.is_some(), ids.1, stat.map(|s| s.gid));
+    let owner = match (uid, gid) {
+        (Some(u), Some(g)) => Some((u, g)),
+        (Some(u), None) => Some((u, stat.map_or(0, |s| s.gid))),
+        (None, Some(g)) => Some((stat.map_or(0, |s| s.uid), g)),
+        (None, None) => None,
+    };
+    StagedFile {
+        planned,
+        live,
+        content,
+        sha256,
+        mode,
+        owner,
+        old_certs: Vec::new(),
+        repair: None,
+    }
+}
+
+/// Finds what is broken among the live files: a file missing (or a symlink that points
+/// nowhere) beside files that exist, a certificate that does not load, a key openssl cannot
+/// load, or a key that does not belong to the certificate beside it. Each such file is marked
+/// for repair. A first deploy (none of the files exists) creates them, it repairs nothing; an
+/// engine-rendered file (a watcher's dynamic config) that is missing is created too.
+pub(super) fn diagnose(files: &mut [StagedFile<'_>], material: &Material) {
+    let leaf_spki = crate::material::spki_der(&material.leaf.der);
+    let first_deploy = files
+        .iter()
+        .filter(|f| f.planned.role != Role::Rendered)
+        .all(|f| f.live.state == LiveState::Absent && f.live.link.is_none());
+    for f in files.iter_mut() {
+        if f.live.state == LiveState::Absent
+            && f.live.link.is_none()
+            && (first_deploy || f.planned.role == Role::Rendered)
+        {
+            continue;
+        }
+        if f.planned.role == Role::Keystore {
+            continue;
+        }
+        f.repair = match &f.live.state {
+            LiveState::Absent if f.live.link.is_some() => Some(format!(
+                "missing (the symlink points to {}, which does not exist)",
+                f.live.write
+            )),
+            LiveState::Absent => Some("missing".into()),
+            LiveState::Link => None,
+            LiveState::File(_) if f.current() => None,
+            LiveState::File(_)
+                if matches!(f.planned.role, Role::Cert | Role::Fullchain | Role::Bundle)
+                    && f.old_certs.is_empty() =>
+            {
+                Some("not a loadable certificate".into())
+            }
+            LiveState::File(_) if f.live.key_pub.as_deref() == Some("-") => {
+                Some("not a loadable private key (openssl cannot read it)".into())
+            }
+            LiveState::File(_) => None,
+        };
+    }
+    // The pair: the certificate's public key against the key's.
+    let cert = files.iter().position(|f| {
+        matches!(f.planned.role, Role::Cert | Role::Fullchain | Role::Bundle) && f.repair.is_none()
+    });
+    let key = files
+        .iter()
+        .position(|f| matches!(f.planned.role, Role::Key | Role::Bundle) && f.repair.is_none());
+    let (Some(c), Some(k)) = (cert, key) else {
+        return;
+    };
+    let cert_spki = if files[c].current() {
+        leaf_spki.clone()
+    } else {
+        files[c]
+            .old_certs
+            .first()
+            .and_then(|leaf| crate::material::spki_der(&leaf.der))
+    };
+    let key_spki = if files[k].current() {
+        leaf_spki
+    } else {
+        files[k]
+            .live
+            .key_pub
+            .as_deref()
+            .and_then(crate::material::public_key_der)
+    };
+    if let (Some(cert_spki), Some(key_spki)) = (cert_spki, key_spki)
+        && cert_spki != key_spki
+        && matches!(files[k].live.state, LiveState::File(_))
+    {
+        let path = files[c].planned.path.clone();
+        files[k].repair = Some(if c == k {
+            "its key does not match its certificate".into()
+        } else {
+            format!("does not match the certificate in {path}")
+        });
+    }
+}
+
+/// Whether a live configuration test may fail because of the live files being replaced: one
+/// is missing (a first deploy onto a configuration that already names the files) or broken.
+pub(super) fn live_test_may_fail(files: &[StagedFile<'_>]) -> bool {
+    files
+        .iter()
+        .any(|f| f.repair.is_some() || f.live.state == LiveState::Absent)
+}
+
+/// `repairs: fullchain missing, key does not match …` for messages, or `None`.
+pub(super) fn repairs(files: &[StagedFile<'_>]) -> Option<String> {
+    let list: Vec<String> = files
+        .iter()
+        .filter_map(|f| Some(format!("{} {}", f.planned.role, f.repair.as_ref()?)))
+        .collect();
+    (!list.is_empty()).then(|| format!("repairs: {}", list.join(", ")))
+}
+
+pub(super) fn file_report(f: &StagedFile<'_>, material: &Material) -> FileReport {
+    let stat = match &f.live.state {
+        LiveState::File(s) => Some(s),
+        LiveState::Absent | LiveState::Link => None,
+    };
+    let action = if f.repair.is_some() {
+        "repair"
+    } else if f.current() {
+        "unchanged"
+    } else if stat.is_some() || f.live.link.is_some() {
+        "replace"
+    } else {
+        "create"
+    };
+    let leaf = f.planned.role.has_leaf() || f.planned.role == Role::Keystore;
+    FileReport {
+        role: f.planned.role.to_string(),
+        path: f.planned.path.clone(),
+        action: action.to_string(),
+        via_symlink: f.followed().then(|| f.live.write.clone()),
+        repair: f.repair.clone(),
+        old_sha256: stat.map(|s| s.sha256.clone()),
+        new_sha256: f.sha256.clone(),
+        mode: format!("{:04o}", f.mode),
+        owner: f.owner.map(|(u, _)| u.to_string()),
+        group: f.owner.map(|(_, g)| g.to_string()),
+        old_fingerprint: f.old_certs.first().map(|c| c.fingerprint),
+        new_fingerprint: leaf.then_some(material.leaf.fingerprint),
+        subject: leaf.then(|| material.leaf.subject.clone()),
+        sans: if leaf {
+            material.leaf.sans.clone()
+        } else {
+            Vec::new()
+        },
+        not_after: leaf.then(|| crate::report::format_unix(material.leaf.not_after)),
+        chain_length: matches!(
+            f.planned.role,
+            Role::Fullchain | Role::Bundle | Role::Chain | Role::Keystore
+        )
+        .then_some(material.chain.len()),
+    }
+}
+
+/// Step 5, stage: every file written to its temp name beside the live path with its final
+/// mode and owner from the first byte, fsync'd; a keystore's live copy taken as the preview's
+/// working copy. Replaced files keep their SELinux context.
+pub(super) async fn stage(session: &Session, files: &[StagedFile<'_>]) -> StepResult<()> {
+    let mut copies = Script::new();
+    copies.raw(script::STRICT);
+    let mut any_copy = false;
+    let mut uploads = Vec::new();
+    for f in files {
+        match &f.planned.work {
+            // Zero-length files are refused by keytool, so none is made for a new keystore.
+            Some(work) => {
+                if matches!(f.live.state, LiveState::File(_)) {
+                    copies.cmd(&["cp", "--", &f.live.write, work]);
+                    any_copy = true;
+                }
+            }
+            None => uploads.push(async move {
+                session
+                    .upload(&f.planned.staged, f.content.bytes(), f.mode, f.owner)
+                    .await
+                    .map_err(|e| format!("writing {}: {e}", f.planned.staged))
+            }),
+        }
+    }
+    // Every file's SFTP requests in flight at once; all finish before the first error is
+    // reported (cleanup removes what was written).
+    for result in futures::future::join_all(uploads).await {
+        result?;
+    }
+    if any_copy {
+        let out = session
+            .exec_script(&copies, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(command_failure("copying the live keystore", &out));
+        }
+    }
+    let labelled: Vec<&StagedFile<'_>> = files
+        .iter()
+        .filter(|f| {
+            matches!(&f.live.state, LiveState::File(s) if s.selinux.is_some())
+                && f.planned.work.is_none()
+        })
+        .collect();
+    if !labelled.is_empty() {
+        let mut s = Script::new();
+        for f in &labelled {
+            let reference = format!("--reference={}", f.live.write);
+            s.cmd(&["chcon", &reference, "--", &f.planned.staged]);
+        }
+        let out = session
+            .exec_script(&s, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(command_failure("chcon", &out));
+        }
+    }
+    let detail = files
+        .iter()
+        .map(|f| match &f.planned.work {
+            Some(work) => format!("{work} (working copy)"),
+            None => format!("{} ({:04o})", f.planned.staged, f.mode),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok(((), Some(format!("staged {detail}"))))
+}
+
+/// Copies each keystore's working copy (built by the preview) to its staged name beside the
+/// live file: created private (umask 077), then given its final owner, mode and SELinux
+/// context — whatever mode the preview's tool created the working copy with.
+pub(super) async fn place_work_copies(
+    session: &Session,
+    files: &[StagedFile<'_>],
+) -> StepResult<()> {
+    let mut s = Script::new();
+    s.raw("set -e\numask 077\n");
+    let mut any = false;
+    for f in files {
+        let Some(work) = &f.planned.work else {
+            continue;
+        };
+        any = true;
+        let staged = &f.planned.staged;
+        s.cmd(&["rm", "-f", "--", staged]);
+        s.cmd(&["cp", "--", work, staged]);
+        if let Some((uid, gid)) = f.owner {
+            s.cmd(&["chown", &format!("{uid}:{gid}"), "--", staged]);
+        }
+        s.cmd(&["chmod", &format!("{:04o}", f.mode), "--", staged]);
+        if matches!(&f.live.state, LiveState::File(st) if st.selinux.is_some()) {
+            let reference = format!("--reference={}", f.live.write);
+            s.cmd(&["chcon", &reference, "--", staged]);
+        }
+    }
+    if !any {
+        return Ok(((), None));
+    }
+    let out = session
+        .exec_script(&s, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(command_failure(
+            "placing the keystore beside the live one",
+            &out,
+        ));
+    }
+    Ok(((), None))
+}
+
+/// The backup set of this run.
+pub(super) fn set_dir(plan: &TargetPlan) -> String {
+    format!("{}/{}", plan.backup_dir, plan.run_id)
+}
+
+/// The backup's commands (they need [`script::STRICT`], [`script::BACKUP`] and
+/// [`script::JOURNAL`]): the set (0700), a copy of every live file, the copies checked against
+/// inspect's hashes and fsync'd, then the journal (the intent, `journal`), then old sets
+/// pruned. `$fail` says whether it all worked; `B` lines name what did not.
+pub(super) fn backup_commands(s: &mut Script, plan: &TargetPlan, journal: &str, entries: &[Entry]) {
+    let set = set_dir(plan);
+    s.cmd(&["certctl_set", &set]);
+    let mut check = vec!["certctl_backup_check".to_string(), set.clone()];
+    for e in entries {
+        if let (Some(copy), Some(sha)) = (&e.copy, &e.copy_sha256) {
+            s.cmd(&["certctl_backup", &e.write, &format!("{set}/{copy}")]);
+            check.extend([copy.clone(), sha.clone()]);
+        }
+    }
+    s.cmd(&check);
+    s.cmd(&["certctl_journal_write", &plan.backup_dir, journal]);
+    s.cmd(&[
+        "certctl_prune",
+        &plan.backup_dir,
+        &plan.keep_backups.to_string(),
+    ]);
+}
+
+/// The swap's commands (they need [`script::SWAP`], [`script::JOURNAL`], and run under
+/// [`script::NO_HANGUP`]): staged files of followed symlinks moved beside the files they
+/// resolve to, then every rename in plan order, the directories fsync'd, `swapped` marked.
+pub(super) fn swap_commands(s: &mut Script, plan: &TargetPlan, files: &[StagedFile<'_>]) {
+    s.cmd(&["certctl_busy", &plan.backup_dir]);
+    for (i, f) in files.iter().enumerate() {
+        if f.followed() {
+            let idx = i.to_string();
+            s.cmd(&[
+                "certctl_premove",
+                &f.planned.staged,
+                &f.staged_at_write(&plan.run_id),
+                &idx,
+            ]);
+        }
+    }
+    let mut dirs: Vec<String> = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let idx = i.to_string();
+        s.cmd(&[
+            "certctl_rename",
+            &f.staged_at_write(&plan.run_id),
+            &f.live.write,
+            &idx,
+        ]);
+        let dir = parent(&f.live.write);
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    let mut sync = vec!["certctl_sync".to_string()];
+    sync.extend(dirs);
+    s.cmd(&sync);
+    s.cmd(&["certctl_mark", &plan.backup_dir, "swapped"]);
+}
+
+fn parent(path: &str) -> String {
+    match path.rsplit_once('/') {
+        Some(("", _)) | None => "/".into(),
+        Some((dir, _)) => dir.to_string(),
+    }
+}
+
+/// The restore's commands for `entries` from `set` (they need [`script::STRICT`],
+/// [`script::RESTORE`] and [`script::JOURNAL`], under [`script::NO_HANGUP`]): see
+/// `scripts/restore.sh`. Temp names carry `run_id` (the run doing the restore). Then what each
+/// path is now, for [`restore_check`].
+pub(super) fn restore_commands(
+    s: &mut Script,
+    backup_dir: &str,
+    set: &str,
+    entries: &[Entry],
+    run_id: &str,
+) {
+    s.cmd(&["certctl_busy", backup_dir]);
+    s.cmd(&["certctl_mark", backup_dir, "restoring"]);
+    for e in entries {
+        if let Some(copy) = &e.copy {
+            let tmp = temp_beside(&e.write, run_id, "restore");
+            s.cmd(&["certctl_copy", &format!("{set}/{copy}"), &tmp, &e.write]);
+        }
+    }
+    s.raw("if [ \"$fail\" = 0 ]; then\n");
+    let mut dirs = Vec::new();
+    for e in entries {
+        match &e.copy {
+            Some(_) => {
+                let tmp = temp_beside(&e.write, run_id, "restore");
+                s.cmd(&["certctl_place", &tmp, &e.write]);
+            }
+            // A file that did not exist: removed (not the path itself when it is a symlink
+            // that was replaced: putting the link back replaces the file).
+            None if e.write != e.path || e.link.is_none() => {
+                s.cmd(&["certctl_remove", &e.write]);
+            }
+            None => {}
+        }
+        if let Some(text) = &e.link {
+            let tmp = temp_beside(&e.path, run_id, "link");
+            s.cmd(&["certctl_relink", &e.path, text, &tmp]);
+        }
+        for dir in [parent(&e.write), parent(&e.path)] {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    let mut sync = vec!["certctl_sync".to_string()];
+    sync.extend(dirs);
+    s.cmd(&sync);
+    s.cmd(&["certctl_mark", backup_dir, "restored"]);
+    s.raw("else\n");
+    let mut discard = vec!["certctl_discard".to_string()];
+    discard.extend(
+        entries
+            .iter()
+            .filter(|e| e.copy.is_some())
+            .map(|e| temp_beside(&e.write, run_id, "restore")),
+    );
+    s.cmd(&discard);
+    s.raw("fi\n");
+    for (i, e) in entries.iter().enumerate() {
+        s.cmd(&["certctl_check", &i.to_string(), &e.path]);
+    }
+}
+
+/// Checks a restore's result: each path holds its copy (by SHA-256; absent where the file
+/// did not exist) and each symlink is the recorded text. `Err` names what does not.
+pub(super) fn restore_check(stdout: &str, entries: &[Entry]) -> Result<(), String> {
+    let records = script::records(stdout, &[("L", 1)])?;
+    let mut bad = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let idx = i.to_string();
+        let content = records
+            .iter()
+            .find(|r| r.tag == "C" && r.fields.first() == Some(&idx.as_str()))
+            .and_then(|r| r.fields.get(1).copied());
+        let link = records
+            .iter()
+            .find(|r| r.tag == "L" && r.fields.first() == Some(&idx.as_str()))
+            .and_then(|r| r.text);
+        let content_ok = match (&e.copy_sha256, content) {
+            (Some(want), Some(have)) => want == have,
+            (None, Some(have)) if e.copy.is_none() => {
+                have == "absent" || (e.link.is_some() && e.write == e.path)
+            }
+            // A set from before journals: its copies' hashes were not recorded.
+            (None, Some(have)) => have != "absent" && have != "unreadable",
+            (_, None) => false,
+        };
+        let link_ok = e.link.as_deref() == link || (e.link.is_none() && link.is_none());
+        if !content_ok {
+            bad.push(format!("{} (content)", e.path));
+        }
+        if !link_ok {
+            bad.push(format!(
+                "{} (symlink: expected {:?}, found {:?})",
+                e.path,
+                e.link.as_deref().unwrap_or("none"),
+                link.unwrap_or("none")
+            ));
+        }
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "after restoring, these do not match the backup set: {}",
+            bad.join(", ")
+        ))
+    }
+}
+
+/// Reads back the certificates of live files whose content differs (certificate roles only;
+/// a bundle's key part is dropped by the parser and the buffer zeroized).
+pub(super) async fn read_old_certs(session: &Session, files: &mut [StagedFile<'_>]) {
+    for f in files.iter_mut() {
+        if matches!(f.live.state, LiveState::File(_)) && !f.current() && f.planned.role.has_leaf() {
+            let pem = session
+                .read_file(&f.live.write, super::inspect::CERT_READ_LIMIT)
+                .await;
+            if let Ok(mut pem) = pem {
+                f.old_certs = crate::material::parse_certs(&pem).unwrap_or_default();
+                zeroize::Zeroize::zeroize(&mut pem);
+            }
+        }
+    }
+}

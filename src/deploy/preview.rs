@@ -1,0 +1,281 @@
+//! Step 6, **preview**: the connector's preview commands make the target's own software load
+//! the STAGED files, then run the live configuration test. A preview command that is also one
+//! of the connector's `test` commands is that live test; when live files are being repaired
+//! (missing, broken, mismatched), its failure is expected and attributed to them rather than
+//! fatal — the post-swap test must still pass.
+//!
+//! To spare round trips, the preview shares one remote command with what follows it: the
+//! backup (step 7) on a deploy, the cleanup on a dry-run. Each is still its own step in the
+//! report, with its own status, message and duration (from the remote clock).
+
+use super::cleanup;
+use super::files::{FileBytes, backup_commands, material_bytes, set_dir};
+use super::journal::Entry;
+use super::run::{Run, StepFailure, StepResult};
+use super::script::{
+    self, CLOCK, STRICT, after_mark, clock_marks, command_failure, command_output, failed_command,
+    remote_span, tolerated,
+};
+use crate::plan::{InputContent, TargetPlan};
+use crate::report::Step;
+use crate::ssh::quote::Script;
+use crate::ssh::{ExecOutput, Session};
+
+/// For each preview command, whether it is the live configuration test (it is one of the
+/// connector's `test` commands too).
+pub(super) fn live_tests(plan: &TargetPlan) -> Vec<bool> {
+    plan.preview.iter().map(|p| plan.test.contains(p)).collect()
+}
+
+/// The preview's private inputs and templates, into the scratch directory (0600).
+pub(super) async fn upload_inputs(session: &Session, plan: &TargetPlan) -> Result<(), String> {
+    for input in &plan.inputs {
+        let content = match &input.content {
+            InputContent::Material(role) => material_bytes(&plan.material, *role),
+            InputContent::Secret(secret) => FileBytes::Secret(secret.clone()),
+        };
+        session
+            .upload(&input.path, content.bytes(), 0o600, None)
+            .await
+            .map_err(|e| format!("writing input {}: {e}", input.path))?;
+    }
+    for t in &plan.templates {
+        session
+            .upload(&t.path, t.content.as_bytes(), 0o600, None)
+            .await
+            .map_err(|e| format!("writing template {}: {e}", t.path))?;
+    }
+    Ok(())
+}
+
+/// The preview phase of a combined script (it needs [`CLOCK`]): each command through
+/// `certctl_run`, or `certctl_run_tolerated` for the live test while repairing.
+fn phase(s: &mut Script, plan: &TargetPlan, repairing: bool) {
+    for (i, (argv, live)) in plan.preview.iter().zip(live_tests(plan)).enumerate() {
+        let idx = i.to_string();
+        let runner = if repairing && live {
+            "certctl_run_tolerated"
+        } else {
+            "certctl_run"
+        };
+        let mut cmd: Vec<&str> = vec![runner, "preview", &idx];
+        cmd.extend(argv.iter().map(String::as_str));
+        s.cmd(&cmd);
+    }
+    s.cmd(&["certctl_t", "preview"]);
+}
+
+/// The preview's verdict from a combined script's output: the first command that failed (its
+/// own output and exit status), or — when the script never got past the preview — the
+/// script's; a tolerated live test is named in the detail, with what it said.
+fn verdict(
+    plan: &TargetPlan,
+    out: &ExecOutput,
+    got_past: bool,
+    repairs: Option<&str>,
+) -> StepResult<()> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    match failed_command(&text) {
+        Some((phase, idx, status)) if phase == "preview" && idx < plan.preview.len() => {
+            return Err(command_failure(
+                &crate::ssh::quote::label(&plan.preview[idx]),
+                &command_output(out, "preview", idx, status),
+            ));
+        }
+        _ if !got_past => return Err(command_failure("preview script", out)),
+        _ => {}
+    }
+    let n = plan.preview.len();
+    let mut detail = (n > 0).then(|| format!("{n} command(s) ok"));
+    for (idx, status) in tolerated(&text, "preview") {
+        let Some(argv) = plan.preview.get(idx) else {
+            continue;
+        };
+        let said = command_failure(
+            &crate::ssh::quote::label(argv),
+            &command_output(out, "preview", idx, status),
+        );
+        detail = Some(format!(
+            "the staged files load; the live configuration test fails on the live files being \
+             repaired ({}), as expected: {said}",
+            repairs.unwrap_or("repairs")
+        ));
+    }
+    Ok(((), detail))
+}
+
+/// Preview, then (only if it passed) the backup and the journal, in ONE remote command.
+pub(super) async fn with_backup(
+    run: &mut Run<'_>,
+    session: &Session,
+    journal: &str,
+    entries: &[Entry],
+    repairs: Option<&str>,
+) -> Result<(), StepFailure> {
+    let plan = run.plan;
+    let t = run.begin(Step::Preview);
+    if let Err(message) = upload_inputs(session, plan).await {
+        return run.record(Step::Preview, t.elapsed(), Err(message));
+    }
+    let mut s = Script::new();
+    s.raw(*CLOCK).raw(*script::JOURNAL);
+    s.cmd(&["certctl_t", "start"]);
+    // Should this run be killed now, the rest of this script (the backup, the journal) still
+    // runs: marked busy, so the run that takes the lock next waits for it.
+    s.cmd(&["certctl_busy", &plan.backup_dir]);
+    phase(&mut s, plan, repairs.is_some());
+    s.raw("printf '\\036BACKUP\\n'; printf '\\036BACKUP\\n' >&2\n");
+    // Strict mode only after the preview: the connector's commands run as they would alone.
+    s.raw(STRICT).raw(*script::BACKUP);
+    backup_commands(&mut s, plan, journal, entries);
+    s.cmd(&["certctl_t", "backup"]);
+    s.raw("exit $fail\n");
+    let out = exec_shared(run, session, &s, Step::Preview, t, "preview and backup").await?;
+    let total = t.elapsed();
+    let part = |bytes: &[u8]| after_mark(bytes, "\u{1e}BACKUP\n");
+    let marks = clock_marks(&String::from_utf8_lossy(&out.stdout));
+    let backup_took = remote_span(&marks, "preview", "backup")
+        .unwrap_or_default()
+        .min(total);
+    let got_past = part(&out.stdout).is_some();
+    run.record(
+        Step::Preview,
+        total - backup_took,
+        verdict(plan, &out, got_past, repairs),
+    )?;
+    run.begin(Step::Backup);
+    let backup_out = ExecOutput {
+        stdout: part(&out.stdout).unwrap_or_default(),
+        stderr: part(&out.stderr).unwrap_or_default(),
+        status: out.status,
+    };
+    let result = backup_result(plan, &backup_out);
+    run.record(Step::Backup, backup_took, result)
+}
+
+/// The backup on its own (after a keystore's working copy was placed).
+pub(super) async fn backup_alone(
+    plan: &TargetPlan,
+    session: &Session,
+    journal: &str,
+    entries: &[Entry],
+) -> StepResult<()> {
+    let mut s = Script::new();
+    s.raw(STRICT).raw(*script::BACKUP).raw(*script::JOURNAL);
+    backup_commands(&mut s, plan, journal, entries);
+    s.raw("exit $fail\n");
+    let out = session
+        .exec_script(&s, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    backup_result(plan, &out)
+}
+
+/// The backup part's outcome.
+pub(super) fn backup_result(plan: &TargetPlan, out: &ExecOutput) -> StepResult<()> {
+    if out.success() {
+        return Ok(((), Some(format!("backup set {}", set_dir(plan)))));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Err(format!(
+        "{}{}",
+        script::tagged_failures(&text, "B"),
+        script::stderr_note(out)
+    ))
+}
+
+/// The preview alone (one remote command), when the backup cannot share it: a keystore's
+/// working copy must be placed between the two.
+pub(super) async fn alone(
+    run: &mut Run<'_>,
+    session: &Session,
+    repairs: Option<&str>,
+) -> Result<(), StepFailure> {
+    let plan = run.plan;
+    let t = run.begin(Step::Preview);
+    if let Err(message) = upload_inputs(session, plan).await {
+        return run.record(Step::Preview, t.elapsed(), Err(message));
+    }
+    let mut s = Script::new();
+    s.raw(*CLOCK);
+    phase(&mut s, plan, repairs.is_some());
+    let out = session.exec_script(&s, None).await;
+    let result = match out {
+        Ok(out) => verdict(plan, &out, true, repairs),
+        Err(e) => Err(e.to_string()),
+    };
+    run.record(Step::Preview, t.elapsed(), result)
+}
+
+/// A dry-run's preview and the cleanup in ONE remote command: the cleanup runs whether or not
+/// the preview passed, and its outcome is kept for the cleanup step ([`Run::ran_early`]).
+pub(super) async fn then_cleanup(
+    run: &mut Run<'_>,
+    session: &Session,
+    repairs: Option<&str>,
+) -> Result<(), StepFailure> {
+    let plan = run.plan;
+    let t = run.begin(Step::Preview);
+    if let Err(message) = upload_inputs(session, plan).await {
+        return run.record(Step::Preview, t.elapsed(), Err(message));
+    }
+    let mut s = Script::new();
+    s.raw(*CLOCK);
+    // The preview in a subshell: a failing command ends it, not the cleanup after it.
+    s.raw("(\n");
+    phase(&mut s, plan, repairs.is_some());
+    s.raw(")\n");
+    s.cmd(&["certctl_t", "cleanup"]);
+    s.raw("printf '\\036CLEANUP\\n'; printf '\\036CLEANUP\\n' >&2\n");
+    s.raw(STRICT).raw(*script::CLEANUP).raw(*script::JOURNAL);
+    cleanup::commands(&mut s, plan, &run.temps);
+    s.cmd(&["certctl_t", "cleaned"]);
+    s.raw("exit $fail\n");
+    let out = exec_shared(run, session, &s, Step::Preview, t, "preview and cleanup").await?;
+    let total = t.elapsed();
+    let marks = clock_marks(&String::from_utf8_lossy(&out.stdout));
+    let cleanup_took = remote_span(&marks, "cleanup", "cleaned")
+        .unwrap_or_default()
+        .min(total);
+    let mark = "\u{1e}CLEANUP\n";
+    let got_past = match after_mark(&out.stdout, mark) {
+        Some(stdout) => {
+            let cleanup_out = ExecOutput {
+                stdout,
+                stderr: after_mark(&out.stderr, mark).unwrap_or_default(),
+                status: out.status,
+            };
+            let result = cleanup::result(plan, &cleanup_out);
+            run.ran_early = Some((Step::Cleanup, result, cleanup_took));
+            true
+        }
+        None => false,
+    };
+    run.record(
+        Step::Preview,
+        total - cleanup_took,
+        verdict(plan, &out, got_past, repairs),
+    )
+}
+
+/// Runs a script that two steps share; `first` (begun at `t`) fails when the transport does,
+/// and the failure names both steps: which one was running is unknown.
+pub(super) async fn exec_shared(
+    run: &mut Run<'_>,
+    session: &Session,
+    s: &Script,
+    first: Step,
+    t: tokio::time::Instant,
+    shared: &'static str,
+) -> Result<ExecOutput, StepFailure> {
+    match session.exec_script(s, None).await {
+        Ok(out) => Ok(out),
+        Err(e) => {
+            let mut failure = run
+                .record::<()>(first, t.elapsed(), Err(e.to_string()))
+                .expect_err("an error is recorded as a failure");
+            failure.shared = Some(shared);
+            Err(failure)
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! One target's run as the report sees it: the plan, the mode, the report being built, and
+//! the ONE helper that records a step's outcome ([`Run::record`]). Nothing here talks to the
+//! target.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Mode, set_in_flight};
+use crate::plan::TargetPlan;
+use crate::report::{Event, Reporter, Status, Step, StepReport, StepStatus, TargetReport};
+
+/// A step's result as step functions return it: its value and detail, or its error message.
+pub(super) type StepResult<T> = Result<(T, Option<String>), String>;
+
+/// How a target ended: its status, or its status and what went wrong.
+pub(super) type Outcome = Result<Status, (Status, String)>;
+
+/// A failure inside a step: what to say.
+#[derive(Debug)]
+pub(super) struct StepFailure {
+    pub step: Step,
+    pub message: String,
+    /// Set when the step shared one remote command with another and the transport failed in
+    /// it: which one was running is unknown, so messages name both (`preview and backup`).
+    pub shared: Option<&'static str>,
+}
+
+impl StepFailure {
+    pub fn new(step: Step, message: String) -> Self {
+        Self {
+            step,
+            message,
+            shared: None,
+        }
+    }
+
+    /// The step (or steps) named in messages: `preview failed: …`.
+    pub fn label(&self) -> &'static str {
+        self.shared.unwrap_or(self.step.as_str())
+    }
+
+    /// `STEP failed: MESSAGE`.
+    pub fn cause(&self) -> String {
+        format!("{} failed: {}", self.label(), self.message)
+    }
+}
+
+/// How cleanup closes the journal this run wrote: moved to `dest` (in its backup set), and
+/// the set retired (renamed `.restored`, so `certctl rollback` passes over it) unless the run
+/// ended `keep_set_when`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct OpenJournal {
+    pub dest: String,
+    pub set: String,
+    pub keep_set_when: Option<Status>,
+}
+
+/// The tail of every error of a target whose live state was not touched.
+pub(super) const UNTOUCHED: &str = "nothing live was changed";
+
+pub(super) struct Run<'a> {
+    pub plan: &'a TargetPlan,
+    pub mode: Mode,
+    pub force: bool,
+    pub break_lock: bool,
+    reporter: &'a dyn Reporter,
+    pub report: TargetReport,
+    /// A step that already ran inside another step's remote command (a dry-run's cleanup runs
+    /// with its preview): its outcome and duration, reported when its turn comes.
+    pub ran_early: Option<(Step, StepResult<()>, Duration)>,
+    /// This run wrote its journal on the target (a change is under way): cleanup closes it,
+    /// unless the rollback failed — then it stays for the next run to recover.
+    pub journal: Option<OpenJournal>,
+    /// Temp paths beside live files this run may create (staged files, restore and link
+    /// temps): cleanup removes them all.
+    pub temps: Vec<String>,
+}
+
+/// A report with nothing in it yet: the target's names and the new certificate.
+pub(super) fn blank_report(plan: &TargetPlan) -> TargetReport {
+    TargetReport {
+        name: plan.name.clone(),
+        host: plan.ssh.host.clone(),
+        connector: plan.connector.clone(),
+        status: Status::Failed,
+        old_fingerprint: None,
+        new_fingerprint: Some(plan.material.leaf.fingerprint),
+        served_fingerprint: None,
+        files: Vec::new(),
+        steps: Vec::new(),
+        probes: Vec::new(),
+        duration_ms: 0,
+        error: None,
+    }
+}
+
+impl<'a> Run<'a> {
+    pub fn new(
+        plan: &'a TargetPlan,
+        options: &super::DeployOptions,
+        reporter: &'a dyn Reporter,
+    ) -> Self {
+        Run {
+            plan,
+            mode: options.mode,
+            force: options.force,
+            break_lock: options.break_lock,
+            reporter,
+            report: blank_report(plan),
+            ran_early: None,
+            journal: None,
+            temps: plan
+                .files
+                .iter()
+                .flat_map(|f| {
+                    [
+                        f.staged.clone(),
+                        super::files::temp_beside(&f.path, &plan.run_id, "restore"),
+                        super::files::temp_beside(&f.path, &plan.run_id, "link"),
+                    ]
+                })
+                .collect(),
+        }
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.mode == Mode::DryRun
+    }
+
+    pub fn begin(&self, step: Step) -> Instant {
+        set_in_flight(&self.plan.name, Some(step));
+        self.reporter.event(Event::StepStarted {
+            target: self.plan.name.clone(),
+            step,
+        });
+        Instant::now()
+    }
+
+    /// Records a step that ended: its status, how long it took and what it said.
+    pub fn end(&mut self, step: Step, took: Duration, status: StepStatus, detail: Option<String>) {
+        let report = StepReport {
+            step,
+            status,
+            duration_ms: took.as_millis() as u64,
+            detail,
+        };
+        self.reporter.event(Event::StepFinished {
+            target: self.plan.name.clone(),
+            step: report.clone(),
+        });
+        self.report.steps.push(report);
+    }
+
+    /// The one place a step's result becomes a report entry: `ok` with its detail, or `failed`
+    /// with its message (and a [`StepFailure`] for the caller). The step must have begun.
+    pub fn record<T>(
+        &mut self,
+        step: Step,
+        took: Duration,
+        result: StepResult<T>,
+    ) -> Result<T, StepFailure> {
+        match result {
+            Ok((value, detail)) => {
+                self.end(step, took, StepStatus::Ok, detail);
+                Ok(value)
+            }
+            Err(message) => {
+                self.end(step, took, StepStatus::Failed, Some(message.clone()));
+                Err(StepFailure::new(step, message))
+            }
+        }
+    }
+
+    /// Begins `step`, runs `f` and records its outcome.
+    pub async fn step<T>(
+        &mut self,
+        step: Step,
+        f: impl std::future::Future<Output = StepResult<T>>,
+    ) -> Result<T, StepFailure> {
+        let t = self.begin(step);
+        let result = f.await;
+        self.record(step, t.elapsed(), result)
+    }
+
+    /// A step that is not done, and why (`skipped`).
+    pub fn skip(&mut self, step: Step, why: String) {
+        self.begin(step);
+        self.end(step, Duration::ZERO, StepStatus::Skipped, Some(why));
+    }
+
+    /// A failure before anything live changed: `failed` (a dry-run: `would-fail`) with the
+    /// step's message and the untouched tail.
+    pub fn untouched(&self, failure: StepFailure) -> (Status, String) {
+        let status = if self.dry_run() {
+            Status::WouldFail
+        } else {
+            Status::Failed
+        };
+        (status, format!("{}; {UNTOUCHED}", failure.cause()))
+    }
+
+    /// Sets the target's final status and error from `outcome`.
+    pub fn conclude(&mut self, outcome: Outcome) {
+        (self.report.status, self.report.error) = match outcome {
+            Ok(status) => (status, None),
+            Err((status, error)) => (status, Some(error)),
+        };
+    }
+}

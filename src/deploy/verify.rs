@@ -1,0 +1,82 @@
+//! Step 9, **verify**: probes the live endpoint (SNI, STARTTLS where configured) on the
+//! doubling-backoff schedule until the expected leaf and chain are served
+//! ([`crate::probe::verify`]). Also how every rollback ends: probing for the old certificate.
+
+use tokio_util::sync::CancellationToken;
+
+use super::run::{Run, StepFailure};
+use crate::material::Expected;
+use crate::report::{Status, Step, StepStatus};
+
+/// Probes until `expected` is served (or the schedule runs out). Skipped without a TLS
+/// endpoint to probe.
+pub(super) async fn verify(run: &mut Run<'_>, expected: &Expected) -> Result<(), StepFailure> {
+    let plan = run.plan;
+    let t = run.begin(Step::Verify);
+    if !plan.has_probe {
+        let detail = "no TLS endpoint to probe (no verify.address, and the connector has no \
+                      verify.port)";
+        run.end(
+            Step::Verify,
+            t.elapsed(),
+            StepStatus::Skipped,
+            Some(detail.into()),
+        );
+        return Ok(());
+    }
+    let v = crate::probe::verify(&plan.probe, expected, &CancellationToken::new()).await;
+    run.report.probes.extend(v.attempts.iter().cloned());
+    if let Some(s) = &v.last_served {
+        run.report.served_fingerprint = Some(s.leaf);
+    }
+    let result = if v.passed {
+        Ok((
+            (),
+            Some(format!(
+                "{} served {} after {} probe(s)",
+                plan.probe.address,
+                expected.leaf,
+                v.attempts.len()
+            )),
+        ))
+    } else {
+        let last = v
+            .attempts
+            .last()
+            .and_then(|a| a.detail.clone())
+            .unwrap_or_default();
+        Err(format!(
+            "{} did not serve {} after {} probe(s): {last}",
+            plan.probe.address,
+            expected.leaf,
+            v.attempts.len()
+        ))
+    };
+    run.record(Step::Verify, t.elapsed(), result)
+}
+
+/// The end of a rollback: probes for the certificate served before the run. `restored` says
+/// what was put back; `cause` what went wrong first.
+pub(super) async fn old_served_again(
+    run: &mut Run<'_>,
+    old: &Expected,
+    cause: &str,
+    restored: &str,
+) -> (Status, String) {
+    match verify(run, old).await {
+        Ok(()) => (
+            Status::RolledBack,
+            format!(
+                "{cause}; {restored}; {} serves {} again",
+                run.plan.probe.address, old.leaf
+            ),
+        ),
+        Err(f) => (
+            Status::RollbackFailed,
+            format!(
+                "{cause}; {restored}, but the old certificate is NOT served: {}",
+                f.message
+            ),
+        ),
+    }
+}
