@@ -3,16 +3,50 @@
 # certificate rotation driven by certctl — `deploy --dry-run`, `deploy`, `verify` — showing the
 # served fingerprint change. Run as root on Debian 12:   bash examples/lab.sh
 #
+# Which certctl: CERTCTL=PATH (or a command name on PATH) runs that binary, e.g. a release
+# binary or the installed package's: `CERTCTL=/usr/bin/certctl bash lab.sh`. Without it, the
+# lab builds this checkout (cargo build --release), or, outside a checkout (the copy the
+# Debian package installs under /usr/share/doc/certctl/examples), uses `certctl` on PATH.
+#
 # Everything lives in a fresh temporary directory; the daemons are stopped (by PID) on exit.
-# Set CERTCTL_LAB_KEEP=1 to leave them running and the directory in place.
+# Set CERTCTL_LAB_KEEP=1 to leave them running and the directory in place. Exits non-zero when
+# any step fails or the new certificate is not served at the end.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-bash "$ROOT/scripts/install-deps.sh"
+if [ -f "$ROOT/scripts/install-deps.sh" ]; then
+  bash "$ROOT/scripts/install-deps.sh"
+else
+  for bin in /usr/sbin/sshd /usr/sbin/nginx /usr/bin/openssl /usr/bin/ssh-keygen /usr/bin/python3; do
+    [ -x "$bin" ] || { echo "lab: $bin is missing: apt-get install openssh-server nginx openssl python3" >&2; exit 1; }
+  done
+  mkdir -p /run/sshd && chmod 0755 /run/sshd
+fi
 
-echo "==> building certctl (release)"
-cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
-CERTCTL="$ROOT/target/release/certctl"
+if [ -n "${CERTCTL:-}" ]; then
+  resolved=$(command -v -- "$CERTCTL" || true)
+  case "$resolved" in
+    /*) ;;
+    ?*) resolved="$PWD/$resolved" ;;
+  esac
+  if [ -z "$resolved" ] || [ ! -f "$resolved" ] || [ ! -x "$resolved" ]; then
+    echo "lab: CERTCTL=$CERTCTL is not an executable file" >&2
+    exit 2
+  fi
+  CERTCTL=$resolved
+elif [ -f "$ROOT/Cargo.toml" ]; then
+  echo "==> building certctl (release)"
+  cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+  target_dir=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  CERTCTL="$target_dir/release/certctl"
+elif command -v certctl >/dev/null 2>&1; then
+  CERTCTL=$(command -v certctl)
+else
+  echo "lab: no certctl: set CERTCTL=PATH, or run the lab from a checkout to build one" >&2
+  exit 2
+fi
+echo "==> certctl: $CERTCTL ($("$CERTCTL" -V))"
 
 LAB=$(mktemp -d /tmp/certctl-lab.XXXXXX)
 ADDR=127.77.0.1
@@ -143,4 +177,11 @@ echo
 echo "==> certctl verify"
 "$CERTCTL" verify -i certctl.yaml
 echo
-echo "served after:   $(served)"
+after=$(served)
+new=$(openssl x509 -in pki/new.crt -noout -fingerprint -sha256 | sed 's/.*=//')
+echo "served after:   $after"
+if [ "$after" != "$new" ]; then
+  echo "lab: FAILED: the new certificate is not served" >&2
+  exit 1
+fi
+echo "lab: ok: the new certificate is served"

@@ -33,7 +33,13 @@ mod status_view;
 /// Deploy TLS certificates to servers over SSH: staged preview, atomic swap, reload, verified
 /// by a TLS handshake, rolled back on failure.
 #[derive(Debug, Parser)]
-#[command(name = "certctl", version, after_help = help::TOP, propagate_version = true)]
+#[command(
+    name = "certctl",
+    version,
+    long_version = crate::version::long(),
+    after_help = help::TOP,
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -91,6 +97,14 @@ pub enum Command {
         #[command(subcommand)]
         action: Option<ConnectorsAction>,
     },
+    /// Print a shell completion script on stdout, e.g.
+    /// `certctl completions bash > /etc/bash_completion.d/certctl`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout, or write every page into a directory.
+    Man(crate::generate::ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +318,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Init(args) => init::run(args),
         Command::Report { action } => report_cmd::run(action),
         Command::Connectors { action } => connectors::run(action.unwrap_or(ConnectorsAction::List)),
+        Command::Completions { shell } => Ok(crate::generate::completions(shell)),
+        Command::Man(args) => Ok(crate::generate::man(&args)),
     };
     match result {
         Ok(code) => code,

@@ -25,10 +25,13 @@
 //!   commands; [`hook`] selects certificates for an ACME client's deploy hook; [`policy`] is the
 //!   gate before anything is touched; after a run, [`monitor`] writes Prometheus metrics,
 //!   [`notify`] runs the inventory's notifiers and [`history`] appends to the local history.
+//! - [`generate`] renders shell completions and man pages from the [`cli`] definition;
+//!   [`version`] holds the build facts `--version` prints.
 
 pub mod cli;
 pub mod connector;
 pub mod deploy;
+pub mod generate;
 pub mod history;
 pub mod hook;
 pub mod inventory;
@@ -46,5 +49,6 @@ pub mod secret;
 pub mod select;
 pub mod source;
 pub mod ssh;
+pub mod version;
 
 pub use cli::run;

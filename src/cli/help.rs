@@ -1,25 +1,29 @@
 //! The exit-code table of each subcommand's `--help`: only the codes that command can return.
+//! One line per code (`  CODE  meaning`): `certctl man` renders these lines as EXIT STATUS.
 
 pub(super) const TOP: &str = "\
-Exit codes: each command's --help lists the ones it returns (0 success, 1 target failures,
-2 invalid input, 3 a rollback failed, 4 wrong certificate served, 130 interrupted).";
+Exit codes:
+  0    success: every target deployed, unchanged or verified; rolled back as asked
+  1    one or more targets failed and were rolled back or never touched
+  2    usage error or invalid input; nothing was touched
+  3    one or more targets failed AND their rollback failed: a person must look
+  4    verify, status: a target serves the wrong certificate, or none
+  130  interrupted
+Each command's --help lists the codes it returns.";
 
 pub(super) const DEPLOY: &str = "\
 Exit codes:
   0    every target deployed, unchanged, reloaded or (--dry-run) would change
-  1    one or more targets failed and were rolled back or never touched, or (--dry-run) would
-       fail, or were skipped (--max-fail)
+  1    a target failed and was rolled back or never touched, would fail, or was skipped
   2    usage error or invalid input (inventory, material, connector); nothing was touched
   3    one or more targets failed AND their rollback failed: a person must look
   130  interrupted";
 
 pub(super) const VERIFY: &str = "\
 Exit codes:
-  0    every probed target serves the inventory's certificate and chain (targets with no TLS
-       endpoint are skipped)
+  0    every probed target serves the inventory's certificate and chain
   2    usage error or invalid input (inventory, material, connector)
-  4    a target serves another certificate or chain, none at all, or one that expires within
-       --warn-days
+  4    a target serves another certificate, none, or one expiring within --warn-days
   130  interrupted";
 
 pub(super) const CHECK: &str = "\
@@ -29,7 +33,7 @@ Exit codes:
 
 pub(super) const ROLLBACK: &str = "\
 Exit codes:
-  0    every target rolled back to its newest backup set, and the restored certificate is served
+  0    every target rolled back to its newest backup set, the restored certificate served
   1    one or more targets could not be rolled back and were left as they were
   2    usage error or invalid input; nothing was touched
   3    one or more restores failed: a person must look

@@ -261,21 +261,9 @@ async fn deploy(
     let plan = run.plan;
     let inspection = match inspection {
         Some(i) => i,
-        None => {
-            // After a recovery the live files changed: look again.
-            let t = Instant::now();
-            // The lock's command already made the scratch directory.
-            let create_scratch = false;
-            let (result, served) = match inspect::run(session, plan, create_scratch).await {
-                Ok((live, served)) => (Ok(live), served),
-                Err(e) => (Err(e), None),
-            };
-            Inspection {
-                result,
-                served,
-                took: t.elapsed(),
-            }
-        }
+        // After a recovery the live state changed: look again (the scratch directory was
+        // made with the lock).
+        None => reinspect(session, plan).await,
     };
     match plan.swap() {
         Swap::Commands(swap) => {
@@ -288,6 +276,26 @@ async fn deploy(
             commands::deploy(run, session, swap, inspection.served).await
         }
         Swap::Files => deploy_files(run, session, inspection).await,
+    }
+}
+
+/// Inspect again, on its own (after a recovery).
+async fn reinspect(session: &Session, plan: &TargetPlan) -> Inspection {
+    let t = Instant::now();
+    let (result, served) = match plan.remote() {
+        Remote::Windows => (
+            Ok(Vec::new()),
+            probe_served(plan).await.and_then(Result::ok),
+        ),
+        Remote::Posix => match inspect::run(session, plan, false).await {
+            Ok((live, served)) => (Ok(live), served),
+            Err(e) => (Err(e), None),
+        },
+    };
+    Inspection {
+        result,
+        served,
+        took: t.elapsed(),
     }
 }
 

@@ -2,7 +2,8 @@
 //! the STAGED files, then run the live configuration test. A preview command that is also one
 //! of the connector's `test` commands is that live test; when live files are being repaired
 //! (missing, broken, mismatched), its failure is expected and attributed to them rather than
-//! fatal — the post-swap test must still pass.
+//! fatal — the post-swap test must still pass. A preview command is that live test when it
+//! names none of the run's staged files, templates or inputs: it can only load live files.
 //!
 //! To spare round trips, the preview shares one remote command with what follows it: the
 //! backup (step 7) on a deploy, the cleanup on a dry-run. Each is still its own step in the
@@ -21,10 +22,20 @@ use crate::report::Step;
 use crate::ssh::quote::Script;
 use crate::ssh::{ExecOutput, Session};
 
-/// For each preview command, whether it is the live configuration test (it is one of the
-/// connector's `test` commands too).
+/// For each preview command, whether it is a live configuration test: it names none of the
+/// run's staged files, keystore working copies, templates or inputs.
 pub(super) fn live_tests(plan: &TargetPlan) -> Vec<bool> {
-    plan.preview.iter().map(|p| plan.test.contains(p)).collect()
+    let staged: Vec<&str> = plan
+        .files
+        .iter()
+        .flat_map(|f| std::iter::once(f.staged.as_str()).chain(f.work.as_deref()))
+        .chain(plan.templates.iter().map(|t| t.path.as_str()))
+        .chain(plan.inputs.iter().map(|i| i.path.as_str()))
+        .collect();
+    plan.preview
+        .iter()
+        .map(|argv| !argv.iter().any(|a| staged.iter().any(|s| a.contains(s))))
+        .collect()
 }
 
 /// The preview's private inputs and templates, into the scratch directory (0600).

@@ -24,6 +24,9 @@ use crate::connector::{Command, ConnectorDef};
 use crate::material::MaterialSpec;
 use crate::probe::StartTls;
 
+/// Version of the inventory contract this build reads (DESIGN §3); bump on an incompatible change.
+pub const CONTRACT_VERSION: u32 = 1;
+
 /// A place in an inventory file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {

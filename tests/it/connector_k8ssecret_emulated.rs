@@ -439,3 +439,60 @@ fn k8ssecret_emulated_invalid_namespace_is_refused_before_connecting() {
     assert!(out.stderr.contains("not a valid name"), "{}", out.stderr);
     assert!(lab.take_argv().is_empty());
 }
+
+/// `swap: commands` keeps a journal too: a deploy whose rollback fails (the restore's
+/// `kubectl replace` fails as well) leaves it, `certctl status` names it, and the next deploy
+/// first restores the saved Secret (the `recover` step), then deploys the new one.
+#[test]
+fn k8ssecret_emulated_a_failed_rollback_is_recovered_by_the_next_run() {
+    let lab = lab();
+    let ingress = Nginx::start(SNI, &lab.old.fullchain, &lab.old.key);
+    let addr = ingress.addr.to_string();
+    lab.write_inventory("k8ssecret", &params(&[]), Some(&addr));
+    seed_old_secret(&lab, CONTEXT);
+    let before = secret(&lab, CONTEXT);
+    lab.fail(&["rollout-restart", "replace"]);
+    let out = lab.certctl(&["deploy", "--output", "json"]);
+    assert_eq!(out.code, 3, "{}", out.stdout);
+    assert_eq!(out.json()["targets"][0]["status"], "rollback-failed");
+    assert!(
+        lab.backup_dir().join("journal").exists(),
+        "the journal stays"
+    );
+    let status = lab.certctl(&["status", "--output", "json"]);
+    let error = status.json()["targets"][0]["error"].to_string();
+    assert!(error.contains("an unfinished change"), "{error}");
+
+    lab.fail(&[]);
+    // The ingress serves the new certificate (what a real ingress controller would once the
+    // new Secret is in place), so the deploy after the recovery can verify: forced, since
+    // what is served already matches.
+    ingress.replace_certs(&lab.new.fullchain, &lab.new.key);
+    ingress.reload();
+    lab.take_argv();
+    let out = lab.certctl(&["deploy", "--force", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let report = &out.json()["targets"][0];
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert!(steps.contains(&"recover"), "{}", out.stdout);
+    let argvs = lab.take_argv();
+    let first_apply = argvs.iter().position(|a| a.contains(&"apply".to_string()));
+    let restore = argvs
+        .iter()
+        .position(|a| a.contains(&"replace".to_string()));
+    assert!(
+        restore.is_some() && restore < first_apply,
+        "the saved Secret is restored before anything else is applied: {argvs:?}"
+    );
+    assert!(!lab.backup_dir().join("journal").exists(), "closed");
+    assert_ne!(
+        essence(&secret(&lab, CONTEXT)),
+        essence(&before),
+        "the new Secret is in place"
+    );
+}

@@ -165,8 +165,10 @@ fn every_certctl_command_in_the_ci_examples_parses() {
                 .replace("${{ matrix.shard }}", "1/3")
                 .replace("$CI_NODE_INDEX/$CI_NODE_TOTAL", "1/3");
             let argv = words(&line);
-            if let Err(e) = certctl::cli::Cli::try_parse_from(&argv) {
-                panic!("{name}: `{line}` does not parse: {e}");
+            match certctl::cli::Cli::try_parse_from(&argv) {
+                Ok(_) => {}
+                Err(e) if e.kind() == clap::error::ErrorKind::DisplayVersion => {}
+                Err(e) => panic!("{name}: `{line}` does not parse: {e}"),
             }
             seen += 1;
         }

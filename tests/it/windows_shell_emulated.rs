@@ -238,3 +238,45 @@ fn cmd_emulator_runs_only_plain_powershell_lines() {
     assert_eq!(logged.lines().count(), 8, "{logged}");
     assert!(logged.contains("sh -c 'true'"), "{logged}");
 }
+
+/// The journal on a Windows target (written and closed over SFTP): a deploy whose rollback
+/// fails too (netsh refuses to bind the old certificate back) leaves it; `certctl status`
+/// names it; the next deploy restores the snapshot first (`recover`, only PowerShell lines),
+/// then deploys.
+#[test]
+fn iis_emulated_on_a_cmd_shell_a_failed_rollback_is_recovered_by_the_next_run() {
+    let l = WindowsShellLab::start(true);
+    let w = &l.w;
+    w.lab.write_inventory("iis", &iis_params(), None);
+    w.fail(&["Get-Item@2", "netsh@2"]);
+    let t = w.run(&["deploy"], "rollback-failed");
+    assert!(t["error"].to_string().contains("ROLLBACK FAILED"), "{t}");
+    assert_eq!(
+        w.bound(),
+        w.new_thumb,
+        "the failed restore left the new binding"
+    );
+    assert!(
+        w.lab.backup_dir().join("journal").exists(),
+        "the journal stays"
+    );
+    let t = w.run(&["status"], "mismatch");
+    assert!(
+        t["error"].to_string().contains("an unfinished change"),
+        "{t}"
+    );
+
+    w.fail(&[]);
+    l.take_command_lines();
+    let t = w.run(&["deploy", "--force"], "deployed");
+    let steps: Vec<&str> = t["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(&steps[..3], ["connect", "lock", "recover"], "{t}");
+    assert!(!w.lab.backup_dir().join("journal").exists(), "closed");
+    assert_eq!(w.bound(), w.new_thumb);
+    l.assert_only_powershell("recover, then deploy");
+}

@@ -439,7 +439,8 @@ impl Rig {
     }
 
     /// What certctl left behind, run ids masked (`<run>`): `.certctl-` files beside the live
-    /// ones, anything in `tmp_dir` (scratch directories), and the lock in the backup directory.
+    /// ones, anything in `tmp_dir` (scratch directories), and the lock and an active journal in
+    /// the backup directory.
     /// Sorted, so it reads the same on every run.
     pub fn leftovers(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -457,6 +458,9 @@ impl Rig {
         }
         if self.backup_dir().join(".lock").exists() {
             out.push("lock".into());
+        }
+        if self.backup_dir().join("journal").exists() {
+            out.push("journal".into());
         }
         out.sort();
         out
