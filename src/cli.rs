@@ -14,8 +14,7 @@ use crate::deploy::{self, DeployOptions};
 use crate::inventory::{self, Inventory, Target};
 use crate::material::Material;
 use crate::plan::{self, RunSettings, TargetPlan};
-use crate::probe;
-use crate::report::{self, RunReport, Status, TargetReport};
+use crate::report::{self, RunReport};
 use crate::select::{MaxFail, SerialSpec, Shard};
 
 mod check;
@@ -29,6 +28,7 @@ mod plan_view;
 mod process;
 mod report_cmd;
 mod status_view;
+mod verify;
 
 /// Deploy TLS certificates to servers over SSH: staged preview, atomic swap, reload, verified
 /// by a TLS handshake, rolled back on failure.
@@ -310,7 +310,7 @@ pub async fn run(cli: Cli) -> u8 {
     }
     let result = match cli.command {
         Command::Deploy(args) => deploy_command(args, cli.verbose).await,
-        Command::Verify(args) => verify_command(args, cli.verbose).await,
+        Command::Verify(args) => verify::run(args, cli.verbose).await,
         Command::Check(args) => check::run(args, cli.verbose),
         Command::Rollback(args) => rollback_command(args, cli.verbose).await,
         Command::Status(args) => status_command(args, cli.verbose).await,
@@ -471,8 +471,8 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
     }
     let reporter: Arc<dyn report::Reporter> = Arc::from(report::reporter(plans.len(), verbose));
     let stop = CancellationToken::new();
-    let abort = Abort::new("deploy", args.dry_run, started_at, &plans, args.run.output);
-    let interrupted = watch_interrupts(stop.clone(), abort);
+    let abort = process::Abort::new("deploy", args.dry_run, started_at, &plans, args.run.output);
+    let interrupted = process::watch_interrupts(stop.clone(), abort);
     let total = plans.len();
     let previews = args.dry_run.then(|| plan_view::previews(&plans));
     let leaves = plan_view::leaves(&plans);
@@ -570,8 +570,8 @@ async fn fleet_command(
     let reporter: Arc<dyn report::Reporter> =
         Arc::from(report::reporter(prepared.plans.len(), verbose));
     let stop = CancellationToken::new();
-    let abort = Abort::new(command, false, started_at, &prepared.plans, output);
-    let interrupted = watch_interrupts(stop.clone(), abort);
+    let abort = process::Abort::new(command, false, started_at, &prepared.plans, output);
+    let interrupted = process::watch_interrupts(stop.clone(), abort);
     let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();
     let run = RunReport::new(command, false, started_at, started.elapsed(), targets);
@@ -581,200 +581,6 @@ async fn fleet_command(
         report::exit_code(&run)
     };
     (run, code)
-}
-
-async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
-    let started = Instant::now();
-    let started_at = std::time::SystemTime::now();
-    let settings = RunSettings::new(false);
-    let prepared = prepare(&args.inventory, &settings)?;
-    let reporter: Arc<dyn report::Reporter> =
-        Arc::from(report::reporter(prepared.plans.len(), verbose));
-    let forks = Arc::new(tokio::sync::Semaphore::new(process::forks_within_fd_limit(
-        args.run.forks,
-    )));
-    let mut tasks = tokio::task::JoinSet::new();
-    let warn_days = args.warn_days;
-    for (index, plan) in prepared.plans.into_iter().enumerate() {
-        let forks = forks.clone();
-        let reporter = reporter.clone();
-        tasks.spawn(async move {
-            let _permit = forks.acquire_owned().await;
-            let (report, seen) = verify_target(&plan, warn_days, reporter.as_ref()).await;
-            reporter.event(report::Event::TargetFinished {
-                report: report.clone(),
-            });
-            (index, report, seen)
-        });
-    }
-    let mut reports = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(r) => reports.push(r),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-    reporter.finish();
-    reports.sort_by_key(|(i, _, _)| *i);
-    let (targets, seen): (Vec<TargetReport>, Vec<crate::monitor::Observation>) =
-        reports.into_iter().map(|(_, r, o)| (r, o)).unzip();
-    let mut run = RunReport::new("verify", false, started_at, started.elapsed(), targets);
-    let now = crate::plan::now_unix();
-    run.extras = seen
-        .iter()
-        .map(|o| {
-            o.served_not_after.map_or_else(Default::default, |at| {
-                report::TargetExtra::served_expiry(at, now)
-            })
-        })
-        .collect();
-    finish(&run, args.run.output);
-    if let Some(path) = &args.prometheus {
-        crate::lifecycle::write_prometheus(path, &seen, crate::plan::now_unix());
-    }
-    let code = report::exit_code(&run);
-    let (inventory, run_id) = (&prepared.inventory, &settings.run_id);
-    crate::lifecycle::after_run(&run, code, inventory, run_id, !args.no_notify, verbose).await;
-    Ok(code)
-}
-
-/// The inventory's own certificate expires within `--warn-days`: how soon, for messages.
-fn material_expiring(plan: &TargetPlan, warn_days: u32) -> Option<String> {
-    let left = plan.material.leaf.not_after - crate::plan::now_unix();
-    (warn_days > 0 && left < i64::from(warn_days) * 86_400).then(|| {
-        format!(
-            "the inventory's certificate `{}` itself expires in {} day(s) (--warn-days {warn_days}): renew it",
-            plan.certificate,
-            left.div_euclid(86_400)
-        )
-    })
-}
-
-/// What a verification means: the status, and the detail for the report.
-fn verdict(
-    plan: &TargetPlan,
-    v: &probe::Verification,
-    warn_days: u32,
-    material_warning: Option<String>,
-) -> (Status, String) {
-    let expected = plan.material.expected();
-    let expires_in = v
-        .last_served
-        .as_ref()
-        .map(|s| s.not_after - crate::plan::now_unix());
-    let expiring =
-        warn_days > 0 && expires_in.is_some_and(|secs| secs < i64::from(warn_days) * 86_400);
-    let status = if v.passed && expiring {
-        Status::Expiring
-    } else if v.passed {
-        Status::Ok
-    } else if v.last_served.is_some() {
-        Status::Mismatch
-    } else {
-        Status::Unreachable
-    };
-    let mut detail = if v.passed && expiring {
-        let days = expires_in.unwrap_or(0).div_euclid(86_400);
-        format!(
-            "{} serves {}, which expires in {days} day(s) (--warn-days {warn_days})",
-            plan.probe.address, expected.leaf
-        )
-    } else if v.passed {
-        format!("{} serves {}", plan.probe.address, expected.leaf)
-    } else {
-        let last = v
-            .attempts
-            .last()
-            .and_then(|a| a.detail.clone())
-            .unwrap_or_default();
-        format!(
-            "{} does not serve {}: {last}",
-            plan.probe.address, expected.leaf
-        )
-    };
-    // When the endpoint serves the inventory's certificate the served expiry says it all.
-    if let Some(w) = material_warning.filter(|_| !v.passed) {
-        detail.push_str(&format!("; {w}"));
-    }
-    (status, detail)
-}
-
-/// Probes one target on its schedule for the inventory's certificate.
-async fn verify_target(
-    plan: &TargetPlan,
-    warn_days: u32,
-    reporter: &dyn report::Reporter,
-) -> (TargetReport, crate::monitor::Observation) {
-    let started = tokio::time::Instant::now();
-    let expected = plan.material.expected();
-    let material_warning = material_expiring(plan, warn_days);
-    let mut seen = crate::monitor::Observation {
-        target: plan.name.clone(),
-        host: plan.ssh.host.clone(),
-        connector: plan.connector.clone(),
-        certificate: plan.certificate.clone(),
-        probed: plan.has_probe,
-        reachable: false,
-        leaf_matches: false,
-        chain_matches: false,
-        served_not_after: None,
-        probe_duration_ms: None,
-        material_not_after: plan.material.leaf.not_after,
-    };
-    if !plan.has_probe {
-        let mut report = deploy::skipped(
-            plan,
-            "no TLS endpoint to probe: the connector has no default port; set verify.address",
-        );
-        if let Some(w) = material_warning {
-            report.status = Status::Expiring;
-            report.error = Some(format!("nothing to probe; {w}"));
-        }
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        return (report, seen);
-    }
-    reporter.event(report::Event::StepStarted {
-        target: plan.name.clone(),
-        step: report::Step::Verify,
-    });
-    let v = probe::verify(&plan.probe, &expected, &CancellationToken::new()).await;
-    if let Some(served) = &v.last_served {
-        seen.reachable = true;
-        seen.leaf_matches = served.leaf == expected.leaf;
-        seen.chain_matches = served.chain == expected.chain;
-        seen.served_not_after = Some(served.not_after);
-    }
-    seen.probe_duration_ms = v.attempts.last().map(|a| a.duration_ms);
-    let (status, detail) = verdict(plan, &v, warn_days, material_warning);
-    let step = report::StepReport {
-        step: report::Step::Verify,
-        status: if v.passed {
-            report::StepStatus::Ok
-        } else {
-            report::StepStatus::Failed
-        },
-        duration_ms: started.elapsed().as_millis() as u64,
-        detail: Some(detail.clone()),
-    };
-    reporter.event(report::Event::StepFinished {
-        target: plan.name.clone(),
-        step: step.clone(),
-    });
-    let report = TargetReport {
-        name: plan.name.clone(),
-        host: plan.ssh.host.clone(),
-        connector: plan.connector.clone(),
-        status,
-        old_fingerprint: None,
-        new_fingerprint: Some(expected.leaf),
-        served_fingerprint: v.last_served.as_ref().map(|s| s.leaf),
-        files: Vec::new(),
-        steps: vec![step],
-        probes: v.attempts,
-        duration_ms: started.elapsed().as_millis() as u64,
-        error: (status != Status::Ok).then_some(detail),
-    };
-    (report, seen)
 }
 
 fn history_command(args: HistoryArgs) -> Result<u8, Invalid> {
@@ -812,117 +618,4 @@ fn print_stdout(text: &str) {
     if let Err(e) = report::print_stdout(text) {
         report::print_stderr(&format!("error: writing to stdout: {e}"));
     }
-}
-
-/// What a second interrupt (an abort) still reports: one JSON document with `--output json`
-/// (a CI artifact is never empty), every target in it — finished ones as they ended, those in
-/// the middle of a step `failed` with the step named, the rest `skipped`.
-struct Abort {
-    command: &'static str,
-    dry_run: bool,
-    started_at: std::time::SystemTime,
-    started: Instant,
-    /// One report per selected target, in order, for those that never started.
-    not_started: Vec<TargetReport>,
-    output: Output,
-}
-
-impl Abort {
-    fn new(
-        command: &'static str,
-        dry_run: bool,
-        started_at: std::time::SystemTime,
-        plans: &[TargetPlan],
-        output: Output,
-    ) -> Abort {
-        Abort {
-            command,
-            dry_run,
-            started_at,
-            started: Instant::now(),
-            not_started: plans
-                .iter()
-                .map(|p| deploy::skipped(p, "interrupted before this target started"))
-                .collect(),
-            output,
-        }
-    }
-
-    /// The report of the run so far, and the text naming the targets left between states.
-    fn report(&self) -> (RunReport, String) {
-        let progress = deploy::progress();
-        let mut text = String::from("interrupt: aborting.");
-        if progress.in_flight.is_empty() {
-            text.push_str(" No target was in the middle of a step.\n");
-        } else {
-            text.push_str(
-                " These targets were interrupted between states; the next run that takes their \
-                 lock (with --break-lock) recovers them from their journal:\n",
-            );
-        }
-        let targets = self
-            .not_started
-            .iter()
-            .map(|blank| {
-                if let Some(done) = progress.finished.iter().find(|r| r.name == blank.name) {
-                    return done.clone();
-                }
-                let mut report = blank.clone();
-                if let Some(step) = progress.in_flight.get(&blank.name) {
-                    text.push_str(&format!(
-                        "  {}: interrupted during {}\n",
-                        blank.name,
-                        step.as_str()
-                    ));
-                    report.status = Status::Failed;
-                    report.error = Some(format!(
-                        "interrupted during {}; the next run will recover it",
-                        step.as_str()
-                    ));
-                }
-                report
-            })
-            .collect();
-        let run = RunReport::new(
-            self.command,
-            self.dry_run,
-            self.started_at,
-            self.started.elapsed(),
-            targets,
-        );
-        (run, text)
-    }
-}
-
-/// First Ctrl-C (or SIGTERM): start no new target, let running ones finish or roll back.
-/// Second: report what is known ([`Abort`]) and exit 130 at once.
-fn watch_interrupts(stop: CancellationToken, abort: Abort) -> Arc<std::sync::atomic::AtomicBool> {
-    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let seen = flag.clone();
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        for count in 1.. {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            seen.store(true, std::sync::atomic::Ordering::SeqCst);
-            if count == 1 {
-                report::print_stderr(
-                    "interrupt: starting no new targets; running targets finish or roll back (interrupt again to abort)\n",
-                );
-                stop.cancel();
-            } else {
-                let (run, text) = abort.report();
-                report::print_stderr(&text);
-                finish(&run, abort.output);
-                std::process::exit(130);
-            }
-        }
-    });
-    flag
 }
