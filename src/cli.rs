@@ -14,18 +14,21 @@ use crate::deploy::{self, DeployOptions};
 use crate::inventory::{self, Inventory, Target};
 use crate::material::Material;
 use crate::plan::{self, RunSettings, TargetPlan};
-use crate::probe;
-use crate::report::{self, RunReport, Status, TargetReport};
+use crate::report::{self, RunReport};
 use crate::select::{MaxFail, SerialSpec, Shard};
 
-const EXIT_CODES: &str = "\
-Exit codes:
-  0    every target deployed, unchanged, reloaded or (dry-run) would change
-  1    one or more targets failed and were rolled back or never touched
-  2    usage error or invalid input (inventory, material, connector); nothing was touched
-  3    one or more targets failed AND their rollback failed: a person must look
-  4    verify: a target serves the wrong certificate, or none
-  130  interrupted";
+mod check;
+mod connectors;
+mod errors;
+pub use errors::parse;
+mod help;
+mod init;
+mod limit;
+mod plan_view;
+mod process;
+mod report_cmd;
+mod status_view;
+mod verify;
 
 /// Deploy TLS certificates to servers over SSH: staged preview, atomic swap, reload, verified
 /// by a TLS handshake, rolled back on failure.
@@ -34,7 +37,7 @@ Exit codes:
     name = "certctl",
     version,
     long_version = crate::version::long(),
-    after_help = EXIT_CODES,
+    after_help = help::TOP,
     propagate_version = true
 )]
 pub struct Cli {
@@ -43,30 +46,52 @@ pub struct Cli {
     /// More detail on stderr (-v, -vv, -vvv); never secrets.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// Errors and the summary only: no progress, no warnings.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Colour on stderr: `auto` (a terminal that is not TERM=dumb, unless NO_COLOR is set;
+    /// CLICOLOR_FORCE=1 colours a pipe too), `always` or `never`.
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto, global = true)]
+    pub color: ColorWhen,
+}
+
+/// `--color WHEN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Deploy certificates: inspect, stage, preview, backup, swap, test, reload, verify.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = help::DEPLOY)]
     Deploy(DeployArgs),
     /// Probe every selected target: is the inventory's certificate (and chain) served?
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = help::VERIFY)]
     Verify(VerifyArgs),
     /// Offline check of the inventory, the certificate material and the connectors.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = help::CHECK)]
     Check(CheckArgs),
     /// Restore each selected target's newest backup set, reload, and verify the restored
     /// certificate is served. A second rollback goes one backup set further back.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = help::ROLLBACK)]
     Rollback(RollbackArgs),
     /// Per target, read-only: files on disk (fingerprint, not-after, mode, owner), what is
     /// served and for how long, OS/arch/hostname and the server software's version.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = help::STATUS)]
     Status(StatusArgs),
     /// The local history of runs that changed something (deployed, reloaded, rolled back):
     /// print it, or check its hash chain.
     History(HistoryArgs),
+    /// Write a commented starter inventory (./certctl.yaml, or -i FILE) for one connector.
+    Init(init::InitArgs),
+    /// Work with JSON reports: `report merge A.json B.json …` combines a sharded run's.
+    Report {
+        #[command(subcommand)]
+        action: report_cmd::ReportAction,
+    },
     /// List the connectors, or show one's definition.
     Connectors {
         #[command(subcommand)]
@@ -100,10 +125,15 @@ pub struct InventoryArgs {
         default_value = "certctl.yaml"
     )]
     pub inventory: PathBuf,
-    /// Only these targets: comma-separated names, group names and globs (`web-*`); `!term`
-    /// excludes. A term that matches nothing is an error.
-    #[arg(long, value_name = "PATTERN")]
+    /// Only these targets: names, group names and globs (`web-*`), separated by `,` or `:`;
+    /// `!term` excludes, `&term` intersects (`web:&staging`), `all` is every target, `@FILE`
+    /// reads one pattern per line, `@REPORT.json` retries the targets a previous JSON report
+    /// did not count as a success. A term that matches nothing is an error.
+    #[arg(short = 'l', long, value_name = "PATTERN")]
     pub limit: Option<String>,
+    /// Print the selected targets' names on stdout, one a line, and exit (nothing contacted).
+    #[arg(long)]
+    pub list_targets: bool,
     /// Only shard I of N (e.g. `2/3`): a stable partition of the selected targets by name, so
     /// N CI jobs together cover every target exactly once.
     #[arg(long, value_name = "I/N")]
@@ -124,7 +154,7 @@ pub enum Output {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Targets in flight at once.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(short = 'f', long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
     pub forks: u16,
     /// Human output on stderr, or one JSON document on stdout.
     #[arg(long, value_enum, default_value_t = Output::Human)]
@@ -241,77 +271,76 @@ pub struct RollbackArgs {
 pub struct CheckArgs {
     #[command(flatten)]
     pub inventory: InventoryArgs,
+    /// Print each target's resolved connection on stdout, as `ssh -G` does: address, port,
+    /// user, keys, known_hosts files, jump hosts, become (also with -v, or naming targets).
+    #[arg(long)]
+    pub show: bool,
+    /// Human output on stderr, or one JSON document on stdout (targets with their resolved
+    /// connection and files; problems and warnings as lists).
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+    /// Show only these targets' resolved connection.
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
 }
 
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
-    init_tracing(cli.verbose);
+    let term = report::term::configure(
+        match cli.color {
+            ColorWhen::Auto => report::term::ColorChoice::Auto,
+            ColorWhen::Always => report::term::ColorChoice::Always,
+            ColorWhen::Never => report::term::ColorChoice::Never,
+        },
+        cli.quiet,
+        cli.verbose,
+    );
+    process::init_tracing(cli.verbose, term.colour);
+    let _ = crate::ssh::known_hosts::ON_RECORDED.set(|line| {
+        if !report::term::settings().quiet {
+            report::print_stderr(line);
+        }
+    });
+    let json_report = errors::json_command(&cli.command);
+    if let Some(args) = limit::inventory_args(&cli.command).filter(|a| a.list_targets) {
+        return match limit::list(args) {
+            Ok(code) => code,
+            Err(Invalid(problems)) => errors::invalid(&problems, None),
+        };
+    }
     let result = match cli.command {
         Command::Deploy(args) => deploy_command(args, cli.verbose).await,
-        Command::Verify(args) => verify_command(args, cli.verbose).await,
-        Command::Check(args) => check_command(args),
+        Command::Verify(args) => verify::run(args, cli.verbose).await,
+        Command::Check(args) => check::run(args, cli.verbose),
         Command::Rollback(args) => rollback_command(args, cli.verbose).await,
         Command::Status(args) => status_command(args, cli.verbose).await,
         Command::History(args) => history_command(args),
-        Command::Connectors { action } => {
-            connectors_command(action.unwrap_or(ConnectorsAction::List))
-        }
+        Command::Init(args) => init::run(args),
+        Command::Report { action } => report_cmd::run(action),
+        Command::Connectors { action } => connectors::run(action.unwrap_or(ConnectorsAction::List)),
         Command::Completions { shell } => Ok(crate::generate::completions(shell)),
         Command::Man(args) => Ok(crate::generate::man(&args)),
     };
     match result {
         Ok(code) => code,
-        Err(Invalid(messages)) => {
-            for m in messages {
-                report::print_stderr(&format!("error: {m}\n"));
-            }
-            2
-        }
+        Err(Invalid(problems)) => errors::invalid(&problems, json_report),
     }
 }
 
-/// File descriptors one target in flight may hold at once: its SSH connection, a probe's TCP
-/// connection, and a known_hosts or key file being read, with one to spare.
-const FDS_PER_TARGET: u64 = 4;
-/// Descriptors kept back for the process itself: stdio, the runtime, jump-host connections.
-const FDS_RESERVED: u64 = 64;
-
-/// `--forks`, bounded by the open-file limit. The soft limit is first raised to the hard one
-/// (a shell's usual soft limit, 1024, allows about 240 targets in flight); should even the
-/// hard limit be too low, fewer targets run at once instead of failing with EMFILE.
-fn forks_within_fd_limit(forks: u16) -> usize {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let wanted = u64::from(forks.max(1));
-    let limit = getrlimit(Resource::Nofile);
-    let mut soft = limit.current;
-    if soft != limit.maximum {
-        let raised = Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        };
-        if setrlimit(Resource::Nofile, raised).is_ok() {
-            soft = limit.maximum;
-        }
-    }
-    let Some(soft) = soft else {
-        return usize::from(forks.max(1));
-    };
-    let allowed = (soft.saturating_sub(FDS_RESERVED) / FDS_PER_TARGET).max(1);
-    if allowed < wanted {
-        report::print_stderr(&format!(
-            "warning: --forks {forks} lowered to {allowed}: the open-file limit is {soft} \
-             (raise it with `ulimit -n`)\n"
-        ));
-    }
-    usize::try_from(wanted.min(allowed)).unwrap_or(usize::MAX)
-}
-
-/// Invalid input: exit 2, nothing touched. Every problem found is listed.
-struct Invalid(Vec<String>);
+/// Invalid input: exit 2, nothing touched. Every problem found is listed, once, with the
+/// targets it affects.
+struct Invalid(Vec<report::Problem>);
 
 impl<E: std::fmt::Display> From<E> for Invalid {
     fn from(e: E) -> Self {
-        Invalid(vec![e.to_string()])
+        Invalid(vec![report::Problem::run(e.to_string())])
+    }
+}
+
+impl Invalid {
+    /// Problems of the whole run, one message each.
+    fn messages(messages: Vec<String>) -> Self {
+        Invalid(messages.into_iter().map(report::Problem::run).collect())
     }
 }
 
@@ -332,6 +361,7 @@ fn prepare_only(
     settings: &RunSettings,
     only: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<Prepared, Invalid> {
+    errors::inventory_exists(&args.inventory)?;
     let inventory = inventory::load(&args.inventory, &Catalogue::builtin_names())?;
     let catalogue = Catalogue::builtin().with_user(&inventory.connectors)?;
     let mut targets = select(&inventory, args)?;
@@ -340,49 +370,62 @@ fn prepare_only(
     }
 
     let mut materials = BTreeMap::new();
+    // Each certificate is loaded once; a broken one is one problem naming every target using it.
+    let mut broken: BTreeMap<&str, String> = BTreeMap::new();
     let mut errors = Vec::new();
     for target in &targets {
+        let problem = |message: String| report::Problem {
+            message,
+            targets: vec![target.name.clone()],
+        };
         if materials.contains_key(&target.certificate) {
             continue;
         }
+        if let Some(message) = broken.get(target.certificate.as_str()) {
+            errors.push(problem(message.clone()));
+            continue;
+        }
         let Some(spec) = inventory.certificates.get(&target.certificate) else {
-            errors.push(format!(
-                "target `{}`: unknown certificate `{}`",
-                target.name, target.certificate
-            ));
+            errors.push(problem(format!(
+                "unknown certificate `{}`",
+                target.certificate
+            )));
             continue;
         };
         match Material::load(spec).and_then(|m| m.check(&[], settings.now).map(|w| (m, w))) {
             Ok((m, warnings)) => {
                 for w in warnings {
-                    report::print_stderr(&format!("warning: certificate `{}`: {w}\n", spec.name));
+                    report::print_warning(&format!("certificate `{}`: {w}", spec.name));
                 }
                 materials.insert(target.certificate.clone(), Arc::new(m));
             }
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => {
+                broken.insert(&target.certificate, e.to_string());
+                errors.push(problem(e.to_string()));
+            }
         }
     }
     if !errors.is_empty() {
-        return Err(Invalid(errors));
+        return Err(Invalid(report::problems::group(errors)));
     }
     let ssh_client = match &args.ssh_config {
         Some(path) => crate::ssh::config::SshClientConfig::load(path),
         None => crate::ssh::config::SshClientConfig::load_default(),
     }?;
     for warning in ssh_client.warnings() {
-        report::print_stderr(&format!("warning: {warning}\n"));
+        report::print_warning(warning);
     }
     let settings = RunSettings {
         ssh_client: Arc::new(ssh_client),
         ..settings.clone()
     };
     let plans = plan::build(&inventory, &targets, &catalogue, &materials, &settings)
-        .map_err(|errs| Invalid(errs.iter().map(ToString::to_string).collect()))?;
+        .map_err(|errs| Invalid(errors::plan_problems(&errs)))?;
     // Per-host ssh config warnings, once each however many targets share the line.
     let mut shown = std::collections::BTreeSet::new();
     for warning in plans.iter().flat_map(|p| &p.ssh_warnings) {
         if shown.insert(warning.as_str()) {
-            report::print_stderr(&format!("warning: {warning}\n"));
+            report::print_warning(warning);
         }
     }
     Ok(Prepared {
@@ -394,8 +437,12 @@ fn prepare_only(
 
 /// `--limit`, then `--shard`.
 fn select<'a>(inventory: &'a Inventory, args: &InventoryArgs) -> Result<Vec<&'a Target>, Invalid> {
-    let selected =
-        crate::select::select(&inventory.targets, &inventory.groups, args.limit.as_deref())?;
+    let limit = args
+        .limit
+        .as_deref()
+        .map(|l| limit::expand(l, inventory))
+        .transpose()?;
+    let selected = crate::select::select(&inventory.targets, &inventory.groups, limit.as_deref())?;
     Ok(match args.shard {
         Some(shard) => crate::select::shard(selected, shard),
         None => selected,
@@ -413,20 +460,22 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
     let Prepared {
         plans, inventory, ..
     } = prepare_only(&args.inventory, &settings, only.as_ref())?;
-    let forks = forks_within_fd_limit(args.run.forks);
+    let forks = process::forks_within_fd_limit(args.run.forks);
     let problems = crate::lifecycle::policy_problems(&inventory, &plans, settings.now);
     if !problems.is_empty() {
-        return Err(Invalid(problems));
+        return Err(Invalid::messages(problems));
     }
     let refusals = crate::lifecycle::downgrade_gate(&inventory, &plans, forks, args.force).await;
     if !refusals.is_empty() {
-        return Err(Invalid(refusals));
+        return Err(Invalid::messages(refusals));
     }
     let reporter: Arc<dyn report::Reporter> = Arc::from(report::reporter(plans.len(), verbose));
     let stop = CancellationToken::new();
-    let abort = Abort::new("deploy", args.dry_run, started_at, &plans, args.run.output);
-    let interrupted = watch_interrupts(stop.clone(), abort);
+    let abort = process::Abort::new("deploy", args.dry_run, started_at, &plans, args.run.output);
+    let interrupted = process::watch_interrupts(stop.clone(), abort);
     let total = plans.len();
+    let previews = args.dry_run.then(|| plan_view::previews(&plans));
+    let leaves = plan_view::leaves(&plans);
     let options = DeployOptions {
         mode: if args.dry_run {
             deploy::Mode::DryRun
@@ -441,13 +490,17 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
     };
     let targets = deploy::deploy_all(plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();
-    let run = RunReport::new(
+    let mut run = RunReport::new(
         "deploy",
         args.dry_run,
         started_at,
         started.elapsed(),
         targets,
     );
+    run.extras = plan_view::deployed_expiry(&run, &leaves);
+    if let Some(previews) = previews {
+        plan_view::print(&run, &previews, verbose);
+    }
     finish(&run, args.run.output);
     let code = if stop.is_cancelled() && interrupted.load(std::sync::atomic::Ordering::SeqCst) {
         130
@@ -465,7 +518,7 @@ async fn rollback_command(args: RollbackArgs, verbose: u8) -> Result<u8, Invalid
     let options = DeployOptions {
         mode: deploy::Mode::Rollback,
         force: false,
-        forks: forks_within_fd_limit(args.run.forks),
+        forks: process::forks_within_fd_limit(args.run.forks),
         batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: args.break_lock,
@@ -484,51 +537,23 @@ async fn status_command(args: StatusArgs, verbose: u8) -> Result<u8, Invalid> {
     let options = DeployOptions {
         mode: deploy::Mode::Status,
         force: false,
-        forks: forks_within_fd_limit(args.run.forks),
+        forks: process::forks_within_fd_limit(args.run.forks),
         batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: false,
     };
-    let (run, code) = fleet_command("status", prepared, options, verbose, args.run.output).await;
+    let (mut run, code) =
+        fleet_command("status", prepared, options, verbose, args.run.output).await;
+    run.extras = run
+        .targets
+        .iter()
+        .map(report::TargetExtra::for_status)
+        .collect();
     if args.run.output == Output::Human {
-        report::print_stderr(&status_lines(&run));
+        report::print_stderr(&status_view::status_lines(&run));
     }
     finish(&run, args.run.output);
     Ok(code)
-}
-
-/// Per target: facts and served certificate, then one line per file.
-fn status_lines(run: &RunReport) -> String {
-    let mut out = String::new();
-    for t in &run.targets {
-        let facts = t
-            .steps
-            .iter()
-            .rev()
-            .find(|s| s.step == report::Step::Inspect)
-            .and_then(|s| s.detail.clone())
-            .unwrap_or_default();
-        out.push_str(&format!("{} ({}): {facts}\n", t.name, t.host));
-        for f in &t.files {
-            out.push_str(&format!(
-                "    {:9} {} {} mode {} owner {}:{}{}{}\n",
-                f.role,
-                f.path,
-                f.action,
-                f.mode,
-                f.owner.as_deref().unwrap_or("-"),
-                f.group.as_deref().unwrap_or("-"),
-                f.old_fingerprint
-                    .map(|fp| format!(" leaf {fp}"))
-                    .unwrap_or_default(),
-                f.not_after
-                    .as_deref()
-                    .map(|n| format!(" not-after {n}"))
-                    .unwrap_or_default(),
-            ));
-        }
-    }
-    out
 }
 
 /// Runs a whole-fleet operation (rollback, status) through the engine with interrupts
@@ -545,8 +570,8 @@ async fn fleet_command(
     let reporter: Arc<dyn report::Reporter> =
         Arc::from(report::reporter(prepared.plans.len(), verbose));
     let stop = CancellationToken::new();
-    let abort = Abort::new(command, false, started_at, &prepared.plans, output);
-    let interrupted = watch_interrupts(stop.clone(), abort);
+    let abort = process::Abort::new(command, false, started_at, &prepared.plans, output);
+    let interrupted = process::watch_interrupts(stop.clone(), abort);
     let targets = deploy::deploy_all(prepared.plans, options, reporter.clone(), stop.clone()).await;
     reporter.finish();
     let run = RunReport::new(command, false, started_at, started.elapsed(), targets);
@@ -556,226 +581,6 @@ async fn fleet_command(
         report::exit_code(&run)
     };
     (run, code)
-}
-
-async fn verify_command(args: VerifyArgs, verbose: u8) -> Result<u8, Invalid> {
-    let started = Instant::now();
-    let started_at = std::time::SystemTime::now();
-    let settings = RunSettings::new(false);
-    let prepared = prepare(&args.inventory, &settings)?;
-    let reporter: Arc<dyn report::Reporter> =
-        Arc::from(report::reporter(prepared.plans.len(), verbose));
-    let forks = Arc::new(tokio::sync::Semaphore::new(forks_within_fd_limit(
-        args.run.forks,
-    )));
-    let mut tasks = tokio::task::JoinSet::new();
-    let warn_days = args.warn_days;
-    for (index, plan) in prepared.plans.into_iter().enumerate() {
-        let forks = forks.clone();
-        let reporter = reporter.clone();
-        tasks.spawn(async move {
-            let _permit = forks.acquire_owned().await;
-            let (report, seen) = verify_target(&plan, warn_days, reporter.as_ref()).await;
-            reporter.event(report::Event::TargetFinished {
-                report: report.clone(),
-            });
-            (index, report, seen)
-        });
-    }
-    let mut reports = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(r) => reports.push(r),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
-    }
-    reporter.finish();
-    reports.sort_by_key(|(i, _, _)| *i);
-    let (targets, seen): (Vec<TargetReport>, Vec<crate::monitor::Observation>) =
-        reports.into_iter().map(|(_, r, o)| (r, o)).unzip();
-    let run = RunReport::new("verify", false, started_at, started.elapsed(), targets);
-    finish(&run, args.run.output);
-    if let Some(path) = &args.prometheus {
-        crate::lifecycle::write_prometheus(path, &seen, crate::plan::now_unix());
-    }
-    let code = report::exit_code(&run);
-    let (inventory, run_id) = (&prepared.inventory, &settings.run_id);
-    crate::lifecycle::after_run(&run, code, inventory, run_id, !args.no_notify, verbose).await;
-    Ok(code)
-}
-
-/// The inventory's own certificate expires within `--warn-days`: how soon, for messages.
-fn material_expiring(plan: &TargetPlan, warn_days: u32) -> Option<String> {
-    let left = plan.material.leaf.not_after - crate::plan::now_unix();
-    (warn_days > 0 && left < i64::from(warn_days) * 86_400).then(|| {
-        format!(
-            "the inventory's certificate `{}` itself expires in {} day(s) (--warn-days {warn_days}): renew it",
-            plan.certificate,
-            left.div_euclid(86_400)
-        )
-    })
-}
-
-/// What a verification means: the status, and the detail for the report.
-fn verdict(
-    plan: &TargetPlan,
-    v: &probe::Verification,
-    warn_days: u32,
-    material_warning: Option<String>,
-) -> (Status, String) {
-    let expected = plan.material.expected();
-    let expires_in = v
-        .last_served
-        .as_ref()
-        .map(|s| s.not_after - crate::plan::now_unix());
-    let expiring =
-        warn_days > 0 && expires_in.is_some_and(|secs| secs < i64::from(warn_days) * 86_400);
-    let status = if v.passed && expiring {
-        Status::Expiring
-    } else if v.passed {
-        Status::Ok
-    } else if v.last_served.is_some() {
-        Status::Mismatch
-    } else {
-        Status::Unreachable
-    };
-    let mut detail = if v.passed && expiring {
-        let days = expires_in.unwrap_or(0).div_euclid(86_400);
-        format!(
-            "{} serves {}, which expires in {days} day(s) (--warn-days {warn_days})",
-            plan.probe.address, expected.leaf
-        )
-    } else if v.passed {
-        format!("{} serves {}", plan.probe.address, expected.leaf)
-    } else {
-        let last = v
-            .attempts
-            .last()
-            .and_then(|a| a.detail.clone())
-            .unwrap_or_default();
-        format!(
-            "{} does not serve {}: {last}",
-            plan.probe.address, expected.leaf
-        )
-    };
-    // When the endpoint serves the inventory's certificate the served expiry says it all.
-    if let Some(w) = material_warning.filter(|_| !v.passed) {
-        detail.push_str(&format!("; {w}"));
-    }
-    (status, detail)
-}
-
-/// Probes one target on its schedule for the inventory's certificate.
-async fn verify_target(
-    plan: &TargetPlan,
-    warn_days: u32,
-    reporter: &dyn report::Reporter,
-) -> (TargetReport, crate::monitor::Observation) {
-    let started = tokio::time::Instant::now();
-    let expected = plan.material.expected();
-    let material_warning = material_expiring(plan, warn_days);
-    let mut seen = crate::monitor::Observation {
-        target: plan.name.clone(),
-        host: plan.ssh.host.clone(),
-        connector: plan.connector.clone(),
-        certificate: plan.certificate.clone(),
-        probed: plan.has_probe,
-        reachable: false,
-        leaf_matches: false,
-        chain_matches: false,
-        served_not_after: None,
-        probe_duration_ms: None,
-        material_not_after: plan.material.leaf.not_after,
-    };
-    if !plan.has_probe {
-        let mut report = deploy::skipped(
-            plan,
-            "no TLS endpoint to probe: the connector has no default port; set verify.address",
-        );
-        if let Some(w) = material_warning {
-            report.status = Status::Expiring;
-            report.error = Some(format!("nothing to probe; {w}"));
-        }
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        return (report, seen);
-    }
-    reporter.event(report::Event::StepStarted {
-        target: plan.name.clone(),
-        step: report::Step::Verify,
-    });
-    let v = probe::verify(&plan.probe, &expected, &CancellationToken::new()).await;
-    if let Some(served) = &v.last_served {
-        seen.reachable = true;
-        seen.leaf_matches = served.leaf == expected.leaf;
-        seen.chain_matches = served.chain == expected.chain;
-        seen.served_not_after = Some(served.not_after);
-    }
-    seen.probe_duration_ms = v.attempts.last().map(|a| a.duration_ms);
-    let (status, detail) = verdict(plan, &v, warn_days, material_warning);
-    let step = report::StepReport {
-        step: report::Step::Verify,
-        status: if v.passed {
-            report::StepStatus::Ok
-        } else {
-            report::StepStatus::Failed
-        },
-        duration_ms: started.elapsed().as_millis() as u64,
-        detail: Some(detail.clone()),
-    };
-    reporter.event(report::Event::StepFinished {
-        target: plan.name.clone(),
-        step: step.clone(),
-    });
-    let report = TargetReport {
-        name: plan.name.clone(),
-        host: plan.ssh.host.clone(),
-        connector: plan.connector.clone(),
-        status,
-        old_fingerprint: None,
-        new_fingerprint: Some(expected.leaf),
-        served_fingerprint: v.last_served.as_ref().map(|s| s.leaf),
-        files: Vec::new(),
-        steps: vec![step],
-        probes: v.attempts,
-        duration_ms: started.elapsed().as_millis() as u64,
-        error: (status != Status::Ok).then_some(detail),
-    };
-    (report, seen)
-}
-
-fn check_command(args: CheckArgs) -> Result<u8, Invalid> {
-    let settings = RunSettings::new(false);
-    let prepared = prepare(&args.inventory, &settings)?;
-    let problems =
-        crate::lifecycle::policy_problems(&prepared.inventory, &prepared.plans, settings.now);
-    if !problems.is_empty() {
-        return Err(Invalid(problems));
-    }
-    report::print_stderr(&format!(
-        "ok: {} — {} target(s), {} certificate(s), {} user-defined connector(s); nothing was contacted\n",
-        args.inventory.inventory.display(),
-        prepared.plans.len(),
-        prepared.certificates,
-        prepared.inventory.connectors.len()
-    ));
-    for plan in &prepared.plans {
-        let leaf = &plan.material.leaf;
-        report::print_stderr(&format!(
-            "  {}: {} via {} -> {} (certificate `{}` {}, expires {})\n",
-            plan.name,
-            plan.ssh.host,
-            plan.connector,
-            plan.files
-                .iter()
-                .map(|f| f.path.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-            plan.certificate,
-            leaf.fingerprint,
-            report::format_unix(leaf.not_after),
-        ));
-    }
-    Ok(0)
 }
 
 fn history_command(args: HistoryArgs) -> Result<u8, Invalid> {
@@ -793,47 +598,13 @@ fn history_command(args: HistoryArgs) -> Result<u8, Invalid> {
     )?)
 }
 
-fn connectors_command(action: ConnectorsAction) -> Result<u8, Invalid> {
-    let catalogue = Catalogue::builtin();
-    match action {
-        ConnectorsAction::List => {
-            let width = catalogue.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
-            let mut out = String::new();
-            for (name, def, _) in catalogue.iter() {
-                let summary = def
-                    .description
-                    .split(". ")
-                    .next()
-                    .unwrap_or("")
-                    .trim_end_matches('.');
-                out.push_str(&format!("{name:width$}  {summary}\n"));
-            }
-            print_stdout(&out);
-        }
-        ConnectorsAction::Show { name } => {
-            let Some(source) = Catalogue::builtin_source(&name) else {
-                let names: Vec<&str> = catalogue.iter().map(|(n, _, _)| n).collect();
-                let hint = crate::connector::did_you_mean(&name, names.iter().copied())
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                return Err(Invalid(vec![format!(
-                    "unknown connector `{name}`{hint}; `certctl connectors list` lists them"
-                )]));
-            };
-            let mut out = source.to_string();
-            out.push_str("\n# Engine parameters every connector accepts:\n");
-            for (param, what) in crate::connector::ENGINE_PARAMS {
-                out.push_str(&format!("#   {param}: {what}\n"));
-            }
-            print_stdout(&out);
-        }
-    }
-    Ok(0)
-}
-
 /// Prints the summary table (stderr) and, with `--output json`, the report (stdout).
 fn finish(run: &RunReport, output: Output) {
-    report::print_stderr(&report::summary_table(run));
+    if report::term::settings().quiet {
+        report::print_stderr(&report::summary_short(run));
+    } else {
+        report::print_stderr(&report::summary_table(run));
+    }
     if output == Output::Json {
         let mut out = std::io::stdout().lock();
         if let Err(e) = report::write_json(run, &mut out) {
@@ -847,133 +618,4 @@ fn print_stdout(text: &str) {
     if let Err(e) = report::print_stdout(text) {
         report::print_stderr(&format!("error: writing to stdout: {e}"));
     }
-}
-
-/// What a second interrupt (an abort) still reports: one JSON document with `--output json`
-/// (a CI artifact is never empty), every target in it — finished ones as they ended, those in
-/// the middle of a step `failed` with the step named, the rest `skipped`.
-struct Abort {
-    command: &'static str,
-    dry_run: bool,
-    started_at: std::time::SystemTime,
-    started: Instant,
-    /// One report per selected target, in order, for those that never started.
-    not_started: Vec<TargetReport>,
-    output: Output,
-}
-
-impl Abort {
-    fn new(
-        command: &'static str,
-        dry_run: bool,
-        started_at: std::time::SystemTime,
-        plans: &[TargetPlan],
-        output: Output,
-    ) -> Abort {
-        Abort {
-            command,
-            dry_run,
-            started_at,
-            started: Instant::now(),
-            not_started: plans
-                .iter()
-                .map(|p| deploy::skipped(p, "interrupted before this target started"))
-                .collect(),
-            output,
-        }
-    }
-
-    /// The report of the run so far, and the text naming the targets left between states.
-    fn report(&self) -> (RunReport, String) {
-        let progress = deploy::progress();
-        let mut text = String::from("interrupt: aborting.");
-        if progress.in_flight.is_empty() {
-            text.push_str(" No target was in the middle of a step.\n");
-        } else {
-            text.push_str(
-                " These targets were interrupted between states; the next run that takes their \
-                 lock (with --break-lock) recovers them from their journal:\n",
-            );
-        }
-        let targets = self
-            .not_started
-            .iter()
-            .map(|blank| {
-                if let Some(done) = progress.finished.iter().find(|r| r.name == blank.name) {
-                    return done.clone();
-                }
-                let mut report = blank.clone();
-                if let Some(step) = progress.in_flight.get(&blank.name) {
-                    text.push_str(&format!(
-                        "  {}: interrupted during {}\n",
-                        blank.name,
-                        step.as_str()
-                    ));
-                    report.status = Status::Failed;
-                    report.error = Some(format!(
-                        "interrupted during {}; the next run will recover it",
-                        step.as_str()
-                    ));
-                }
-                report
-            })
-            .collect();
-        let run = RunReport::new(
-            self.command,
-            self.dry_run,
-            self.started_at,
-            self.started.elapsed(),
-            targets,
-        );
-        (run, text)
-    }
-}
-
-/// First Ctrl-C (or SIGTERM): start no new target, let running ones finish or roll back.
-/// Second: report what is known ([`Abort`]) and exit 130 at once.
-fn watch_interrupts(stop: CancellationToken, abort: Abort) -> Arc<std::sync::atomic::AtomicBool> {
-    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let seen = flag.clone();
-    tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        for count in 1.. {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            seen.store(true, std::sync::atomic::Ordering::SeqCst);
-            if count == 1 {
-                report::print_stderr(
-                    "interrupt: starting no new targets; running targets finish or roll back (interrupt again to abort)\n",
-                );
-                stop.cancel();
-            } else {
-                let (run, text) = abort.report();
-                report::print_stderr(&text);
-                finish(&run, abort.output);
-                std::process::exit(130);
-            }
-        }
-    });
-    flag
-}
-
-fn init_tracing(verbose: u8) {
-    let level = match verbose {
-        0 => return,
-        1 => "certctl=info",
-        2 => "certctl=debug",
-        _ => "certctl=trace,russh=debug",
-    };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(report::stderr_writer)
-        .with_target(false)
-        .try_init();
 }

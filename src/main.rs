@@ -1,9 +1,8 @@
 //! The `certctl` binary: parse arguments, start the runtime, run, exit with the code `run` chose.
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let cli = certctl::cli::Cli::parse();
+    // A usage error with `--output json` still writes one JSON document (exit 2).
+    let cli = certctl::cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

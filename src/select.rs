@@ -34,6 +34,9 @@ pub enum SelectError {
     /// Every term matched something, but the exclusions removed every included target.
     #[error("--limit `{limit}` selects no target: every included target is also excluded")]
     EmptySelection { limit: String },
+    /// Every term matched something, but no included target is in every `&` term.
+    #[error("--limit `{limit}` selects no target: no included target matches every `&` term")]
+    EmptyIntersection { limit: String },
     /// A `--shard`, `--serial` or `--max-fail` value that does not parse.
     #[error("{flag} `{value}`: {reason}")]
     BadValue {
@@ -68,11 +71,14 @@ fn bad_value(flag: &'static str, value: &str, reason: impl Into<String>) -> Sele
 /// - a group name (`edge`): every target in that group,
 /// - a glob (`web-*`, `db-?`, `[ab]*`, `[!x]*`, `[a-f]?`) matched against every target name
 ///   and every group name; a matching group contributes all its targets,
-/// - any of the above prefixed with `!`: excluded.
+/// - any of the above prefixed with `!`: excluded;
+/// - any of the above prefixed with `&`: an intersection (Ansible's `web:&staging`: the
+///   targets of `web` that are also in `staging`).
 ///
-/// Exclusions apply after all includes, whatever their position in the list. If only
-/// exclusions are given, the selection starts from every target. No `--limit` (`None`) selects
-/// every target.
+/// Exclusions and intersections apply after all includes, whatever their position in the list.
+/// If only exclusions or intersections are given, the selection starts from every target. No
+/// `--limit` (`None`) selects every target. (Ansible's other forms — `:` as a separator, `all`,
+/// `@FILE` — are read by the command line before this.)
 ///
 /// A term never matches silently nothing: an include or exclude term that names no target and
 /// no group is an error with a "did you mean" hint, an include term that matches only empty
@@ -91,12 +97,16 @@ pub fn select<'a>(
     let terms = parse_limit(limit)?;
     let index = Index::new(targets, groups);
 
-    let has_include = terms.iter().any(|t| !t.exclude);
+    let has_include = terms.iter().any(|t| !t.exclude && !t.intersect);
     let mut included = vec![!has_include; targets.len()];
     let mut excluded = vec![false; targets.len()];
+    let mut intersections: Vec<Vec<bool>> = Vec::new();
     for term in &terms {
         let marks = if term.exclude {
             &mut excluded
+        } else if term.intersect {
+            intersections.push(vec![false; targets.len()]);
+            intersections.last_mut().expect("just pushed")
         } else {
             &mut included
         };
@@ -107,6 +117,8 @@ pub fn select<'a>(
                 hint: index.suggest(term.pattern.source()).map(|s| {
                     if term.exclude {
                         format!("!{s}")
+                    } else if term.intersect {
+                        format!("&{s}")
                     } else {
                         s.to_owned()
                     }
@@ -122,13 +134,18 @@ pub fn select<'a>(
 
     let selected: Vec<&Target> = targets
         .iter()
-        .zip(included.iter().zip(&excluded))
-        .filter(|(_, (inc, exc))| **inc && !**exc)
-        .map(|(t, _)| t)
+        .enumerate()
+        .filter(|&(i, _)| included[i] && !excluded[i] && intersections.iter().all(|m| m[i]))
+        .map(|(_, t)| t)
         .collect();
     if selected.is_empty() && !targets.is_empty() {
-        return Err(SelectError::EmptySelection {
-            limit: limit.to_owned(),
+        let limit = limit.to_owned();
+        let without_exclusions =
+            (0..targets.len()).any(|i| included[i] && intersections.iter().all(|m| m[i]));
+        return Err(if without_exclusions {
+            SelectError::EmptySelection { limit }
+        } else {
+            SelectError::EmptyIntersection { limit }
         });
     }
     Ok(selected)
@@ -138,6 +155,8 @@ pub fn select<'a>(
 struct Term {
     raw: String,
     exclude: bool,
+    /// `&term`: keep only targets this term also matches.
+    intersect: bool,
     pattern: Pattern,
 }
 
@@ -145,14 +164,18 @@ fn parse_limit(limit: &str) -> Result<Vec<Term>, SelectError> {
     let mut terms = Vec::new();
     // Empty items (`web,,db`, a trailing comma) are skipped; a limit with no term at all is not.
     for raw in limit.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let (exclude, body) = match raw.strip_prefix('!') {
-            Some(rest) => (true, rest.trim_start()),
-            None => (false, raw),
+        let (exclude, intersect, body) = match (raw.strip_prefix('!'), raw.strip_prefix('&')) {
+            (Some(rest), _) => (true, false, rest.trim_start()),
+            (_, Some(rest)) => (false, true, rest.trim_start()),
+            _ => (false, false, raw),
         };
         if body.is_empty() {
             return Err(SelectError::BadPattern {
                 term: raw.to_owned(),
-                reason: "`!` needs a target, group or glob after it".into(),
+                reason: format!(
+                    "`{}` needs a target, group or glob after it",
+                    if exclude { '!' } else { '&' }
+                ),
             });
         }
         let pattern = Pattern::parse(body).map_err(|reason| SelectError::BadPattern {
@@ -162,6 +185,7 @@ fn parse_limit(limit: &str) -> Result<Vec<Term>, SelectError> {
         terms.push(Term {
             raw: raw.to_owned(),
             exclude,
+            intersect,
             pattern,
         });
     }

@@ -400,6 +400,17 @@ fn humanize(message: String) -> String {
     };
     if message.contains("found a tab") || message.contains("tabs disallowed") {
         message.push_str(" (indent YAML with spaces, not tabs)");
+    } else if !message.contains("flow") && INDENTATION_SYMPTOMS.iter().any(|s| message.contains(s))
+    {
+        message.push_str(" (check the indentation of this line and of the line above)");
     }
     message
 }
+
+/// What the YAML scanner says when a line is indented more or less than its siblings.
+const INDENTATION_SYMPTOMS: [&str; 4] = [
+    "did not find expected",
+    "mapping values are not allowed in this context",
+    "while parsing a block mapping",
+    "while parsing a block collection",
+];

@@ -1,5 +1,5 @@
 //! The printer for a stderr that is not a terminal (CI logs, `2> file`): one line per finished
-//! step and per finished target, never an escape code, nothing redrawn.
+//! step and per finished target, nothing redrawn, no escape code unless colour was asked for.
 
 use std::io::Write;
 use std::sync::Mutex;
@@ -14,6 +14,7 @@ use super::{Event, Reporter};
 pub struct PlainReporter {
     out: Mutex<Box<dyn Write + Send>>,
     verbose: u8,
+    paint: Paint,
 }
 
 impl PlainReporter {
@@ -23,12 +24,16 @@ impl PlainReporter {
         PlainReporter {
             out: Mutex::new(out),
             verbose,
+            paint: Paint::Plain,
         }
     }
 
-    /// A printer writing to stderr.
+    /// A printer writing to stderr; status words coloured only when [`super::term`] allows it
+    /// (`--color always`, `CLICOLOR_FORCE`), never by default into a pipe.
     pub fn stderr(verbose: u8) -> Self {
-        Self::new(Box::new(std::io::stderr()), verbose)
+        let mut plain = Self::new(Box::new(std::io::stderr()), verbose);
+        plain.paint = Paint::from_settings();
+        plain
     }
 
     fn line(&self, mut text: String) {
@@ -54,10 +59,10 @@ impl Reporter for PlainReporter {
                 }
             }
             Event::StepFinished { target, step } => {
-                self.line(text::step_finished(&target, &step, verbose, Paint::Plain));
+                self.line(text::step_finished(&target, &step, verbose, self.paint));
             }
             Event::TargetFinished { report } => {
-                self.line(text::target_finished(&report, Paint::Plain))
+                self.line(text::target_finished(&report, self.paint))
             }
             Event::Warning { target, message } => {
                 self.line(text::warning(target.as_deref(), &message))

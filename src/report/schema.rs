@@ -9,7 +9,7 @@ pub const JSON_SCHEMA: &str = r##"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
   "$id": "urn:certctl:report:1",
   "title": "certctl run report, version 1",
-  "description": "One document per run of `certctl deploy|verify|rollback --output json`, written to stdout.",
+  "description": "One document per run of `certctl deploy|verify|rollback|status --output json` (and `certctl report merge`), written to stdout; also when the input is invalid (exit 2: no targets, `problems` says why).",
   "type": "object",
   "additionalProperties": false,
   "required": ["version", "command", "dry_run", "started_at", "duration_ms", "summary", "targets"],
@@ -20,7 +20,12 @@ pub const JSON_SCHEMA: &str = r##"{
     "started_at": { "description": "Start of the run, RFC 3339, UTC.", "type": "string", "format": "date-time" },
     "duration_ms": { "description": "Wall time of the whole run.", "type": "integer", "minimum": 0 },
     "summary": { "$ref": "#/$defs/summary" },
-    "targets": { "type": "array", "items": { "$ref": "#/$defs/target" } }
+    "targets": { "type": "array", "items": { "$ref": "#/$defs/target" } },
+    "problems": {
+      "description": "Invalid input the run stopped at before touching any target (exit 2): each problem once, with the targets it affects (empty: the whole run). Empty when the run went ahead. Absent from reports written before it was added.",
+      "type": "array",
+      "items": { "$ref": "#/$defs/problem" }
+    }
   },
   "$defs": {
     "status": {
@@ -78,7 +83,30 @@ pub const JSON_SCHEMA: &str = r##"{
         "steps": { "type": "array", "items": { "$ref": "#/$defs/step" } },
         "probes": { "description": "Probes of the final verification, then of the rollback's.", "type": "array", "items": { "$ref": "#/$defs/attempt" } },
         "duration_ms": { "type": "integer", "minimum": 0 },
-        "error": { "description": "What went wrong and the state the target was left in (sanitised).", "type": ["string", "null"] }
+        "error": { "description": "What went wrong and the state the target was left in (sanitised).", "type": ["string", "null"] },
+        "served_not_after": { "description": "Not-after (RFC 3339) of the leaf last served: verify and status from the probe; deploy when the served leaf is the deployed one; else null.", "type": ["string", "null"], "format": "date-time" },
+        "served_days_left": { "description": "Whole days from the run to served_not_after, negative once expired; null when that is null.", "type": ["integer", "null"] },
+        "facts": { "description": "status only (else null): what the target said about itself.", "$ref": "#/$defs/facts" }
+      }
+    },
+    "facts": {
+      "type": ["object", "null"],
+      "additionalProperties": false,
+      "required": ["os", "arch", "hostname", "server_version"],
+      "properties": {
+        "os": { "description": "Kernel name and release (uname -sr), e.g. Linux 6.1.0-28-amd64.", "type": ["string", "null"] },
+        "arch": { "description": "Machine hardware name (uname -m), e.g. x86_64.", "type": ["string", "null"] },
+        "hostname": { "type": ["string", "null"] },
+        "server_version": { "description": "First line of the connector's version command, e.g. nginx version: nginx/1.22.1.", "type": ["string", "null"] }
+      }
+    },
+    "problem": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["message", "targets"],
+      "properties": {
+        "message": { "type": "string" },
+        "targets": { "description": "Names of the targets this problem stops; empty for the whole run.", "type": "array", "items": { "type": "string" } }
       }
     },
     "file": {
@@ -135,6 +163,104 @@ pub const JSON_SCHEMA: &str = r##"{
   }
 }
 "##;
+
+/// JSON Schema of `certctl check --output json` (its own document, version 1): every selected
+/// target as certctl resolved it offline, and the problems (exit 2) and warnings found.
+pub const CHECK_JSON_SCHEMA: &str = r##"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "$id": "urn:certctl:check:1",
+  "title": "certctl check report, version 1",
+  "type": "object",
+  "additionalProperties": false,
+  "required": ["version", "command", "ok", "targets", "problems", "warnings"],
+  "properties": {
+    "version": { "type": "integer", "enum": [1] },
+    "command": { "type": "string", "enum": ["check"] },
+    "ok": { "description": "True when nothing stops a run (exit 0); false with exit 2.", "type": "boolean" },
+    "targets": { "description": "Selected targets (or those named on the command line); empty when the input is invalid.", "type": "array", "items": { "$ref": "#/$defs/target" } },
+    "problems": { "description": "What makes the input invalid, each once with the targets it affects.", "type": "array", "items": { "$ref": "#/$defs/problem" } },
+    "warnings": { "description": "What a run may trip over (a host in no known_hosts file, a key file from the ssh config that does not exist).", "type": "array", "items": { "$ref": "#/$defs/problem" } }
+  },
+  "$defs": {
+    "problem": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["message", "targets"],
+      "properties": {
+        "message": { "type": "string" },
+        "targets": { "type": "array", "items": { "type": "string" } }
+      }
+    },
+    "target": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["name", "connector", "certificate", "connection", "files", "leaf", "verify"],
+      "properties": {
+        "name": { "type": "string" },
+        "connector": { "type": "string" },
+        "certificate": { "type": "string" },
+        "connection": {
+          "description": "What certctl will connect with, as `ssh -G` shows it: inventory, then ssh config, then defaults.",
+          "type": "object",
+          "additionalProperties": false,
+          "required": ["address", "port", "user", "identity_files", "identities_only", "known_hosts", "jump", "become"],
+          "properties": {
+            "address": { "type": "string" },
+            "port": { "type": "integer", "minimum": 1 },
+            "user": { "type": "string" },
+            "identity_files": { "description": "Offered after the agent; empty: the agent, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa.", "type": "array", "items": { "type": "string" } },
+            "identities_only": { "type": "boolean" },
+            "known_hosts": { "description": "The first vouches for the host and records new keys; the others are read too.", "type": "array", "items": { "type": "string" } },
+            "jump": { "description": "user@host:port per hop, first hop first.", "type": "array", "items": { "type": "string" } },
+            "become": { "type": ["string", "null"], "enum": ["sudo", null] }
+          }
+        },
+        "files": {
+          "type": "array",
+          "items": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["role", "path", "mode", "default_mode"],
+            "properties": {
+              "role": { "type": "string" },
+              "path": { "type": "string" },
+              "mode": { "description": "The mode param when set; else a replaced file keeps its own.", "type": ["string", "null"] },
+              "default_mode": { "description": "Mode of a file created by the deploy.", "type": "string" }
+            }
+          }
+        },
+        "leaf": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": ["fingerprint", "subject", "not_after"],
+          "properties": {
+            "fingerprint": { "type": "string" },
+            "subject": { "type": "string" },
+            "not_after": { "type": "string", "format": "date-time" }
+          }
+        },
+        "verify": {
+          "description": "The TLS endpoint probed; null when there is none.",
+          "type": ["object", "null"],
+          "additionalProperties": false,
+          "properties": {
+            "address": { "type": "string" },
+            "sni": { "type": "string" },
+            "starttls": { "type": "string", "enum": ["none", "smtp", "imap", "pop3"] }
+          }
+        }
+      }
+    }
+  }
+}
+"##;
+
+/// Checks a `check --output json` document against [`CHECK_JSON_SCHEMA`].
+pub fn validate_check(document: &serde_json::Value) -> Result<(), String> {
+    let schema: serde_json::Value = serde_json::from_str(CHECK_JSON_SCHEMA)
+        .map_err(|e| format!("the schema does not parse: {e}"))?;
+    check::validate(&schema, &schema, document, "$")
+}
 
 /// Checks a JSON report (as parsed from `--output json`) against [`JSON_SCHEMA`].
 pub fn validate_report(report: &serde_json::Value) -> Result<(), String> {

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use super::sanitize::{sanitize, sanitize_line};
-use super::text::{duration, short_or_dash};
+use super::sanitize::sanitize_line;
+use super::text::{duration, human, short_or_dash};
 use super::{RunReport, Status};
 
 const HEADERS: [&str; 5] = ["TARGET", "STATUS", "OLD → NEW", "SERVED", "DURATION"];
@@ -53,17 +53,28 @@ pub fn summary_table(report: &RunReport) -> String {
         }
         out.push('\n');
     }
-    out.push_str(&totals(report));
+    out.push_str(&summary_short(report));
+    out
+}
+
+/// `--quiet`'s summary: the totals line, then the error of every target that has one.
+pub fn summary_short(report: &RunReport) -> String {
+    let verbose = super::term::settings().verbose > 0;
+    let mut out = totals(report);
     out.push('\n');
 
+    // Unknown hosts: the line to add goes into one block at the end, not under each target.
+    let mut untrusted = Vec::new();
     let errors: Vec<(String, String)> = report
         .targets
         .iter()
         .filter_map(|t| {
-            Some((
-                sanitize_line(&t.name),
-                sanitize(t.error.as_deref()?.as_bytes()),
-            ))
+            let mut error = human(t.error.as_deref()?, verbose);
+            if let Some(u) = super::trust::untrusted(&error) {
+                error.clone_from(&u.error);
+                untrusted.push(u);
+            }
+            Some((sanitize_line(&t.name), error))
         })
         .collect();
     if !errors.is_empty() {
@@ -77,6 +88,7 @@ pub fn summary_table(report: &RunReport) -> String {
             let _ = writeln!(out, "{indent}{line}");
         }
     }
+    out.push_str(&super::trust::block(&untrusted));
     out
 }
 

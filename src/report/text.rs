@@ -23,22 +23,13 @@ pub(crate) enum Paint {
 }
 
 impl Paint {
-    /// Colour only when `NO_COLOR` is unset or empty (<https://no-color.org>) and the terminal
-    /// is not `dumb`.
-    pub(crate) fn from_env() -> Self {
-        Self::from_vars(
-            std::env::var_os("NO_COLOR").as_deref(),
-            std::env::var_os("TERM").as_deref(),
-        )
-    }
-
-    fn from_vars(no_color: Option<&std::ffi::OsStr>, term: Option<&std::ffi::OsStr>) -> Self {
-        let no_color = no_color.is_some_and(|v| !v.is_empty());
-        let dumb = term.is_some_and(|t| t == "dumb");
-        if no_color || dumb {
-            Paint::Plain
-        } else {
+    /// Colour exactly when [`super::term::configure`] allowed it (`--color`, `NO_COLOR`,
+    /// `CLICOLOR_FORCE`, a terminal that is not `dumb`).
+    pub(crate) fn from_settings() -> Self {
+        if super::term::settings().colour {
             Paint::Colour
+        } else {
+            Paint::Plain
         }
     }
 
@@ -125,8 +116,9 @@ pub(crate) fn step_started(target: &str, step: Step) -> String {
     )
 }
 
-/// One finished step. Failures: `      failed web-1 reload: <first line> (0.05s)` and the rest
-/// of the detail indented below. Successes show their detail only when `verbose`.
+/// One finished step. Failures: `      failed web-1 reload: <first line> (0.05s)`, fingerprints
+/// short; the whole text is the summary's footer (`-v` adds it here too). Successes show their
+/// detail only when `verbose`.
 pub(crate) fn step_finished(
     target: &str,
     step: &StepReport,
@@ -139,7 +131,7 @@ pub(crate) fn step_finished(
     let detail = step
         .detail
         .as_deref()
-        .map(|d| sanitize(d.as_bytes()))
+        .map(|d| human(d, verbose))
         .unwrap_or_default();
     let (first, rest) = first_and_rest(&detail);
     let mut out = match step.status {
@@ -148,7 +140,7 @@ pub(crate) fn step_finished(
             if first.is_empty() {
                 format!("{verb} {target} {name} ({took})")
             } else {
-                format!("{verb} {target} {name}: {first} ({took})")
+                format!("{verb} {target} {name}: {} ({took})", clip(first))
             }
         }
         StepStatus::Skipped if !first.is_empty() => {
@@ -158,36 +150,58 @@ pub(crate) fn step_finished(
         StepStatus::Ok => format!("{name:>VERB_WIDTH$} {target}: ok ({took})"),
     };
     match step.status {
-        StepStatus::Failed | StepStatus::Skipped => push_continuation(&mut out, rest),
+        StepStatus::Skipped => push_continuation(&mut out, rest),
+        StepStatus::Failed if verbose => push_continuation(&mut out, rest),
         StepStatus::Ok if verbose => push_continuation(&mut out, detail.lines()),
-        StepStatus::Ok => {}
+        StepStatus::Failed | StepStatus::Ok => {}
     }
     out
 }
 
-/// One finished target: `    deployed web-1: now serving AB:CD:EF:01… (1.20s)`; an error's
-/// further lines are indented below.
+/// Sanitised and tidied text for a human line: short fingerprints unless `-v`.
+pub(crate) fn human(text: &str, verbose: bool) -> String {
+    let clean = super::tidy::tidy(&sanitize(text.as_bytes()));
+    if verbose {
+        clean
+    } else {
+        super::tidy::short_fingerprints(&clean)
+    }
+}
+
+/// A progress line's message, at most [`CLIP`] characters: the full text is in the footer.
+fn clip(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.chars().count() <= CLIP {
+        line.into()
+    } else {
+        let cut: String = line.chars().take(CLIP - 1).collect();
+        format!("{}…", cut.trim_end()).into()
+    }
+}
+
+/// Longest message on a progress line.
+const CLIP: usize = 100;
+
+/// One finished target: `    deployed web-1: now serving AB:CD:EF:01… (1.20s)`. A failure
+/// says what happened in a few words; its error is printed once, whole, in the summary's
+/// footer.
 pub(crate) fn target_finished(report: &TargetReport, paint: Paint) -> String {
     let verb = paint.verb(report.status.as_str(), Some(report.status));
     let name = sanitize_line(&report.name);
-    let error = report
-        .error
-        .as_deref()
-        .map(|e| sanitize(e.as_bytes()))
-        .unwrap_or_default();
-    let (first, rest) = first_and_rest(&error);
-    let what = if first.is_empty() {
-        outcome(report)
-    } else {
-        first.to_string()
-    };
-    let mut out = if report.duration_ms > 0 {
+    let what = outcome(report);
+    if report.duration_ms > 0 {
         format!("{verb} {name}: {what} ({})", duration(report.duration_ms))
     } else {
         format!("{verb} {name}: {what}")
-    };
-    push_continuation(&mut out, rest);
-    out
+    }
+}
+
+/// The step that failed first, if any.
+fn failed_step(report: &TargetReport) -> Option<&'static str> {
+    report
+        .steps
+        .iter()
+        .find(|s| s.status == StepStatus::Failed)
+        .map(|s| s.step.as_str())
 }
 
 /// What a target's status means, when there is no error message to show instead.
@@ -218,12 +232,23 @@ fn outcome(report: &TargetReport) -> String {
             Some(fp) => format!("serving {}, expected {new}", short_fingerprint(fp)),
             None => format!("serving nothing, expected {new}"),
         },
-        Status::WouldFail => "preview failed; nothing was changed".to_string(),
-        Status::Failed => "failed".to_string(),
-        Status::RolledBack => "rolled back to the previous files".to_string(),
-        Status::RollbackFailed => "ROLLBACK FAILED: a person must look at this target".to_string(),
-        Status::Skipped => "not started".to_string(),
-        Status::Unreachable => "could not connect; nothing was changed".to_string(),
+        Status::WouldFail => match failed_step(report) {
+            Some(step) => format!("{step} failed; nothing was changed (see below)"),
+            None => "would fail; nothing was changed (see below)".to_string(),
+        },
+        Status::Failed => match failed_step(report) {
+            Some(step) => format!("{step} failed (see below)"),
+            None => "failed (see below)".to_string(),
+        },
+        Status::RolledBack => match failed_step(report) {
+            Some(step) => format!("{step} failed; rolled back to the previous files"),
+            None => "rolled back to the previous files".to_string(),
+        },
+        Status::RollbackFailed => {
+            "ROLLBACK FAILED: a person must look at this target (see below)".to_string()
+        }
+        Status::Skipped => "not started (see below)".to_string(),
+        Status::Unreachable => "could not connect; nothing was changed (see below)".to_string(),
     }
 }
 
@@ -260,22 +285,6 @@ mod tests {
         let fp = Fingerprint([0xAB; 32]);
         assert_eq!(short_fingerprint(&fp), "AB:AB:AB:AB…");
         assert_eq!(short_or_dash(None), "-");
-    }
-
-    #[test]
-    fn no_color_and_dumb_terminals_get_no_colour() {
-        use std::ffi::OsStr;
-        assert_eq!(
-            Paint::from_vars(None, Some(OsStr::new("xterm-256color"))),
-            Paint::Colour
-        );
-        assert_eq!(Paint::from_vars(Some(OsStr::new("1")), None), Paint::Plain);
-        // An empty NO_COLOR does not count (no-color.org).
-        assert_eq!(Paint::from_vars(Some(OsStr::new("")), None), Paint::Colour);
-        assert_eq!(
-            Paint::from_vars(None, Some(OsStr::new("dumb"))),
-            Paint::Plain
-        );
     }
 
     #[test]

@@ -183,6 +183,26 @@ pub fn known_key(path: &Path, host: &str, port: u16) -> Option<String> {
         .map(|e| BASE64.encode(&e.blob))
 }
 
+/// Called with OpenSSH's "permanently added" line each time a new host key is recorded
+/// (`--accept-new-host-keys`); the command line points it at its printer. Unset: silent.
+pub static ON_RECORDED: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
+/// `Warning: Permanently added '[host]:port' (ED25519) to the list of known hosts.`, as
+/// OpenSSH words it.
+pub fn permanently_added(host: &str, port: u16, key: &PublicKey) -> String {
+    let algorithm = key.algorithm().to_string();
+    let kind = match algorithm.as_str() {
+        a if a.starts_with("ecdsa-") => "ECDSA".to_string(),
+        a if a.starts_with("sk-ecdsa") => "ECDSA-SK".to_string(),
+        a if a.starts_with("sk-ssh-ed25519") => "ED25519-SK".to_string(),
+        a => a.trim_start_matches("ssh-").to_uppercase(),
+    };
+    format!(
+        "Warning: Permanently added '{}' ({kind}) to the list of known hosts.",
+        host_pattern(host, port)
+    )
+}
+
 /// Appends a line trusting `key` for `host:port` (trust on first use). Creates the file with
 /// mode 0600 (and its directory with 0700) when missing.
 pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::Result<()> {

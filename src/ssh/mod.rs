@@ -1703,6 +1703,9 @@ impl client::Handler for Verifier {
                 return match known_hosts::append(&self.known_hosts, &self.host, self.port, key) {
                     Ok(()) => {
                         tracing::warn!(%host, port, %fingerprint, path = %path.display(), "trusted a new host key on first use and recorded it");
+                        if let Some(notify) = known_hosts::ON_RECORDED.get() {
+                            notify(&known_hosts::permanently_added(&host, port, key));
+                        }
                         Ok(true)
                     }
                     Err(e) => Err(self.refuse(SshError::Connect {

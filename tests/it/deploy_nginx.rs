@@ -412,5 +412,8 @@ fn human_output_of_a_dry_run_snapshot() {
     settings.add_filter(r"[0-9A-F]{2}(:[0-9A-F]{2}){3,31}…?", "[FP]");
     settings.add_filter(r"\d+\.\d+s", "[T]");
     settings.add_filter(r" +\[T\]", " [T]");
+    settings.add_filter(r"/tmp/certctl-[A-Za-z0-9-]+", "[TMP]");
+    settings.add_filter(r"\(nginx, [0-9.]+\)", "(nginx, [HOST])");
+    settings.add_filter(r"until \d{4}-\d\d-\d\d", "until [DATE]");
     settings.bind(|| insta::assert_snapshot!("dry_run_human", out.stderr));
 }

@@ -42,7 +42,7 @@ fn status_reports_files_served_certificate_and_facts_without_changing_anything()
     let lab = Lab::start(TargetOptions::default());
     let before = lab.snapshot_live_files();
     let out = lab.certctl(&["status", "--output", "json"]);
-    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.code, 4, "a mismatch exits 4, as verify: {}", out.stderr);
     let target = &out.json()["targets"][0];
     assert_eq!(target["status"], "mismatch");
     assert_eq!(target["served_fingerprint"], lab.old.fingerprint.as_str());

@@ -12,6 +12,7 @@ pub mod haproxy;
 pub mod lab;
 pub mod mail;
 pub mod nginx;
+pub mod offline;
 pub mod pki;
 pub mod postfix;
 pub mod prom;
