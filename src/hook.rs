@@ -181,7 +181,7 @@ pub fn select(inventory: &Inventory, renewal: &Renewal) -> Result<Selection, Str
     for (name, spec) in &inventory.certificates {
         let leaf = match &spec.cert {
             Source::File(path) => leaf_of(path),
-            Source::Env(_) => spec
+            Source::Env(_) | Source::Fetched(..) => spec
                 .cert
                 .read(spec.command_timeout)
                 .ok()

@@ -330,6 +330,25 @@ impl Material {
         }
     }
 
+    /// What a backup set must pass before it is restored: the key matches the leaf and the
+    /// chain is in order — the pair checks of [`Material::check`], without validity dates or
+    /// names (an old certificate being put back may have expired).
+    pub fn check_pair(&self) -> Result<(), MaterialError> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.check_key() {
+            errors.push(e);
+        }
+        self.check_chain(&mut errors, &mut Vec::new());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(MaterialError {
+                name: self.name.clone(),
+                message: errors.join("; "),
+            })
+        }
+    }
+
     /// Leaf PEM alone.
     pub fn cert_pem(&self) -> Vec<u8> {
         let mut out = Vec::new();

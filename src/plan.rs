@@ -177,6 +177,8 @@ pub struct TargetPlan {
     /// names a TLS endpoint (e.g. a keystore): inspect and verify then skip the probe, and a
     /// rollback is checked by hash only.
     pub has_probe: bool,
+    /// `verify.shared`: the probed address answers for more than this target.
+    pub probe_shared: bool,
     /// This run's backup set lives in `{backup_dir}/{run_id}`.
     pub backup_dir: String,
     pub keep_backups: u32,
@@ -519,6 +521,7 @@ fn plan_target(
         version,
         probe,
         has_probe,
+        probe_shared: target.verify.shared,
         backup_dir,
         keep_backups,
         run_id: settings.run_id.clone(),

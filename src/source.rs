@@ -25,6 +25,9 @@ pub enum Source {
     Env(String),
     /// argv run locally (no shell); its stdout is the PEM.
     Command(Vec<String>),
+    /// Bytes already read from elsewhere (a backup set's copy on a target, checked before it
+    /// is restored), and how messages name them.
+    Fetched(String, crate::secret::Secret),
 }
 
 impl From<PathBuf> for Source {
@@ -50,6 +53,7 @@ impl Source {
                 "{field}_command `{}`",
                 argv.first().map(String::as_str).unwrap_or("")
             ),
+            Source::Fetched(origin, _) => origin.clone(),
         }
     }
 
@@ -76,6 +80,7 @@ impl Source {
             Source::File(path) => read_file(path),
             Source::Env(var) => read_env(var),
             Source::Command(argv) => run_command(argv, command_timeout),
+            Source::Fetched(_, bytes) => Ok(Zeroizing::new(bytes.expose().to_vec())),
         }
     }
 }

@@ -415,7 +415,18 @@ pub(super) async fn undo(run: &mut Run<'_>, session: &Session, swap: &CommandSwa
                 format!("ROLLBACK FAILED: {}", f.message),
             )
         })?;
-    let _ = run.step(Step::Reload, reload_or_start(session, plan)).await;
+    // A reload that fails fails the rollback: the restored files are not what is served.
+    run.step(Step::Reload, reload_or_start(session, plan))
+        .await
+        .map_err(|f| {
+            (
+                Status::RollbackFailed,
+                format!(
+                    "files restored from {set_dir}, but ROLLBACK FAILED: the reload failed: {}",
+                    f.message
+                ),
+            )
+        })?;
     let verified = match old.as_ref().filter(|_| plan.has_probe) {
         Some(e) => verify(run, e).await.map_err(|f| f.message),
         None => Ok(()),

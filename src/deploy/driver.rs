@@ -150,6 +150,10 @@ async fn lock_step(run: &mut Run<'_>, session: &Session) -> Result<Taken, StepFa
         let (out, lock_text, inspection) = posix_lock(run, session, t).await?;
         let journal = lock::journal_in(&lock_text);
         match lock::parse_lock(plan, &lock_text) {
+            LockAnswer::Locked(_) if lock::check_trust(&plan.backup_dir, &lock_text).is_err() => {
+                let why = lock::check_trust(&plan.backup_dir, &lock_text).unwrap_err();
+                return run.record(Step::Lock, t.elapsed(), Err(why));
+            }
             LockAnswer::Locked(detail) => {
                 let detail = match broke.take() {
                     Some(b) => format!("{b}; {detail}"),
@@ -313,6 +317,9 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
         Err(f) => return Err(run.untouched(f)),
     };
     let expected = plan.material.expected();
+    if let Err(f) = attributable(run, &files, served_before.as_ref()) {
+        return Err(run.untouched(f));
+    }
     if files.iter().all(|f| f.current()) && !run.force {
         if served_before
             .as_ref()
@@ -353,6 +360,46 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
         Ok(()) => Ok(Status::Deployed),
         Err(failure) => Err(rollback::after_failure(run, session, &entries, old, failure).await),
     }
+}
+
+/// Whether the probe can tell what this target serves: when it already sees the new leaf
+/// while the target's files do not hold it, it reaches another server (a load balancer, a
+/// VIP, a wrong `verify.address`) and would "verify" a deploy it cannot see. That fails the
+/// target before anything is touched — unless `verify.shared` says the endpoint is shared or
+/// `--force` is given: then the verify step says it could not attribute the result.
+fn attributable(
+    run: &mut Run<'_>,
+    files: &[StagedFile<'_>],
+    served: Option<&Served>,
+) -> Result<(), StepFailure> {
+    let plan = run.plan;
+    let new = plan.material.leaf.fingerprint;
+    if !served.is_some_and(|s| s.leaf == new) || files.iter().all(|f| f.current()) {
+        return Ok(());
+    }
+    let address = &plan.probe.address;
+    if plan.probe_shared || run.force {
+        run.verify_note = Some(format!(
+            "{address} served the new certificate before the swap, so the probe could not \
+             attribute the result to this target ({})",
+            if plan.probe_shared {
+                "verify.shared"
+            } else {
+                "--force"
+            }
+        ));
+        return Ok(());
+    }
+    Err(StepFailure::new(
+        Step::Inspect,
+        format!(
+            "{address} already serves the new certificate {new} while this target's files do \
+             not hold it: the probe reaches another server (a load balancer, a VIP, a wrong \
+             verify.address?) and could not prove what this target serves. Point \
+             verify.address at this target, or set verify.shared: true if the endpoint is \
+             shared (or use --force)"
+        ),
+    ))
 }
 
 /// Step 4 for files: each live file decided (mode, owner, what is written where), the live

@@ -30,6 +30,7 @@ pub(super) enum LockAnswer {
 /// be finishing a change, the sweep of what such a run left, and the journal.
 pub(super) fn lock_commands(script: &mut Script, plan: &TargetPlan) {
     let dir = lock_dir(plan);
+    script.cmd(&["certctl_trust", &plan.backup_dir]);
     script.cmd(&["certctl_dirs", &plan.backup_dir]);
     script.cmd(&["certctl_lock", &dir, &lock_holder(plan)]);
     script.raw("[ \"${locked:-0}\" = 1 ] && ");
@@ -157,5 +158,148 @@ pub(super) async fn owner(session: &Session, plan: &TargetPlan) -> Result<Option
         other => Ok(Some(crate::report::sanitize_line(
             other.strip_prefix("OTHER ").unwrap_or(other),
         ))),
+    }
+}
+
+/// Whether the backup directory can be trusted, from `certctl_trust`'s output: the directory
+/// and every directory above it must be owned by root or the login user; the directory itself
+/// must not be writable by group or others (whoever can write there can plant a backup set or
+/// a journal that certctl would restore); a directory above it may be, only with the sticky
+/// bit (as /tmp: nobody else can replace what is in it). `Err` names what was refused.
+pub(super) fn check_trust(backup_dir: &str, text: &str) -> Result<(), String> {
+    let mut dirs = Vec::new();
+    let mut d = backup_dir.to_string();
+    loop {
+        dirs.push(d.clone());
+        if d == "/" {
+            break;
+        }
+        d = match d.rsplit_once('/') {
+            Some(("", _)) | None => "/".into(),
+            Some((parent, _)) => parent.to_string(),
+        };
+    }
+    let exists: Vec<bool> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("TE "))
+        .map(|v| v == "1")
+        .collect();
+    let uid = text.lines().find_map(|l| l.strip_prefix("TU "));
+    let stats: Vec<(u32, u32)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("TS "))
+        .filter_map(|l| {
+            let (u, m) = l.split_once(' ')?;
+            Some((u.parse().ok()?, u32::from_str_radix(m, 8).ok()?))
+        })
+        .collect();
+    let (Some(uid), true) = (
+        uid.and_then(|u| u.parse::<u32>().ok()),
+        exists.len() == dirs.len(),
+    ) else {
+        return Err(format!(
+            "the backup directory {backup_dir} and those above it could not be checked"
+        ));
+    };
+    let existing: Vec<&String> = dirs
+        .iter()
+        .zip(&exists)
+        .filter(|(_, e)| **e)
+        .map(|(d, _)| d)
+        .collect();
+    if existing.len() != stats.len() {
+        return Err(format!(
+            "the backup directory {backup_dir} and those above it could not be checked (`stat` failed)"
+        ));
+    }
+    for (i, (dir, (owner, mode))) in existing.iter().zip(&stats).enumerate() {
+        let own = *dir == backup_dir;
+        let why = if *owner != 0 && *owner != uid {
+            Some(format!(
+                "is owned by uid {owner}, neither root nor the login user (uid {uid})"
+            ))
+        } else if mode & 0o022 != 0 && (own || mode & 0o1000 == 0) {
+            Some(format!("is writable by others (mode {mode:04o})"))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            let what = if i == 0 && own {
+                "the backup directory"
+            } else {
+                "a directory above the backup directory"
+            };
+            return Err(format!(
+                "refused: {what} {} {why}: whoever can write there could plant a backup set or \
+                 a journal that certctl would restore; fix its owner or mode (backup_dir: \
+                 {backup_dir})",
+                crate::report::sanitize_line(dir)
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_trust;
+
+    fn out(exists: &[u8], uid: u32, stats: &[(u32, &str)]) -> String {
+        let mut t = String::new();
+        for e in exists {
+            t.push_str(&format!("TE {e}\n"));
+        }
+        t.push_str(&format!("TU {uid}\n"));
+        for (u, m) in stats {
+            t.push_str(&format!("TS {u} {m}\n"));
+        }
+        t
+    }
+
+    #[test]
+    fn a_private_directory_under_root_owned_ones_is_trusted() {
+        let text = out(
+            &[1, 1, 1, 1, 1, 1],
+            1000,
+            &[
+                (1000, "700"),
+                (0, "755"),
+                (0, "755"),
+                (0, "755"),
+                (0, "755"),
+                (0, "755"),
+            ],
+        );
+        assert_eq!(check_trust("/var/lib/certctl/backups/web", &text), Ok(()));
+        // /tmp's sticky bit makes a world-writable parent safe; a missing backup dir is made 0700.
+        let text = out(&[0, 1, 1, 1], 0, &[(0, "755"), (0, "1777"), (0, "755")]);
+        assert_eq!(check_trust("/tmp/x/backups", &text).err(), None);
+    }
+
+    #[test]
+    fn writable_or_foreign_directories_are_refused_by_name() {
+        let cases = [
+            (
+                out(&[1, 1, 1], 0, &[(0, "770"), (0, "755"), (0, "755")]),
+                "/srv/b is writable by others (mode 0770)",
+            ),
+            (
+                out(&[1, 1, 1], 0, &[(0, "1777"), (0, "755"), (0, "755")]),
+                "the backup directory /srv/b is writable",
+            ),
+            (
+                out(&[1, 1, 1], 0, &[(0, "700"), (0, "777"), (0, "755")]),
+                "directory above the backup directory /srv is writable by others (mode 0777)",
+            ),
+            (
+                out(&[1, 1, 1], 1000, &[(65534, "700"), (0, "755"), (0, "755")]),
+                "owned by uid 65534",
+            ),
+        ];
+        for (text, says) in cases {
+            let e = check_trust("/srv/b", &text).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+        assert!(check_trust("/srv/b", "TE 1\n").is_err(), "cut short");
     }
 }

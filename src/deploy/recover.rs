@@ -47,6 +47,23 @@ pub(super) async fn recover(
     };
     let found = journal.describe();
     let set = crate::report::sanitize_line(&journal.intent.set);
+    // The set it restores from must be one of this target's sets, in its backup directory.
+    let in_backup_dir = journal
+        .intent
+        .set
+        .strip_prefix(&format!("{}/", plan.backup_dir))
+        .is_some_and(|name| !name.contains('/') && name.split_once('-').is_some());
+    if !in_backup_dir {
+        let message = format!(
+            "{path} names the backup set {set}, which is not in this target's backup directory \
+             {}: a person must check it",
+            plan.backup_dir
+        );
+        let _ = run
+            .step::<()>(Step::Recover, async { Err(message.clone()) })
+            .await;
+        return Err((Status::RollbackFailed, format!("recover failed: {message}")));
+    }
     if journal.intent.target != plan.name {
         let message = format!(
             "{path} records an unfinished change of another target: {found}. Run `certctl \

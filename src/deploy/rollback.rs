@@ -179,6 +179,7 @@ pub(super) async fn undo(run: &mut Run<'_>, session: &Session) -> Outcome {
     };
     let (set, record) = latest_set(session, plan).await.map_err(failed)?;
     let entries = set_entries(plan, &set, &record).map_err(failed)?;
+    check_set(session, &set, &entries).await.map_err(failed)?;
     // What the restored files should serve: read from the copies themselves.
     let mut expected: Option<Expected> = None;
     for e in &entries {
@@ -227,7 +228,18 @@ pub(super) async fn undo(run: &mut Run<'_>, session: &Session) -> Outcome {
             format!("ROLLBACK FAILED: {}", f.message),
         )
     })?;
-    let _ = run.step(Step::Reload, reload_or_start(session, plan)).await;
+    // A reload that fails fails the rollback: the restored files are not what is served.
+    run.step(Step::Reload, reload_or_start(session, plan))
+        .await
+        .map_err(|f| {
+            (
+                Status::RollbackFailed,
+                format!(
+                    "files restored from {set}, but ROLLBACK FAILED: the reload failed: {}",
+                    f.message
+                ),
+            )
+        })?;
     let Some(e) = expected.filter(|_| plan.has_probe) else {
         return Ok(Status::RolledBack);
     };
@@ -244,4 +256,46 @@ pub(super) async fn undo(run: &mut Run<'_>, session: &Session) -> Outcome {
             ),
         )),
     }
+}
+
+/// Checks a backup set as strictly as the inventory's material before anything is restored:
+/// its certificates parse, its key matches the leaf, its chain is in order. The copies are
+/// read into memory (the key as a zeroized secret, never written anywhere). A set of files
+/// with no certificate and key (a keystore) is restored unchecked.
+async fn check_set(session: &Session, set: &str, entries: &[Entry]) -> Result<(), String> {
+    use crate::material::{Material, MaterialSpec};
+    use crate::source::Source;
+    let copy = |roles: &[&str]| {
+        entries
+            .iter()
+            .find(|e| roles.contains(&e.role.as_str()) && e.copy.is_some())
+            .and_then(|e| e.copy.clone())
+    };
+    let (Some(cert), Some(key)) = (
+        copy(&["fullchain", "cert", "bundle"]),
+        copy(&["key", "bundle"]),
+    ) else {
+        return Ok(());
+    };
+    let fetch = |name: String| async move {
+        let path = format!("{set}/{name}");
+        let bytes = session
+            .read_file(&path, crate::source::MAX_INPUT)
+            .await
+            .map_err(|e| format!("reading {path}: {e}"))?;
+        Ok::<_, String>(Source::Fetched(path, crate::secret::Secret::new(bytes)))
+    };
+    let chain = match copy(&["chain"]) {
+        Some(name) => Some(fetch(name).await?),
+        None => None,
+    };
+    let spec = MaterialSpec::new(
+        format!("backup set {set}"),
+        fetch(cert).await?,
+        chain,
+        fetch(key).await?,
+    );
+    Material::load(&spec)
+        .and_then(|m| m.check_pair())
+        .map_err(|e| format!("{e}: it is not restored"))
 }

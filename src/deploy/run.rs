@@ -74,6 +74,8 @@ pub(super) struct Run<'a> {
     /// This run wrote its journal on the target (a change is under way): cleanup closes it,
     /// unless the rollback failed — then it stays for the next run to recover.
     pub journal: Option<OpenJournal>,
+    /// Said by the verify step: the probe could not attribute what it saw to this target.
+    pub verify_note: Option<String>,
     /// Temp paths beside live files this run may create (staged files, restore and link
     /// temps): cleanup removes them all.
     pub temps: Vec<String>,
@@ -112,6 +114,7 @@ impl<'a> Run<'a> {
             report: blank_report(plan),
             ran_early: None,
             journal: None,
+            verify_note: None,
             temps: plan
                 .files
                 .iter()

@@ -31,15 +31,16 @@ pub(super) async fn verify(run: &mut Run<'_>, expected: &Expected) -> Result<(),
         run.report.served_fingerprint = Some(s.leaf);
     }
     let result = if v.passed {
-        Ok((
-            (),
-            Some(format!(
-                "{} served {} after {} probe(s)",
-                plan.probe.address,
-                expected.leaf,
-                v.attempts.len()
-            )),
-        ))
+        let mut detail = format!(
+            "{} served {} after {} probe(s)",
+            plan.probe.address,
+            expected.leaf,
+            v.attempts.len()
+        );
+        if let Some(note) = &run.verify_note {
+            detail.push_str(&format!("; {note}"));
+        }
+        Ok(((), Some(detail)))
     } else {
         let last = v
             .attempts

@@ -77,6 +77,9 @@ pub struct VerifySettings {
     pub sni: Option<String>,
     /// Default: the connector's.
     pub starttls: Option<StartTls>,
+    /// The address answers for more than this target (a load balancer, a VIP): a probe there
+    /// cannot tell what this target serves, and the report says so.
+    pub shared: bool,
 }
 
 impl Default for VerifySettings {
@@ -90,6 +93,7 @@ impl Default for VerifySettings {
             address: None,
             sni: None,
             starttls: None,
+            shared: false,
         }
     }
 }

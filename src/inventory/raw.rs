@@ -71,6 +71,7 @@ pub(super) struct RawVerify {
     pub address: Option<Spanned<String>>,
     pub sni: Option<Spanned<String>>,
     pub starttls: Option<Spanned<StartTls>>,
+    pub shared: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

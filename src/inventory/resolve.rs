@@ -525,6 +525,7 @@ struct Merged<'a> {
     address: Option<&'a Spanned<String>>,
     sni: Option<&'a Spanned<String>>,
     starttls: Option<&'a Spanned<crate::probe::StartTls>>,
+    shared: Option<&'a Spanned<bool>>,
 }
 
 impl<'a> Merged<'a> {
@@ -557,6 +558,7 @@ impl<'a> Merged<'a> {
             set(&mut self.address, &v.address);
             set(&mut self.sni, &v.sni);
             set(&mut self.starttls, &v.starttls);
+            set(&mut self.shared, &v.shared);
         }
     }
 }
@@ -688,6 +690,7 @@ fn verify(ctx: &Ctx<'_>, label: &str, m: &Merged<'_>) -> Result<VerifySettings, 
         address: m.address.map(|a| a.value.clone()),
         sni: m.sni.map(|s| s.value.clone()),
         starttls: m.starttls.map(|s| s.value),
+        shared: m.shared.is_some_and(|s| s.value),
     };
     if v.max_backoff < v.backoff {
         // Point at whichever of the two is written down; max_backoff when both are.
@@ -706,21 +709,7 @@ fn verify(ctx: &Ctx<'_>, label: &str, m: &Merged<'_>) -> Result<VerifySettings, 
             },
         });
     }
-    if v.consecutive > v.attempts {
-        let message = format!(
-            "{label}: verify.consecutive ({}) is more than verify.attempts ({}); the probe \
-             could never pass",
-            v.consecutive, v.attempts
-        );
-        let at = m.consecutive.or(m.attempts);
-        return Err(match at {
-            Some(at) => ctx.err(at, message),
-            None => InventoryError {
-                location: None,
-                message,
-            },
-        });
-    }
+    // `consecutive` above `attempts` is fine: the probes that confirm a match are extra.
     Ok(v)
 }
 

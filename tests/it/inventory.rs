@@ -207,6 +207,7 @@ fn full_design_example_merges_defaults_groups_and_target() {
             address: Some("10.0.0.11:443".into()),
             sni: Some("www.example.com".into()),
             starttls: Some(StartTls::Smtp),
+            shared: false,
         }
     );
     assert_eq!(t.location.file, path);
@@ -238,6 +239,7 @@ fn full_design_example_merges_defaults_groups_and_target() {
             address: None,
             sni: None,
             starttls: None,
+            shared: false,
         }
     );
 

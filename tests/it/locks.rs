@@ -22,6 +22,18 @@ fn spawn_deploy(lab: &Lab) -> Child {
         .unwrap()
 }
 
+/// Whether a run is still inside the gated preview (its `sh` loop runs).
+fn first_still_running(lab: &Lab) -> bool {
+    Command::new("pgrep")
+        .args([
+            "-f",
+            "--",
+            &lab.path("gate").join("hold").display().to_string(),
+        ])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty())
+}
+
 /// Waits (bounded) until `what` holds; a condition, not a sleep.
 fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -39,33 +51,42 @@ fn staged_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A preview that waits until the test removes a gate file, so a run can be held mid-deploy.
-fn gated_preview(lab: &Lab) -> std::path::PathBuf {
+/// A preview that marks that the run reached it (so it holds the lock: the preview runs only
+/// under it) and waits until the test removes a gate file, so a run can be held mid-deploy.
+/// Returns the gate and the marker.
+fn gated_preview(lab: &Lab) -> (std::path::PathBuf, std::path::PathBuf) {
     let gate = lab.path("gate").join("hold");
+    let reached = lab.path("gate").join("reached");
     fs::write(&gate, "").unwrap();
+    let _ = fs::remove_file(&reached);
     lab.set_commands(&[(
         "preview",
         vec![vec![
             "sh".into(),
             "-c".into(),
-            "while [ -e \"$0\" ]; do sleep 0.05; done".into(),
+            ": > \"$1\"; while [ -e \"$0\" ]; do sleep 0.05; done".into(),
             gate.display().to_string(),
+            reached.display().to_string(),
         ]],
     )]);
-    gate
+    (gate, reached)
 }
 
 #[test]
 fn a_second_run_fails_clearly_while_the_first_holds_the_lock() {
     let lab = Lab::start(TargetOptions::default());
-    let gate = gated_preview(&lab);
+    let (gate, reached) = gated_preview(&lab);
     let first = spawn_deploy(&lab);
     let lock = lab.backup_dir().join(".lock");
+    // The first run is inside its preview, under the lock, until the gate opens: the second
+    // run meets the lock whatever the timing.
     wait_until(
-        "the first run holds the lock",
+        "the first run is held in its preview",
         Duration::from_secs(30),
-        || lock.join("holder").exists(),
+        || reached.exists(),
     );
+    let holder = fs::read_to_string(lock.join("holder")).unwrap();
+    assert!(holder.contains(&format!("pid={}", first.id())), "{holder}");
 
     let second = lab.certctl(&["deploy", "--output", "json"]);
     assert_eq!(second.code, 1, "{}", second.stderr);
@@ -81,6 +102,15 @@ fn a_second_run_fails_clearly_while_the_first_holds_the_lock() {
     assert!(
         !error.contains("released"),
         "another run's lock is kept: {error}"
+    );
+    assert_eq!(
+        fs::read_to_string(lock.join("holder")).unwrap(),
+        holder,
+        "the first run still holds the lock, untouched by the second"
+    );
+    assert!(
+        gate.exists() && first_still_running(&lab),
+        "the first run was still held"
     );
 
     fs::remove_file(&gate).unwrap();
@@ -98,14 +128,15 @@ fn a_second_run_fails_clearly_while_the_first_holds_the_lock() {
 #[test]
 fn a_killed_run_leaves_a_lock_that_is_reported_then_broken_and_cleaned() {
     let lab = Lab::start(TargetOptions::default());
-    let gate = gated_preview(&lab);
+    let (gate, reached) = gated_preview(&lab);
     let cert_dir = lab.nginx.cert_path().parent().unwrap().to_path_buf();
     let mut first = spawn_deploy(&lab);
     wait_until(
-        "the first run has staged its files",
+        "the first run is held in its preview",
         Duration::from_secs(30),
-        || staged_files(&cert_dir).len() == 2,
+        || reached.exists(),
     );
+    assert_eq!(staged_files(&cert_dir).len(), 2, "it staged its files");
     first.kill().unwrap(); // SIGKILL: no cleanup runs
     first.wait().unwrap();
     fs::remove_file(&gate).unwrap();

@@ -57,5 +57,6 @@ mod ux_known_hosts;
 mod ux_limit;
 mod ux_report;
 mod ux_terminal;
+mod verification_honesty;
 mod verify_command;
 mod windows_shell_emulated;

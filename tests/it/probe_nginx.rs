@@ -322,14 +322,15 @@ async fn a_fake_flapping_endpoint_is_caught_by_consecutive() {
         fp(&new.openssl_fingerprint()),
         fp(&old.openssl_fingerprint()),
     );
-    assert_eq!(seen, [n, o, n, o]);
+    // Four scheduled probes, each match followed by a (free) confirming one 100 ms later.
+    assert_eq!(seen, [n, o, n, o, n, o, n, o]);
     assert_eq!(
         strict
             .attempts
             .iter()
             .map(|a| a.matched)
             .collect::<Vec<_>>(),
-        [true, false, true, false]
+        [true, false, true, false, true, false, true, false]
     );
 
     // One match is enough with consecutive = 1: the flap goes unnoticed.

@@ -1,6 +1,21 @@
 # certctl: the target's lock (a directory beside the backups), the sweep of what a killed run
 # left, and the active journal shown to the run that takes (or is refused) the lock.
 
+# certctl_trust DIR prints what the controller needs to decide whether DIR and each directory
+# above it up to / can be trusted with backups: `TE 1|0` for each (whether it exists, DIR
+# first), `TU UID` (the login user: sudo's SUDO_UID, else our own), then ONE stat of those that
+# exist, in the same order (`TS OWNER MODE`).
+certctl_trust() {
+  d=$1; set --
+  while :; do
+    if [ -e "$d" ]; then printf 'TE 1\n'; set -- "$@" "$d"; else printf 'TE 0\n'; fi
+    [ "$d" = / ] && break
+    d=${d%/*}; [ -n "$d" ] || d=/
+  done
+  printf 'TU %s\n' "${SUDO_UID:-$(id -u)}"
+  [ $# -eq 0 ] || stat -L -c 'TS %u %a' -- "$@"
+}
+
 # certctl_dirs DIR makes the backup directory (0700) unless it exists.
 certctl_dirs() { [ -d "$1" ] || mkdir -p -m 0700 -- "$1"; }
 

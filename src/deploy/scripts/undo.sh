@@ -6,7 +6,9 @@ certctl_latest() {
   for d in "$1"/*; do
     n=${d##*/}
     case $n in *.restored) continue ;; esac
-    certctl_is_set "$n" && [ -d "$d" ] && set_name=$n
+    certctl_is_set "$n" && [ -d "$d" ] || continue
+    # Only sets this user made: one another user planted is named and passed over.
+    if [ -O "$d" ]; then set_name=$n; else printf 'SKIP %s\n' "$n"; fi
   done
   [ -n "$set_name" ] || return 0
   printf 'SET %s\n' "$set_name"
