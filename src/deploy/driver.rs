@@ -374,7 +374,7 @@ fn attributable(
 ) -> Result<(), StepFailure> {
     let plan = run.plan;
     let new = plan.material.leaf.fingerprint;
-    if !served.is_some_and(|s| s.leaf == new) || files.iter().all(|f| f.current()) {
+    if served.is_none_or(|s| s.leaf != new) || files.iter().all(|f| f.current()) {
         return Ok(());
     }
     let address = &plan.probe.address;
