@@ -135,6 +135,7 @@ fn an_independent_probe_right_after_deployed_sees_the_new_certificate() {
 
 #[test]
 #[ignore = "a measurement, 100 deploys (about 2 minutes): `cargo test --test it -- --ignored reload_race`; the README quotes its result"]
+#[expect(clippy::print_stdout, reason = "the measurement's result is its output")]
 fn reload_race_measured_over_100_deploys() {
     let rig = Rig::start(RigOptions::default());
     rig.write_inventory(&InventorySpec {
