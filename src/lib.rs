@@ -21,6 +21,7 @@
 //! - [`deploy`] runs the per-target state machine over [`ssh`] and [`probe`]; it prints nothing
 //!   and sends [`report::Event`]s instead.
 //! - [`report`] owns every byte written to stdout/stderr and decides the exit code.
+//! - [`limits`] holds the bounds on operator input (file modes, verify settings, RSA sizes).
 //! - Around a run: [`source`] and [`localcmd`] read material from files, variables and
 //!   commands; [`hook`] selects certificates for an ACME client's deploy hook; [`policy`] is the
 //!   gate before anything is touched; after a run, [`monitor`] writes Prometheus metrics,
@@ -36,6 +37,7 @@ pub mod history;
 pub mod hook;
 pub mod inventory;
 pub mod lifecycle;
+pub mod limits;
 pub mod localcmd;
 pub mod material;
 pub mod monitor;
