@@ -389,8 +389,14 @@ fn check_settings(
             return Err(ctx.err(key, "empty parameter name"));
         }
         if key.value == "mode" {
-            connector::parse_mode(&value.value)
+            let mode = connector::parse_mode(&value.value)
                 .map_err(|e| ctx.err(value, format!("param `mode`: {e}")))?;
+            if let Some(problem) = crate::limits::mode_bits_problem(mode) {
+                return Err(ctx.err(
+                    value,
+                    format!("param `mode` \"{}\": {problem}", value.value),
+                ));
+            }
         }
     }
     for (section, commands) in s.commands.iter().flat_map(|c| &c.0) {
