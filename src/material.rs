@@ -231,15 +231,28 @@ pub struct Material {
     /// Where each chain entry came from, e.g. `certs/www.crt (certificate 2)`.
     chain_origins: Vec<String>,
     key_source: String,
+    /// The certificate's entry in the inventory, for messages.
+    location: Option<crate::inventory::Location>,
 }
 
-/// Why material was rejected. The message names the certificate and file.
+/// Why material was rejected. The message names the certificate and file; the location (the
+/// certificate's entry in the inventory), when known, comes first as `FILE:LINE:COL: `.
 #[derive(Debug, thiserror::Error)]
-#[error("certificate `{name}`: {message}")]
 pub struct MaterialError {
     pub name: String,
     pub message: String,
+    pub location: Option<crate::inventory::Location>,
 }
+
+impl std::fmt::Display for MaterialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(l) = &self.location {
+            write!(f, "{l}: ")?;
+        }
+        write!(f, "certificate `{}`: {}", self.name, self.message)
+    }
+}
+
 
 impl Material {
     /// Reads and parses the files/env/command named by `spec`; checks only that each parses.
@@ -247,6 +260,7 @@ impl Material {
         let fail = |message: String| MaterialError {
             name: spec.name.clone(),
             message,
+            location: spec.location.clone(),
         };
 
         let timeout = spec.command_timeout;
@@ -301,6 +315,7 @@ impl Material {
             cert_source,
             chain_origins,
             key_source,
+            location: spec.location.clone(),
         })
     }
 
@@ -315,6 +330,9 @@ impl Material {
         if let Err(e) = self.check_key() {
             errors.push(e);
         }
+        if let Err(e) = self.check_end_entity() {
+            errors.push(e);
+        }
         self.check_chain(&mut errors, &mut warnings);
         self.check_validity(now, &mut errors, &mut warnings);
         if let Err(e) = self.check_names(names) {
@@ -326,6 +344,7 @@ impl Material {
             Err(MaterialError {
                 name: self.name.clone(),
                 message: errors.join("; "),
+                location: self.location.clone(),
             })
         }
     }
@@ -447,6 +466,37 @@ impl Material {
                 self.leaf.fingerprint
             )),
         }
+    }
+
+    /// The leaf is a server's certificate, not a CA's: TLS clients that check it (rustls,
+    /// webpki: `CaUsedAsEndEntity`) refuse a CA certificate as the server's. A full chain given
+    /// in the wrong order is left to [`Material::check_chain`], which says so.
+    fn check_end_entity(&self) -> Result<(), String> {
+        let cert = parse_x509(&self.leaf.der)?;
+        let is_ca = cert.is_ca();
+        let signs_certs = matches!(cert.key_usage(), Ok(Some(ku)) if ku.value.key_cert_sign());
+        if !is_ca && !signs_certs {
+            return Ok(());
+        }
+        let issued_one = self.chain.iter().any(|c| {
+            parse_x509(&c.der).is_ok_and(|c| c.issuer().as_raw() == cert.subject().as_raw())
+        });
+        if is_ca && issued_one {
+            return Ok(());
+        }
+        let why = match (is_ca, signs_certs) {
+            (true, true) => {
+                "basicConstraints CA:TRUE and keyUsage keyCertSign: TLS clients such as rustls refuse a CA certificate as the server's"
+            }
+            (true, false) => {
+                "basicConstraints CA:TRUE: TLS clients such as rustls refuse a CA certificate as the server's"
+            }
+            _ => "keyUsage keyCertSign, which RFC 5280 allows only in CA certificates",
+        };
+        Err(format!(
+            "{} is a CA certificate ({why}). Give the certificate issued for the server's names as `cert` (leaf first); a self-signed one made with `openssl req -x509` needs `-addext basicConstraints=critical,CA:FALSE`",
+            self.leaf_label()
+        ))
     }
 
     /// Each certificate is issued (names) and signed (signature) by the next one; the leaf is
