@@ -22,7 +22,8 @@
 //!   and sends [`report::Event`]s instead.
 //! - [`report`] owns every byte written to stdout/stderr and decides the exit code.
 //! - [`limits`] holds the bounds on operator input (file modes, verify settings, RSA sizes);
-//!   [`interrupt`] ends a run interrupted before any target started.
+//!   [`large_rsa`] handles RSA keys beyond ring's sizes; [`interrupt`] ends a run interrupted
+//!   before any target started.
 //! - Around a run: [`source`] and [`localcmd`] read material from files, variables and
 //!   commands; [`hook`] selects certificates for an ACME client's deploy hook; [`policy`] is the
 //!   gate before anything is touched; after a run, [`monitor`] writes Prometheus metrics,
@@ -38,6 +39,7 @@ pub mod history;
 pub mod hook;
 pub mod interrupt;
 pub mod inventory;
+pub mod large_rsa;
 pub mod lifecycle;
 pub mod limits;
 pub mod localcmd;

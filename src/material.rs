@@ -253,7 +253,6 @@ impl std::fmt::Display for MaterialError {
     }
 }
 
-
 impl Material {
     /// Reads and parses the files/env/command named by `spec`; checks only that each parses.
     pub fn load(spec: &MaterialSpec) -> Result<Material, MaterialError> {
@@ -422,9 +421,14 @@ impl Material {
     /// the certificate's. When the provider cannot derive one (`Unknown`), we prove possession
     /// instead: sign with the key, verify with the certificate's public key.
     fn check_key(&self) -> Result<(), String> {
-        let key = parse_key(self.key_pem.expose())
+        let key = match parse_key(self.key_pem.expose())
             .map_err(|e| format!("{}: {e}", self.key_source))?
-            .signing;
+            .signing
+        {
+            KeyCheck::Ring(key) => key,
+            KeyCheck::LargeRsa(key) if key.matches(&self.leaf.der) => return Ok(()),
+            KeyCheck::LargeRsa(_) => return Err(self.key_mismatch()),
+        };
         let certified = CertifiedKey::new(
             vec![CertificateDer::from(self.leaf.der.clone())],
             key.clone(),
@@ -452,19 +456,24 @@ impl Material {
         if matches {
             return Ok(());
         }
+        Err(self.key_mismatch())
+    }
+
+    /// The key does not belong to the leaf: say which kinds differ, or that it is another key.
+    fn key_mismatch(&self) -> String {
         match spki_kind(&self.leaf.der) {
-            Some(cert_kind) if cert_kind != self.key_kind => Err(format!(
+            Some(cert_kind) if cert_kind != self.key_kind => format!(
                 "{}: the private key is {} but the certificate {} has an {cert_kind} public key",
                 self.key_source,
                 self.key_kind,
                 self.leaf_label()
-            )),
-            _ => Err(format!(
+            ),
+            _ => format!(
                 "{}: the private key does not belong to the certificate {} (SHA256 {})",
                 self.key_source,
                 self.leaf_label(),
                 self.leaf.fingerprint
-            )),
+            ),
         }
     }
 
@@ -913,7 +922,15 @@ struct ParsedKey {
     kind: KeyKind,
     /// Canonical PEM of the key block.
     pem: Secret,
-    signing: Arc<dyn SigningKey>,
+    signing: KeyCheck,
+}
+
+/// How a key is matched with its certificate.
+enum KeyCheck {
+    /// Loaded by rustls' ring provider.
+    Ring(Arc<dyn SigningKey>),
+    /// An RSA key above ring's 4096 bits, validated by [`crate::large_rsa`].
+    LargeRsa(crate::large_rsa::LargeRsaKey),
 }
 
 const ENCRYPTED_KEY: &str = "the private key is encrypted; certctl needs an unencrypted key: decrypt it (`openssl pkey -in KEY -out KEY.plain`) or name a `key_command` that prints the decrypted key";
@@ -985,21 +1002,7 @@ fn parse_key(bytes: &[u8]) -> Result<ParsedKey, String> {
         .map_err(|()| "unknown PEM label".to_string())?;
     let key_der = PrivateKeyDer::from_pem(section, der.to_vec())
         .ok_or_else(|| format!("`-----BEGIN {}-----` is not a private key", block.label))?;
-    let signing = ring_provider::default_provider()
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|e| {
-            format!(
-                "the private key (`-----BEGIN {}-----` at line {}) cannot be loaded ({e}); certctl supports RSA (2048 bits or more), ECDSA (P-256, P-384) and Ed25519",
-                block.label, block.line
-            )
-        })?;
-    let kind = match signing.algorithm() {
-        SignatureAlgorithm::RSA => KeyKind::Rsa,
-        SignatureAlgorithm::ECDSA => KeyKind::Ecdsa,
-        SignatureAlgorithm::ED25519 => KeyKind::Ed25519,
-        other => return Err(format!("unsupported private key algorithm {other:?}")),
-    };
+    let (kind, signing) = load_key(key_der, block, &der)?;
     let mut pem = Vec::new();
     encode_pem(&block.label, &der, &mut pem);
     Ok(ParsedKey {
@@ -1007,6 +1010,39 @@ fn parse_key(bytes: &[u8]) -> Result<ParsedKey, String> {
         pem: Secret::new(pem),
         signing,
     })
+}
+
+/// Loads a key with ring, else (an RSA key ring refuses for its size) with
+/// [`crate::large_rsa`]. Errors name the block.
+fn load_key(
+    key_der: PrivateKeyDer<'static>,
+    block: &PemBlock,
+    der: &[u8],
+) -> Result<(KeyKind, KeyCheck), String> {
+    let signing = match ring_provider::default_provider()
+        .key_provider
+        .load_private_key(key_der)
+    {
+        Ok(signing) => signing,
+        Err(e) => {
+            let at = format!("`-----BEGIN {}-----` at line {}", block.label, block.line);
+            return match crate::large_rsa::load(&block.label, der) {
+                crate::large_rsa::Loaded::Large(key) => Ok((KeyKind::Rsa, KeyCheck::LargeRsa(key))),
+                crate::large_rsa::Loaded::OutOfRange(why) => Err(format!("{why} ({at})")),
+                _ => Err(format!(
+                    "the private key ({at}) cannot be loaded ({e}); certctl supports RSA (2048 to {} bits), ECDSA (P-256, P-384) and Ed25519",
+                    crate::limits::MAX_RSA_BITS
+                )),
+            };
+        }
+    };
+    let kind = match signing.algorithm() {
+        SignatureAlgorithm::RSA => KeyKind::Rsa,
+        SignatureAlgorithm::ECDSA => KeyKind::Ecdsa,
+        SignatureAlgorithm::ED25519 => KeyKind::Ed25519,
+        other => return Err(format!("unsupported private key algorithm {other:?}")),
+    };
+    Ok((kind, KeyCheck::Ring(signing)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1276,6 +1312,13 @@ mod tests {
         (cert.der().to_vec(), key)
     }
 
+    fn ring(key: &ParsedKey) -> &dyn SigningKey {
+        match &key.signing {
+            KeyCheck::Ring(signing) => signing.as_ref(),
+            KeyCheck::LargeRsa(_) => panic!("a key ring loads"),
+        }
+    }
+
     /// The proof-of-possession fallback (used when rustls cannot derive a public key) agrees
     /// with the SPKI comparison, including across key types.
     #[test]
@@ -1289,8 +1332,8 @@ mod tests {
             let (other_der, _) = self_signed(alg);
             let pem = key.serialize_pem();
             let parsed = parse_key(pem.as_bytes()).unwrap();
-            assert!(key_signs_for(parsed.signing.as_ref(), &der).unwrap());
-            assert!(!key_signs_for(parsed.signing.as_ref(), &other_der).unwrap());
+            assert!(key_signs_for(ring(&parsed), &der).unwrap());
+            assert!(!key_signs_for(ring(&parsed), &other_der).unwrap());
         }
         let (ec_der, _) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
         let ed = parse_key(
@@ -1300,7 +1343,7 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap();
-        assert!(!key_signs_for(ed.signing.as_ref(), &ec_der).unwrap());
+        assert!(!key_signs_for(ring(&ed), &ec_der).unwrap());
     }
 
     #[test]
