@@ -21,6 +21,9 @@
 //! - [`deploy`] runs the per-target state machine over [`ssh`] and [`probe`]; it prints nothing
 //!   and sends [`report::Event`]s instead.
 //! - [`report`] owns every byte written to stdout/stderr and decides the exit code.
+//! - [`limits`] holds the bounds on operator input (file modes, verify settings, RSA sizes);
+//!   [`large_rsa`] handles RSA keys beyond ring's sizes; [`interrupt`] ends a run interrupted
+//!   before any target started.
 //! - Around a run: [`source`] and [`localcmd`] read material from files, variables and
 //!   commands; [`hook`] selects certificates for an ACME client's deploy hook; [`policy`] is the
 //!   gate before anything is touched; after a run, [`monitor`] writes Prometheus metrics,
@@ -34,8 +37,11 @@ pub mod deploy;
 pub mod generate;
 pub mod history;
 pub mod hook;
+pub mod interrupt;
 pub mod inventory;
+pub mod large_rsa;
 pub mod lifecycle;
+pub mod limits;
 pub mod localcmd;
 pub mod material;
 pub mod monitor;

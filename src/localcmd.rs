@@ -92,6 +92,7 @@ pub fn run(argv: &[String], options: &Options<'_>) -> Result<Finished, RunError>
         program: program.clone(),
         source,
     })?;
+    let _registered = Registered::new(&child);
 
     if let (Some(mut pipe), Some(input)) = (child.stdin.take(), options.stdin) {
         let input = input.to_vec();
@@ -137,6 +138,28 @@ pub fn run(argv: &[String], options: &Options<'_>) -> Result<Finished, RunError>
         stdout_truncated,
         duration: started.elapsed(),
     })
+}
+
+/// A running command's process group, known to [`crate::interrupt`] (which kills it when
+/// an interrupt ends the run before anything is touched) until the command is reaped.
+struct Registered(Option<i32>);
+
+impl Registered {
+    fn new(child: &std::process::Child) -> Self {
+        let pid = i32::try_from(child.id()).ok();
+        if let Some(pid) = pid {
+            crate::interrupt::command_started(pid);
+        }
+        Self(pid)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            crate::interrupt::command_ended(pid);
+        }
+    }
 }
 
 /// Reads a pipe to its end on a thread, keeping at most `max` bytes; sends (bytes, truncated).

@@ -231,14 +231,26 @@ pub struct Material {
     /// Where each chain entry came from, e.g. `certs/www.crt (certificate 2)`.
     chain_origins: Vec<String>,
     key_source: String,
+    /// The certificate's entry in the inventory, for messages.
+    location: Option<crate::inventory::Location>,
 }
 
-/// Why material was rejected. The message names the certificate and file.
+/// Why material was rejected. The message names the certificate and file; the location (the
+/// certificate's entry in the inventory), when known, comes first as `FILE:LINE:COL: `.
 #[derive(Debug, thiserror::Error)]
-#[error("certificate `{name}`: {message}")]
 pub struct MaterialError {
     pub name: String,
     pub message: String,
+    pub location: Option<crate::inventory::Location>,
+}
+
+impl std::fmt::Display for MaterialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(l) = &self.location {
+            write!(f, "{l}: ")?;
+        }
+        write!(f, "certificate `{}`: {}", self.name, self.message)
+    }
 }
 
 impl Material {
@@ -247,6 +259,7 @@ impl Material {
         let fail = |message: String| MaterialError {
             name: spec.name.clone(),
             message,
+            location: spec.location.clone(),
         };
 
         let timeout = spec.command_timeout;
@@ -301,6 +314,7 @@ impl Material {
             cert_source,
             chain_origins,
             key_source,
+            location: spec.location.clone(),
         })
     }
 
@@ -315,6 +329,9 @@ impl Material {
         if let Err(e) = self.check_key() {
             errors.push(e);
         }
+        if let Err(e) = self.check_end_entity() {
+            errors.push(e);
+        }
         self.check_chain(&mut errors, &mut warnings);
         self.check_validity(now, &mut errors, &mut warnings);
         if let Err(e) = self.check_names(names) {
@@ -326,6 +343,7 @@ impl Material {
             Err(MaterialError {
                 name: self.name.clone(),
                 message: errors.join("; "),
+                location: self.location.clone(),
             })
         }
     }
@@ -345,6 +363,7 @@ impl Material {
             Err(MaterialError {
                 name: self.name.clone(),
                 message: errors.join("; "),
+                location: self.location.clone(),
             })
         }
     }
@@ -422,9 +441,14 @@ impl Material {
     /// the certificate's. When the provider cannot derive one (`Unknown`), we prove possession
     /// instead: sign with the key, verify with the certificate's public key.
     fn check_key(&self) -> Result<(), String> {
-        let key = parse_key(self.key_pem.expose())
+        let key = match parse_key(self.key_pem.expose())
             .map_err(|e| format!("{}: {e}", self.key_source))?
-            .signing;
+            .signing
+        {
+            KeyCheck::Ring(key) => key,
+            KeyCheck::LargeRsa(key) if key.matches(&self.leaf.der) => return Ok(()),
+            KeyCheck::LargeRsa(_) => return Err(self.key_mismatch()),
+        };
         let certified = CertifiedKey::new(
             vec![CertificateDer::from(self.leaf.der.clone())],
             key.clone(),
@@ -452,20 +476,56 @@ impl Material {
         if matches {
             return Ok(());
         }
+        Err(self.key_mismatch())
+    }
+
+    /// The key does not belong to the leaf: say which kinds differ, or that it is another key.
+    fn key_mismatch(&self) -> String {
         match spki_kind(&self.leaf.der) {
-            Some(cert_kind) if cert_kind != self.key_kind => Err(format!(
+            Some(cert_kind) if cert_kind != self.key_kind => format!(
                 "{}: the private key is {} but the certificate {} has an {cert_kind} public key",
                 self.key_source,
                 self.key_kind,
                 self.leaf_label()
-            )),
-            _ => Err(format!(
+            ),
+            _ => format!(
                 "{}: the private key does not belong to the certificate {} (SHA256 {})",
                 self.key_source,
                 self.leaf_label(),
                 self.leaf.fingerprint
-            )),
+            ),
         }
+    }
+
+    /// The leaf is a server's certificate, not a CA's: TLS clients that check it (rustls,
+    /// webpki: `CaUsedAsEndEntity`) refuse a CA certificate as the server's. A full chain given
+    /// in the wrong order is left to [`Material::check_chain`], which says so.
+    fn check_end_entity(&self) -> Result<(), String> {
+        let cert = parse_x509(&self.leaf.der)?;
+        let is_ca = cert.is_ca();
+        let signs_certs = matches!(cert.key_usage(), Ok(Some(ku)) if ku.value.key_cert_sign());
+        if !is_ca && !signs_certs {
+            return Ok(());
+        }
+        let issued_one = self.chain.iter().any(|c| {
+            parse_x509(&c.der).is_ok_and(|c| c.issuer().as_raw() == cert.subject().as_raw())
+        });
+        if is_ca && issued_one {
+            return Ok(());
+        }
+        let why = match (is_ca, signs_certs) {
+            (true, true) => {
+                "basicConstraints CA:TRUE and keyUsage keyCertSign: TLS clients such as rustls refuse a CA certificate as the server's"
+            }
+            (true, false) => {
+                "basicConstraints CA:TRUE: TLS clients such as rustls refuse a CA certificate as the server's"
+            }
+            _ => "keyUsage keyCertSign, which RFC 5280 allows only in CA certificates",
+        };
+        Err(format!(
+            "{} is a CA certificate ({why}). Give the certificate issued for the server's names as `cert` (leaf first); a self-signed one made with `openssl req -x509` needs `-addext basicConstraints=critical,CA:FALSE`",
+            self.leaf_label()
+        ))
     }
 
     /// Each certificate is issued (names) and signed (signature) by the next one; the leaf is
@@ -882,7 +942,15 @@ struct ParsedKey {
     kind: KeyKind,
     /// Canonical PEM of the key block.
     pem: Secret,
-    signing: Arc<dyn SigningKey>,
+    signing: KeyCheck,
+}
+
+/// How a key is matched with its certificate.
+enum KeyCheck {
+    /// Loaded by rustls' ring provider.
+    Ring(Arc<dyn SigningKey>),
+    /// An RSA key above ring's 4096 bits, validated by [`crate::large_rsa`].
+    LargeRsa(crate::large_rsa::LargeRsaKey),
 }
 
 const ENCRYPTED_KEY: &str = "the private key is encrypted; certctl needs an unencrypted key: decrypt it (`openssl pkey -in KEY -out KEY.plain`) or name a `key_command` that prints the decrypted key";
@@ -954,21 +1022,7 @@ fn parse_key(bytes: &[u8]) -> Result<ParsedKey, String> {
         .map_err(|()| "unknown PEM label".to_string())?;
     let key_der = PrivateKeyDer::from_pem(section, der.to_vec())
         .ok_or_else(|| format!("`-----BEGIN {}-----` is not a private key", block.label))?;
-    let signing = ring_provider::default_provider()
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|e| {
-            format!(
-                "the private key (`-----BEGIN {}-----` at line {}) cannot be loaded ({e}); certctl supports RSA (2048 bits or more), ECDSA (P-256, P-384) and Ed25519",
-                block.label, block.line
-            )
-        })?;
-    let kind = match signing.algorithm() {
-        SignatureAlgorithm::RSA => KeyKind::Rsa,
-        SignatureAlgorithm::ECDSA => KeyKind::Ecdsa,
-        SignatureAlgorithm::ED25519 => KeyKind::Ed25519,
-        other => return Err(format!("unsupported private key algorithm {other:?}")),
-    };
+    let (kind, signing) = load_key(key_der, block, &der)?;
     let mut pem = Vec::new();
     encode_pem(&block.label, &der, &mut pem);
     Ok(ParsedKey {
@@ -976,6 +1030,39 @@ fn parse_key(bytes: &[u8]) -> Result<ParsedKey, String> {
         pem: Secret::new(pem),
         signing,
     })
+}
+
+/// Loads a key with ring, else (an RSA key ring refuses for its size) with
+/// [`crate::large_rsa`]. Errors name the block.
+fn load_key(
+    key_der: PrivateKeyDer<'static>,
+    block: &PemBlock,
+    der: &[u8],
+) -> Result<(KeyKind, KeyCheck), String> {
+    let signing = match ring_provider::default_provider()
+        .key_provider
+        .load_private_key(key_der)
+    {
+        Ok(signing) => signing,
+        Err(e) => {
+            let at = format!("`-----BEGIN {}-----` at line {}", block.label, block.line);
+            return match crate::large_rsa::load(&block.label, der) {
+                crate::large_rsa::Loaded::Large(key) => Ok((KeyKind::Rsa, KeyCheck::LargeRsa(key))),
+                crate::large_rsa::Loaded::OutOfRange(why) => Err(format!("{why} ({at})")),
+                _ => Err(format!(
+                    "the private key ({at}) cannot be loaded ({e}); certctl supports RSA (2048 to {} bits), ECDSA (P-256, P-384) and Ed25519",
+                    crate::limits::MAX_RSA_BITS
+                )),
+            };
+        }
+    };
+    let kind = match signing.algorithm() {
+        SignatureAlgorithm::RSA => KeyKind::Rsa,
+        SignatureAlgorithm::ECDSA => KeyKind::Ecdsa,
+        SignatureAlgorithm::ED25519 => KeyKind::Ed25519,
+        other => return Err(format!("unsupported private key algorithm {other:?}")),
+    };
+    Ok((kind, KeyCheck::Ring(signing)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1245,6 +1332,13 @@ mod tests {
         (cert.der().to_vec(), key)
     }
 
+    fn ring(key: &ParsedKey) -> &dyn SigningKey {
+        match &key.signing {
+            KeyCheck::Ring(signing) => signing.as_ref(),
+            KeyCheck::LargeRsa(_) => panic!("a key ring loads"),
+        }
+    }
+
     /// The proof-of-possession fallback (used when rustls cannot derive a public key) agrees
     /// with the SPKI comparison, including across key types.
     #[test]
@@ -1258,8 +1352,8 @@ mod tests {
             let (other_der, _) = self_signed(alg);
             let pem = key.serialize_pem();
             let parsed = parse_key(pem.as_bytes()).unwrap();
-            assert!(key_signs_for(parsed.signing.as_ref(), &der).unwrap());
-            assert!(!key_signs_for(parsed.signing.as_ref(), &other_der).unwrap());
+            assert!(key_signs_for(ring(&parsed), &der).unwrap());
+            assert!(!key_signs_for(ring(&parsed), &other_der).unwrap());
         }
         let (ec_der, _) = self_signed(&rcgen::PKCS_ECDSA_P256_SHA256);
         let ed = parse_key(
@@ -1269,7 +1363,7 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap();
-        assert!(!key_signs_for(ed.signing.as_ref(), &ec_der).unwrap());
+        assert!(!key_signs_for(ring(&ed), &ec_der).unwrap());
     }
 
     #[test]

@@ -369,6 +369,7 @@ fn plan_target(
             Some(m) => connector::parse_mode(m).map_err(|e| format!("file `{}`: {e}", f.role))?,
             None => f.role.default_mode(),
         };
+        check_file_mode(f.role, explicit_mode, default_mode, &path)?;
         let work = (f.role == Role::Keystore).then(|| format!("{scratch_dir}/{base}.work"));
         values.insert(format!("live.{}", f.role), path.clone());
         values.insert(
@@ -1027,6 +1028,23 @@ fn probe_spec(
         consecutive: v.consecutive,
     };
     Ok((spec, has_probe))
+}
+
+/// The modes [`crate::limits::file_mode`] allows for a file of `role` at `path`: the target's
+/// `mode` param when set (it applies to every file of the target), else the connector's mode.
+fn check_file_mode(
+    role: Role,
+    explicit: Option<u32>,
+    default: u32,
+    path: &str,
+) -> Result<(), String> {
+    match explicit {
+        Some(mode) => crate::limits::file_mode(role, mode).map_err(|e| {
+            format!("param `mode` applies to every file of the target, including the `{role}` file `{path}`: {e}")
+        }),
+        None => crate::limits::file_mode(role, default)
+            .map_err(|e| format!("the connector's `{role}` file `{path}`: {e}")),
+    }
 }
 
 /// Seconds since the Unix epoch.

@@ -121,6 +121,41 @@ impl Schedule {
         }
         waits
     }
+
+    /// The longest a verification on this schedule can take with `timeout` per probe: every
+    /// wait, every probe timing out, and one more probe for the quick rechecks (they start
+    /// inside the first wait, so only the last of them can run past it).
+    pub fn worst_case(&self, timeout: Duration) -> Duration {
+        let attempts = self.attempts.max(1);
+        let mut waits = Duration::ZERO;
+        let mut next = self.backoff;
+        for done in 1..attempts {
+            if next >= self.max_backoff {
+                // Every later wait is the cap: no need to walk a huge `attempts` one by one.
+                let rest = self.max_backoff.saturating_mul(attempts - done);
+                waits = waits.saturating_add(rest);
+                break;
+            }
+            waits = waits.saturating_add(next);
+            next = next.saturating_mul(2);
+        }
+        // Each scheduled probe may be followed by one confirming a match (after
+        // CONFIRM_GAP), and quick rechecks fit inside the first wait: 2 × attempts + 1 probes.
+        let probes = attempts.saturating_mul(2).saturating_add(1);
+        waits
+            .saturating_add(timeout.saturating_mul(probes))
+            .saturating_add(CONFIRM_GAP.saturating_mul(attempts))
+    }
+}
+
+impl ProbeSpec {
+    /// When [`verify`] gives up however its probes go: the schedule's worst case, never more
+    /// than [`crate::limits::MAX_VERIFY_DURATION`]. The engine may cap a target's verify by it.
+    pub fn deadline(&self) -> Duration {
+        self.schedule
+            .worst_case(self.timeout)
+            .min(crate::limits::MAX_VERIFY_DURATION)
+    }
 }
 
 /// The first gap of the quick rechecks: when the first probe sees another certificate, it is
@@ -272,6 +307,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+            .or_else(|e| large_rsa_signature(message, cert, dss, false).ok_or(e))
     }
 
     fn verify_tls13_signature(
@@ -281,11 +317,25 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+            .or_else(|e| large_rsa_signature(message, cert, dss, true).ok_or(e))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
+}
+
+/// ring verifies RSA signatures of keys up to 8192 bits; a server's key of 8193 to 16384 bits
+/// is verified by [`crate::large_rsa`] instead. `None` (ring's error stands) otherwise.
+fn large_rsa_signature(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+    tls13: bool,
+) -> Option<HandshakeSignatureValid> {
+    crate::large_rsa::verify_handshake(dss.scheme, message, cert, dss.signature(), tls13)
+        .ok()
+        .map(|()| HandshakeSignatureValid::assertion())
 }
 
 fn handshake_error(e: &std::io::Error) -> String {
@@ -560,6 +610,8 @@ where
     Fut: Future<Output = Result<Served, ProbeError>>,
 {
     let start = clock.now();
+    let deadline = spec.deadline();
+    let end = start + deadline;
     let attempts = spec.schedule.attempts.max(1);
     let needed = spec.consecutive.max(1);
     let waits = spec.schedule.waits();
@@ -610,6 +662,7 @@ where
                     .copied()
                     .unwrap_or(spec.schedule.max_backoff),
             };
+            let wait = wait.min(end.saturating_duration_since(clock.now()));
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => {
@@ -618,16 +671,28 @@ where
                 }
                 () = clock.sleep(wait) => {}
             }
+            if clock.now() >= end {
+                note_deadline(&mut result, deadline);
+                break;
+            }
         } else if cancel.is_cancelled() {
             result.cancelled = true;
             break;
         }
 
         let began = clock.now();
+        let mut cut = false;
         let outcome = tokio::select! {
             biased;
             () = cancel.cancelled() => None,
             outcome = probe(number) => Some(outcome),
+            () = clock.sleep(end.saturating_duration_since(began)) => {
+                cut = true;
+                Some(Err(ProbeError::Failed {
+                    address: spec.address.clone(),
+                    message: "no answer yet".into(),
+                }))
+            }
         };
         number += 1;
         if !is_quick {
@@ -677,6 +742,10 @@ where
             result.passed = true;
             break;
         }
+        if cut {
+            note_deadline(&mut result, deadline);
+            break;
+        }
         if streak == 0 && counted >= attempts {
             break;
         }
@@ -690,6 +759,20 @@ where
         }
     }
     result
+}
+
+/// A verification that reached [`ProbeSpec::deadline`]: its last attempt says so.
+fn note_deadline(result: &mut Verification, deadline: Duration) {
+    let note = format!(
+        "stopped at the verify deadline ({})",
+        crate::source::format_duration(deadline)
+    );
+    if let Some(last) = result.attempts.last_mut() {
+        last.detail = Some(match last.detail.take() {
+            Some(detail) => format!("{detail}; {note}"),
+            None => note,
+        });
+    }
 }
 
 /// Why `served` is not what we expect, or `None` when leaf and chain both match.
@@ -737,7 +820,7 @@ mod tests {
 
     use super::*;
 
-    /// Virtual time: `sleep` returns at once after moving the clock forward, probes move it with
+    /// Virtual time: `sleep` returns after moving the clock forward (on its second poll), probes move it with
     /// `advance`. Optionally cancels `token` when a sleep reaches `cancel_at`, and then never
     /// returns from that sleep, as a real timer would not before the cancellation wins.
     struct VirtualClock {
@@ -777,6 +860,9 @@ mod tests {
         }
 
         async fn sleep(&self, wait: Duration) {
+            // Not on the first poll: a sleep that loses a race (the deadline against a probe
+            // that was cancelled) must not move the clock, as a real timer would not.
+            tokio::task::yield_now().await;
             let cancelled = {
                 let mut offset = self.offset.lock().unwrap();
                 match &self.cancel_at {
@@ -1247,6 +1333,76 @@ mod tests {
             server_name("bad name")
                 .unwrap_err()
                 .contains("not a valid server name")
+        );
+    }
+
+    #[test]
+    fn the_deadline_is_the_schedules_worst_case_capped() {
+        // Defaults: waits 1 s + 2 s, and 3 probes (+1 for the quick rechecks) of 10 s.
+        assert_eq!(spec(3, 1000, 16_000, 1).deadline(), Duration::from_secs(43));
+        // 7 probes: waits 1+2+4+8+16+16 s, 8 timeouts of 10 s.
+        assert_eq!(
+            spec(7, 1000, 16_000, 1).deadline(),
+            Duration::from_secs(127)
+        );
+        // Whatever the settings, never past the limit (and no walk of every attempt).
+        let huge = spec(u32::MAX, 1000, 600_000, 1);
+        assert_eq!(huge.deadline(), crate::limits::MAX_VERIFY_DURATION);
+        assert_eq!(
+            huge.schedule.worst_case(Duration::ZERO),
+            Duration::from_secs(1 + 2 + 4 + 8 + 16 + 32 + 64 + 128 + 256 + 512)
+                + Duration::from_secs(600) * (u32::MAX - 11)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_never_ends_is_stopped_at_the_deadline() {
+        // A probe that ignores its own timeout (or an endpoint that trickles bytes forever):
+        // the verification still ends, at the deadline, and says why.
+        let clock = VirtualClock::new();
+        let spec = spec(3, 1000, 16_000, 1);
+        let v = verify_on(
+            &clock,
+            &spec,
+            &expected(),
+            &CancellationToken::new(),
+            |_| std::future::pending::<Result<Served, ProbeError>>(),
+        )
+        .await;
+        assert!(!v.passed && !v.cancelled);
+        assert_eq!(clock.elapsed(), Duration::from_secs(43));
+        assert_eq!(v.attempts.len(), 1);
+        let detail = v.attempts[0].detail.as_deref().unwrap();
+        assert!(
+            detail.ends_with("no answer yet; stopped at the verify deadline (43s)"),
+            "{detail}"
+        );
+    }
+
+    #[tokio::test]
+    async fn slow_probes_and_waits_stop_at_the_deadline() {
+        // Each probe takes 20 s (twice its timeout, as a probe that overran it would): the
+        // second wait reaches the deadline, so the verification stops instead of probing again.
+        let clock = VirtualClock::new();
+        let spec = spec(3, 1000, 16_000, 1);
+        let v = verify_on(
+            &clock,
+            &spec,
+            &expected(),
+            &CancellationToken::new(),
+            |_| {
+                clock.advance(Duration::from_secs(20));
+                async { Ok(served(9, &[2])) }
+            },
+        )
+        .await;
+        assert!(!v.passed);
+        assert_eq!(clock.elapsed(), Duration::from_secs(43));
+        assert_eq!(v.attempts.len(), 2);
+        let detail = v.attempts[1].detail.as_deref().unwrap();
+        assert!(
+            detail.ends_with("; stopped at the verify deadline (43s)"),
+            "{detail}"
         );
     }
 }

@@ -4,6 +4,7 @@
 //! [`crate::material`] the same way whatever the source.
 
 use std::io::Read as _;
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -76,6 +77,8 @@ impl Source {
     /// Reads the bytes. The buffer zeroizes on drop: it may be a key. Messages never quote
     /// the content (nor a command's stdout).
     pub fn read(&self, command_timeout: Duration) -> Result<Zeroizing<Vec<u8>>, String> {
+        // The first Ctrl-C ends a run that is still reading its input (and kills a command).
+        crate::interrupt::watch_local_phase();
         match self {
             Source::File(path) => read_file(path),
             Source::Env(var) => read_env(var),
@@ -85,13 +88,21 @@ impl Source {
     }
 }
 
-/// Reads a file of at most [`MAX_INPUT`] bytes.
+/// Reads a regular file of at most [`MAX_INPUT`] bytes. Anything else (a FIFO, a device, a
+/// socket, a directory) is refused before it is opened: opening a FIFO blocks until a writer
+/// comes, and a device may never end.
 pub fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+    regular_file(&meta)?;
+    // Non-blocking, should the path turn into a FIFO after that look: the open returns at once
+    // and the type is checked again on what was opened. Reads of a regular file never block.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| format!("cannot read: {e}"))?;
     let meta = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
-    if meta.is_dir() {
-        return Err("is a directory, not a file".into());
-    }
+    regular_file(&meta)?;
     if meta.len() > MAX_INPUT as u64 {
         return Err(too_large(meta.len() as usize));
     }
@@ -103,6 +114,29 @@ pub fn read_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
         return Err(too_large(bytes.len()));
     }
     Ok(bytes)
+}
+
+/// `Ok` for a regular file; else what it is instead.
+fn regular_file(meta: &std::fs::Metadata) -> Result<(), String> {
+    let kind = meta.file_type();
+    let what = if kind.is_file() {
+        return Ok(());
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else {
+        "not a regular file"
+    };
+    Err(format!(
+        "is {what}, not a regular file; certctl reads material only from regular files (a pipe or a device can block or never end): use a `*_command` or `*_env` source for anything else"
+    ))
 }
 
 fn too_large(len: usize) -> String {

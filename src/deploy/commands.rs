@@ -120,7 +120,7 @@ pub(super) async fn deploy(
                 Remote::Posix => test_reload(run, session).await,
             };
             match tested {
-                Ok(()) => verify(run, &expected).await,
+                Ok(()) => super::verify::verify_new(run, &expected).await,
                 Err(f) => Err(f),
             }
         }

@@ -42,9 +42,10 @@ pub(super) async fn run_target(
     plan: &TargetPlan,
     options: &DeployOptions,
     reporter: &dyn Reporter,
+    stop: tokio_util::sync::CancellationToken,
 ) -> TargetReport {
     let started = Instant::now();
-    let mut run = Run::new(plan, options, reporter);
+    let mut run = Run::new(plan, options, reporter, stop);
     let t = run.begin(Step::Connect);
     match Session::connect(&plan.ssh).await {
         Ok(mut session) => {
@@ -353,7 +354,7 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
     }
     // 8. swap, test, reload; 9. verify — from here any failure rolls back (10).
     let after = match apply::swap_test_reload(run, session, &files).await {
-        Ok(()) => verify::verify(run, &expected).await,
+        Ok(()) => verify::verify_new(run, &expected).await,
         Err(f) => Err(f),
     };
     match after {
@@ -516,7 +517,7 @@ async fn reload_only(run: &mut Run<'_>, session: &Session, served: Option<Served
         .map(|s| s.leaf.to_string())
         .unwrap_or_else(|| "nothing".into());
     let result = match run.step(Step::Reload, apply::reload(session, plan)).await {
-        Ok(()) => verify::verify(run, &plan.material.expected()).await,
+        Ok(()) => verify::verify_new(run, &plan.material.expected()).await,
         Err(f) => Err(f),
     };
     result.map(|()| Status::Reloaded).map_err(|f| {

@@ -101,6 +101,8 @@ pub(super) fn decide<'p>(
         (None, Some(s)) => s.mode & 0o7777,
         (None, None) => planned.default_mode,
     };
+    // No set-id, sticky or execute bit on a certificate or key, whatever the live file had.
+    mode &= 0o666;
     if planned.role.is_secret() {
         mode &= !0o007;
     }

@@ -202,8 +202,9 @@ async fn run_batch(
         };
         let reporter = reporter.clone();
         let options = options.clone();
+        let stop = stop.clone();
         tasks.spawn(async move {
-            let report = driver::run_target(&plan, &options, reporter.as_ref()).await;
+            let report = driver::run_target(&plan, &options, reporter.as_ref(), stop).await;
             let report = finished(reporter.as_ref(), report);
             drop(permit);
             (index, report)

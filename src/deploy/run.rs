@@ -66,6 +66,8 @@ pub(super) struct Run<'a> {
     pub mode: Mode,
     pub force: bool,
     pub break_lock: bool,
+    /// The first interrupt: it ends a verify of the new certificate in progress.
+    pub stop: tokio_util::sync::CancellationToken,
     reporter: &'a dyn Reporter,
     pub report: TargetReport,
     /// A step that already ran inside another step's remote command (a dry-run's cleanup runs
@@ -104,8 +106,10 @@ impl<'a> Run<'a> {
         plan: &'a TargetPlan,
         options: &super::DeployOptions,
         reporter: &'a dyn Reporter,
+        stop: tokio_util::sync::CancellationToken,
     ) -> Self {
         Run {
+            stop,
             plan,
             mode: options.mode,
             force: options.force,

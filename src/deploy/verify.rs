@@ -9,9 +9,24 @@ use crate::material::Expected;
 use crate::probe::Served;
 use crate::report::{Status, Step, StepStatus};
 
-/// Probes until `expected` is served (or the schedule runs out). Skipped without a TLS
-/// endpoint to probe.
+/// Probes until the new certificate is served, the schedule runs out, or the run is
+/// interrupted (the first Ctrl-C ends a verify in progress, and the change is rolled back).
+pub(super) async fn verify_new(run: &mut Run<'_>, expected: &Expected) -> Result<(), StepFailure> {
+    let stop = run.stop.clone();
+    probe_until(run, expected, &stop).await
+}
+
+/// Probes until `expected` is served (or the schedule runs out), uninterrupted: how a
+/// rollback ends. Skipped without a TLS endpoint to probe.
 pub(super) async fn verify(run: &mut Run<'_>, expected: &Expected) -> Result<(), StepFailure> {
+    probe_until(run, expected, &CancellationToken::new()).await
+}
+
+async fn probe_until(
+    run: &mut Run<'_>,
+    expected: &Expected,
+    cancel: &CancellationToken,
+) -> Result<(), StepFailure> {
     let plan = run.plan;
     let t = run.begin(Step::Verify);
     if !plan.has_probe {
@@ -25,7 +40,7 @@ pub(super) async fn verify(run: &mut Run<'_>, expected: &Expected) -> Result<(),
         );
         return Ok(());
     }
-    let v = crate::probe::verify(&plan.probe, expected, &CancellationToken::new()).await;
+    let v = crate::probe::verify(&plan.probe, expected, cancel).await;
     run.report.probes.extend(v.attempts.iter().cloned());
     if let Some(s) = &v.last_served {
         run.report.served_fingerprint = Some(s.leaf);
@@ -41,6 +56,12 @@ pub(super) async fn verify(run: &mut Run<'_>, expected: &Expected) -> Result<(),
             detail.push_str(&format!("; {note}"));
         }
         Ok(((), Some(detail)))
+    } else if v.cancelled {
+        Err(format!(
+            "interrupted: the first Ctrl-C ended the verify after {} probe(s) of {}",
+            v.attempts.len(),
+            plan.probe.address
+        ))
     } else {
         let last = v
             .attempts

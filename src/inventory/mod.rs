@@ -98,6 +98,26 @@ impl Default for VerifySettings {
     }
 }
 
+impl VerifySettings {
+    /// The probe schedule these settings give.
+    pub fn schedule(&self) -> crate::probe::Schedule {
+        crate::probe::Schedule {
+            attempts: self.attempts,
+            backoff: self.backoff,
+            max_backoff: self.max_backoff,
+        }
+    }
+
+    /// The longest one verify with these settings may take (every wait, every probe timing
+    /// out), never more than [`crate::limits::MAX_VERIFY_DURATION`]; the same deadline
+    /// [`crate::probe::verify`] stops at ([`crate::probe::ProbeSpec::deadline`]).
+    pub fn deadline(&self) -> Duration {
+        self.schedule()
+            .worst_case(self.timeout)
+            .min(crate::limits::MAX_VERIFY_DURATION)
+    }
+}
+
 /// One target after merging defaults < groups (in listed order) < target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

@@ -389,8 +389,14 @@ fn check_settings(
             return Err(ctx.err(key, "empty parameter name"));
         }
         if key.value == "mode" {
-            connector::parse_mode(&value.value)
+            let mode = connector::parse_mode(&value.value)
                 .map_err(|e| ctx.err(value, format!("param `mode`: {e}")))?;
+            if let Some(problem) = crate::limits::mode_bits_problem(mode) {
+                return Err(ctx.err(
+                    value,
+                    format!("param `mode` \"{}\": {problem}", value.value),
+                ));
+            }
         }
     }
     for (section, commands) in s.commands.iter().flat_map(|c| &c.0) {
@@ -710,7 +716,37 @@ fn verify(ctx: &Ctx<'_>, label: &str, m: &Merged<'_>) -> Result<VerifySettings, 
         });
     }
     // `consecutive` above `attempts` is fine: the probes that confirm a match are extra.
+    verify_limits(ctx, label, m, &v)?;
     Ok(v)
+}
+
+/// The bounds of [`crate::limits::verify_settings`], located at the setting that breaks them
+/// (for their combination: the first of attempts, timeout, max_backoff, backoff written).
+fn verify_limits(
+    ctx: &Ctx<'_>,
+    label: &str,
+    m: &Merged<'_>,
+    v: &VerifySettings,
+) -> Result<(), InventoryError> {
+    let Err(limit) = crate::limits::verify_settings(v.schedule(), v.timeout) else {
+        return Ok(());
+    };
+    let message = format!("{label}: {}", limit.message);
+    let at = match limit.setting {
+        "attempts" => m.attempts.map(|a| a.referenced),
+        "timeout" => m.timeout.map(|t| t.referenced),
+        "max_backoff" => m.max_backoff.map(|b| b.referenced),
+        _ => m
+            .attempts
+            .map(|a| a.referenced)
+            .or(m.timeout.map(|t| t.referenced))
+            .or(m.max_backoff.map(|b| b.referenced))
+            .or(m.backoff.map(|b| b.referenced)),
+    };
+    Err(InventoryError {
+        location: at.and_then(|l| ctx.location(&l)),
+        message,
+    })
 }
 
 /// The shortest exact spelling of `d` in the inventory's own units.

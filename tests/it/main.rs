@@ -23,6 +23,7 @@ mod fuzz;
 mod generate;
 mod history;
 mod hooks;
+mod input_limits;
 mod inventory;
 mod journal_recovery;
 mod jump_deploy;

@@ -63,7 +63,7 @@ fn command_and_variable_material_is_checked_like_a_file() {
         let line = out
             .stderr
             .lines()
-            .find(|l| l.starts_with("error: certificate `www`"))
+            .find(|l| l.starts_with("error: ") && l.contains(": certificate `www`: "))
             .unwrap_or_else(|| panic!("{}", out.stderr))
             .to_string();
         assert!(line.contains(source), "{line}");

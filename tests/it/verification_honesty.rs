@@ -135,7 +135,10 @@ fn an_independent_probe_right_after_deployed_sees_the_new_certificate() {
 
 #[test]
 #[ignore = "a measurement, 100 deploys (about 2 minutes): `cargo test --test it -- --ignored reload_race`; the README quotes its result"]
-#[expect(clippy::print_stdout, reason = "the measurement's result is its output")]
+#[expect(
+    clippy::print_stdout,
+    reason = "the measurement's result is its output"
+)]
 fn reload_race_measured_over_100_deploys() {
     // CERTCTL_RACE_VERIFY adds to the verify settings, to compare (e.g. `, consecutive: 1`).
     let verify = std::env::var("CERTCTL_RACE_VERIFY").unwrap_or_default();
@@ -296,4 +299,51 @@ fn a_backup_directory_others_can_write_is_refused_and_a_planted_set_passed_over(
         Served::Old,
         "the real set was restored, not the planted one"
     );
+}
+
+/// The first Ctrl-C ends a verify in progress and the change is rolled back (it does not wait
+/// out a long schedule with new files swapped in and the lock held).
+#[test]
+fn the_first_interrupt_ends_a_verify_in_progress_and_rolls_back() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let rig = Rig::start(RigOptions::default());
+    // The probe reaches a server that keeps the old certificate: verify would retry for a
+    // long time (6 probes, 20 s apart). Connection 1 is the downgrade gate's probe, 2
+    // inspect's, 3 the first of verify's: interrupt there.
+    let other = Nginx::start(SNI, &rig.old.leaf.fullchain, &rig.old.leaf.key);
+    let pid = Arc::new(AtomicU32::new(0));
+    let target = pid.clone();
+    let proxy = support::faults::TcpProxy::start(other.addr, move |n| {
+        if n == 3 {
+            let p = target.load(Ordering::SeqCst).to_string();
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &p])
+                .status();
+        }
+    });
+    rig.write_inventory(&InventorySpec {
+        verify_address: Some(proxy.addr.to_string()),
+        verify: Some("{ attempts: 6, backoff: 20s, max_backoff: 20s, timeout: 5s }".into()),
+        ..InventorySpec::default()
+    });
+    let child = rig.spawn_certctl(&["deploy", "--output", "json"]);
+    pid.store(child.id(), Ordering::SeqCst);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = rig.spawned_output();
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let t = &doc["targets"][0];
+    assert_eq!(t["status"], "rolled-back", "{stdout}");
+    assert!(
+        t["error"].as_str().unwrap().contains("interrupted"),
+        "{stdout}"
+    );
+    let probes = t["probes"].as_array().unwrap();
+    assert!(
+        probes.len() < 6,
+        "the schedule was not waited out: {probes:?}"
+    );
+    assert_eq!(rig.live_set(), LiveSet::Old);
+    assert!(rig.leftovers().is_empty(), "{:?}", rig.leftovers());
 }

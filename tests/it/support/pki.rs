@@ -26,6 +26,9 @@ pub enum KeyType {
     EcP384,
     Rsa2048,
     Ed25519,
+    /// RSA of any size, made by the openssl CLI (a new key per leaf; 8192 bits take ~10-60 s).
+    /// ring loads only 2048 to 4096 bits, so rcgen signs the leaf for the public key alone.
+    Rsa(u32),
 }
 
 impl KeyType {
@@ -47,7 +50,37 @@ impl KeyType {
                 KeyPair::from_pkcs8_pem_and_sign_algo(rsa_key_pem(), &rcgen::PKCS_RSA_SHA256)
                     .unwrap()
             }
+            KeyType::Rsa(bits) => panic!("RSA-{bits} is issued through OpensslRsa"),
         }
+    }
+}
+
+/// An RSA key pair from the openssl CLI: the PKCS#8 PEM, and the public key as rcgen signs it.
+struct OpensslRsa {
+    pkcs8_pem: String,
+    /// PKCS#1 `RSAPublicKey` DER: the SubjectPublicKeyInfo's bit string.
+    public_pkcs1: Vec<u8>,
+}
+
+impl OpensslRsa {
+    fn generate(bits: u32) -> Self {
+        let bits = format!("rsa_keygen_bits:{bits}");
+        let pem = openssl_ok(&["genpkey", "-algorithm", "RSA", "-pkeyopt", &bits]);
+        let public = openssl_with_input(&["rsa", "-RSAPublicKey_out", "-outform", "DER"], &pem);
+        OpensslRsa {
+            pkcs8_pem: String::from_utf8(pem).unwrap(),
+            public_pkcs1: public,
+        }
+    }
+}
+
+impl rcgen::PublicKeyData for OpensslRsa {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public_pkcs1
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_RSA_SHA256
     }
 }
 
@@ -81,6 +114,8 @@ pub struct LeafOpts {
     pub not_after: OffsetDateTime,
     /// Override the CN (e.g. a leaf with no SANs, only a CN).
     pub cn: Option<String>,
+    /// Issue a CA certificate (CA:TRUE, keyCertSign) for the names instead of a leaf.
+    pub ca: bool,
 }
 
 impl LeafOpts {
@@ -93,7 +128,14 @@ impl LeafOpts {
             not_before: now - Duration::days(1),
             not_after: now + Duration::days(90),
             cn: None,
+            ca: false,
         }
+    }
+
+    /// A CA certificate (basicConstraints CA:TRUE, keyUsage keyCertSign) for the names.
+    pub fn ca(mut self) -> Self {
+        self.ca = true;
+        self
     }
 
     pub fn key(mut self, key: KeyType) -> Self {
@@ -252,7 +294,6 @@ impl Pki {
     /// Issues a leaf signed by the lowest intermediate and writes `NAME.crt`, `NAME.chain.pem`,
     /// `NAME.fullchain.pem` and `NAME.key` (PKCS#8, 0600).
     pub fn issue(&self, name: &str, opts: LeafOpts) -> Leaf {
-        let key = opts.key.generate();
         let mut params = CertificateParams::new(opts.names.clone()).unwrap();
         params.distinguished_name = DistinguishedName::new();
         let cn = opts
@@ -269,11 +310,23 @@ impl Pki {
         ];
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
+        if opts.ca {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages.push(KeyUsagePurpose::KeyCertSign);
+        }
         let issuer = &self.intermediates.last().unwrap_or(&self.root).issuer;
-        let cert = params.signed_by(&key, issuer).unwrap();
+        let (cert, key_pem) = match opts.key {
+            KeyType::Rsa(bits) => {
+                let key = OpensslRsa::generate(bits);
+                (params.signed_by(&key, issuer).unwrap(), key.pkcs8_pem)
+            }
+            other => {
+                let key = other.generate();
+                (params.signed_by(&key, issuer).unwrap(), key.serialize_pem())
+            }
+        };
 
         let cert_pem = cert.pem();
-        let key_pem = key.serialize_pem();
         let leaf = Leaf {
             name: name.to_string(),
             key_type: opts.key,
@@ -468,6 +521,25 @@ pub fn openssl_ok(args: &[&str]) -> Vec<u8> {
         .args(args)
         .output()
         .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Runs openssl with `args` and `input` on stdin; panics on failure; returns stdout.
+fn openssl_with_input(args: &[&str], input: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
         "openssl {args:?} failed: {}",
