@@ -20,6 +20,7 @@
 //! - [`plan`] is pure: inventory + material + connectors -> one [`plan::TargetPlan`] per target.
 //! - [`deploy`] runs the per-target state machine over [`ssh`] and [`probe`]; it prints nothing
 //!   and sends [`report::Event`]s instead.
+//! - [`verify`] probes targets for `certctl verify` (no SSH), over [`probe`].
 //! - [`report`] owns every byte written to stdout/stderr and decides the exit code.
 //! - [`limits`] holds the bounds on operator input (file modes, verify settings, RSA sizes);
 //!   [`large_rsa`] handles RSA keys beyond ring's sizes; [`interrupt`] ends a run interrupted
@@ -55,6 +56,7 @@ pub mod secret;
 pub mod select;
 pub mod source;
 pub mod ssh;
+pub mod verify;
 pub mod version;
 
 pub use cli::run;
