@@ -208,7 +208,7 @@ async fn posix_lock(
         s.raw("if [ \"${locked:-0}\" = 1 ]; then\n");
         s.cmd(&["certctl_t", "inspect"]);
         s.raw("printf '\\036INSPECT\\n'\n");
-        inspect::commands(&mut s, plan, true);
+        inspect::commands(&mut s, plan, true, false);
         s.raw("s=$?\n");
         s.cmd(&["certctl_t", "inspected"]);
         s.raw("exit $s\nfi\n");
@@ -313,7 +313,7 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
     let plan = run.plan;
     // 4. inspect: what each live file is, what is served.
     let served_before = inspection.served.clone();
-    let files = match inspect_files(run, session, inspection).await {
+    let files = match inspect_files(run, inspection).await {
         Ok(files) => files,
         Err(f) => return Err(run.untouched(f)),
     };
@@ -407,7 +407,6 @@ fn attributable(
 /// certificates read back, what is broken found; the report's files and old fingerprint.
 async fn inspect_files<'p>(
     run: &mut Run<'p>,
-    session: &Session,
     inspection: Inspection,
 ) -> Result<Vec<StagedFile<'p>>, StepFailure> {
     let plan = run.plan;
@@ -422,7 +421,7 @@ async fn inspect_files<'p>(
         .zip(live)
         .map(|(planned, (live, ids))| decide(planned, live, ids, &plan.material))
         .collect();
-    read_old_certs(session, &mut files).await;
+    read_old_certs(&mut files);
     diagnose(&mut files, &plan.material);
     run.report.served_fingerprint = inspection.served.as_ref().map(|s| s.leaf);
     run.report.old_fingerprint = files

@@ -444,18 +444,12 @@ pub(super) fn swap_commands(s: &mut Script, plan: &TargetPlan, files: &[StagedFi
     s.cmd(&["certctl_mark", &plan.backup_dir, "swapped"]);
 }
 
-/// Reads back the certificates of live files whose content differs (certificate roles only;
-/// a bundle's key part is dropped by the parser and the buffer zeroized).
-pub(super) async fn read_old_certs(session: &Session, files: &mut [StagedFile<'_>]) {
+/// The certificates of live files whose content differs (as inspect read them back, only
+/// their CERTIFICATE blocks), parsed.
+pub(super) fn read_old_certs(files: &mut [StagedFile<'_>]) {
     for f in files.iter_mut() {
-        if matches!(f.live.state, LiveState::File(_)) && !f.current() && f.planned.role.has_leaf() {
-            let pem = session
-                .read_file(&f.live.write, super::content::CERT_READ_LIMIT)
-                .await;
-            if let Ok(mut pem) = pem {
-                f.old_certs = crate::material::parse_certs(&pem).unwrap_or_default();
-                zeroize::Zeroize::zeroize(&mut pem);
-            }
+        if let Some(pem) = &f.live.certs_pem {
+            f.old_certs = crate::material::parse_certs(pem.as_bytes()).unwrap_or_default();
         }
     }
 }

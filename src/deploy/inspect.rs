@@ -50,6 +50,9 @@ pub(super) struct LiveFile {
     /// A key-bearing file whose hash is not the new content's: the public key (PEM) openssl
     /// read from it, `-` when it could not; `None` when not checked.
     pub key_pub: Option<String>,
+    /// A certificate file or bundle whose hash is not the new content's: its CERTIFICATE
+    /// blocks (never a key block), as read on the target.
+    pub certs_pem: Option<String>,
 }
 
 /// Owner and group ids resolved from names, when the file needs them.
@@ -60,7 +63,9 @@ pub(super) type Inspected = Vec<(LiveFile, OwnerIds)>;
 
 /// The inspect script's commands (it needs [`script::INSPECT`], and [`script::LOCK`] for the
 /// sweep beside followed symlinks' targets).
-pub(super) fn commands(s: &mut Script, plan: &TargetPlan, create_scratch: bool) {
+/// `all_certs`: read back every certificate file, also one that holds the new content
+/// (`certctl status` shows each file's own certificate).
+pub(super) fn commands(s: &mut Script, plan: &TargetPlan, create_scratch: bool, all_certs: bool) {
     for (i, f) in plan.files.iter().enumerate() {
         let idx = i.to_string();
         // Explicit owner/group always apply; the connector's defaults only to a new file.
@@ -81,15 +86,23 @@ pub(super) fn commands(s: &mut Script, plan: &TargetPlan, create_scratch: bool) 
     }
     let mut quads = vec!["certctl_files".to_string()];
     for (i, f) in plan.files.iter().enumerate() {
+        // `-` matches no hash: the file is read back whatever it holds.
+        let new = if all_certs {
+            "-".to_string()
+        } else {
+            new_sha256(&plan.material, f)
+        };
         let check = match f.role {
-            Role::Key | Role::Bundle => format!("k:{}", new_sha256(&plan.material, f)),
+            Role::Key => format!("k:{new}"),
+            Role::Bundle => format!("b:{new}"),
+            Role::Cert | Role::Fullchain => format!("c:{new}"),
             _ => "-".into(),
         };
         let follow = if f.follow_symlinks { "1" } else { "0" };
         quads.extend([i.to_string(), follow.into(), check, f.path.clone()]);
     }
     s.cmd(&quads);
-    quads[0] = "certctl_keys".into();
+    quads[0] = "certctl_reads".into();
     s.cmd(&quads);
     if create_scratch && needs_scratch(plan) {
         s.cmd(&["certctl_scratch", &plan.scratch_dir, &lock_dir(plan)]);
@@ -126,7 +139,7 @@ pub(super) async fn run(
 ) -> Result<(Inspected, Option<Served>), String> {
     let mut s = Script::new();
     s.raw(STRICT).raw(*script::INSPECT);
-    commands(&mut s, plan, create_scratch);
+    commands(&mut s, plan, create_scratch, !create_scratch);
     let (out, served) = tokio::join!(session.exec_script(&s, None), probe_served(plan));
     let out = out.map_err(|e| e.to_string())?;
     Ok((parse(&plan.files, &out)?, served.and_then(Result::ok)))
@@ -170,6 +183,7 @@ pub(super) fn parse(files: &[PlannedFile], out: &ExecOutput) -> Result<Inspected
                 link: None,
                 write: f.path.clone(),
                 key_pub: None,
+                certs_pem: None,
             };
             (file, (None, None))
         })
@@ -205,7 +219,7 @@ pub(super) fn parse(files: &[PlannedFile], out: &ExecOutput) -> Result<Inspected
             seen[i] = true;
         }
     }
-    for r in records(keys, &[("P", 2)])? {
+    for r in records(keys, &[("P", 2), ("R", 1)])? {
         let idx = r
             .fields
             .first()
@@ -214,6 +228,9 @@ pub(super) fn parse(files: &[PlannedFile], out: &ExecOutput) -> Result<Inspected
         match (r.tag, idx, r.fields.get(1), r.text) {
             ("P", Some(idx), Some(&"key"), Some(pem)) => {
                 live[idx].0.key_pub = Some(pem.to_string());
+            }
+            ("R", Some(idx), None, Some(pem)) => {
+                live[idx].0.certs_pem = Some(pem.to_string());
             }
             _ => return Err(malformed(None, &describe(&r), out)),
         }

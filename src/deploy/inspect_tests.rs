@@ -57,6 +57,12 @@ fn describe_live(files: &[PlannedFile], live: &Inspected) -> String {
         if let Some(l) = &f.link {
             out.push_str(&format!(" link={}", l.replace('\n', "\\n")));
         }
+        if let Some(pem) = &f.certs_pem {
+            out.push_str(&format!(
+                " certs={}",
+                pem.matches("BEGIN CERTIFICATE").count()
+            ));
+        }
         match f.key_pub.as_deref() {
             Some("-") => out.push_str(" key=unloadable"),
             Some(_) => out.push_str(" key=read"),
@@ -134,16 +140,16 @@ fn run_inspect(shell: &str, files: &[PlannedFile], expect_key: &str) -> Result<I
     s.raw(STRICT).raw(*script::INSPECT);
     let mut quads = vec!["certctl_files".to_string()];
     for (i, f) in files.iter().enumerate() {
-        let check = if f.role == Role::Key {
-            format!("k:{expect_key}")
-        } else {
-            "-".into()
+        let check = match f.role {
+            Role::Key => format!("k:{expect_key}"),
+            Role::Cert | Role::Fullchain => "c:-".to_string(),
+            _ => "-".into(),
         };
         let follow = if f.follow_symlinks { "1" } else { "0" };
         quads.extend([i.to_string(), follow.into(), check, f.path.clone()]);
     }
     s.cmd(&quads);
-    quads[0] = "certctl_keys".into();
+    quads[0] = "certctl_reads".into();
     s.cmd(&quads);
     let out = std::process::Command::new(shell)
         .args(["-c", s.as_str()])

@@ -78,7 +78,7 @@ async fn files_status(run: &mut Run<'_>, session: &Session) -> Outcome {
         .zip(live)
         .map(|(planned, (live, ids))| decide(planned, live, ids, &plan.material))
         .collect();
-    read_old_certs(session, &mut files).await;
+    read_old_certs(&mut files);
     run.report.files = files
         .iter()
         .map(|f| {

@@ -51,22 +51,32 @@ certctl_files() {
   printf '\036S %s\n%s\n' "$s" "$o"
 }
 
-# certctl_keys (IDX FOLLOW CHECK PATH)... — the same arguments, after certctl_files: for each
-# key-bearing regular file whose hash is not the new content's, the public key openssl reads
-# from it, so a key that does not match its certificate is seen. Nothing runs for a file that
-# already holds the new content.
-certctl_keys() {
+# certctl_reads (IDX FOLLOW CHECK PATH)... — the same arguments, after certctl_files: for each
+# regular file whose hash is not the new content's, what it holds that the controller needs
+# to judge it: the certificates of a certificate file or a bundle (`R IDX PEM<RS>`, only the
+# CERTIFICATE blocks: never a key), and the public key openssl reads from a key or a bundle
+# (`P IDX key PEM<RS>`, `-` when it cannot), so a key that does not match its certificate is
+# seen. Nothing runs for a file that already holds the new content. CHECK is `c:`, `k:` or
+# `b:` (certificate file, key, bundle) and the new content's SHA-256.
+certctl_reads() {
   printf '\036K\n'
-  command -v openssl >/dev/null 2>&1 || return 0
+  command -v openssl >/dev/null 2>&1 && ssl=1 || ssl=0
   while [ $# -ge 4 ]; do
     i=$1 check=$3
     shift 4
-    case $check in k:*) ;; *) continue ;; esac
+    case $check in [ckb]:*) ;; *) continue ;; esac
     eval "r=\${certctl_real_$i-}"
     [ -n "$r" ] && [ -f "$r" ] || continue
     case ${certctl_hashes-} in *"${check#?:}  $r"*) continue ;; esac
-    k=$(openssl pkey -in "$r" -pubout -passin pass: 2>/dev/null) || k=-
-    printf 'P %s key %s\036\n' "$i" "${k:--}"
+    case $check in [cb]:*)
+      c=$(sed -n '/^-----BEGIN CERTIFICATE-----/,/^-----END CERTIFICATE-----/p' -- "$r" 2>/dev/null)
+      printf 'R %s %s\036\n' "$i" "$c" ;;
+    esac
+    case $check in [kb]:*)
+      [ "$ssl" = 1 ] || continue
+      k=$(openssl pkey -in "$r" -pubout -passin pass: 2>/dev/null) || k=-
+      printf 'P %s key %s\036\n' "$i" "${k:--}" ;;
+    esac
   done
 }
 
