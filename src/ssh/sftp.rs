@@ -2,37 +2,31 @@
 //! exclusive create with the final mode before any content, pipelined writes, fsync, atomic
 //! replace (`posix-rename@openssh.com`), reads with a size limit, directories.
 //!
-//! The server's first packet is checked before russh-sftp reads it ([`FirstPacketCheck`]): a
-//! login shell that prints (a chatty `~/.bashrc`; sshd starts an external sftp-server through
-//! the login shell) puts text where that packet belongs, and the error then says so instead
-//! of "sender dropped".
+//! The server's first packet is checked before russh-sftp reads it (`sftp/first_packet.rs`):
+//! a login shell that prints (a chatty `~/.bashrc`; sshd starts an external sftp-server
+//! through the login shell) puts text where that packet belongs, and the error then says so
+//! instead of "sender dropped".
 //!
 //! The public file operations dispatch here: as the login user over SFTP, or through sudo
 //! (`sudo.rs`) in a `become: sudo` session.
 
 use std::collections::HashMap;
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
 
 use russh::ChannelMsg;
 use russh_sftp::client::RawSftpSession;
 use russh_sftp::client::error::Error as SftpClientError;
 use russh_sftp::protocol::{FileAttributes, OpenFlags, Packet, StatusCode};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::timeout;
 
-use super::exec::first_line;
 use super::{Session, SshError};
+use first_packet::{FirstPacketCheck, login_shell_prints};
+
+mod first_packet;
 
 /// SFTP read/write request size: what OpenSSH's own sftp client uses, well below the
 /// server's 256 KiB packet limit.
 const SFTP_CHUNK: usize = 32 * 1024;
-/// The longest packet an SFTP client accepts (OpenSSH's `SFTP_MAX_MSG_LENGTH`).
-const SFTP_MAX_PACKET: u32 = 256 * 1024;
-/// `SSH_FXP_VERSION`: the type of the server's first packet.
-const SSH_FXP_VERSION: u8 = 2;
 
 /// The SFTP channel and the extensions the server advertised at init.
 pub(super) struct Sftp {
@@ -372,12 +366,7 @@ impl Session {
                 Some(_) => {}
             }
         }
-        let stream = FirstPacketCheck {
-            inner: channel.into_stream(),
-            head: Vec::new(),
-            decided: false,
-            printed,
-        };
+        let stream = FirstPacketCheck::new(channel.into_stream(), printed);
         let raw = RawSftpSession::new(stream);
         raw.set_timeout(self.command_timeout.as_secs().max(1));
         let version = raw.init().await.map_err(|e| describe_sftp(&e))?;
@@ -385,111 +374,6 @@ impl Session {
             raw,
             extensions: version.extensions,
         })
-    }
-}
-
-/// Why SFTP cannot start when a login shell printed `text` first. OpenSSH's sftp reads that
-/// text as a packet length and says "Received message too long".
-fn login_shell_prints(text: &[u8]) -> String {
-    let said: String = first_line(text).chars().take(100).collect();
-    format!(
-        "the login shell prints to stdout (shell startup files); SFTP cannot start: it printed \
-         {said:?} where the SFTP server's first packet belongs (OpenSSH's sftp says \"Received \
-         message too long\"); make the login user's shell startup files (e.g. ~/.bashrc) print \
-         nothing when the shell is not interactive"
-    )
-}
-
-/// Whether the first bytes of an SFTP stream are the server's version packet (`uint32
-/// length, byte SSH_FXP_VERSION`): `None` until there are enough bytes to tell. A length out
-/// of range says no at once (a reader asks for the four length bytes alone).
-fn is_version_packet(head: &[u8]) -> Option<bool> {
-    let length = u32::from_be_bytes(head.get(..4)?.try_into().ok()?);
-    if !(5..=SFTP_MAX_PACKET).contains(&length) {
-        return Some(false);
-    }
-    Some(*head.get(4)? == SSH_FXP_VERSION)
-}
-
-/// The SFTP channel's stream with its first bytes checked before russh-sftp reads them
-/// (which would take a shell's text for a huge length and report only "sender dropped"). On
-/// anything but a version packet, the read fails and `printed` keeps what arrived.
-struct FirstPacketCheck<S> {
-    inner: S,
-    /// What arrived before the verdict.
-    head: Vec<u8>,
-    decided: bool,
-    printed: Arc<Mutex<Option<Vec<u8>>>>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for FirstPacketCheck<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-        if this.decided {
-            return Poll::Ready(Ok(()));
-        }
-        let new = &buf.filled()[before..];
-        this.head.extend_from_slice(new);
-        match is_version_packet(&this.head) {
-            None if !new.is_empty() => {}
-            None | Some(true) => this.decided = true,
-            Some(false) => {
-                this.decided = true;
-                this.read_rest_of_line(cx);
-                *this
-                    .printed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some(std::mem::take(&mut this.head));
-                buf.set_filled(before);
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "text where the SFTP server's first packet belongs",
-                )));
-            }
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncRead + Unpin> FirstPacketCheck<S> {
-    /// Adds what else has already arrived of the shell's first line to `head` (for the
-    /// message), without waiting for more.
-    fn read_rest_of_line(&mut self, cx: &mut Context<'_>) {
-        let mut more = [0u8; 256];
-        while self.head.len() < 200 && !self.head.contains(&b'\n') {
-            let mut buf = ReadBuf::new(&mut more);
-            match Pin::new(&mut self.inner).poll_read(cx, &mut buf) {
-                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
-                    self.head.extend_from_slice(buf.filled());
-                }
-                _ => break,
-            }
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for FirstPacketCheck<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -532,79 +416,5 @@ mod tests {
         put_ssh_string(&mut buf, "ab");
         put_ssh_string(&mut buf, "");
         assert_eq!(buf, [0, 0, 0, 2, b'a', b'b', 0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn the_first_packet_is_a_version_or_shell_text() {
-        // OpenSSH's sftp-server: length 0x9c, SSH_FXP_VERSION, version 3, extensions.
-        assert_eq!(
-            is_version_packet(&[0, 0, 0, 0x9c, 2, 0, 0, 0, 3]),
-            Some(true)
-        );
-        assert_eq!(is_version_packet(&[0, 0, 0, 5, 2]), Some(true));
-        assert_eq!(is_version_packet(&[0, 0, 0]), None);
-        assert_eq!(is_version_packet(&[0, 0, 0, 5]), None);
-        assert_eq!(is_version_packet(b""), None);
-        assert_eq!(is_version_packet(b"Welc"), Some(false));
-        // "Welc" is 1.4 GiB as a length: OpenSSH's "Received message too long 1466264675".
-        assert_eq!(is_version_packet(b"Welcome to web-1\n"), Some(false));
-        assert_eq!(is_version_packet(b"\n\n\n\n\n"), Some(false));
-        assert_eq!(
-            is_version_packet(&[0, 0, 0, 9, 1]),
-            Some(false),
-            "not a VERSION"
-        );
-        assert_eq!(
-            is_version_packet(&[0, 0, 0, 4, 2]),
-            Some(false),
-            "too short"
-        );
-        assert_eq!(is_version_packet(&[0, 4, 0, 1, 2]), Some(false), "too long");
-    }
-
-    #[tokio::test]
-    async fn shell_text_fails_the_first_read_and_is_kept() {
-        use tokio::io::AsyncReadExt as _;
-        let run = |input: &'static [u8]| async move {
-            let printed = Arc::new(Mutex::new(None));
-            let mut stream = FirstPacketCheck {
-                inner: input,
-                head: Vec::new(),
-                decided: false,
-                printed: printed.clone(),
-            };
-            let mut out = Vec::new();
-            let read = stream.read_to_end(&mut out).await.map(|_| out);
-            (read, printed.lock().unwrap().take())
-        };
-        let (read, printed) = run(b"Hello from .bashrc\n\0\0\0\x05\x02").await;
-        assert_eq!(read.unwrap_err().kind(), io::ErrorKind::InvalidData);
-        assert_eq!(printed.unwrap(), b"Hello from .bashrc\n\0\0\0\x05\x02");
-        // russh-sftp reads the four length bytes alone: that is enough to refuse, and the
-        // rest of the line that has arrived is kept for the message.
-        let printed = Arc::new(Mutex::new(None));
-        let mut stream = FirstPacketCheck {
-            inner: &b"Welcome to web-1\nmore"[..],
-            head: Vec::new(),
-            decided: false,
-            printed: printed.clone(),
-        };
-        let err = stream.read_u32().await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        assert_eq!(
-            printed.lock().unwrap().take().unwrap(),
-            b"Welcome to web-1\nmore"
-        );
-        let (read, printed) = run(b"\0\0\0\x05\x02\0\0\0\x03hello").await;
-        assert_eq!(read.unwrap(), b"\0\0\0\x05\x02\0\0\0\x03hello");
-        assert_eq!(printed, None);
-        let message = login_shell_prints(b"\x1b[1mWelcome\x1b[0m to web-1\n");
-        assert!(
-            message.starts_with(
-                "the login shell prints to stdout (shell startup files); SFTP cannot start: \
-                 it printed \"[1mWelcome[0m to web-1\""
-            ),
-            "{message}"
-        );
     }
 }
