@@ -17,9 +17,9 @@ mod validate;
 
 pub use render::{did_you_mean, parse_mode, placeholders, render, scan_placeholders};
 pub use schema::{
-    AfterDeployDef, Command, ConnectorDef, FileDef, GuardedCommand, InputDef, KubernetesSecretDef,
-    ParamDef, ParamFormat, PruneDef, RestoreDef, Role, Shell, SnapshotDef, SwapMode,
-    VerifyDefaults, WhenCommand,
+    AfterDeployDef, BuiltinTemplate, Command, ConnectorDef, FileDef, GuardedCommand, InputDef,
+    KubernetesSecretDef, ParamDef, ParamFormat, PruneDef, RestoreDef, Role, Shell, SnapshotDef,
+    SwapMode, TemplateDef, VerifyDefaults, WhenCommand,
 };
 pub use validate::{known_placeholders, validate};
 
@@ -48,6 +48,26 @@ const BUILTIN_SOURCES: &[(&str, &str)] = &[
         include_str!("../connectors/wincertstore.yaml"),
     ),
 ];
+
+/// Templates the engine provides, for connectors to reference as `{builtin: NAME}` instead of
+/// each carrying a copy; embedded from `connectors/templates/`.
+const BUILTIN_TEMPLATES: &[(&str, &str)] = &[(
+    "pair-check.sh",
+    include_str!("../connectors/templates/pair-check.sh"),
+)];
+
+/// The text of the engine's template `name`.
+pub fn builtin_template(name: &str) -> Option<&'static str> {
+    BUILTIN_TEMPLATES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
+}
+
+/// The names of the engine's templates.
+pub fn builtin_template_names() -> impl Iterator<Item = &'static str> {
+    BUILTIN_TEMPLATES.iter().map(|(n, _)| *n)
+}
 
 /// Parameters the engine itself understands on every connector.
 pub const ENGINE_PARAMS: &[(&str, &str)] = &[

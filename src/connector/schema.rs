@@ -320,6 +320,30 @@ pub struct VerifyDefaults {
     pub starttls: StartTls,
 }
 
+/// A connector template: its own text, with `{placeholders}`; or a reference to a template
+/// the engine provides (`pair-check.sh: {builtin: pair-check.sh}`), one copy for every
+/// connector that needs it (the scripts are in `connectors/templates/`). A built-in takes
+/// every value as an argument, so it is written as it is, without rendering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TemplateDef {
+    Text(String),
+    Builtin(BuiltinTemplate),
+}
+
+/// `{builtin: NAME}`: the engine's template of that name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinTemplate {
+    pub builtin: String,
+}
+
+impl From<&str> for TemplateDef {
+    fn from(text: &str) -> Self {
+        TemplateDef::Text(text.to_owned())
+    }
+}
+
 /// A remote command: an argv array, quoted by the engine in exactly one place.
 pub type Command = Vec<String>;
 
@@ -340,9 +364,10 @@ pub struct ConnectorDef {
     #[serde(default)]
     pub files: Vec<FileDef>,
     /// Small temporary files rendered into the run's private scratch directory on the target
-    /// before `preview` runs; `{template.NAME}` is the rendered file's path.
+    /// before `preview` runs; `{template.NAME}` is the rendered file's path. Each is its text,
+    /// or `{builtin: NAME}` for one the engine provides ([`TemplateDef::Builtin`]).
     #[serde(default)]
-    pub templates: BTreeMap<String, String>,
+    pub templates: BTreeMap<String, TemplateDef>,
     /// Private input files written into the scratch directory before `preview`.
     #[serde(default)]
     pub inputs: Vec<InputDef>,

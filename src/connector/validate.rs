@@ -5,8 +5,9 @@
 use std::collections::BTreeSet;
 
 use super::{
-    Command, ConnectorDef, ConnectorError, ENGINE_PARAMS, GuardedCommand, RestoreDef, Role, Shell,
-    SwapMode, did_you_mean, parse_mode, placeholders,
+    BuiltinTemplate, Command, ConnectorDef, ConnectorError, ENGINE_PARAMS, GuardedCommand,
+    RestoreDef, Role, Shell, SwapMode, TemplateDef, builtin_template, builtin_template_names,
+    did_you_mean, parse_mode, placeholders,
 };
 
 /// Checks a definition on its own: roles unique, placeholders known, modes valid. One
@@ -154,13 +155,25 @@ fn check_command(known: &BTreeSet<String>, what: &str, cmd: &Command) -> Result<
 }
 
 /// File paths, templates and the Kubernetes Secret's name and namespace use known
-/// placeholders only.
+/// placeholders only; a built-in template is one the engine has.
 fn validate_placeholders(def: &ConnectorDef, known: &BTreeSet<String>) -> Result<(), String> {
     for f in &def.files {
         check_known(known, &format!("file `{}` path", f.role), &f.path)?;
     }
-    for (tname, body) in &def.templates {
-        check_known(known, &format!("template `{tname}`"), body)?;
+    for (tname, template) in &def.templates {
+        match template {
+            TemplateDef::Text(body) => check_known(known, &format!("template `{tname}`"), body)?,
+            TemplateDef::Builtin(BuiltinTemplate { builtin }) => {
+                if builtin_template(builtin).is_none() {
+                    let hint = did_you_mean(builtin, builtin_template_names())
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "template `{tname}`: certctl has no built-in template `{builtin}`{hint}"
+                    ));
+                }
+            }
+        }
     }
     for i in &def.inputs {
         if let Some(k) = &i.kubernetes_tls_secret {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::dirs::{Dirs, check_remote_path};
 use super::{PlannedFile, PlannedTemplate};
-use crate::connector::{self, ConnectorDef, Role, SwapMode};
+use crate::connector::{self, ConnectorDef, Role, SwapMode, TemplateDef};
 use crate::inventory::Target;
 
 /// Every file of the connector whose path renders to something, with `live.ROLE` and
@@ -76,8 +76,7 @@ pub(super) fn plan_files(
     // Rendered files see every path, so they are rendered once all paths are known.
     for f in files.iter_mut() {
         if let Some(name) = f.rendered.take() {
-            let body = &def.templates[&name];
-            f.rendered = Some(render_template(&name, body, values)?);
+            f.rendered = Some(render_template(&name, &def.templates[&name], values)?);
         }
     }
     for i in 0..files.len() {
@@ -125,10 +124,10 @@ pub(super) fn plan_templates(
 ) -> Result<Vec<PlannedTemplate>, String> {
     def.templates
         .iter()
-        .map(|(name, body)| {
+        .map(|(name, template)| {
             Ok(PlannedTemplate {
                 path: format!("{}/{name}", dirs.scratch),
-                content: render_template(name, body, values)?,
+                content: render_template(name, template, values)?,
             })
         })
         .collect()
@@ -141,12 +140,21 @@ pub(super) fn plan_templates(
 const CONFIG_UNSAFE: &[char] = &['"', '\\', '$', '{', '}', '`'];
 
 /// Renders a connector template (a config file the target's software reads), refusing a
-/// value that its quoted strings cannot carry literally — before anything is written.
+/// value that its quoted strings cannot carry literally — before anything is written. A
+/// built-in template takes its values as arguments and is written as it is.
 fn render_template(
     name: &str,
-    body: &str,
+    template: &TemplateDef,
     values: &BTreeMap<String, String>,
 ) -> Result<String, String> {
+    let body = match template {
+        TemplateDef::Text(body) => body,
+        TemplateDef::Builtin(b) => {
+            return connector::builtin_template(&b.builtin)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("template `{name}`: no built-in `{}`", b.builtin));
+        }
+    };
     let located = |e: String| format!("template `{name}`: {e}");
     for p in connector::placeholders(body).map_err(located)? {
         let Some(value) = values.get(&p) else {
