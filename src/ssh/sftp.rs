@@ -28,6 +28,15 @@ mod first_packet;
 /// server's 256 KiB packet limit.
 const SFTP_CHUNK: usize = 32 * 1024;
 
+/// A file to create: where, what, with which mode and (numeric) owner.
+#[derive(Clone, Copy)]
+pub(super) struct NewFile<'a> {
+    pub(super) path: &'a str,
+    pub(super) data: &'a [u8],
+    pub(super) mode: u32,
+    pub(super) owner: Option<(u32, u32)>,
+}
+
 /// The SFTP channel and the extensions the server advertised at init.
 pub(super) struct Sftp {
     pub(super) raw: RawSftpSession,
@@ -53,20 +62,21 @@ impl Session {
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<(), SshError> {
+        let file = NewFile {
+            path,
+            data,
+            mode,
+            owner,
+        };
         match &self.sudo {
-            Some(sudo) => self.upload_sudo(sudo, path, data, mode, owner).await,
-            None => self.upload_direct(path, data, mode, owner).await,
+            Some(sudo) => self.upload_sudo(sudo, &file).await,
+            None => self.upload_direct(&file).await,
         }
     }
 
     /// [`Session::upload`] over SFTP as the login user.
-    pub(super) async fn upload_direct(
-        &self,
-        path: &str,
-        data: &[u8],
-        mode: u32,
-        owner: Option<(u32, u32)>,
-    ) -> Result<(), SshError> {
+    pub(super) async fn upload_direct(&self, file: &NewFile<'_>) -> Result<(), SshError> {
+        let NewFile { path, mode, .. } = *file;
         let sftp = self.sftp().await?;
         let raw = &sftp.raw;
         let create = permissions(mode);
@@ -83,9 +93,7 @@ impl Session {
                 self.sftp_error(format!("cannot create {path}{hint}: {}", describe_sftp(&e)))
             })?
             .handle;
-        let written = self
-            .write_content(sftp, &handle, path, data, mode, owner)
-            .await;
+        let written = self.write_content(sftp, &handle, file).await;
         let closed = raw
             .close(handle.as_str())
             .await
@@ -111,11 +119,14 @@ impl Session {
         &self,
         sftp: &Sftp,
         handle: &str,
-        path: &str,
-        data: &[u8],
-        mode: u32,
-        owner: Option<(u32, u32)>,
+        file: &NewFile<'_>,
     ) -> Result<(), String> {
+        let NewFile {
+            path,
+            data,
+            mode,
+            owner,
+        } = *file;
         let raw = &sftp.raw;
         if let Some((uid, gid)) = owner {
             let ids = FileAttributes {

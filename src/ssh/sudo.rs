@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::OnceCell;
 
 use super::exec::{OUTPUT_CAP, first_line};
+use super::sftp::NewFile;
 use super::{ExecOutput, Session, SshError, quote};
 
 /// State of a `become: sudo` session: the login user's private staging directory (created
@@ -66,15 +67,21 @@ impl Session {
     pub(super) async fn upload_sudo(
         &self,
         sudo: &Sudo,
-        path: &str,
-        data: &[u8],
-        mode: u32,
-        owner: Option<(u32, u32)>,
+        file: &NewFile<'_>,
     ) -> Result<(), SshError> {
+        let NewFile {
+            path, mode, owner, ..
+        } = *file;
         let dir = self.stage_dir(sudo).await?;
         let n = sudo.uploads.fetch_add(1, Ordering::Relaxed);
         let staged = format!("{dir}/{n}");
-        self.upload_direct(&staged, data, 0o600, None).await?;
+        let private = NewFile {
+            path: &staged,
+            mode: 0o600,
+            owner: None,
+            ..*file
+        };
+        self.upload_direct(&private).await?;
         let mode_arg = format!("{mode:04o}");
         let owner_arg = owner
             .map(|(uid, gid)| format!("{uid}:{gid}"))
