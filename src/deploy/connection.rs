@@ -12,7 +12,7 @@ use super::{Remote, windows};
 use crate::plan::TargetPlan;
 use crate::report::Step;
 use crate::ssh::quote::Script;
-use crate::ssh::{Session, SshError};
+use crate::ssh::{Session, SshErrorKind};
 
 /// Pauses before each connect made to reach a target again after its connection was lost.
 const RECONNECT_BACKOFF: [Duration; 3] = [
@@ -81,8 +81,10 @@ pub(super) async fn reconnect(
         last = error.to_string();
         // A host-key or authentication problem does not go away by retrying.
         if !matches!(
-            error,
-            SshError::Connect { .. } | SshError::ConnectTimeout { .. } | SshError::Protocol { .. }
+            error.kind,
+            SshErrorKind::Connect { .. }
+                | SshErrorKind::ConnectTimeout { .. }
+                | SshErrorKind::Protocol { .. }
         ) {
             break;
         }

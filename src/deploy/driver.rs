@@ -22,7 +22,7 @@ use crate::plan::TargetPlan;
 use crate::probe::Served;
 use crate::report::{Reporter, Status, Step, TargetReport};
 use crate::ssh::quote::Script;
-use crate::ssh::{ExecOutput, Session, SshError};
+use crate::ssh::{ExecOutput, Session, SshErrorKind};
 
 /// What inspect found, and how long it took (it may have run inside the lock's command).
 struct Inspection {
@@ -59,8 +59,8 @@ pub(super) async fn run_target(
             let _ = run.record::<()>(Step::Connect, t.elapsed(), Err(message.clone()));
             // A login that works but may not `sudo -n` is reachable: it fails like any other
             // step the target refuses.
-            let status = match e {
-                SshError::Become { .. } => Status::Failed,
+            let status = match e.kind {
+                SshErrorKind::Become { .. } => Status::Failed,
                 _ => Status::Unreachable,
             };
             run.conclude(Err((status, format!("{message}; nothing was changed"))));

@@ -7,13 +7,17 @@
 //! - `raw`: serde types mirroring the YAML (`deny_unknown_fields`, values wrapped in
 //!   `serde_saphyr::Spanned` so later checks can point at them) and the parse call with its
 //!   budgets (alias bombs) and one-line error wording.
-//! - `resolve`: per-block checks, the merge, path resolution and defaults.
+//! - `resolve`: from raw to resolved, section by section; `check`: each settings block on its
+//!   own, where it is written; `target`: the merge of one target's settings, path resolution
+//!   and defaults.
 //!
 //! Errors are one line, `FILE:LINE:COL: message`; serde-saphyr's source snippets are dropped so
 //! YAML errors and our own semantic errors read the same.
 
+mod check;
 mod raw;
 mod resolve;
+mod target;
 
 use std::collections::BTreeMap;
 use std::io::Read;

@@ -4,7 +4,7 @@
 //!
 //! Each hop is a full SSH session tunnelled through the previous one (`direct-tcpip` channel +
 //! `connect_stream`), with its own strict host-key check against its own known_hosts. The
-//! connecting itself lives in the parent module (it shares the handshake, retry and auth code).
+//! connecting itself lives in `connect.rs` (it shares the handshake, retry and auth code).
 //!
 //! Not here: reading `~/.ssh/config` ([`super::config`]) or choosing which hops a target uses
 //! (inventory > ssh config, decided by the caller).
@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use russh::client;
 use tokio::time::Instant;
 
-use super::{AuthSources, SshConfig, SshError, Verifier, endpoint};
+use super::verifier::Verifier;
+use super::{AuthSources, Endpoint, SshConfig, SshError, SshErrorKind, endpoint};
 
 /// One hop as written: `[user@]host[:port]`, `[v6addr]:port`, or `ssh://[user@]host[:port]`.
 /// Missing parts are filled from `~/.ssh/config` and defaults by
@@ -261,7 +262,7 @@ impl JumpPool {
             {
                 return Err((index, error.clone()));
             }
-            match super::connect_hop(hop, previous.clone(), config, sources).await {
+            match super::connect::connect_hop(hop, previous.clone(), config, sources).await {
                 Ok(connected) => {
                     tracing::debug!(hop = %connected.label, "jump host connected");
                     let connected = Arc::new(connected);
@@ -277,14 +278,9 @@ impl JumpPool {
             }
         }
         previous.ok_or_else(|| {
-            (
-                0,
-                SshError::Protocol {
-                    host: config.host.clone(),
-                    port: config.port,
-                    message: "internal: empty jump chain".to_owned(),
-                },
-            )
+            let message = "internal: empty jump chain".to_owned();
+            let at = Endpoint::new(config.host.clone(), config.port);
+            (0, at.error(SshErrorKind::Protocol { message }))
         })
     }
 }

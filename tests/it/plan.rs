@@ -574,3 +574,83 @@ fn after_deploy_commands_follow_their_when_param() {
         "{err:?}"
     );
 }
+
+/// postfix, dovecot, traefik, envoy and apache share the engine's `pair-check.sh` (one copy,
+/// in connectors/templates/): each plan writes that text as it is and runs it with the
+/// target's openssl, the staged certificate file and the staged key.
+#[test]
+fn the_builtin_pair_check_is_one_script_written_as_it_is() {
+    let text = certctl::connector::builtin_template("pair-check.sh").unwrap();
+    assert_eq!(
+        text,
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("connectors/templates/pair-check.sh")
+        )
+        .unwrap()
+    );
+    for (connector, cert_role) in [
+        ("postfix", "fullchain"),
+        ("dovecot", "fullchain"),
+        ("traefik", "fullchain"),
+        ("envoy", "fullchain"),
+        ("apache", "cert"),
+    ] {
+        let p = plan_one(target(connector, &[])).unwrap_or_else(|e| panic!("{connector}: {e:?}"));
+        let script = p
+            .templates
+            .iter()
+            .find(|t| t.path.ends_with("/pair-check.sh"))
+            .unwrap_or_else(|| panic!("{connector} writes no pair-check.sh"));
+        assert_eq!(script.content, text, "{connector}");
+        let staged = |role: Role| {
+            p.files
+                .iter()
+                .find(|f| f.role == role)
+                .map(|f| f.staged.clone())
+                .unwrap()
+        };
+        let cert = staged(if cert_role == "cert" {
+            Role::Cert
+        } else {
+            Role::Fullchain
+        });
+        assert_eq!(
+            p.preview[0],
+            [
+                "sh",
+                script.path.as_str(),
+                "openssl",
+                &cert,
+                &staged(Role::Key)
+            ],
+            "{connector}"
+        );
+    }
+}
+
+/// An inventory's own connector may reference a built-in template; an unknown one is refused
+/// with a suggestion, and a template written out in full still works.
+#[test]
+fn user_connectors_may_reference_builtin_templates() {
+    use certctl::connector::{ConnectorDef, validate};
+    let yaml = |template: &str| {
+        format!(
+            "params: {{ cert_path: {{}}, key_path: {{}} }}\n\
+             files:\n  - {{ role: fullchain, path: \"{{cert_path}}\" }}\n  - {{ role: key, path: \"{{key_path}}\" }}\n\
+             templates:\n  check.sh: {template}\n  note.txt: \"for {{target}}\"\n\
+             preview:\n  - [sh, \"{{template.check.sh}}\", openssl, \"{{staged.fullchain}}\", \"{{staged.key}}\"]\n"
+        )
+    };
+    let def: ConnectorDef = serde_saphyr::from_str(&yaml("{builtin: pair-check.sh}")).unwrap();
+    validate("mine", &def).unwrap();
+    let def: ConnectorDef = serde_saphyr::from_str(&yaml("{builtin: pair-chek.sh}")).unwrap();
+    let err = validate("mine", &def).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "connector `mine`: template `check.sh`: certctl has no built-in template `pair-chek.sh` (did you mean `pair-check.sh`?)"
+    );
+    assert!(serde_saphyr::from_str::<ConnectorDef>(&yaml("{builtin: x, extra: y}")).is_err());
+    let def: ConnectorDef = serde_saphyr::from_str(&yaml("\"echo {target}\"")).unwrap();
+    validate("mine", &def).unwrap();
+}

@@ -10,7 +10,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 
-use certctl::ssh::{AuthSources, Session, SshConfig, SshError};
+use certctl::ssh::{AuthSources, Session, SshConfig, SshErrorKind};
 use support::lab::{Lab, TargetOptions};
 use support::sshd::Sshd;
 use support::users::LoginUser;
@@ -96,7 +96,7 @@ async fn become_sudo_runs_every_operation_as_root_through_a_private_staging_dir(
         .upload(staged.to_str().unwrap(), b"again", 0o600, None)
         .await
         .unwrap_err();
-    assert!(matches!(err, SshError::Become { .. }), "{err:?}");
+    assert!(matches!(err.kind, SshErrorKind::Become { .. }), "{err:?}");
     assert!(err.to_string().contains("exist already"), "{err}");
     assert_eq!(fs::read(&staged).unwrap(), b"secret key bytes");
     assert_eq!(
@@ -151,7 +151,7 @@ async fn a_login_without_passwordless_sudo_fails_at_connect_naming_the_host() {
         .await
         .unwrap_err();
     let message = err.to_string();
-    assert!(matches!(err, SshError::Become { .. }), "{err:?}");
+    assert!(matches!(err.kind, SshErrorKind::Become { .. }), "{err:?}");
     assert!(
         message.starts_with(&format!("{}:{}: ", server.host(), server.port())),
         "{message}"

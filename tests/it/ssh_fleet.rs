@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use certctl::ssh::config::{HostKeyChecking, HostSettings, LocalUser, SshClientConfig};
-use certctl::ssh::{AuthSources, JumpPool, JumpSpec, Session, SshConfig, SshError};
+use certctl::ssh::{AuthSources, JumpPool, JumpSpec, Session, SshConfig, SshError, SshErrorKind};
 use support::sshd::{Sshd, SshdOptions, free_addr_v6};
 
 fn argv(words: &[&str]) -> Vec<String> {
@@ -97,7 +97,7 @@ async fn a_bastion_that_forbids_forwarding_is_named_in_the_error() {
     };
     let err = connect_err(&config, &JumpPool::new()).await;
     let text = err.to_string();
-    assert!(matches!(err, SshError::Connect { .. }), "{err:?}");
+    assert!(matches!(err.kind, SshErrorKind::Connect { .. }), "{err:?}");
     assert!(
         text.starts_with(&format!("{}:{}: ", target.host(), target.port())),
         "{text}"
@@ -182,25 +182,19 @@ async fn a_wrong_host_key_at_any_hop_is_refused_naming_that_hop() {
         };
         let err = connect_err(&config, &JumpPool::new()).await;
         let text = err.to_string();
-        match &err {
-            SshError::Jump {
+        match &err.kind {
+            SshErrorKind::Jump {
                 hop: h,
                 hops,
                 error,
-                ..
             } => {
                 assert_eq!((*h, *hops), (hop, 2), "{text}");
-                match error.as_ref() {
-                    SshError::HostKeyChanged {
-                        host,
-                        port,
-                        fingerprint,
-                        ..
-                    } => {
-                        assert_eq!(
-                            (host.as_str(), *port),
-                            (server.host().as_str(), server.port())
-                        );
+                assert_eq!(
+                    (error.endpoint.host.as_str(), error.endpoint.port),
+                    (server.host().as_str(), server.port())
+                );
+                match &error.kind {
+                    SshErrorKind::HostKeyChanged { fingerprint, .. } => {
                         assert_eq!(fingerprint, &server.host_key_fingerprint());
                     }
                     other => panic!("expected HostKeyChanged at hop {hop}, got {other:?}"),
@@ -233,15 +227,14 @@ async fn a_wrong_host_key_at_any_hop_is_refused_naming_that_hop() {
         ..target.ssh_config()
     };
     let err = connect_err(&config, &JumpPool::new()).await;
-    match &err {
-        SshError::HostKeyChanged { host, port, .. } => {
-            assert_eq!(
-                (host.as_str(), *port),
-                (target.host().as_str(), target.port())
-            );
-        }
-        other => panic!("expected the target's HostKeyChanged, got {other:?}"),
-    }
+    assert!(
+        matches!(err.kind, SshErrorKind::HostKeyChanged { .. }),
+        "expected the target's HostKeyChanged, got {err:?}"
+    );
+    assert_eq!(
+        (err.endpoint.host.as_str(), err.endpoint.port),
+        (target.host().as_str(), target.port())
+    );
     assert_eq!(target.log_count("Accepted publickey"), 0);
 }
 
@@ -344,14 +337,18 @@ async fn targets_behind_an_unresponsive_bastion_share_one_failure() {
     let connects = (0..5).map(|_| Session::connect_via(&config, &sources, &pool));
     for result in futures::future::join_all(connects).await {
         match result {
-            Err(SshError::Jump {
-                hop: 1,
-                hops: 1,
-                error,
+            Err(SshError {
+                kind:
+                    SshErrorKind::Jump {
+                        hop: 1,
+                        hops: 1,
+                        error,
+                    },
                 ..
             }) => {
                 assert!(
-                    matches!(*error, SshError::ConnectTimeout { port, .. } if port == addr.port()),
+                    matches!(error.kind, SshErrorKind::ConnectTimeout { .. })
+                        && error.endpoint.port == addr.port(),
                     "{error:?}"
                 );
             }

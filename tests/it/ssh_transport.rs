@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use certctl::secret::Secret;
 use certctl::ssh::quote::Script;
-use certctl::ssh::{AuthSources, Session, SshConfig, SshError};
+use certctl::ssh::{AuthSources, Session, SshConfig, SshError, SshErrorKind};
 use support::ChildGuard;
 use support::sshd::{self, Agent, Sshd};
+use support::users::LoginUser;
 
 fn argv(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
@@ -94,8 +95,8 @@ async fn a_command_killed_by_a_signal_has_no_exit_status() {
     let mut script = Script::new();
     script.raw("kill -TERM $$\n");
     let err = session.exec_script(&script, None).await.unwrap_err();
-    match &err {
-        SshError::NoExitStatus {
+    match &err.kind {
+        SshErrorKind::NoExitStatus {
             reason, command, ..
         } => {
             assert!(reason.contains("TERM"), "{reason}");
@@ -117,8 +118,8 @@ async fn a_command_over_its_timeout_fails_and_the_session_still_works() {
     };
     let session = connect(&config).await;
     let err = session.exec(&argv(&["sleep", "30"])).await.unwrap_err();
-    match &err {
-        SshError::CommandTimeout {
+    match &err.kind {
+        SshErrorKind::CommandTimeout {
             command, timeout, ..
         } => {
             assert_eq!(command, "sleep 30");
@@ -223,7 +224,7 @@ async fn upload_sets_mode_owner_and_content_exclusively() {
         .upload(&path("taken"), b"new", 0o600, None)
         .await
         .unwrap_err();
-    assert!(matches!(err, SshError::Sftp { .. }), "{err:?}");
+    assert!(matches!(err.kind, SshErrorKind::Sftp { .. }), "{err:?}");
     assert!(err.to_string().contains("taken"), "{err}");
     assert_eq!(std::fs::read(path("taken")).unwrap(), b"original");
 
@@ -232,7 +233,53 @@ async fn upload_sets_mode_owner_and_content_exclusively() {
         .upload(&path("no/such/dir/x"), b"x", 0o600, None)
         .await
         .unwrap_err();
-    assert!(matches!(err, SshError::Sftp { .. }), "{err:?}");
+    assert!(matches!(err.kind, SshErrorKind::Sftp { .. }), "{err:?}");
+}
+
+/// A login shell whose startup file prints (a chatty `~/.bashrc`): sshd starts an external
+/// sftp-server through the login shell, so the SFTP stream begins with that text instead of
+/// the server's first packet (OpenSSH's sftp says "Received message too long"). Every SFTP
+/// operation names the cause instead of a broken channel; commands still run.
+#[tokio::test]
+async fn a_login_shell_that_prints_is_named_as_why_sftp_cannot_start() {
+    let sftp_server = Path::new("/usr/lib/openssh/sftp-server");
+    assert!(sftp_server.exists(), "{} is missing", sftp_server.display());
+    let server = Sshd::start_with(&[&format!("Subsystem sftp {}", sftp_server.display())]);
+    server.allow_other_logins();
+    let user = LoginUser::create(false);
+    user.set_shell(Path::new("/bin/bash"));
+    // Debian's bash reads ~/.bashrc when sshd runs it, interactive or not.
+    let bashrc = user.home().join(".bashrc");
+    std::fs::write(&bashrc, "echo 'Welcome to web-1, have a nice day'\n").unwrap();
+    user.own(&bashrc);
+    let config = SshConfig {
+        user: user.name.clone(),
+        ..server.ssh_config()
+    };
+    let session = connect(&config).await;
+    let out = session.exec(&argv(&["true"])).await.unwrap();
+    assert!(out.success(), "{out:?}");
+
+    let expected = format!(
+        "{}:{}: sftp: the login shell prints to stdout (shell startup files); SFTP cannot start",
+        server.host(),
+        server.port()
+    );
+    let home = user.home();
+    let err = session
+        .read_file(home.join(".bashrc").to_str().unwrap(), 1 << 20)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(message.starts_with(&expected), "{message}");
+    assert!(message.contains("Welcome to web-1"), "{message}");
+    // The next SFTP operation says the same.
+    let err = session
+        .upload(home.join("x").to_str().unwrap(), b"x", 0o600, None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with(&expected), "{err}");
+    session.close().await;
 }
 
 #[tokio::test]
@@ -268,7 +315,7 @@ async fn rename_over_replaces_an_existing_file_atomically() {
     // A missing source is an error naming both paths.
     let err = session.rename_over(staged_s, live_s).await.unwrap_err();
     assert!(
-        matches!(err, SshError::Sftp { .. }) && err.to_string().contains(staged_s),
+        matches!(err.kind, SshErrorKind::Sftp { .. }) && err.to_string().contains(staged_s),
         "{err}"
     );
     assert_eq!(std::fs::read(&live).unwrap(), b"new cert");
@@ -295,7 +342,7 @@ async fn read_file_and_remove_file() {
         .read_file(dir.path().join("absent").to_str().unwrap(), 1000)
         .await
         .unwrap_err();
-    assert!(matches!(err, SshError::Sftp { .. }), "{err:?}");
+    assert!(matches!(err.kind, SshErrorKind::Sftp { .. }), "{err:?}");
 
     session.remove_file(file_s).await.unwrap();
     assert!(!file.exists());
@@ -305,7 +352,7 @@ async fn read_file_and_remove_file() {
         .remove_file(dir.path().to_str().unwrap())
         .await
         .unwrap_err();
-    assert!(matches!(err, SshError::Sftp { .. }), "{err:?}");
+    assert!(matches!(err.kind, SshErrorKind::Sftp { .. }), "{err:?}");
 }
 
 // --- host keys ------------------------------------------------------------------------------
@@ -319,8 +366,8 @@ async fn missing_known_hosts_file_is_refused_with_the_line_to_add() {
         ..server.ssh_config()
     })
     .await;
-    match &err {
-        SshError::KnownHostsMissing {
+    match &err.kind {
+        SshErrorKind::KnownHostsMissing {
             fingerprint,
             line,
             path,
@@ -355,8 +402,8 @@ async fn unknown_host_is_refused_with_the_fingerprint() {
         ..server.ssh_config()
     })
     .await;
-    match &err {
-        SshError::UnknownHost {
+    match &err.kind {
+        SshErrorKind::UnknownHost {
             fingerprint, line, ..
         } => {
             assert_eq!(fingerprint, &server.host_key_fingerprint());
@@ -377,8 +424,8 @@ async fn a_changed_host_key_is_refused_loudly() {
         ..server.ssh_config()
     })
     .await;
-    match &err {
-        SshError::HostKeyChanged {
+    match &err.kind {
+        SshErrorKind::HostKeyChanged {
             known_line,
             fingerprint,
             ..
@@ -398,7 +445,10 @@ async fn a_changed_host_key_is_refused_loudly() {
         ..server.ssh_config()
     })
     .await;
-    assert!(matches!(err, SshError::HostKeyChanged { .. }), "{err:?}");
+    assert!(
+        matches!(err.kind, SshErrorKind::HostKeyChanged { .. }),
+        "{err:?}"
+    );
     assert_eq!(std::fs::read_to_string(&known_hosts).unwrap(), before);
 }
 
@@ -422,8 +472,8 @@ async fn a_revoked_host_key_is_refused_even_when_listed() {
             ..server.ssh_config()
         })
         .await;
-        match &err {
-            SshError::HostKeyRevoked {
+        match &err.kind {
+            SshErrorKind::HostKeyRevoked {
                 known_line,
                 fingerprint,
                 ..
@@ -613,8 +663,8 @@ async fn an_encrypted_key_needs_the_passphrase() {
         .await;
 
     let err = connect_err(&config).await;
-    match &err {
-        SshError::Auth { message, .. } => assert!(
+    match &err.kind {
+        SshErrorKind::Auth { message, .. } => assert!(
             message.contains("CERTCTL_SSH_PASSPHRASE") && message.contains("encrypted_ed25519"),
             "{message}"
         ),
@@ -627,7 +677,7 @@ async fn an_encrypted_key_needs_the_passphrase() {
     };
     let err = Session::connect_with(&config, &wrong).await.unwrap_err();
     assert!(
-        matches!(&err, SshError::Auth { message, .. } if message.contains("wrong CERTCTL_SSH_PASSPHRASE")),
+        matches!(&err.kind, SshErrorKind::Auth { message, .. } if message.contains("wrong CERTCTL_SSH_PASSPHRASE")),
         "{err:?}"
     );
     assert!(
@@ -646,8 +696,8 @@ async fn a_key_not_in_authorized_keys_fails_auth_naming_what_was_tried() {
         ..server.ssh_config()
     })
     .await;
-    match &err {
-        SshError::Auth { user, message, .. } => {
+    match &err.kind {
+        SshErrorKind::Auth { user, message, .. } => {
             assert_eq!(user, &server.user);
             assert!(
                 message.contains("stranger_ed25519") && message.contains("rejected"),
@@ -917,10 +967,10 @@ async fn a_server_that_never_speaks_hits_the_connect_timeout() {
         jump: Vec::new(),
     };
     let err = connect_err(&config).await;
-    match &err {
-        SshError::ConnectTimeout { timeout, port, .. } => {
+    match &err.kind {
+        SshErrorKind::ConnectTimeout { timeout } => {
             assert_eq!(*timeout, Duration::from_secs(1));
-            assert_eq!(*port, addr.port());
+            assert_eq!(err.endpoint.port, addr.port());
         }
         other => panic!("expected ConnectTimeout, got {other:?}"),
     }
@@ -946,7 +996,7 @@ async fn refused_and_unresolvable_addresses_are_connect_errors_naming_host_and_p
         jump: Vec::new(),
     };
     let err = connect_err(&config).await;
-    assert!(matches!(err, SshError::Connect { .. }), "{err:?}");
+    assert!(matches!(err.kind, SshErrorKind::Connect { .. }), "{err:?}");
     assert!(
         err.to_string()
             .starts_with(&format!("{}:{}: ", addr.ip(), addr.port())),
@@ -959,7 +1009,7 @@ async fn refused_and_unresolvable_addresses_are_connect_errors_naming_host_and_p
         ..config
     })
     .await;
-    assert!(matches!(err, SshError::Connect { .. }), "{err:?}");
+    assert!(matches!(err.kind, SshErrorKind::Connect { .. }), "{err:?}");
     assert!(
         err.to_string().starts_with("no-such-host.invalid:"),
         "{err}"
@@ -1002,7 +1052,7 @@ async fn a_server_that_closes_during_the_handshake_is_a_connect_error() {
         jump: Vec::new(),
     };
     let err = connect_err(&config).await;
-    assert!(matches!(err, SshError::Connect { .. }), "{err:?}");
+    assert!(matches!(err.kind, SshErrorKind::Connect { .. }), "{err:?}");
     assert!(
         err.to_string().contains("during the SSH handshake"),
         "{err}"
@@ -1093,7 +1143,7 @@ async fn an_openssh_user_certificate_beside_the_key_is_offered() {
         ..server.ssh_config()
     };
     let err = connect_err(&config).await;
-    assert!(matches!(err, SshError::Auth { .. }), "{err:?}");
+    assert!(matches!(err.kind, SshErrorKind::Auth { .. }), "{err:?}");
 
     sign(&ca, &key, &["-n", &server.user, "-V", "-5m:+1h"]);
     let session = connect(&config).await;
@@ -1125,7 +1175,10 @@ async fn a_host_trusted_only_through_at_cert_authority_is_refused_with_the_reaso
         ..server.ssh_config()
     })
     .await;
-    assert!(matches!(err, SshError::CertAuthorityOnly { .. }), "{err:?}");
+    assert!(
+        matches!(err.kind, SshErrorKind::CertAuthorityOnly { .. }),
+        "{err:?}"
+    );
     let message = err.to_string();
     assert!(
         message.contains("only a @cert-authority line trusts this host")
@@ -1155,8 +1208,8 @@ async fn several_known_hosts_files_are_read_and_a_revocation_in_any_wins() {
         ..server.ssh_config()
     })
     .await;
-    match err {
-        SshError::HostKeyRevoked { path, .. } => assert_eq!(path, revoked),
+    match err.kind {
+        SshErrorKind::HostKeyRevoked { path, .. } => assert_eq!(path, revoked),
         other => panic!("expected HostKeyRevoked, got {other:?}"),
     }
 }
@@ -1210,7 +1263,7 @@ async fn a_host_certificate_signed_by_a_known_cert_authority_is_accepted() {
     std::fs::write(&known_hosts, ca_line(&other_ca)).unwrap();
     let err = connect_err(&config).await;
     assert!(
-        matches!(err, SshError::HostCertificate { .. })
+        matches!(err.kind, SshErrorKind::HostCertificate { .. })
             && err
                 .to_string()
                 .contains("no @cert-authority line for this host names"),
@@ -1228,7 +1281,10 @@ async fn a_host_certificate_signed_by_a_known_cert_authority_is_accepted() {
     )
     .unwrap();
     let err = connect_err(&config).await;
-    assert!(matches!(err, SshError::HostKeyRevoked { .. }), "{err:?}");
+    assert!(
+        matches!(err.kind, SshErrorKind::HostKeyRevoked { .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -1249,7 +1305,7 @@ async fn a_host_certificate_for_another_name_is_refused() {
     })
     .await;
     assert!(
-        matches!(err, SshError::HostCertificate { .. })
+        matches!(err.kind, SshErrorKind::HostCertificate { .. })
             && err.to_string().contains(&format!(
                 "not valid for `{}` (principals: other.example)",
                 server.host()

@@ -29,7 +29,7 @@ impl LoginUser {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let home = format!("/tmp/certctl-home-{name}");
+        let home = home_of(&name);
         // Parallel test binaries may hold the passwd lock for a moment: useradd then exits
         // 1 or 10 ("cannot lock"); try again a few times.
         let mut last = String::new();
@@ -83,6 +83,11 @@ impl LoginUser {
         );
     }
 
+    /// The home directory `useradd -m` made (under /tmp).
+    pub fn home(&self) -> PathBuf {
+        PathBuf::from(home_of(&self.name))
+    }
+
     /// Gives `path` and everything under it to this user (`chown -R`).
     pub fn own(&self, path: &std::path::Path) {
         let out = Command::new("chown")
@@ -134,6 +139,10 @@ impl Drop for LoginUser {
             panic!("could not remove test user {}", self.name);
         }
     }
+}
+
+fn home_of(name: &str) -> String {
+    format!("/tmp/certctl-home-{name}")
 }
 
 fn id_u(name: &str) -> u32 {
