@@ -139,12 +139,18 @@ impl Schedule {
             waits = waits.saturating_add(next);
             next = next.saturating_mul(2);
         }
-        // Each scheduled probe may be followed by one confirming a match (after
-        // CONFIRM_GAP), and quick rechecks fit inside the first wait: 2 × attempts + 1 probes.
-        let probes = attempts.saturating_mul(2).saturating_add(1);
-        waits
-            .saturating_add(timeout.saturating_mul(probes))
-            .saturating_add(CONFIRM_GAP.saturating_mul(attempts))
+        waits.saturating_add(timeout.saturating_mul(attempts.saturating_add(1)))
+    }
+
+    /// [`Schedule::worst_case`] when `consecutive` asks for more than one match: each
+    /// scheduled probe may then be followed by one confirming it ([`CONFIRM_GAP`] later).
+    pub fn worst_case_confirmed(&self, timeout: Duration, consecutive: u32) -> Duration {
+        let base = self.worst_case(timeout);
+        if consecutive <= 1 {
+            return base;
+        }
+        let confirm = timeout.saturating_add(CONFIRM_GAP);
+        base.saturating_add(confirm.saturating_mul(self.attempts.max(1)))
     }
 }
 
@@ -153,7 +159,7 @@ impl ProbeSpec {
     /// than [`crate::limits::MAX_VERIFY_DURATION`]. The engine may cap a target's verify by it.
     pub fn deadline(&self) -> Duration {
         self.schedule
-            .worst_case(self.timeout)
+            .worst_case_confirmed(self.timeout, self.consecutive)
             .min(crate::limits::MAX_VERIFY_DURATION)
     }
 }
@@ -1344,6 +1350,11 @@ mod tests {
         assert_eq!(
             spec(7, 1000, 16_000, 1).deadline(),
             Duration::from_secs(127)
+        );
+        // consecutive 2: each probe may be confirmed, 100 ms later, by one more (3 × 10.1 s).
+        assert_eq!(
+            spec(3, 1000, 16_000, 2).deadline(),
+            Duration::from_millis(73_300)
         );
         // Whatever the settings, never past the limit (and no walk of every attempt).
         let huge = spec(u32::MAX, 1000, 600_000, 1);

@@ -117,7 +117,7 @@ impl VerifySettings {
     /// [`crate::probe::verify`] stops at ([`crate::probe::ProbeSpec::deadline`]).
     pub fn deadline(&self) -> Duration {
         self.schedule()
-            .worst_case(self.timeout)
+            .worst_case_confirmed(self.timeout, self.consecutive)
             .min(crate::limits::MAX_VERIFY_DURATION)
     }
 }
