@@ -336,11 +336,7 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
     for f in &files {
         run.temps.extend(f.temps(&plan.run_id));
     }
-    // 5. stage
-    if let Err(f) = run.step(Step::Stage, files::stage(session, &files)).await {
-        return Err(run.untouched(f));
-    }
-    // 6. preview (a dry-run stops here), 7. backup + journal
+    // 5. stage, 6. preview (a dry-run stops here), 7. backup + journal
     let old = served_before.map(|s| crate::material::Expected {
         leaf: s.leaf,
         chain: s.chain,
@@ -449,8 +445,9 @@ async fn inspect_files<'p>(
     run.record(Step::Inspect, inspection.took, Ok((files, Some(detail))))
 }
 
-/// Steps 6 and 7 for files: the preview (the live test tolerated while live files are missing
-/// or broken) and, on a deploy, the backup and the journal — in the fewest remote commands.
+/// Steps 5 to 7 for files: the stage, the preview (the live test tolerated while live files
+/// are missing or broken) and, on a deploy, the backup and the journal — in the fewest remote
+/// commands (one, unless a keystore's working copy must be placed between them).
 async fn preview_and_backup(
     run: &mut Run<'_>,
     session: &Session,
@@ -478,11 +475,17 @@ async fn preview_and_backup(
         });
     }
     let work_copies = files.iter().any(|f| f.planned.work.is_some());
-    match (run.dry_run(), work_copies) {
-        (true, false) => preview::then_cleanup(run, session, repairs).await,
-        (true, true) => preview::alone(run, session, repairs).await,
-        (false, false) => preview::with_backup(run, session, &intent, entries, repairs).await,
-        (false, true) => preview_keystore(run, session, files, &intent, entries, repairs).await,
+    if work_copies {
+        // A keystore: staged (its working copy taken) over SFTP, previewed alone, placed.
+        run.step(Step::Stage, files::stage(session, files)).await?;
+        return match run.dry_run() {
+            true => preview::alone(run, session, repairs).await,
+            false => preview_keystore(run, session, files, &intent, entries, repairs).await,
+        };
+    }
+    match run.dry_run() {
+        true => preview::then_cleanup(run, session, files, repairs).await,
+        false => preview::with_backup(run, session, files, &intent, entries, repairs).await,
     }
 }
 

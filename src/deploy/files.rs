@@ -331,6 +331,60 @@ pub(super) async fn stage(session: &Session, files: &[StagedFile<'_>]) -> StepRe
             return Err(command_failure("chcon", &out));
         }
     }
+    Ok(((), Some(staged_detail(files))))
+}
+
+/// Step 5 on a POSIX host, in the preview's own remote command (see `scripts/stage.sh`): the
+/// commands that write the preview's inputs and templates (0600, in the scratch directory) and
+/// every staged file (final mode and owner before any content) from the command's standard
+/// input, and that input — one base64 line per file. Nothing private reaches a command line.
+pub(super) fn stage_commands(
+    s: &mut Script,
+    plan: &TargetPlan,
+    files: &[StagedFile<'_>],
+) -> crate::secret::Secret {
+    use base64::Engine as _;
+    let mut payload = Vec::new();
+    let mut put = |s: &mut Script, path: &str, umask: String, owner: String, bytes: &[u8]| {
+        s.cmd(&["certctl_put", path, &umask, &owner]);
+        payload.extend(
+            base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into_bytes(),
+        );
+        payload.push(b'\n');
+    };
+    for input in &plan.inputs {
+        let content = match &input.content {
+            crate::plan::InputContent::Material(role) => {
+                super::content::material_bytes(&plan.material, *role)
+            }
+            crate::plan::InputContent::Secret(secret) => FileBytes::Secret(secret.clone()),
+        };
+        put(s, &input.path, "077".into(), "-".into(), content.bytes());
+    }
+    for t in &plan.templates {
+        put(s, &t.path, "077".into(), "-".into(), t.content.as_bytes());
+    }
+    let mut synced = vec!["certctl_staged".to_string()];
+    for f in files.iter().filter(|f| f.planned.work.is_none()) {
+        let umask = format!("{:03o}", !f.mode & 0o777);
+        let owner = f
+            .owner
+            .map_or_else(|| "-".to_string(), |(u, g)| format!("{u}:{g}"));
+        put(s, &f.planned.staged, umask, owner, f.content.bytes());
+        if matches!(&f.live.state, LiveState::File(st) if st.selinux.is_some()) {
+            let reference = format!("--reference={}", f.live.write);
+            s.cmd(&["chcon", &reference, "--", &f.planned.staged]);
+        }
+        synced.push(f.planned.staged.clone());
+    }
+    s.cmd(&synced);
+    crate::secret::Secret::new(payload)
+}
+
+/// What step 5 staged, for its report entry.
+pub(super) fn staged_detail(files: &[StagedFile<'_>]) -> String {
     let detail = files
         .iter()
         .map(|f| match &f.planned.work {
@@ -339,7 +393,7 @@ pub(super) async fn stage(session: &Session, files: &[StagedFile<'_>]) -> StepRe
         })
         .collect::<Vec<_>>()
         .join(", ");
-    Ok(((), Some(format!("staged {detail}"))))
+    format!("staged {detail}")
 }
 
 /// Copies each keystore's working copy (built by the preview) to its staged name beside the

@@ -11,7 +11,7 @@
 
 use super::cleanup;
 use super::content::{FileBytes, material_bytes};
-use super::files::backup_commands;
+use super::files::{StagedFile, backup_commands, stage_commands, staged_detail};
 use super::journal::Entry;
 use super::names::set_dir;
 use super::run::{Run, StepFailure, StepResult};
@@ -117,25 +117,26 @@ fn verdict(
     Ok(((), detail))
 }
 
-/// Preview, then (only if it passed) the backup and the journal, in ONE remote command.
+/// Stage, preview, then (only if both passed) the backup and the journal, in ONE remote
+/// command whose standard input carries the staged files. Three steps in the report, each
+/// with its own status, duration (from the remote clock) and message.
 pub(super) async fn with_backup(
     run: &mut Run<'_>,
     session: &Session,
+    files: &[StagedFile<'_>],
     journal: &str,
     entries: &[Entry],
     repairs: Option<&str>,
 ) -> Result<(), StepFailure> {
     let plan = run.plan;
-    let t = run.begin(Step::Preview);
-    if let Err(message) = upload_inputs(session, plan).await {
-        return run.record(Step::Preview, t.elapsed(), Err(message));
-    }
     let mut s = Script::new();
-    s.raw(*CLOCK).raw(*script::JOURNAL);
+    s.raw(*CLOCK).raw(*script::JOURNAL).raw(*script::STAGE);
+    s.raw("fail=0\n");
     s.cmd(&["certctl_t", "start"]);
     // Should this run be killed now, the rest of this script (the backup, the journal) still
     // runs: marked busy, so the run that takes the lock next waits for it.
     s.cmd(&["certctl_busy", &plan.backup_dir]);
+    let stdin = stage_commands(&mut s, plan, files);
     phase(&mut s, plan, repairs.is_some());
     s.raw("printf '\\036BACKUP\\n'; printf '\\036BACKUP\\n' >&2\n");
     // Strict mode only after the preview: the connector's commands run as they would alone.
@@ -143,19 +144,32 @@ pub(super) async fn with_backup(
     backup_commands(&mut s, plan, journal, entries);
     s.cmd(&["certctl_t", "backup"]);
     s.raw("exit $fail\n");
+    let t = run.begin(Step::Stage);
     let out = run
-        .exec_shared(session, &s, Step::Preview, t, "preview and backup")
+        .exec_shared_stdin(
+            session,
+            &s,
+            stdin.expose(),
+            Step::Stage,
+            t,
+            "stage, preview and backup",
+        )
         .await?;
     let total = t.elapsed();
-    let part = |bytes: &[u8]| after_mark(bytes, "\u{1e}BACKUP\n");
     let marks = clock_marks(&String::from_utf8_lossy(&out.stdout));
-    let backup_took = remote_span(&marks, "preview", "backup")
-        .unwrap_or_default()
-        .min(total);
+    let span = |a: &str, b: &str| remote_span(&marks, a, b).unwrap_or_default().min(total);
+    let (backup_took, preview_took) = (span("preview", "backup"), span("stage", "preview"));
+    run.record(
+        Step::Stage,
+        total.saturating_sub(preview_took + backup_took),
+        stage_result(&out, files),
+    )?;
+    run.begin(Step::Preview);
+    let part = |bytes: &[u8]| after_mark(bytes, "\u{1e}BACKUP\n");
     let got_past = part(&out.stdout).is_some();
     run.record(
         Step::Preview,
-        total - backup_took,
+        preview_took,
         verdict(plan, &out, got_past, repairs),
     )?;
     run.begin(Step::Backup);
@@ -166,6 +180,23 @@ pub(super) async fn with_backup(
     };
     let result = backup_result(plan, &backup_out);
     run.record(Step::Backup, backup_took, result)
+}
+
+/// The stage part's outcome in a combined script's output: what `certctl_put` could not do.
+fn stage_result(out: &ExecOutput, files: &[StagedFile<'_>]) -> StepResult<()> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.lines().any(|l| l.starts_with("\u{1e}T stage ")) {
+        return Ok(((), Some(staged_detail(files))));
+    }
+    let failed: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("S "))
+        .map(crate::report::sanitize_line)
+        .collect();
+    if failed.is_empty() {
+        return Err(command_failure("stage script", out));
+    }
+    Err(format!("{}{}", failed.join("; "), script::stderr_note(out)))
 }
 
 /// The backup on its own (after a keystore's working copy was placed).
@@ -222,38 +253,45 @@ pub(super) async fn alone(
     run.record(Step::Preview, t.elapsed(), result)
 }
 
-/// A dry-run's preview and the cleanup in ONE remote command: the cleanup runs whether or not
-/// the preview passed, and its outcome is kept for the cleanup step ([`Run::ran_early`]).
+/// A dry-run's stage, preview and the cleanup in ONE remote command: the cleanup runs
+/// whether or not the stage and preview passed, and its outcome is kept for the cleanup step
+/// ([`Run::ran_early`]).
 pub(super) async fn then_cleanup(
     run: &mut Run<'_>,
     session: &Session,
+    files: &[StagedFile<'_>],
     repairs: Option<&str>,
 ) -> Result<(), StepFailure> {
     let plan = run.plan;
-    let t = run.begin(Step::Preview);
-    if let Err(message) = upload_inputs(session, plan).await {
-        return run.record(Step::Preview, t.elapsed(), Err(message));
-    }
     let mut s = Script::new();
-    s.raw(*CLOCK);
-    // The preview in a subshell: a failing command ends it, not the cleanup after it.
-    s.raw("(\n");
+    s.raw(*CLOCK).raw(*script::JOURNAL).raw(*script::STAGE);
+    s.cmd(&["certctl_t", "start"]);
+    // Stage and preview in a subshell: a failure ends it, not the cleanup after it.
+    s.raw("(\nfail=0\n");
+    let stdin = stage_commands(&mut s, plan, files);
     phase(&mut s, plan, repairs.is_some());
     s.raw(")\n");
     s.cmd(&["certctl_t", "cleanup"]);
     s.raw("printf '\\036CLEANUP\\n'; printf '\\036CLEANUP\\n' >&2\n");
-    s.raw(STRICT).raw(*script::CLEANUP).raw(*script::JOURNAL);
+    s.raw(STRICT).raw(*script::CLEANUP);
     cleanup::commands(&mut s, plan, &run.temps);
     s.cmd(&["certctl_t", "cleaned"]);
     s.raw("exit $fail\n");
+    let t = run.begin(Step::Stage);
     let out = run
-        .exec_shared(session, &s, Step::Preview, t, "preview and cleanup")
+        .exec_shared_stdin(
+            session,
+            &s,
+            stdin.expose(),
+            Step::Stage,
+            t,
+            "stage, preview and cleanup",
+        )
         .await?;
     let total = t.elapsed();
     let marks = clock_marks(&String::from_utf8_lossy(&out.stdout));
-    let cleanup_took = remote_span(&marks, "cleanup", "cleaned")
-        .unwrap_or_default()
-        .min(total);
+    let span = |a: &str, b: &str| remote_span(&marks, a, b).unwrap_or_default().min(total);
+    let (cleanup_took, preview_took) = (span("cleanup", "cleaned"), span("stage", "preview"));
     let mark = "\u{1e}CLEANUP\n";
     let got_past = match after_mark(&out.stdout, mark) {
         Some(stdout) => {
@@ -268,9 +306,12 @@ pub(super) async fn then_cleanup(
         }
         None => false,
     };
+    let stage_took = total.saturating_sub(preview_took + cleanup_took);
+    run.record(Step::Stage, stage_took, stage_result(&out, files))?;
+    run.begin(Step::Preview);
     run.record(
         Step::Preview,
-        total - cleanup_took,
+        preview_took,
         verdict(plan, &out, got_past, repairs),
     )
 }

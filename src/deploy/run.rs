@@ -227,7 +227,22 @@ impl<'a> Run<'a> {
         t: tokio::time::Instant,
         shared: &'static str,
     ) -> Result<ExecOutput, StepFailure> {
-        match session.exec_script(s, None).await {
+        self.exec_shared_stdin(session, s, &[], first, t, shared)
+            .await
+    }
+
+    /// [`Run::exec_shared`] with `stdin` written to the script's standard input.
+    pub async fn exec_shared_stdin(
+        &mut self,
+        session: &crate::ssh::Session,
+        s: &Script,
+        stdin: &[u8],
+        first: Step,
+        t: tokio::time::Instant,
+        shared: &'static str,
+    ) -> Result<ExecOutput, StepFailure> {
+        let stdin = (!stdin.is_empty()).then_some(stdin);
+        match session.exec_script(s, stdin).await {
             Ok(out) => Ok(out),
             Err(e) => {
                 let mut failure = self

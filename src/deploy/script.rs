@@ -36,6 +36,7 @@ script_file!(INSPECT, "scripts/inspect.sh");
 script_file!(JOURNAL, "scripts/journal.sh");
 script_file!(BACKUP, "scripts/backup.sh");
 script_file!(SWAP, "scripts/swap.sh");
+script_file!(STAGE, "scripts/stage.sh");
 script_file!(RESTORE, "scripts/restore.sh");
 script_file!(CLEANUP, "scripts/cleanup.sh");
 script_file!(UNDO, "scripts/undo.sh");

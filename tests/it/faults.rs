@@ -17,8 +17,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use support::faults::{
-    Action, InventorySpec, LiveSet, Rig, RigOptions, Served, SftpFault, TcpProxy,
-    kill_sshd_sessions, nginx_preview, sh, stop_process,
+    Action, InventorySpec, LiveSet, Rig, RigOptions, Served, TcpProxy, kill_sshd_sessions,
+    nginx_preview, sh, stop_process,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,11 +154,11 @@ fn cells() -> Vec<Cell> {
         Cell {
             step: "stage",
             fault: CommandFails,
-            how: "sftp-server refuses `write`",
+            how: "`base64` fails as the stage writes the first file",
             rig: plain,
             dry_run: false,
             arm: |rig| {
-                rig.set_sftp(Some(SftpFault::Ban("write")));
+                rig.arm_tool("base64", None, Action::Fail, false);
                 Armed::default()
             },
             expect: |_| untouched("stage failed"),
@@ -546,14 +546,14 @@ fn cells() -> Vec<Cell> {
         Cell {
             step: "stage",
             fault: SshDrop,
-            how: "sshd session killed as the sftp subsystem starts",
+            how: "sshd session killed as the stage writes the first file (`base64`)",
             rig: plain,
             dry_run: false,
             arm: |rig| {
-                rig.set_sftp(Some(SftpFault::DropAtStart));
+                rig.arm_tool("base64", None, Action::Drop, false);
                 Armed::default()
             },
-            expect: |_| untouched("stage failed"),
+            expect: |_| untouched("stage, preview and backup failed"),
             bug: None,
         },
         Cell {
@@ -567,7 +567,7 @@ fn cells() -> Vec<Cell> {
                 proxy: None,
             },
             // Preview and backup are one remote command: a lost connection names both.
-            expect: |_| untouched("preview and backup failed"),
+            expect: |_| untouched("stage, preview and backup failed"),
             bug: None,
         },
         Cell {
@@ -585,7 +585,7 @@ fn cells() -> Vec<Cell> {
                 );
                 Armed::default()
             },
-            expect: |_| untouched("preview and backup failed"),
+            expect: |_| untouched("stage, preview and backup failed"),
             bug: None,
         },
         Cell {
@@ -1045,8 +1045,9 @@ fn the_next_run_removes_a_killed_runs_scratch_directory() {
 #[test]
 fn a_failed_stat_in_inspect_stops_the_deploy() {
     let rig = Rig::start(RigOptions::default());
-    // `stat` prints nothing: no file has its mode and owner.
-    rig.arm_tool("stat", None, Action::Fail, false);
+    // Inspect's `stat` prints nothing: no file has its mode and owner. (The lock's trust check
+    // of the backup directory stats directories, not the live files.)
+    rig.arm_tool("stat", Some("fullchain.pem"), Action::Fail, false);
     let (out, target) = deploy(&rig);
     assert_eq!(target["status"], "failed", "{}", out.stderr);
     assert_eq!(out.code, 1);

@@ -35,7 +35,7 @@ impl Fleet {
         let j = |s: &str| serde_json::to_string(s).unwrap();
         let mut yaml = format!(
             "defaults:\n  user: {}\n  port: {}\n  identity_file: {}\n  known_hosts: {}\n  connector: ssh\n  certificate: www\n  \
-             verify: {{ address: {}, sni: {SNI}, attempts: 3, backoff: 100ms, max_backoff: 200ms }}\n\
+             verify: {{ address: {}, sni: {SNI}, attempts: 3, backoff: 100ms, max_backoff: 200ms, shared: true }}\n\
              certificates:\n  www: {{ cert: {}, chain: {}, key: {} }}\ngroups:\n  canary: {{}}\ntargets:\n",
             j(&sshd.user),
             sshd.port(),
@@ -247,7 +247,7 @@ fn a_failing_target_never_affects_the_others() {
         } else {
             "deployed"
         };
-        assert_eq!(status, expected, "{name}");
+        assert_eq!(status, expected, "{name}: {report}");
         let deployed = fs::read(fleet.target_dir(&name).join("fullchain.pem")).ok();
         assert_eq!(
             deployed.is_some(),

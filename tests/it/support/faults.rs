@@ -5,8 +5,7 @@
 //!   `SetEnv`), so the plain tools certctl's remote scripts call (`sha256sum`, `cp`, `rm`, …) can
 //!   be replaced, one at a time, by a script that fails, or that drops the SSH connection by
 //!   killing the sshd processes serving the session — exactly when that tool is called.
-//! - **SFTP.** The sftp subsystem is a wrapper of ours around OpenSSH's `sftp-server`: it can
-//!   ban a request (`-P`), or drop the connection when the subsystem starts.
+//! - **SFTP.** The sftp subsystem is a wrapper of ours around OpenSSH's `sftp-server`.
 //! - **Disk full**: a 64 KiB tmpfs mounted over a directory and filled; **read-only**:
 //!   `chattr +i`, or a read-only bind mount where the filesystem has no immutable flag.
 //! - **A TCP proxy** that runs a hook when its N-th connection arrives, so a test acts exactly
@@ -165,15 +164,6 @@ impl Pause {
     }
 }
 
-/// What the sftp subsystem does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SftpFault {
-    /// `sftp-server -P REQUESTS`: the server refuses these requests (permission denied).
-    Ban(&'static str),
-    /// The connection drops as the subsystem starts (certctl's first file transfer).
-    DropAtStart,
-}
-
 pub struct Rig {
     pub old: Pair,
     pub new: Pair,
@@ -269,7 +259,7 @@ impl Rig {
             dir,
         };
         rig.write_shim_library();
-        rig.set_sftp(None);
+        rig.write_sftp_subsystem();
         rig.write_inventory(&InventorySpec::default());
         rig
     }
@@ -606,24 +596,18 @@ impl Rig {
         fs::read_to_string(self.backup_dir().join("journal")).ok()
     }
 
-    /// Sets (or, with `None`, clears) the sftp subsystem's fault.
-    pub fn set_sftp(&self, fault: Option<SftpFault>) {
+    /// The sftp subsystem: OpenSSH's `sftp-server`, through a wrapper of the rig's (so the
+    /// `ForceCommand` logger can tell it apart). A deploy stages through its preview command's
+    /// stdin; SFTP is left to reading backup copies (`certctl rollback`).
+    fn write_sftp_subsystem(&self) {
         let server = "/usr/lib/openssh/sftp-server";
         assert!(
             Path::new(server).exists(),
             "{server} is missing (package openssh-sftp-server)"
         );
-        let lib = quote(&self.shim.join("lib.sh").display().to_string());
-        let body = match fault {
-            None => format!("exec {server}"),
-            Some(SftpFault::Ban(requests)) => format!("exec {server} -P {}", quote(requests)),
-            Some(SftpFault::DropAtStart) => {
-                format!(". {lib}\ncertctl_fault_drop\nexit 1")
-            }
-        };
         write_executable(
             &self.shim.join("sftp-subsystem"),
-            &format!("#!/bin/sh\n{body}\n"),
+            &format!("#!/bin/sh\nexec {server}\n"),
         );
     }
 
@@ -722,7 +706,7 @@ impl Rig {
                 let _ = fs::remove_file(&path).or_else(|_| fs::remove_dir(&path));
             }
         }
-        self.set_sftp(None);
+        self.write_sftp_subsystem();
         self.thaw();
         for dir in [self.cert_dir(), self.backup_dir(), self.tmp_dir()] {
             let _ = fs::remove_file(dir.join("filler"));
