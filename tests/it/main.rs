@@ -9,6 +9,7 @@ mod connector_caddy;
 mod connector_dovecot;
 mod connector_f5_emulated;
 mod connector_haproxy;
+mod connector_haproxy_runtime;
 mod connector_iis_emulated;
 mod connector_javakeystore;
 mod connector_k8ssecret_emulated;
