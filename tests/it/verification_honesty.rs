@@ -135,7 +135,10 @@ fn an_independent_probe_right_after_deployed_sees_the_new_certificate() {
 
 #[test]
 #[ignore = "a measurement, 100 deploys (about 2 minutes): `cargo test --test it -- --ignored reload_race`; the README quotes its result"]
-#[expect(clippy::print_stdout, reason = "the measurement's result is its output")]
+#[expect(
+    clippy::print_stdout,
+    reason = "the measurement's result is its output"
+)]
 fn reload_race_measured_over_100_deploys() {
     // CERTCTL_RACE_VERIFY adds to the verify settings, to compare (e.g. `, consecutive: 1`).
     let verify = std::env::var("CERTCTL_RACE_VERIFY").unwrap_or_default();
