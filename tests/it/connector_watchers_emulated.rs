@@ -1,8 +1,8 @@
-//! traefik and envoy cannot run on these machines, so their connectors are tested against an
-//! EMULATED file watcher (tests/it/support/watcher.rs): a real sshd, the real files, and a real
-//! nginx serving the same certificate files that an emulated watcher reloads when the dynamic
-//! config / SDS file is replaced. This proves the files, modes, rendered contents and the
-//! order of the moves; it does not prove traefik's or envoy's own watchers.
+//! envoy's connector tested against an EMULATED file watcher (tests/it/support/watcher.rs): a
+//! real sshd, the real files, and a real nginx serving the same certificate files that an
+//! emulated watcher reloads when the SDS file is replaced. This proves the files, modes,
+//! rendered contents and the order of the moves; it does not prove envoy's own watcher.
+//! (traefik runs for real: tests/it/connector_traefik.rs.)
 
 use crate::support;
 
@@ -40,50 +40,6 @@ fn watched_lab(connector: &'static str, param: &'static str, file: &str) -> (Lab
     });
     let watched = lab.path("watched").join(file);
     (lab, watched)
-}
-
-#[test]
-fn traefik_emulated_dynamic_config_moved_last_and_new_cert_served() {
-    let (lab, dynamic) = watched_lab("traefik", "dynamic_config_path", "certctl.yml");
-    let watcher = Watcher::start(dynamic.clone(), reload_action(&lab));
-
-    let out = lab.certctl(&["deploy", "--output", "json"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let target = &out.json()["targets"][0];
-    assert_eq!(target["status"], "deployed", "{}", out.stderr);
-    assert_eq!(lab.served(), lab.new.fingerprint);
-    assert!(watcher.fired() >= 1);
-
-    let expected = format!(
-        "# Written by certctl for target web-1; replaced on every deploy.\ntls:\n  certificates:\n    - certFile: \"{}\"\n      keyFile: \"{}\"\n",
-        lab.nginx.cert_path().display(),
-        lab.nginx.key_path().display()
-    );
-    assert_eq!(fs::read_to_string(&dynamic).unwrap(), expected);
-    assert_eq!(support::mode(&dynamic), 0o644);
-    assert_eq!(support::mode(lab.nginx.key_path()), 0o600);
-    assert!(
-        ctime(&dynamic) >= ctime(&lab.nginx.cert_path()),
-        "dynamic config moved after the certificate"
-    );
-    assert!(
-        ctime(&dynamic) >= ctime(&lab.nginx.key_path()),
-        "dynamic config moved after the key"
-    );
-    // The steps: no test and no reload command; the verify waited for the watcher.
-    let steps: Vec<&str> = target["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        steps,
-        [
-            "connect", "lock", "inspect", "stage", "preview", "backup", "swap", "test", "reload",
-            "verify", "cleanup"
-        ]
-    );
 }
 
 #[test]
@@ -134,23 +90,4 @@ fn envoy_emulated_without_watcher_rolls_back_to_the_old_certificate() {
         "a file created by the failed deploy is removed"
     );
     assert_eq!(lab.served(), lab.old.fingerprint);
-}
-
-#[test]
-fn traefik_emulated_dry_run_previews_with_openssl_and_changes_nothing() {
-    let (lab, dynamic) = watched_lab("traefik", "dynamic_config_path", "certctl.yml");
-    let before = lab.snapshot_live_files();
-    let out = lab.certctl(&["deploy", "--dry-run", "--output", "json"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let target = &out.json()["targets"][0];
-    assert_eq!(target["status"], "would-change");
-    let files: Vec<&str> = target["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["action"].as_str().unwrap())
-        .collect();
-    assert_eq!(files, ["replace", "replace", "create"]);
-    assert_eq!(lab.snapshot_live_files(), before);
-    assert!(!dynamic.exists());
 }

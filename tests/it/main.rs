@@ -14,6 +14,7 @@ mod connector_iis_emulated;
 mod connector_javakeystore;
 mod connector_k8ssecret_emulated;
 mod connector_postfix;
+mod connector_traefik;
 mod connector_watchers_emulated;
 mod connector_wincertstore_emulated;
 mod deploy_nginx;

@@ -18,6 +18,7 @@ pub mod postfix;
 pub mod prom;
 pub mod sshd;
 pub mod tls_lab;
+pub mod traefik;
 pub mod users;
 pub mod watcher;
 pub mod winlab;

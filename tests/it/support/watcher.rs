@@ -1,8 +1,7 @@
-//! An emulated file watcher: stands in for servers that cannot run here (traefik's file
-//! provider, envoy's SDS file watch). It polls one path's inode and change time and runs an
-//! action (e.g. reloading the nginx that serves the same certificate files) when the file is
-//! replaced. Emulated: it proves certctl's file moves and contents, not traefik's or envoy's
-//! own watcher.
+//! An emulated file watcher: stands in for a server's own (envoy's SDS file watch). It polls
+//! one path's inode and change time and runs an action (e.g. reloading the nginx that serves
+//! the same certificate files) when the file is replaced. Emulated: it proves certctl's file
+//! moves and contents, not envoy's own watcher.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
