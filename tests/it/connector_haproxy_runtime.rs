@@ -207,6 +207,23 @@ fn runtime_update_serves_the_new_certificate_with_no_new_process() {
     assert_eq!(l.processes(), before);
 }
 
+/// The contrast that motivates `update: runtime`: with the default update (a reload), the old
+/// worker stops and closes the idle keep-alive connection that the runtime update keeps.
+#[test]
+fn reload_update_closes_an_idle_keep_alive_connection() {
+    let l = HaproxyLab::start();
+    l.target_with(&l.lab.new, &[], &[]);
+    let before = l.processes();
+    let mut idle = KeepAlive::open(&l.haproxy.addr.to_string());
+    assert!(idle.request());
+
+    let out = l.lab.certctl(&["deploy", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(l.served().as_deref(), Some(l.lab.new.fingerprint.as_str()));
+    assert_ne!(l.processes().1, before.1, "a new worker");
+    assert!(!idle.request(), "the old worker closed the idle connection");
+}
+
 /// The preview checks that the update can reach haproxy; a dry run changes nothing, neither
 /// on disk nor in the running haproxy.
 #[test]
@@ -450,4 +467,32 @@ fn runtime_certctl_rollback_pushes_the_old_bundle_back() {
         "no reload for the deploy or the rollback"
     );
     assert_eq!(l.loads(), 1);
+}
+
+/// `certctl connectors show haproxy` documents the runtime update's params and defaults.
+#[test]
+fn connectors_show_haproxy_documents_the_runtime_params() {
+    let out = Command::new(env!("CARGO_BIN_EXE_certctl"))
+        .args(["connectors", "show", "haproxy"])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (param, default) in [
+        ("update", "reload"),
+        ("socket", "/run/haproxy/admin.sock"),
+        ("cli_prefix", "\"\""),
+        ("socat", "socat"),
+    ] {
+        assert!(
+            text.contains(&format!(
+                "  {param}:\n    default: {default}\n    description:"
+            )),
+            "`{param}` (default {default}) is documented:\n{text}"
+        );
+    }
+    for words in ["set ssl cert", "commit ssl cert", "level admin", "@1"] {
+        assert!(text.contains(words), "{words}:\n{text}");
+    }
 }
