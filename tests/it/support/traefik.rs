@@ -61,7 +61,8 @@ impl Traefik {
         copy_with_mode(key, &d.join("certs/privkey.pem"), 0o600);
         let addr = free_addr();
         let static_config = format!(
-            "entryPoints:\n  websecure:\n    address: \"{addr}\"\n\
+            "entryPoints:\n  websecure:\n    address: \"{addr}\"\n    \
+             transport:\n      lifeCycle:\n        graceTimeOut: 1s\n\
              providers:\n  file:\n    directory: \"{dynamic}\"\n    watch: true\n\
              log:\n  level: DEBUG\n  filePath: \"{log}\"\n\
              global:\n  checkNewVersion: false\n  sendAnonymousUsage: false\n",
@@ -205,7 +206,8 @@ pub fn dynamic_config(fullchain: &Path, key: &Path) -> String {
 
 impl Drop for Traefik {
     fn drop(&mut self) {
-        // TERM: traefik shuts down gracefully; ChildGuard KILLs it if it does not in time.
+        // TERM: traefik shuts down gracefully (its entry point waits up to `graceTimeOut`, 1 s
+        // here, for open connections); ChildGuard KILLs it if it does not in time.
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .stderr(Stdio::null())
