@@ -14,14 +14,14 @@ use support::tls_lab::{
     target, verified,
 };
 
-/// A lab whose haproxy starts on the OLD certificate.
-struct HaproxyLab {
-    lab: TlsLab,
-    haproxy: Haproxy,
+/// A lab whose haproxy starts on the OLD certificate (also used by the runtime-update tests).
+pub(crate) struct HaproxyLab {
+    pub lab: TlsLab,
+    pub haproxy: Haproxy,
 }
 
 impl HaproxyLab {
-    fn start() -> HaproxyLab {
+    pub fn start() -> HaproxyLab {
         let lab = TlsLab::start();
         let haproxy = Haproxy::start(&lab.old.bundle);
         assert_eq!(
@@ -35,21 +35,36 @@ impl HaproxyLab {
     /// Writes the inventory for deploying `material`, with per-target command overrides on
     /// top of the no-systemd `reload`.
     fn target(&self, material: &Material, commands: &[(&str, Vec<Vec<String>>)]) {
+        self.target_with(material, &[], commands);
+    }
+
+    /// [`HaproxyLab::target`] with extra params. A `reload` in `commands` replaces the
+    /// no-systemd one; an empty `reload` list keeps the connector's own (`update: runtime`).
+    pub fn target_with(
+        &self,
+        material: &Material,
+        extra: &[(&str, String)],
+        commands: &[(&str, Vec<Vec<String>>)],
+    ) {
         let h = &self.haproxy;
         let path = |p: std::path::PathBuf| p.display().to_string();
         let mut all: Vec<(String, Vec<Vec<String>>)> =
             vec![("reload".into(), vec![h.reload_argv()])];
         for (section, cmds) in commands {
             all.retain(|(s, _)| s != section);
-            all.push((section.to_string(), cmds.clone()));
+            if !(*section == "reload" && cmds.is_empty()) {
+                all.push((section.to_string(), cmds.clone()));
+            }
         }
+        let mut params = vec![
+            ("pem_path".into(), path(h.pem_path())),
+            ("haproxy_cfg".into(), path(h.cfg_path())),
+            ("pid_file".into(), path(h.pid_file())),
+        ];
+        params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let spec = TargetSpec {
             connector: "haproxy".into(),
-            params: vec![
-                ("pem_path".into(), path(h.pem_path())),
-                ("haproxy_cfg".into(), path(h.cfg_path())),
-                ("pid_file".into(), path(h.pid_file())),
-            ],
+            params,
             commands: all,
             address: h.addr.to_string(),
         };
@@ -57,17 +72,17 @@ impl HaproxyLab {
     }
 
     /// Configurations the master has loaded: 1 at start, one more per successful reload.
-    fn loads(&self) -> usize {
+    pub fn loads(&self) -> usize {
         self.haproxy.log().matches("Loading success.").count()
     }
 
-    fn served(&self) -> Option<String> {
+    pub fn served(&self) -> Option<String> {
         self.haproxy.served_fingerprint(SNI)
     }
 
     /// The served leaf once it is stable: haproxy's old worker may answer a probe or two
     /// right after a reload.
-    fn served_stable(&self) -> Option<String> {
+    pub fn served_stable(&self) -> Option<String> {
         let mut last = self.served();
         let mut streak = 1;
         for _ in 0..100 {
@@ -85,11 +100,11 @@ impl HaproxyLab {
         last
     }
 
-    fn served_chain_len(&self) -> usize {
+    pub fn served_chain_len(&self) -> usize {
         cert_count(&self.haproxy.s_client(SNI, &["-showcerts"]))
     }
 
-    fn chain_verifies(&self) -> bool {
+    pub fn chain_verifies(&self) -> bool {
         let root = self.lab.pki.root_crt().display().to_string();
         verified(
             &self
@@ -98,7 +113,7 @@ impl HaproxyLab {
         )
     }
 
-    fn certs_dir(&self) -> std::path::PathBuf {
+    pub fn certs_dir(&self) -> std::path::PathBuf {
         self.haproxy.dir().join("certs")
     }
 }

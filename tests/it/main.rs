@@ -1,19 +1,22 @@
 //! The integration tests: one binary (as ripgrep's `tests/tests.rs` and cargo's `tests/testsuite`),
 //! so the shared support code is compiled once. Each module is one area; `support` starts the
-//! real daemons (sshd, nginx, apache, haproxy, caddy, postfix, dovecot) on loopback.
+//! real daemons (sshd, nginx, apache, haproxy, caddy, postfix, dovecot, traefik, envoy) on
+//! loopback.
 
 mod support;
 
 mod connector_apache;
 mod connector_caddy;
 mod connector_dovecot;
+mod connector_envoy;
 mod connector_f5_emulated;
 mod connector_haproxy;
+mod connector_haproxy_runtime;
 mod connector_iis_emulated;
 mod connector_javakeystore;
 mod connector_k8ssecret_emulated;
 mod connector_postfix;
-mod connector_watchers_emulated;
+mod connector_traefik;
 mod connector_wincertstore_emulated;
 mod deploy_nginx;
 mod emulator_powershell;

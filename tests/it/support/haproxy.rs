@@ -2,7 +2,10 @@
 //! log), its own loopback address from [`free_addr`], one TLS frontend serving a bundle
 //! (leaf + chain + key in one PEM). The master runs in the foreground (`-W -db`) as a child of
 //! the test and writes its PID file; `kill -USR2` on that PID is a reload (the master re-execs
-//! itself under the same PID and starts a new worker). Dropping the handle stops it by PID.
+//! itself under the same PID and starts a new worker). Its CLI is open on two sockets in the
+//! temp dir: a stats socket at `level admin` ([`Haproxy::stats_socket`]) and the master CLI
+//! ([`Haproxy::master_socket`]), for the runtime API (`set ssl cert`). Dropping the handle stops
+//! it by PID.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,17 +42,19 @@ impl Haproxy {
             "global\n  \
                master-worker\n  \
                pidfile {pid}\n  \
+               stats socket {stats} mode 600 level admin\n  \
                log stderr format raw local0 notice\n\
              defaults\n  \
                mode http\n  \
                log global\n  \
                timeout connect 5s\n  \
-               timeout client 10s\n  \
+               timeout client 60s\n  \
                timeout server 10s\n\
              frontend fe_tls\n  \
                bind {addr} ssl crt {pem}\n  \
                http-request return status 200 content-type text/plain string \"ok\"\n",
             pid = d.join("haproxy.pid").display(),
+            stats = d.join("admin.sock").display(),
             pem = d.join("certs/site.pem").display(),
         );
         let cfg = d.join("haproxy.cfg");
@@ -58,6 +63,8 @@ impl Haproxy {
         let child = Command::new(&haproxy)
             .args(["-W", "-db", "-f"])
             .arg(&cfg)
+            .arg("-S")
+            .arg(d.join("master.sock"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -86,7 +93,10 @@ impl Haproxy {
             let listening =
                 std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200))
                     .is_ok();
-            if listening && self.pid_file_pid() == Some(self.master_pid()) {
+            if listening
+                && self.pid_file_pid() == Some(self.master_pid())
+                && self.stats_socket().exists()
+            {
                 return;
             }
             assert!(
@@ -113,6 +123,35 @@ impl Haproxy {
 
     pub fn pid_file(&self) -> PathBuf {
         self.dir().join("haproxy.pid")
+    }
+
+    /// The stats socket (`level admin`): the runtime API of the current worker.
+    pub fn stats_socket(&self) -> PathBuf {
+        self.dir().join("admin.sock")
+    }
+
+    /// The master CLI (`-S`): commands for a worker take a `@1` prefix.
+    pub fn master_socket(&self) -> PathBuf {
+        self.dir().join("master.sock")
+    }
+
+    /// Sends `input` to a CLI socket with socat (as the connector does) and returns the answer.
+    pub fn cli(&self, socket: &Path, input: &str) -> String {
+        let mut child = Command::new(require("socat"))
+            .args(["-t", "10", "-"])
+            .arg(format!("UNIX-CONNECT:{}", socket.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run socat");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
 
     fn pid_file_pid(&self) -> Option<u32> {

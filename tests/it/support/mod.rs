@@ -7,6 +7,7 @@ pub mod caddy;
 pub mod dovecot;
 pub mod edit;
 pub mod emulated;
+pub mod envoy;
 pub mod faults;
 pub mod haproxy;
 pub mod lab;
@@ -18,8 +19,8 @@ pub mod postfix;
 pub mod prom;
 pub mod sshd;
 pub mod tls_lab;
+pub mod traefik;
 pub mod users;
-pub mod watcher;
 pub mod winlab;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};

@@ -172,6 +172,12 @@ impl TlsLab {
             .collect()
     }
 
+    /// Another leaf for [`SNI`] from the lab's PKI, neither the old nor the new one.
+    pub fn material(&self, name: &str) -> Material {
+        let pki_dir = self.dir().join("pki");
+        Material::from_leaf(&pki_dir, &self.pki.leaf(name, &[SNI]))
+    }
+
     /// A leaf for [`SNI`] that certctl's own checks accept but OpenSSL 3 at security level 2
     /// refuses to load: signed with SHA-1 (by an RSA intermediate under its own root). Made
     /// with the openssl CLI, as a legacy in-house CA would; rcgen cannot sign with SHA-1. Valid for
