@@ -277,25 +277,78 @@ async fn check_set(session: &Session, set: &str, entries: &[Entry]) -> Result<()
     ) else {
         return Ok(());
     };
-    let fetch = |name: String| async move {
+    let read = |name: String| async move {
         let path = format!("{set}/{name}");
         let bytes = session
             .read_file(&path, crate::source::MAX_INPUT)
             .await
             .map_err(|e| format!("reading {path}: {e}"))?;
-        Ok::<_, String>(Source::Fetched(path, crate::secret::Secret::new(bytes)))
+        Ok::<_, String>((path, bytes))
     };
+    let fetched =
+        |(path, bytes): (String, Vec<u8>)| Source::Fetched(path, crate::secret::Secret::new(bytes));
     let chain = match copy(&["chain"]) {
-        Some(name) => Some(fetch(name).await?),
+        Some(name) => Some(fetched(read(name).await?)),
         None => None,
     };
-    let spec = MaterialSpec::new(
-        format!("backup set {set}"),
-        fetch(cert).await?,
-        chain,
-        fetch(key).await?,
-    );
+    let (cert, key) = if cert == key {
+        // One bundle (haproxy): its certificates and its key, checked as a pair.
+        let (path, bytes) = read(cert).await?;
+        let (certs, key) = split_bundle(&bytes);
+        (fetched((path.clone(), certs)), fetched((path, key)))
+    } else {
+        (fetched(read(cert).await?), fetched(read(key).await?))
+    };
+    let spec = MaterialSpec::new(format!("backup set {set}"), cert, chain, key);
     Material::load(&spec)
         .and_then(|m| m.check_pair())
         .map_err(|e| format!("{e}: it is not restored"))
+}
+
+/// A PEM bundle's CERTIFICATE blocks, and its other blocks (the key), each in order.
+fn split_bundle(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let (mut certs, mut rest) = (Vec::new(), Vec::new());
+    let text = zeroize::Zeroizing::new(String::from_utf8_lossy(bytes).into_owned());
+    let mut block: Option<(bool, zeroize::Zeroizing<String>)> = None;
+    for line in text.lines() {
+        if let Some(label) = line.strip_prefix("-----BEGIN ") {
+            block = Some((
+                label == "CERTIFICATE-----",
+                zeroize::Zeroizing::new(String::new()),
+            ));
+        }
+        if let Some((_, body)) = block.as_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+        if line.starts_with("-----END ")
+            && let Some((is_cert, body)) = block.take()
+        {
+            let to = if is_cert { &mut certs } else { &mut rest };
+            to.extend_from_slice(body.as_bytes());
+        }
+    }
+    (certs, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_bundle;
+
+    #[test]
+    fn a_bundle_splits_into_its_certificates_and_its_key_in_order() {
+        let pem = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n\
+                   -----BEGIN PRIVATE KEY-----\nBB==\n-----END PRIVATE KEY-----\n\
+                   -----BEGIN CERTIFICATE-----\nCC==\n-----END CERTIFICATE-----\n";
+        let (certs, key) = split_bundle(pem.as_bytes());
+        assert_eq!(
+            String::from_utf8(certs).unwrap(),
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n\
+             -----BEGIN CERTIFICATE-----\nCC==\n-----END CERTIFICATE-----\n"
+        );
+        assert_eq!(
+            String::from_utf8(key).unwrap(),
+            "-----BEGIN PRIVATE KEY-----\nBB==\n-----END PRIVATE KEY-----\n"
+        );
+    }
 }

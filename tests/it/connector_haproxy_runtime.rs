@@ -432,13 +432,7 @@ fn runtime_update_through_the_master_cli() {
 
 /// `certctl rollback` after a runtime deploy restores the previous bundle and pushes it the
 /// same way: checked by probe, same processes.
-///
-/// Ignored until the engine's rollback accepts a `bundle` backup: `certctl rollback` checks
-/// a set's certificate and key before restoring it (`check_set` in src/deploy/rollback.rs) and
-/// reads the bundle copy as a certificate file, which refuses the key inside it ("holds a
-/// private key … it is not restored") — for every haproxy target, whatever its `update`.
 #[test]
-#[ignore = "engine: certctl rollback refuses a haproxy bundle backup (check_set reads it as a certificate file)"]
 fn runtime_certctl_rollback_pushes_the_old_bundle_back() {
     let l = HaproxyLab::start();
     l.runtime_target(&l.lab.new, Cli::Stats, &[], &[]);
