@@ -487,7 +487,9 @@ class Lab:
                 lines.append(f"    verify: {{ address: {j(f'{t.nginx.addr}:{t.nginx.port}')} }}")
             else:
                 lines.append("    commands: { preview: [true], test: [true], reload: [true] }")
-                lines.append(f"    verify: {{ address: {j(mirror)} }}")
+                # the mirror serves the run's certificate before the deploy: a shared endpoint,
+                # which certctl refuses to attribute unless told (verify.shared)
+                lines.append(f"    verify: {{ address: {j(mirror)}, shared: true }}")
         self.inv_count += 1
         path = self.dir / "inv" / f"inv-{self.inv_count:03d}-{len(targets)}-{cert}.yaml"
         path.write_text("\n".join(lines) + "\n")
