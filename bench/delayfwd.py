@@ -14,8 +14,9 @@ Nagle/delayed-ACK interplay (both of the forwarder's sockets set TCP_NODELAY).
 
 Why the kernel is not used: this machine has no netem (`tc qdisc ... netem` needs the
 sch_netem module). One thread and one selector (epoll) serve every route, so 50 targets × 2
-ports is a few hundred sockets and one timer heap; `--nice -15` keeps the endpoints' CPU load
-from delaying it; epoll's millisecond timeout puts a
+ports is a few hundred sockets and one timer heap; `--realtime` (SCHED_FIFO: it wakes ahead of
+every ordinary process, and uses a few % of one core) keeps the endpoints' CPU load from
+delaying it; epoll's millisecond timeout puts a
 delivery within about ±0.5 ms of its time (plus scheduling delay); the trace records it.
 
 `--trace FILE` writes one tab-separated line per event, flushed at exit (SIGTERM):
@@ -298,16 +299,23 @@ def main() -> int:
     p = argparse.ArgumentParser(description="TCP forwarder delaying each direction by RTT/2 (order kept)")
     p.add_argument("--rtt", default="100ms", help="round-trip time to add, e.g. 100ms, 0.25s, 0 (default 100ms)")
     p.add_argument("--trace", help="write one line per connection, read, write and close (see the module doc)")
-    p.add_argument("--nice", type=int, default=0, help="adjust this process's nice value (negative needs root): the network should "
-                   "not wait for the endpoints' CPU; the bench uses -15")
+    p.add_argument("--realtime", action="store_true", help="run under SCHED_FIFO (needs root; else nice -15): the network should "
+                   "not wait for the endpoints' CPU (the bench sets it)")
     p.add_argument("routes", nargs="+", metavar="LISTEN=UPSTREAM", help="e.g. 127.89.0.1:2200=127.90.0.1:22")
     a = p.parse_args()
     routes = []
     for r in a.routes:
         listen, upstream = r.split("=", 1)
         routes.append((parse_addr(listen), parse_addr(upstream)))
-    if a.nice:
-        os.setpriority(os.PRIO_PROCESS, 0, a.nice)
+    if a.realtime:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+        except OSError as e:
+            print(f"delayfwd: SCHED_FIFO refused ({e}); nice -15 instead", file=sys.stderr, flush=True)
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, -15)
+            except OSError:
+                pass
     fwd = Forwarder(parse_duration(a.rtt), routes, a.trace)
 
     def stop(*_):
