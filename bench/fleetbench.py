@@ -226,8 +226,18 @@ def make_pki(d: Path) -> dict:
     for leaf in ("A", "B"):
         ec(f"{leaf}.key")
         run(["openssl", "req", "-new", "-key", d / f"{leaf}.key", "-out", d / f"{leaf}.csr", "-subj", f"/CN={SNI}"])
-        run(["openssl", "x509", "-req", "-in", d / f"{leaf}.csr", "-CA", d / "int.crt", "-CAkey", d / "int.key", "-CAcreateserial",
-             "-out", d / f"{leaf}.crt", "-days", "90", "-extfile", d / "leaf.ext"])
+    # A and B must have the same validity to the second: certctl's policy gate refuses a leaf
+    # issued before, or expiring before, the one served now, and the runs alternate A and B.
+    for _ in range(10):
+        for leaf in ("A", "B"):
+            run(["openssl", "x509", "-req", "-in", d / f"{leaf}.csr", "-CA", d / "int.crt", "-CAkey", d / "int.key", "-CAcreateserial",
+                 "-out", d / f"{leaf}.crt", "-days", "90", "-extfile", d / "leaf.ext"])
+        dates = {run(["openssl", "x509", "-noout", "-dates", "-in", d / f"{leaf}.crt"], text=True).stdout for leaf in ("A", "B")}
+        if len(dates) == 1:
+            break
+    else:
+        raise RuntimeError("leaves A and B were signed in different seconds ten times")
+    for leaf in ("A", "B"):
         (d / f"{leaf}.fullchain").write_text((d / f"{leaf}.crt").read_text() + (d / "int.crt").read_text())
         os.chmod(d / f"{leaf}.key", 0o600)
         out[leaf] = {
