@@ -216,7 +216,8 @@ class Wan:
             except OSError:
                 continue
             for m in re.finditer(r"request \d+: (\w+)", text):
-                counts[m[1]] = counts.get(m[1], 0) + 1
+                if m[1] != "sent":  # the answers
+                    counts[m[1]] = counts.get(m[1], 0) + 1
         return counts
 
     def job(self, ws: list[WanTarget], rtt, kind: str, new: str) -> dict:
@@ -297,42 +298,53 @@ class Wan:
             if rtt is not None:
                 for i, r in enumerate(rs):
                     r["wire"] = wire_stats(traces[rtt], r["window"], n, self.ports[rtt][0], timeline=(i == 0 and n == 1))
-        return self.summarise(runs)
+        return summarise(runs, self.paths, self.rtts_ms, self.sizes, self.forks, self.a.runs)
 
-    # ---- results ---------------------------------------------------------------------------------
 
-    def summarise(self, runs: dict) -> dict:
-        rows = []
-        for n in self.sizes:
-            for kind in JOBS:
-                wall = {rtt: fb.median([r["wall_s"] for r in runs[(n, rtt, kind)]]) for rtt in self.paths}
-                for rtt in self.paths[2:]:
-                    rs = runs[(n, rtt, kind)]
-                    steps = {}
-                    for step in STEP_ORDER:
-                        means = [r["step_mean_ms"][step] for r in rs if step in r.get("step_mean_ms", {})]
-                        maxes = [r["step_max_ms"][step] for r in rs if step in r.get("step_max_ms", {})]
-                        if means:
-                            steps[step] = {"rt_mean": fb.median(means) / rtt, "rt_max": fb.median(maxes) / rtt,
-                                           "ms_mean": fb.median(means)}
-                    rows.append({
-                        "n": n, "forks": self.forks, "job": kind, "rtt_ms": rtt,
-                        "ok": all(r["ok"] for r in rs),
-                        "wall_s": {path_name(p): wall[p] for p in self.paths},
-                        "round_trips": wall[rtt] * 1000 / rtt,
-                        "round_trips_net": (wall[rtt] - wall[0.0]) * 1000 / rtt,
-                        "forwarder_overhead_s": wall[0.0] - wall[None],
-                        "steps": steps,
-                        "sshd_log": rs[0].get("sshd_log"),
-                        "sftp_requests_per_target": {k: v / n for k, v in (rs[0].get("sftp_requests") or {}).items()},
-                        "wire": median_wire([r.get("wire") for r in rs]),
-                        "timeline": rs[0].get("wire", {}).get("timeline"),
-                        "runs": {path_name(p): [strip(r) for r in runs[(n, p, kind)]] for p in self.paths},
-                    })
-        return {"rtts_ms": self.rtts_ms, "sizes": self.sizes, "forks": self.forks, "runs": self.a.runs,
-                "targets": {"sshd": "one per target, own ed25519 host key", "nginx": "one per target",
-                            "forwarder": "bench/delayfwd.py: one process per RTT, each direction delayed RTT/2, TCP handshake 1 RTT"},
-                "rows": rows}
+# ---- results -------------------------------------------------------------------------------------
+
+
+def summarise(runs: dict, paths: list, rtts_ms: list, sizes: list, forks: int, nruns: int) -> dict:
+    """runs: (n, rtt or None, job) -> the runs of that job -> the WAN part of the results."""
+    rows = []
+    for n in sizes:
+        for kind in JOBS:
+            wall = {rtt: fb.median([r["wall_s"] for r in runs[(n, rtt, kind)]]) for rtt in paths}
+            for rtt in paths[2:]:
+                rs = runs[(n, rtt, kind)]
+                steps = {}
+                for step in STEP_ORDER:
+                    means = [r["step_mean_ms"][step] for r in rs if step in r.get("step_mean_ms", {})]
+                    maxes = [r["step_max_ms"][step] for r in rs if step in r.get("step_max_ms", {})]
+                    if means:
+                        steps[step] = {"rt_mean": fb.median(means) / rtt, "rt_max": fb.median(maxes) / rtt,
+                                       "ms_mean": fb.median(means)}
+                rows.append({
+                    "n": n, "forks": forks, "job": kind, "rtt_ms": rtt,
+                    "ok": all(r["ok"] for r in rs),
+                    "wall_s": {path_name(p): wall[p] for p in paths},
+                    "round_trips": wall[rtt] * 1000 / rtt,
+                    # paired by run (a run's three paths follow each other), then the median
+                    "round_trips_net": paired(runs[(n, rtt, kind)], runs[(n, 0.0, kind)]) * 1000 / rtt,
+                    "forwarder_overhead_s": paired(runs[(n, 0.0, kind)], runs[(n, None, kind)]),
+                    "sshd_cpu_s": fb.median([r["sshd_cpu_s"] for r in rs]),
+                    "forwarder_cpu_s": {path_name(p): fb.median([r.get("forwarder_cpu_s") for r in runs[(n, p, kind)]]) for p in paths[1:]},
+                    "steps": steps,
+                    "sshd_log": rs[0].get("sshd_log"),
+                    "sftp_requests_per_target": {k: v / n for k, v in (rs[0].get("sftp_requests") or {}).items()},
+                    "wire": median_wire([r.get("wire") for r in rs]),
+                    "timeline": rs[0].get("wire", {}).get("timeline"),
+                    "runs": {path_name(p): [strip(r) for r in runs[(n, p, kind)]] for p in paths},
+                })
+    return {"rtts_ms": rtts_ms, "sizes": sizes, "forks": forks, "runs": nruns,
+            "targets": {"sshd": "one per target, own ed25519 host key", "nginx": "one per target",
+                        "forwarder": "bench/delayfwd.py: one process per RTT, each direction delayed RTT/2, TCP handshake 1 RTT"},
+            "rows": rows}
+
+
+def paired(a: list[dict], b: list[dict]) -> float | None:
+    """The median of run-by-run wall differences a[i] − b[i]."""
+    return fb.median([x["wall_s"] - y["wall_s"] for x, y in zip(a, b)])
 
 
 def strip(r: dict) -> dict:
@@ -365,17 +377,23 @@ def parse_trace(path: Path) -> dict:
     return conns
 
 
+FLIGHT_GAP = 0.005  # seconds of silence that end a flight
+
+
 def flights(reads: list) -> list[list]:
-    """Consecutive reads from one side merged: [start, dir, bytes]. A client flight after a
-    server flight is one more exchange the client waited for (or a push it answered)."""
+    """Reads from one side merged while the other side is silent and no gap exceeds FLIGHT_GAP:
+    [start, dir, bytes]. Roughly, each client flight is one more thing the client waited for
+    (or a message it sent on its own, e.g. a channel close after a probe)."""
     out: list[list] = []
+    last = None
     for t, d, nbytes in reads:
         if nbytes == 0:
             continue
-        if out and out[-1][1] == d:
+        if out and out[-1][1] == d and t - last <= FLIGHT_GAP:
             out[-1][2] += nbytes
         else:
             out.append([t, d, nbytes])
+        last = t
     return out
 
 
@@ -433,8 +451,8 @@ def print_tables(wan: dict) -> None:
         p = path_name(rtt)
         print(f"\nWAN: RTT {rtt:g} ms (each direction {rtt / 2:g} ms, TCP handshake 1 RTT), --forks {wan['forks']}, "
               f"median of {wan['runs']} run(s)")
-        head = (f"{'N':>3} {'job':<18} {'direct s':>8} {'fwd 0 s':>8} {'ovh ms':>7} {p + ' s':>9} {'RT':>6} {'RT net':>6} "
-                f"{'conn/exec/sftp':>14} {'ssh flights':>11} {'tls conn':>8}  ok")
+        head = (f"{'N':>3} {'job':<18} {'direct s':>8} {'fwd 0 s':>8} {'ovh ms':>6} {p + ' s':>8} {'RT':>5} {'RT net':>6} "
+                f"{'sshd cpu':>8} {'fwd cpu':>7} {'conn/exec/sftp':>14} {'flights':>7} {'tls':>3}  ok")
         print(head)
         print("-" * len(head))
         for r in rows:
@@ -444,12 +462,14 @@ def print_tables(wan: dict) -> None:
             per = f"{lg['connections'] / n:.1f}/{lg['exec_sessions'] / n:.1f}/{lg['sftp_sessions'] / n:.1f}" if lg.get("connections") else "—"
             wire = r.get("wire") or {}
             print(f"{n:>3} {JOB_LABEL[r['job']]:<18} {f(w['direct'], 3):>8} {f(w['0ms'], 3):>8} "
-                  f"{f(r['forwarder_overhead_s'] * 1000, 0):>7} {f(w[p], 3):>9} {f(r['round_trips'], 1):>6} {f(r['round_trips_net'], 1):>6} "
-                  f"{per:>14} {f(wire.get('ssh', {}).get('client_flights_per_target'), 1):>11} "
-                  f"{f(wire.get('tls', {}).get('connections_per_target'), 1):>8}  {'yes' if r['ok'] else 'NO'}")
-        print("RT = wall ÷ RTT; RT net = (wall − wall through the 0 ms forwarder) ÷ RTT; ovh = 0 ms forwarder − direct;")
-        print("ssh flights = client→server flights per target on the ssh connection(s) (forwarder trace);")
-        print("tls conn = TLS connections per target (probes).")
+                  f"{f(r['forwarder_overhead_s'] * 1000, 0):>6} {f(w[p], 3):>8} {f(r['round_trips'], 1):>5} {f(r['round_trips_net'], 1):>6} "
+                  f"{f(r['sshd_cpu_s']):>8} {f(r['forwarder_cpu_s'][p]):>7} {per:>14} "
+                  f"{f(wire.get('ssh', {}).get('client_flights_per_target'), 1):>7} "
+                  f"{f(wire.get('tls', {}).get('connections_per_target'), 0):>3}  {'yes' if r['ok'] else 'NO'}")
+        print("RT = wall ÷ RTT; RT net and ovh: medians of run-by-run differences, RT net = (wall − wall through the 0 ms")
+        print("forwarder) ÷ RTT, ovh = 0 ms forwarder − direct; sshd cpu = the targets' sshd and everything under them, fwd cpu =")
+        print("the forwarder's, at this RTT; flights = client→server flights per target on its ssh connection, tls = TLS connections")
+        print("per target (forwarder trace); conn/exec/sftp per target from sshd's log.")
         sizes = wan["sizes"]
         cols = [(job, n) for job in ("deploy", "dry-run", "verify", "hand-written") for n in sizes]
         print(f"\nper step, round trips (duration ÷ RTT; N > 1: mean over targets / max), RTT {rtt:g} ms:")
@@ -468,3 +488,23 @@ def print_tables(wan: dict) -> None:
                 ops = r.get("sftp_requests_per_target") or {}
                 print(f"N={r['n']} deploy: sftp requests per target {ops or '— (--sftp-log)'}; forwarder lateness p50 {f(late.get('p50'), 2)} ms, "
                       f"p99 {f(late.get('p99'), 2)} ms, max {f(late.get('max'), 2)} ms")
+
+
+def from_results(wan: dict) -> dict:
+    """The WAN part of a results file, summarised again by this code (after a change to it)."""
+    runs: dict[tuple, list] = {}
+    for row in wan["rows"]:
+        for name, rs in row["runs"].items():
+            rtt = None if name == "direct" else float(name[:-2])
+            runs[(row["n"], rtt, row["job"])] = rs
+            if rtt == row["rtt_ms"] and rs and rs[0].get("wire") is not None and row.get("timeline"):
+                rs[0]["wire"]["timeline"] = row["timeline"]
+    paths = [None, 0.0, *[r for r in wan["rtts_ms"] if r != 0]]
+    return summarise(runs, paths, wan["rtts_ms"], wan["sizes"], wan["forks"], wan["runs"])
+
+
+if __name__ == "__main__":
+    # python3 bench/wan.py RESULTS.json: the WAN tables of a results file, printed again
+    import json
+
+    print_tables(from_results(json.loads(Path(sys.argv[1]).read_text())["wan"]))
