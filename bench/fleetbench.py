@@ -340,7 +340,9 @@ class Nginx:
             f"pid {self.dir / 'nginx.pid'};\n"
             f"error_log {self.error_log};\n"
             f"events {{ worker_connections {4096 if big else 512}; }}\n"
-            "http {\n  access_log off;\n"
+            # As Debian's /etc/nginx/nginx.conf ships it: nginx 1.22's built-in default has no
+            # TLS 1.3, whose handshake is one round trip shorter (it matters in the WAN mode).
+            "http {\n  access_log off;\n  ssl_protocols TLSv1.2 TLSv1.3;\n"
             f"  client_body_temp_path {t}/body; proxy_temp_path {t}/proxy; fastcgi_temp_path {t}/fastcgi;\n"
             f"  uwsgi_temp_path {t}/uwsgi; scgi_temp_path {t}/scgi;\n"
             f"  server {{\n    listen {addr}:{port} ssl;\n    server_name {SNI};\n"

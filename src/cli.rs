@@ -465,10 +465,15 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
     if !problems.is_empty() {
         return Err(Invalid::messages(problems));
     }
-    let refusals = crate::lifecycle::downgrade_gate(&inventory, &plans, forks, args.force).await;
-    if !refusals.is_empty() {
-        return Err(Invalid::messages(refusals));
-    }
+    // The downgrade gate probes while the targets connect; they wait for it before the lock.
+    let (decide, gate) = deploy::gate::gate();
+    let gate_plans = plans.clone();
+    let gate_run = async {
+        let (refusals, verdict) =
+            crate::lifecycle::downgrade_gate(&inventory, &gate_plans, forks, args.force).await;
+        decide.send(verdict);
+        refusals
+    };
     let reporter: Arc<dyn report::Reporter> = Arc::from(report::reporter(plans.len(), verbose));
     let stop = CancellationToken::new();
     let abort = process::Abort::new("deploy", args.dry_run, started_at, &plans, args.run.output);
@@ -487,9 +492,16 @@ async fn deploy_command(args: DeployArgs, verbose: u8) -> Result<u8, Invalid> {
         batches: crate::select::batches(&args.serial.unwrap_or_default(), total),
         max_fail: args.max_fail,
         break_lock: args.break_lock,
+        gate: Some(gate),
     };
-    let targets = deploy::deploy_all(plans, options, reporter.clone(), stop.clone()).await;
+    let (refusals, targets) = tokio::join!(
+        gate_run,
+        deploy::deploy_all(plans, options, reporter.clone(), stop.clone())
+    );
     reporter.finish();
+    if !refusals.is_empty() {
+        return Err(Invalid::messages(refusals));
+    }
     let mut run = RunReport::new(
         "deploy",
         args.dry_run,
@@ -522,6 +534,7 @@ async fn rollback_command(args: RollbackArgs, verbose: u8) -> Result<u8, Invalid
         batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: args.break_lock,
+        gate: None,
     };
     let inventory = prepared.inventory.clone();
     let (run, code) = fleet_command("rollback", prepared, options, verbose, args.run.output).await;
@@ -541,6 +554,7 @@ async fn status_command(args: StatusArgs, verbose: u8) -> Result<u8, Invalid> {
         batches: vec![prepared.plans.len()],
         max_fail: MaxFail::Count(usize::MAX),
         break_lock: false,
+        gate: None,
     };
     let (mut run, code) =
         fleet_command("status", prepared, options, verbose, args.run.output).await;

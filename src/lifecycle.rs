@@ -48,13 +48,15 @@ pub const GATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The downgrade gate: probes every target (at most `forks` at once, each within its verify
 /// timeout) and refuses a certificate that expires sooner than, or was issued before, the one
 /// served now for the same names. With `force` the refusals become warnings. Targets that
-/// cannot be probed now are left to the engine (it reports them).
+/// cannot be probed now are left to the engine (it reports them). The engine's targets wait
+/// for its verdict once connected ([`crate::deploy::gate`]), and take what it probed as what
+/// they served before.
 pub async fn downgrade_gate(
     inventory: &Inventory,
     plans: &[TargetPlan],
     forks: usize,
     force: bool,
-) -> Vec<String> {
+) -> (Vec<String>, crate::deploy::gate::Verdict) {
     let forks = Arc::new(tokio::sync::Semaphore::new(forks.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, plan) in plans.iter().enumerate() {
@@ -75,18 +77,21 @@ pub async fn downgrade_gate(
             let timeout = probe.timeout.min(GATE_TIMEOUT);
             let served =
                 crate::probe::probe_once(&probe.address, &probe.sni, probe.starttls, timeout).await;
-            (
-                index,
-                served
-                    .ok()
-                    .and_then(|s| crate::policy::downgrade(&leaf, &s)),
-            )
+            let why = served
+                .as_ref()
+                .ok()
+                .and_then(|s| crate::policy::downgrade(&leaf, s));
+            (index, why, served.ok())
         });
     }
     let mut found = Vec::new();
-    while let Some(Ok((index, why))) = tasks.join_next().await {
+    let mut verdict = crate::deploy::gate::Verdict::default();
+    while let Some(Ok((index, why, served))) = tasks.join_next().await {
         if let Some(why) = why {
             found.push((index, why));
+        }
+        if let Some(served) = served {
+            verdict.served.insert(plans[index].name.clone(), served);
         }
     }
     found.sort();
@@ -107,7 +112,8 @@ pub async fn downgrade_gate(
             ));
         }
     }
-    refusals
+    verdict.refused = !refusals.is_empty();
+    (refusals, verdict)
 }
 
 /// After a run: appends to the history when something changed, then runs the notifiers

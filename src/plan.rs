@@ -200,6 +200,8 @@ pub struct TargetPlan {
     pub has_probe: bool,
     /// `verify.shared`: the probed address answers for more than this target.
     pub probe_shared: bool,
+    /// `verify.consecutive` as set in the inventory (`certctl verify` probes once without).
+    pub consecutive_set: Option<u32>,
     /// This run's backup set lives in `{backup_dir}/{run_id}`.
     pub backup_dir: String,
     pub keep_backups: u32,
@@ -326,6 +328,7 @@ fn plan_target(
         probe,
         has_probe,
         probe_shared: target.verify.shared,
+        consecutive_set: target.verify.consecutive,
         backup_dir: dirs.backup,
         keep_backups: dirs.keep_backups,
         run_id: settings.run_id.clone(),
@@ -409,7 +412,7 @@ fn probe_spec(
             max_backoff: v.max_backoff,
         },
         timeout: v.timeout,
-        consecutive: v.consecutive,
+        consecutive: v.consecutive_after_reload(),
     };
     Ok((spec, has_probe))
 }

@@ -144,7 +144,12 @@ async fn verify_target(
         target: plan.name.clone(),
         step: report::Step::Verify,
     });
-    let v = probe::verify(&plan.probe, &expected, &CancellationToken::new()).await;
+    // No reload to race here: one matching probe is enough unless the inventory asks for more.
+    let spec = probe::ProbeSpec {
+        consecutive: plan.consecutive_set.unwrap_or(1),
+        ..plan.probe.clone()
+    };
+    let v = probe::verify(&spec, &expected, &CancellationToken::new()).await;
     if let Some(served) = &v.last_served {
         seen.reachable = true;
         seen.leaf_matches = served.leaf == expected.leaf;

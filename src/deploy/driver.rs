@@ -50,7 +50,9 @@ pub(super) async fn run_target(
     match Session::connect(&plan.ssh).await {
         Ok(mut session) => {
             let _ = run.record(Step::Connect, t.elapsed(), Ok(((), None)));
-            on_session(&mut run, &mut session).await;
+            if passes_gate(&mut run, options).await {
+                on_session(&mut run, &mut session).await;
+            }
             // The run may have replaced the session (a reconnect to roll back).
             session.close().await;
         }
@@ -68,6 +70,24 @@ pub(super) async fn run_target(
     }
     run.report.duration_ms = started.elapsed().as_millis() as u64;
     run.report
+}
+
+/// Waits for the run-wide gate, if any: false when it refused the run (the target ends
+/// skipped, untouched).
+async fn passes_gate(run: &mut Run<'_>, options: &DeployOptions) -> bool {
+    let Some(gate) = &options.gate else {
+        return true;
+    };
+    let verdict = gate.wait().await;
+    if verdict.refused {
+        run.conclude(Err((
+            Status::Skipped,
+            format!("not started: the policy gate refused the run; {UNTOUCHED}"),
+        )));
+        return false;
+    }
+    run.served_at_gate = verdict.served.get(&run.plan.name).cloned();
+    true
 }
 
 /// Steps 2–11.
@@ -213,15 +233,20 @@ async fn posix_lock(
         s.cmd(&["certctl_t", "inspected"]);
         s.raw("exit $s\nfi\n");
     }
+    if with_inspect {
+        // Another command always follows: the preview, a reload or the cleanup.
+        session.prefetch_channel();
+    }
     let exec = async {
         let out = session.exec_script(&s, None).await;
         (out, Instant::now())
     };
+    let at_gate = run.served_at_gate.take();
     let probe = async {
-        if with_inspect {
-            probe_served(plan).await
-        } else {
-            None
+        match at_gate {
+            Some(served) if with_inspect => Some(Ok(served)),
+            _ if with_inspect => probe_served(plan).await,
+            _ => None,
         }
     };
     let ((out, done), served) = tokio::join!(exec, probe);
@@ -342,6 +367,9 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
         chain: s.chain,
     });
     let entries: Vec<_> = files.iter().enumerate().map(|(i, f)| f.entry(i)).collect();
+    if !run.dry_run() {
+        session.prefetch_channel();
+    }
     if let Err(f) = preview_and_backup(run, session, &files, &entries, old.as_ref()).await {
         return Err(run.untouched(f));
     }
@@ -349,6 +377,8 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
         return Ok(Status::WouldChange);
     }
     // 8. swap, test, reload; 9. verify — from here any failure rolls back (10).
+    // The cleanup (or the rollback) follows the swap's command.
+    session.prefetch_channel();
     let after = match apply::swap_test_reload(run, session, &files).await {
         Ok(()) => verify::verify_new(run, &expected).await,
         Err(f) => Err(f),

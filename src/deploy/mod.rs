@@ -53,6 +53,7 @@ mod connection;
 mod content;
 mod driver;
 mod files;
+pub mod gate;
 mod holder;
 mod inspect;
 mod journal;
@@ -84,7 +85,7 @@ pub enum Mode {
 }
 
 /// How a run behaves.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DeployOptions {
     pub mode: Mode,
     /// Redeploy even when files and served certificate already match.
@@ -97,6 +98,8 @@ pub struct DeployOptions {
     pub max_fail: MaxFail,
     /// Remove a lock left on a target by a killed run before taking it (`--break-lock`).
     pub break_lock: bool,
+    /// A run-wide check each target waits for once connected (see [`gate`]).
+    pub gate: Option<gate::Gate>,
 }
 
 /// How the change is applied on the target (the connector's `swap`).

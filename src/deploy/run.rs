@@ -81,6 +81,8 @@ pub(super) struct Run<'a> {
     /// Temp paths beside live files this run may create (staged files, restore and link
     /// temps): cleanup removes them all.
     pub temps: Vec<String>,
+    /// What the policy gate's probe saw served, moments ago: inspect's "served before".
+    pub served_at_gate: Option<crate::probe::Served>,
 }
 
 /// A report with nothing in it yet: the target's names and the new certificate.
@@ -130,6 +132,7 @@ impl<'a> Run<'a> {
                     ]
                 })
                 .collect(),
+            served_at_gate: None,
         }
     }
 

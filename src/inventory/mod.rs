@@ -74,7 +74,9 @@ pub struct VerifySettings {
     pub backoff: Duration,
     pub max_backoff: Duration,
     pub timeout: Duration,
-    pub consecutive: u32,
+    /// Matching probes in a row to pass. Unset: 2 after a deploy's reload (an old worker may
+    /// still answer the first probe), 1 for `certctl verify` (no reload to race).
+    pub consecutive: Option<u32>,
     /// `host:port`; default: the target's host + the connector's port.
     pub address: Option<String>,
     /// Default: the certificate's first DNS name.
@@ -93,7 +95,7 @@ impl Default for VerifySettings {
             backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(16),
             timeout: Duration::from_secs(10),
-            consecutive: 2,
+            consecutive: None,
             address: None,
             sni: None,
             starttls: None,
@@ -112,12 +114,17 @@ impl VerifySettings {
         }
     }
 
+    /// Matching probes in a row a deploy's verify asks for.
+    pub fn consecutive_after_reload(&self) -> u32 {
+        self.consecutive.unwrap_or(2)
+    }
+
     /// The longest one verify with these settings may take (every wait, every probe timing
     /// out), never more than [`crate::limits::MAX_VERIFY_DURATION`]; the same deadline
     /// [`crate::probe::verify`] stops at ([`crate::probe::ProbeSpec::deadline`]).
     pub fn deadline(&self) -> Duration {
         self.schedule()
-            .worst_case_confirmed(self.timeout, self.consecutive)
+            .worst_case_confirmed(self.timeout, self.consecutive_after_reload())
             .min(crate::limits::MAX_VERIFY_DURATION)
     }
 }

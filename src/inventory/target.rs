@@ -215,7 +215,7 @@ fn verify(ctx: &Ctx<'_>, label: &str, m: &Merged<'_>) -> Result<VerifySettings, 
             .map(|s| duration(ctx, "timeout", s))
             .transpose()?
             .unwrap_or(d.timeout),
-        consecutive: m.consecutive.map_or(d.consecutive, |c| c.value),
+        consecutive: m.consecutive.map(|c| c.value).or(d.consecutive),
         address: m.address.map(|a| a.value.clone()),
         sni: m.sni.map(|s| s.value.clone()),
         starttls: m.starttls.map(|s| s.value),

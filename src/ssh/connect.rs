@@ -91,6 +91,8 @@ impl Session {
             command_timeout: config.command_timeout,
             fingerprint,
             exec_slots: Semaphore::new(MAX_EXEC_CHANNELS),
+            prefetch: Default::default(),
+            spare: Default::default(),
             sftp: OnceCell::new(),
             sudo: config.become_sudo.then(Default::default),
             _via: via,

@@ -5,6 +5,8 @@
 //! Not here: what the command is (callers quote it with [`super::quote`]) or the `sudo -n`
 //! wrapping (`sudo.rs` decides it, this file only runs the line).
 
+use std::sync::atomic::Ordering;
+
 use russh::{ChannelMsg, ChannelReadHalf, Sig};
 use tokio::time::{Instant, timeout_at};
 
@@ -74,6 +76,13 @@ impl Session {
         self.run(&script.command_line(), &label, None).await
     }
 
+    /// The next command's channel opens while the next command runs, so the one after it
+    /// starts without the channel-open round trip. For a caller that knows another command
+    /// follows (an unused spare costs the target one channel open).
+    pub fn prefetch_channel(&self) {
+        self.prefetch.store(true, Ordering::Relaxed);
+    }
+
     /// Runs one command line on its own channel. `label` names it in errors.
     pub(super) async fn run(
         &self,
@@ -88,11 +97,40 @@ impl Session {
             .await
             .map_err(|_| self.protocol("session is closing".to_owned()))?;
         let deadline = Instant::now() + self.command_timeout;
-        let channel = match timeout_at(deadline, self.handle.channel_open_session()).await {
-            Err(_) => return Err(self.command_timeout_error(label)),
-            Ok(Err(e)) => return Err(self.channel_error(label, &e)),
-            Ok(Ok(channel)) => channel,
+        let prefetch = self.prefetch.swap(false, Ordering::Relaxed);
+        let spare = self.spare.lock().expect("spare channel lock").take();
+        let channel = match spare {
+            Some(channel) => channel,
+            None => match timeout_at(deadline, self.handle.channel_open_session()).await {
+                Err(_) => return Err(self.command_timeout_error(label)),
+                Ok(Err(e)) => return Err(self.channel_error(label, &e)),
+                Ok(Ok(channel)) => channel,
+            },
         };
+        // The next command's channel opens while this one runs (see `prefetch_channel`).
+        let next = async {
+            if !prefetch {
+                return;
+            }
+            if let Ok(Ok(channel)) = timeout_at(deadline, self.handle.channel_open_session()).await
+            {
+                *self.spare.lock().expect("spare channel lock") = Some(channel);
+            }
+        };
+        let (result, ()) =
+            tokio::join!(self.exec_on(channel, command, label, stdin, deadline), next);
+        result
+    }
+
+    /// Runs `command` on an open channel until it closes or `deadline` passes.
+    async fn exec_on(
+        &self,
+        channel: russh::Channel<russh::client::Msg>,
+        command: &str,
+        label: &str,
+        stdin: Option<&[u8]>,
+        deadline: Instant,
+    ) -> Result<ExecOutput, SshError> {
         let (mut reader, writer) = channel.split();
         let work = async {
             writer

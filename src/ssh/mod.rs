@@ -280,6 +280,10 @@ pub struct Session {
     command_timeout: Duration,
     fingerprint: String,
     exec_slots: Semaphore,
+    /// Set by [`Session::prefetch_channel`]: the next command also opens the spare channel.
+    prefetch: std::sync::atomic::AtomicBool,
+    /// A channel opened ahead of the command that will use it.
+    spare: std::sync::Mutex<Option<russh::Channel<client::Msg>>>,
     sftp: OnceCell<sftp::Sftp>,
     /// `become: sudo`: set when every operation runs through `sudo -n`.
     sudo: Option<sudo::Sudo>,

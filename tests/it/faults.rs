@@ -511,10 +511,10 @@ fn cells() -> Vec<Cell> {
             dry_run: false,
             arm: |rig| {
                 let master = rig.nginx.master_pid();
-                // Connection 1 is the policy gate's downgrade probe, 2 inspect's probe, 3 the
-                // first of verify's.
+                // Connection 1 is the policy gate's downgrade probe (inspect takes what it
+                // saw), 2 the first of verify's.
                 let proxy = TcpProxy::start(rig.nginx.addr, move |n| {
-                    if n == 3 {
+                    if n == 2 {
                         stop_process(master);
                     }
                 });
@@ -635,9 +635,9 @@ fn cells() -> Vec<Cell> {
             dry_run: false,
             arm: |rig| {
                 let listener = rig.sshd.pid();
-                // 1: the policy gate's probe, 2: inspect's, 3: verify's first.
+                // 1: the policy gate's probe (inspect takes what it saw), 2: verify's first.
                 let proxy = TcpProxy::start(rig.nginx.addr, move |n| {
-                    if n == 3 {
+                    if n == 2 {
                         kill_sshd_sessions(listener);
                     }
                 });

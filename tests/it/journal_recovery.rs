@@ -240,10 +240,10 @@ fn a_deploy_killed_while_it_verifies_is_repaired_by_the_next_run() {
     let rig = Rig::start(RigOptions::default());
     let pid = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
     let killer = pid.clone();
-    // Connection 1 is the downgrade gate's probe, 2 inspect's, 3 the first of verify's: kill
-    // the controller there.
+    // Connection 1 is the downgrade gate's probe (inspect takes what it saw), 2 the first of
+    // verify's: kill the controller there.
     let proxy = TcpProxy::start(rig.nginx.addr, move |n| {
-        if n == 3 {
+        if n == 2 {
             let p = killer.load(std::sync::atomic::Ordering::SeqCst);
             let _ = std::process::Command::new("kill")
                 .args(["-9", &p.to_string()])

@@ -309,13 +309,13 @@ fn the_first_interrupt_ends_a_verify_in_progress_and_rolls_back() {
     use std::sync::atomic::{AtomicU32, Ordering};
     let rig = Rig::start(RigOptions::default());
     // The probe reaches a server that keeps the old certificate: verify would retry for a
-    // long time (6 probes, 20 s apart). Connection 1 is the downgrade gate's probe, 2
-    // inspect's, 3 the first of verify's: interrupt there.
+    // long time (6 probes, 20 s apart). Connection 1 is the downgrade gate's probe
+    // (inspect takes what it saw), 2 the first of verify's: interrupt there.
     let other = Nginx::start(SNI, &rig.old.leaf.fullchain, &rig.old.leaf.key);
     let pid = Arc::new(AtomicU32::new(0));
     let target = pid.clone();
     let proxy = support::faults::TcpProxy::start(other.addr, move |n| {
-        if n == 3 {
+        if n == 2 {
             let p = target.load(Ordering::SeqCst).to_string();
             let _ = std::process::Command::new("kill")
                 .args(["-INT", &p])

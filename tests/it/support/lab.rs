@@ -374,6 +374,11 @@ impl Lab {
     pub fn sshd_connections(&self) -> usize {
         self.sshd.log().matches("Accepted publickey").count()
     }
+
+    /// Remote commands the sshd has started so far (each exec logs `Starting session:`).
+    pub fn sshd_commands(&self) -> usize {
+        self.sshd.log().matches("Starting session:").count()
+    }
 }
 
 trait TapCreate {
