@@ -231,3 +231,180 @@ fn a_section_is_found_between_its_markers() {
     let text = "intro\n<!-- BEGIN t: generated -->\n| a |\n<!-- END t -->\nafter\n";
     assert_eq!(&text[section_range(text, "x.md", "t")], "| a |\n");
 }
+
+/// The first fenced block of `lang` after the heading line `heading` in `text`.
+fn block_after<'t>(text: &'t str, heading: &str, lang: &str) -> &'t str {
+    let at = text
+        .find(&format!("\n{heading}\n"))
+        .unwrap_or_else(|| panic!("no `{heading}` heading"));
+    let fence = format!("```{lang}\n");
+    let start = text[at..].find(&fence).expect("a fenced block") + at + fence.len();
+    let len = text[start..].find("```").expect("the block's end");
+    &text[start..start + len]
+}
+
+#[test]
+fn the_readmes_two_commands_exist_and_ci_runs_the_same_test_command() {
+    let readme = read(&root().join("README.md"));
+    let block = block_after(&readme, "## Try it: two commands", "sh");
+    let commands: Vec<&str> = block
+        .lines()
+        .filter_map(|l| l.split('#').next())
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(commands, ["bash examples/lab.sh", "bash scripts/test.sh"]);
+    for script in ["examples/lab.sh", "scripts/test.sh"] {
+        assert!(root().join(script).is_file(), "{script} is missing");
+    }
+    let ci = read(&root().join(".ci/run"));
+    assert!(
+        ci.lines().any(|l| l.trim() == "bash scripts/test.sh"),
+        ".ci/run must run the README's test command"
+    );
+}
+
+/// The README's inventory, with throwaway material where it points, passes `certctl check`.
+#[test]
+fn the_readmes_inventory_passes_check() {
+    let readme = read(&root().join("README.md"));
+    let inventory = block_after(&readme, "## Inventory (contract v1)", "yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let made = std::process::Command::new("bash")
+        .arg(root().join("examples/make-certs.sh"))
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    std::fs::copy(certs.join("www.example.com.crt"), certs.join("www.crt")).unwrap();
+    std::fs::copy(certs.join("www.example.com.key"), certs.join("www.key")).unwrap();
+    let path = dir.path().join("certctl.yaml");
+    std::fs::write(&path, inventory).unwrap();
+    let home = dir.path().to_str().unwrap();
+    let out = crate::support::offline::certctl_env(
+        dir.path(),
+        &["check", "-i", path.to_str().unwrap()],
+        &[("HOME", home)],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+/// Every subcommand `certctl --help` lists is in the README's synopsis, and every flag the
+/// synopsis names on a command's line is in that command's `--help`.
+#[test]
+fn the_readmes_synopsis_matches_the_help() {
+    let help = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_certctl"))
+            .args(args)
+            .arg("--help")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let readme = read(&root().join("README.md"));
+    let synopsis = block_after(&readme, "## Commands", "");
+    let top = help(&[]);
+    let listed = top
+        .split("Commands:\n")
+        .nth(1)
+        .unwrap()
+        .split("\n\n")
+        .next()
+        .unwrap();
+    let mut missing = Vec::new();
+    for line in listed.lines() {
+        // A subcommand's line starts with two spaces; its help's continuation lines with more.
+        let Some(name) = line.strip_prefix("  ").filter(|l| !l.starts_with(' ')) else {
+            continue;
+        };
+        let name = name.split_whitespace().next().unwrap();
+        if name != "help" && !synopsis.contains(&format!("certctl {name}")) {
+            missing.push(format!("`certctl {name}` is not in the README's synopsis"));
+        }
+    }
+    let mut current: Option<(String, String)> = None;
+    for line in synopsis.lines() {
+        if let Some(rest) = line.strip_prefix("certctl ") {
+            let name = rest.split_whitespace().next().unwrap().to_string();
+            current = Some((name.clone(), help(&[&name])));
+        } else if !line.starts_with(' ') {
+            current = None;
+        }
+        let Some((name, text)) = &current else {
+            continue;
+        };
+        let code = line.split('#').next().unwrap();
+        for flag in code
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|w| w.starts_with("--") && w.len() > 2)
+        {
+            if !text.contains(flag) {
+                missing.push(format!("`certctl {name} {flag}`: not in its --help"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
+
+/// References to the docs in source comments (`docs/NAME.md#anchor`, `README.md#anchor`)
+/// point at files and headings that exist; none cites the design card outside the repository.
+#[test]
+fn source_comments_cite_docs_that_exist() {
+    fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                rust_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    rust_files(&root().join("tests"), &mut files);
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut broken = Vec::new();
+    // This file names the patterns it looks for.
+    files.retain(|f| !f.ends_with("tests/it/docs.rs"));
+    for file in &files {
+        let text = read(file);
+        let name = file.strip_prefix(root()).unwrap().display().to_string();
+        if text.contains("DESIGN §") {
+            broken.push(format!("{name}: cites the design card; cite docs/ instead"));
+        }
+        for prefix in ["docs/", "README.md#"] {
+            for (at, _) in text.match_indices(prefix) {
+                let rest = &text[at + prefix.len()..];
+                let (doc, anchor) = if prefix == "docs/" {
+                    let stem: String = rest.chars().take_while(|&c| word(c)).collect();
+                    let Some(after) = rest[stem.len()..].strip_prefix(".md") else {
+                        continue;
+                    };
+                    let anchor = after
+                        .strip_prefix('#')
+                        .map(|a| a.chars().take_while(|&c| word(c)).collect::<String>());
+                    (format!("docs/{stem}.md"), anchor)
+                } else {
+                    let anchor: String = rest.chars().take_while(|&c| word(c)).collect();
+                    ("README.md".to_string(), Some(anchor))
+                };
+                let path = root().join(&doc);
+                if !path.is_file() {
+                    broken.push(format!("{name}: {doc} does not exist"));
+                } else if let Some(anchor) = anchor.filter(|a| !a.is_empty())
+                    && !anchors(&read(&path)).contains(&anchor)
+                {
+                    broken.push(format!("{name}: {doc} has no heading `#{anchor}`"));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
