@@ -1,6 +1,6 @@
 //! Input limits: the bounds certctl puts on what an operator may ask for, in one place, with
-//! the reason for each (README "Input limits"). The inventory ([`crate::inventory`]) and the
-//! plan ([`crate::plan`]) call these checks; the messages name the limit.
+//! the reason for each (docs/security.md#input-limits). The inventory ([`crate::inventory`])
+//! and the plan ([`crate::plan`]) call these checks; the messages name the limit.
 //!
 //! Owns: which file modes certctl writes, how long one target's verify may take, which RSA key
 //! sizes it handles. Does not own where an error is located (the callers add file:line) nor

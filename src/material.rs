@@ -3,8 +3,9 @@
 //! byte layouts each file role needs. Runs before anything connects.
 //!
 //! Owns: reading the cert/chain/key inputs (files, an environment variable, a local command),
-//! every check of DESIGN §9, and the canonical PEM we write to targets. Does not own where the
-//! inputs are named (that is [`crate::inventory`]) or what is served (that is [`crate::probe`]).
+//! every check of docs/inventory.md#material-checks, and the canonical PEM we write to targets.
+//! Does not own where the inputs are named (that is [`crate::inventory`]) or what is served
+//! (that is [`crate::probe`]).
 //!
 //! PEM is scanned by a small line scanner of our own so that every failure gets a precise
 //! message (truncated, DER instead of PEM, encrypted, a key where a certificate belongs…); the
@@ -278,8 +279,9 @@ impl Material {
         })
     }
 
-    /// The checks of DESIGN §9 at time `now` (Unix seconds): key matches leaf, chain in order
-    /// with no leaf repeated, leaf valid now, every name in `names` covered by the leaf.
+    /// The checks of docs/inventory.md#material-checks at time `now` (Unix seconds): key matches
+    /// leaf, chain in order with no leaf repeated, leaf valid now, every name in `names` covered
+    /// by the leaf.
     /// Returns warnings (e.g. expires within 14 days).
     ///
     /// Every failing check is reported (joined by `; `), so one fix does not reveal the next.

@@ -52,7 +52,7 @@ pub struct RunSettings {
 }
 
 impl RunSettings {
-    /// Defaults from DESIGN §7 with a fresh random run id.
+    /// Defaults from docs/ssh.md#timeouts with a fresh random run id.
     pub fn new(accept_new_host_keys: bool) -> Self {
         let mut bytes = [0u8; 6];
         getrandom::fill(&mut bytes).expect("the OS random source works");

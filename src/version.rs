@@ -1,7 +1,7 @@
 //! What `certctl --version` says: the package version (`-V` prints only that), and for
 //! `--version` also the commit and date of the build (captured by `build.rs`), the target it
 //! was built for, and the versions of the two contracts a user's files and scripts depend on:
-//! the inventory (DESIGN §3) and the JSON report schema.
+//! the inventory (docs/inventory.md) and the JSON report schema.
 
 use std::sync::LazyLock;
 

@@ -1,5 +1,6 @@
-//! The per-target engine (DESIGN §5): one state machine over one SSH connection per target.
-//! `--dry-run` is the same code path with every mutating step after the preview guarded.
+//! The per-target engine (docs/deploy.md, docs/design.md#the-engine): one state machine over
+//! one SSH connection per target. `--dry-run` is the same code path with every mutating step
+//! after the preview guarded.
 //!
 //! What one target's run does, in order (`driver` reads like this list):
 //!

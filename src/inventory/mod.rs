@@ -1,4 +1,4 @@
-//! The inventory, contract v1 (DESIGN §3): YAML types, loading with serde-saphyr, merging
+//! The inventory, contract v1 (docs/inventory.md): YAML types, loading with serde-saphyr, merging
 //! defaults < groups < target, and validation. Every error names file, line and column.
 //!
 //! Does not read certificate material (that is [`crate::material`]) nor check connector
@@ -28,7 +28,8 @@ use crate::connector::{Command, ConnectorDef};
 use crate::material::MaterialSpec;
 use crate::probe::StartTls;
 
-/// Version of the inventory contract this build reads (DESIGN §3); bump on an incompatible change.
+/// Version of the inventory contract this build reads (docs/inventory.md); bump on an
+/// incompatible change.
 pub const CONTRACT_VERSION: u32 = 1;
 
 /// A place in an inventory file.
@@ -67,7 +68,7 @@ pub enum Become {
     Sudo,
 }
 
-/// Probe settings after merging (DESIGN §3 `verify:`).
+/// Probe settings after merging (docs/inventory.md, `verify:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifySettings {
     pub attempts: u32,

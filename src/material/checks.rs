@@ -1,6 +1,7 @@
-//! The checks of DESIGN §9 beyond the key match: the chain in order (each certificate issued
-//! and signed by the next, nothing twice), the leaf inside its validity window (a warning
-//! within 14 days of expiry), and the names a client will ask for covered by the leaf.
+//! The material checks (docs/inventory.md#material-checks) beyond the key match: the chain in
+//! order (each certificate issued and signed by the next, nothing twice), the leaf inside its
+//! validity window (a warning within 14 days of expiry), and the names a client will ask for
+//! covered by the leaf.
 
 use x509_parser::certificate::X509Certificate;
 use x509_parser::error::X509Error;

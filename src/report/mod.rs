@@ -64,7 +64,7 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// Version of the JSON report schema; bump on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// A target's final state (DESIGN §8).
+/// A target's final state (docs/output.md#the-run-report---output-json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
@@ -140,7 +140,7 @@ impl Status {
     }
 }
 
-/// The steps of the per-target state machine (DESIGN §5).
+/// The steps of the per-target state machine (docs/deploy.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
@@ -451,8 +451,8 @@ fn rfc3339_seconds(at: SystemTime) -> String {
         .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
-/// The process exit code for a finished run (DESIGN §2). `2` (usage) and `130` (interrupt) are
-/// decided by the caller before or instead of this.
+/// The process exit code for a finished run (README.md#exit-codes). `2` (usage) and `130`
+/// (interrupt) are decided by the caller before or instead of this.
 ///
 /// `3` when any rollback failed (it outranks everything: a person must look); for `verify`,
 /// `4` when any target serves the wrong certificate or cannot be reached; for `status`, `4`

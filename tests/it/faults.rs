@@ -67,7 +67,8 @@ struct Cell {
     rig: RigOptions,
     dry_run: bool,
     arm: fn(&Rig) -> Armed,
-    expect: fn(&Rig) -> Expect,
+    /// What the run must end in (decides the row's first six columns, see [`row_head`]).
+    expect: Expect,
     /// An engine bug or gap this cell shows, as the table says it (the expectation pins
     /// today's behaviour; an ignored test below states the right one).
     bug: Option<&'static str>,
@@ -148,7 +149,7 @@ fn cells() -> Vec<Cell> {
                 rig.arm_tool("sha256sum", None, Action::Fail, false);
                 Armed::default()
             },
-            expect: |_| untouched("could not be hashed"),
+            expect: untouched("could not be hashed"),
             bug: None,
         },
         Cell {
@@ -161,7 +162,7 @@ fn cells() -> Vec<Cell> {
                 rig.arm_tool("base64", None, Action::Fail, false);
                 Armed::default()
             },
-            expect: |_| untouched("stage failed"),
+            expect: untouched("stage failed"),
             bug: None,
         },
         Cell {
@@ -179,7 +180,7 @@ fn cells() -> Vec<Cell> {
                 )]),
                 proxy: None,
             },
-            expect: |_| untouched("preview failed"),
+            expect: untouched("preview failed"),
             bug: None,
         },
         Cell {
@@ -197,7 +198,7 @@ fn cells() -> Vec<Cell> {
                 );
                 Armed::default()
             },
-            expect: |_| untouched("backup failed"),
+            expect: untouched("backup failed"),
             bug: None,
         },
         Cell {
@@ -210,7 +211,7 @@ fn cells() -> Vec<Cell> {
                 rig.arm_tool("mv", Some("privkey.pem"), Action::Fail, false);
                 Armed::default()
             },
-            expect: |_| rolled_back("swap failed"),
+            expect: rolled_back("swap failed"),
             bug: None,
         },
         Cell {
@@ -223,7 +224,7 @@ fn cells() -> Vec<Cell> {
                 spec: commands(vec![("test", failing_test())]),
                 proxy: None,
             },
-            expect: |_| rolled_back("test failed"),
+            expect: rolled_back("test failed"),
             bug: None,
         },
         Cell {
@@ -244,7 +245,7 @@ fn cells() -> Vec<Cell> {
                     proxy: None,
                 }
             },
-            expect: |_| rolled_back("reload failed"),
+            expect: rolled_back("reload failed"),
             bug: None,
         },
         Cell {
@@ -257,7 +258,7 @@ fn cells() -> Vec<Cell> {
                 spec: commands(vec![("reload", vec![vec!["true".into()]])]),
                 proxy: None,
             },
-            expect: |_| rolled_back("verify failed"),
+            expect: rolled_back("verify failed"),
             bug: None,
         },
         Cell {
@@ -273,7 +274,7 @@ fn cells() -> Vec<Cell> {
                     proxy: None,
                 }
             },
-            expect: |_| stuck_on_new_files("ROLLBACK FAILED"),
+            expect: stuck_on_new_files("ROLLBACK FAILED"),
             bug: None,
         },
         Cell {
@@ -289,7 +290,7 @@ fn cells() -> Vec<Cell> {
                     proxy: None,
                 }
             },
-            expect: |_| stuck_on_new_files("nothing restored: a copy failed"),
+            expect: stuck_on_new_files("nothing restored: a copy failed"),
             bug: None,
         },
         Cell {
@@ -302,7 +303,7 @@ fn cells() -> Vec<Cell> {
                 rig.arm_tool("rm", Some(".lock"), Action::Fail, true);
                 Armed::default()
             },
-            expect: |_| expect("deployed", 0, Served::New, LiveSet::New, "cleanup"),
+            expect: expect("deployed", 0, Served::New, LiveSet::New, "cleanup"),
             bug: None,
         },
         // -- read-only -----------------------------------------------------------------------
@@ -316,7 +317,7 @@ fn cells() -> Vec<Cell> {
                 rig.freeze(&rig.tmp_dir());
                 Armed::default()
             },
-            expect: |_| untouched("inspect failed"),
+            expect: untouched("inspect failed"),
             bug: None,
         },
         Cell {
@@ -329,7 +330,7 @@ fn cells() -> Vec<Cell> {
                 rig.freeze(&rig.cert_dir());
                 Armed::default()
             },
-            expect: |_| untouched("stage failed"),
+            expect: untouched("stage failed"),
             bug: None,
         },
         Cell {
@@ -345,7 +346,7 @@ fn cells() -> Vec<Cell> {
                 )]),
                 proxy: None,
             },
-            expect: |_| untouched("backup failed"),
+            expect: untouched("backup failed"),
             bug: None,
         },
         Cell {
@@ -361,7 +362,7 @@ fn cells() -> Vec<Cell> {
                 )]),
                 proxy: None,
             },
-            expect: |_| rolled_back("swap failed"),
+            expect: rolled_back("swap failed"),
             bug: None,
         },
         Cell {
@@ -377,7 +378,7 @@ fn cells() -> Vec<Cell> {
                 )]),
                 proxy: None,
             },
-            expect: |_| stuck_on_new_files("ROLLBACK FAILED"),
+            expect: stuck_on_new_files("ROLLBACK FAILED"),
             bug: None,
         },
         Cell {
@@ -393,15 +394,13 @@ fn cells() -> Vec<Cell> {
                 )]),
                 proxy: None,
             },
-            expect: |_| {
-                expect(
-                    "would-change",
-                    0,
-                    Served::Old,
-                    LiveSet::Old,
-                    "could not remove",
-                )
-            },
+            expect: expect(
+                "would-change",
+                0,
+                Served::Old,
+                LiveSet::Old,
+                "could not remove",
+            ),
             bug: None,
         },
         // -- disk full -----------------------------------------------------------------------
@@ -418,13 +417,14 @@ fn cells() -> Vec<Cell> {
                 rig.fill(&rig.cert_dir());
                 Armed::default()
             },
-            expect: |_| untouched("stage failed"),
+            expect: untouched("stage failed"),
             bug: None,
         },
         Cell {
-            step: "preview",
+            // The preview's config template is written by the stage (on its stdin).
+            step: "stage",
             fault: DiskFull,
-            how: "`tmp_dir`'s filesystem is full: the preview config cannot be written",
+            how: "`tmp_dir`'s filesystem is full: the preview's config template cannot be written",
             rig: RigOptions {
                 scratch_tmpfs: true,
                 ..plain
@@ -434,7 +434,7 @@ fn cells() -> Vec<Cell> {
                 rig.fill(&rig.tmp_dir());
                 Armed::default()
             },
-            expect: |_| untouched("preview failed"),
+            expect: untouched("stage failed"),
             bug: None,
         },
         Cell {
@@ -453,7 +453,7 @@ fn cells() -> Vec<Cell> {
                 )]),
                 proxy: None,
             },
-            expect: |_| untouched("backup failed"),
+            expect: untouched("backup failed"),
             bug: None,
         },
         Cell {
@@ -472,7 +472,7 @@ fn cells() -> Vec<Cell> {
                 )]),
                 proxy: None,
             },
-            expect: |_| stuck_on_new_files("ROLLBACK FAILED"),
+            expect: stuck_on_new_files("ROLLBACK FAILED"),
             bug: None,
         },
         // -- the server dies -----------------------------------------------------------------
@@ -492,15 +492,13 @@ fn cells() -> Vec<Cell> {
                     proxy: None,
                 }
             },
-            expect: |_| {
-                expect(
-                    "rollback-failed",
-                    3,
-                    Served::Nothing,
-                    LiveSet::Old,
-                    "old certificate is NOT served",
-                )
-            },
+            expect: expect(
+                "rollback-failed",
+                3,
+                Served::Nothing,
+                LiveSet::Old,
+                "old certificate is NOT served",
+            ),
             bug: None,
         },
         Cell {
@@ -525,7 +523,7 @@ fn cells() -> Vec<Cell> {
                     proxy: Some(proxy),
                 }
             },
-            expect: |_| rolled_back("verify failed"),
+            expect: rolled_back("verify failed"),
             bug: None,
         },
         // -- the SSH connection drops --------------------------------------------------------
@@ -540,7 +538,7 @@ fn cells() -> Vec<Cell> {
                 Armed::default()
             },
             // Lock and inspect are one remote command: a lost connection names both.
-            expect: |_| untouched("lock and inspect failed"),
+            expect: untouched("lock and inspect failed"),
             bug: None,
         },
         Cell {
@@ -553,7 +551,7 @@ fn cells() -> Vec<Cell> {
                 rig.arm_tool("base64", None, Action::Drop, false);
                 Armed::default()
             },
-            expect: |_| untouched("stage, preview and backup failed"),
+            expect: untouched("stage, preview and backup failed"),
             bug: None,
         },
         Cell {
@@ -567,7 +565,7 @@ fn cells() -> Vec<Cell> {
                 proxy: None,
             },
             // Preview and backup are one remote command: a lost connection names both.
-            expect: |_| untouched("stage, preview and backup failed"),
+            expect: untouched("stage, preview and backup failed"),
             bug: None,
         },
         Cell {
@@ -585,7 +583,7 @@ fn cells() -> Vec<Cell> {
                 );
                 Armed::default()
             },
-            expect: |_| untouched("stage, preview and backup failed"),
+            expect: untouched("stage, preview and backup failed"),
             bug: None,
         },
         Cell {
@@ -598,7 +596,7 @@ fn cells() -> Vec<Cell> {
                 rig.arm_tool("mv", Some("privkey.pem"), Action::Drop, false);
                 Armed::default()
             },
-            expect: |_| rolled_back("rollback ran over a new one"),
+            expect: rolled_back("rollback ran over a new one"),
             bug: None,
         },
         Cell {
@@ -611,7 +609,7 @@ fn cells() -> Vec<Cell> {
                 spec: commands(vec![("test", vec![rig.drop_argv()])]),
                 proxy: None,
             },
-            expect: |_| rolled_back("rollback ran over a new one"),
+            expect: rolled_back("rollback ran over a new one"),
             bug: None,
         },
         Cell {
@@ -624,7 +622,7 @@ fn cells() -> Vec<Cell> {
                 spec: commands(vec![("reload", vec![rig.drop_argv()])]),
                 proxy: None,
             },
-            expect: |_| rolled_back("rollback ran over a new one"),
+            expect: rolled_back("rollback ran over a new one"),
             bug: None,
         },
         Cell {
@@ -649,7 +647,7 @@ fn cells() -> Vec<Cell> {
                     proxy: Some(proxy),
                 }
             },
-            expect: |_| expect("deployed", 0, Served::New, LiveSet::New, "cleanup"),
+            expect: expect("deployed", 0, Served::New, LiveSet::New, "cleanup"),
             bug: None,
         },
         Cell {
@@ -665,7 +663,7 @@ fn cells() -> Vec<Cell> {
                     proxy: None,
                 }
             },
-            expect: |_| rolled_back("the restore, which was run again over a new one"),
+            expect: rolled_back("the restore, which was run again over a new one"),
             bug: None,
         },
         Cell {
@@ -678,7 +676,7 @@ fn cells() -> Vec<Cell> {
                 rig.arm_tool("rm", Some(".certctl-"), Action::Drop, false);
                 Armed::default()
             },
-            expect: |_| expect("deployed", 0, Served::New, LiveSet::New, "cleanup"),
+            expect: expect("deployed", 0, Served::New, LiveSet::New, "cleanup"),
             bug: None,
         },
     ]
@@ -733,7 +731,7 @@ fn run_cell(cell: &Cell) -> Outcome {
     drop(armed.proxy);
     let served = rig.served();
     let files = rig.live_set();
-    let want = (cell.expect)(&rig);
+    let want = cell.expect.clone();
     let context = format!("exit {}; error: {error}\nstderr:\n{}", out.code, out.stderr);
 
     if out.code != exit_code_for(&status) {
@@ -824,23 +822,65 @@ fn run_cell(cell: &Cell) -> Outcome {
         problems.push(format!("left behind after the clean run: {left:?}"));
     }
 
-    let mut result = format!("`{status}`, exit {}", out.code);
-    if let Some(bug) = cell.bug {
-        result.push_str(&format!(" — {bug}"));
-    }
     let left_by_fault = if after_fault.is_empty() {
         "—".to_string()
     } else {
         after_fault.join(", ")
     };
-    let row = format!(
-        "| {step} | {fault} | {how} | {result} | {served} | {files} | {left_by_fault} | {next} |",
+    let head = row_head(cell, &status, out.code, &served, &files);
+    let row = format!("{head} {left_by_fault} | {next} |");
+    Outcome { row, problems }
+}
+
+/// A row's first six columns: the cell (step, fault, how it is injected) and what its run
+/// ended in (result, served after, files on disk after). The matrix writes them from the run;
+/// [`the_reliability_doc_lists_every_cell`] from the cell's [`Expect`], without running it.
+/// The two agree: a run that ends otherwise fails the matrix. The last two columns (what the
+/// faulty run left, what the next clean run did) only a run can tell.
+fn row_head(cell: &Cell, status: &str, code: i32, served: &Served, files: &LiveSet) -> String {
+    let mut result = format!("`{status}`, exit {code}");
+    if let Some(bug) = cell.bug {
+        result.push_str(&format!(" — {bug}"));
+    }
+    format!(
+        "| {step} | {fault} | {how} | {result} | {served} | {files} |",
         step = cell.step,
         fault = cell.fault.label(),
         how = cell.how,
-    );
-    Outcome { row, problems }
+    )
 }
+
+/// Where a cell's row goes in the table: by step (in the engine's order), then fault, then
+/// the cell's place in [`cells`].
+fn table_order(cell: &Cell, index: usize) -> (usize, u8, usize) {
+    (
+        STEPS.iter().position(|s| *s == cell.step).unwrap_or(99),
+        cell.fault as u8,
+        index,
+    )
+}
+
+/// The reliability table as `docs/reliability.md` holds it between its markers.
+fn table_text<'a>(rows: impl IntoIterator<Item = &'a str>) -> String {
+    let mut table = String::from(
+        "| step | fault | injected by | result | served after | files on disk after | left on the target | next clean run |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for row in rows {
+        table.push_str(row);
+        table.push('\n');
+    }
+    table.push_str(
+        "\n\"left on the target\" is what the faulty run left; \"next clean run\" is a plain \
+         `certctl deploy` with the fault removed (and what a person had to add).\n",
+    );
+    table
+}
+
+/// The document that holds the generated table, and its section's name.
+const RELIABILITY_DOC: &str = "docs/reliability.md";
+const RELIABILITY_SECTION: &str = "fault-matrix";
+const RELIABILITY_UPDATE: &str = "CERTCTL_UPDATE_DOCS=1 cargo test --test it faults::fault_matrix";
 
 /// A person restarts the server a fault killed (the harness's nginx config, as a daemon; the
 /// rig stops it by its pid file).
@@ -899,23 +939,11 @@ fn fault_matrix() {
         }
     });
     let mut results = results.into_inner().unwrap();
-    results.sort_by_key(|(i, _)| {
-        let c = selected[*i];
-        (
-            STEPS.iter().position(|s| *s == c.step).unwrap_or(99),
-            c.fault as u8,
-            *i,
-        )
-    });
+    results.sort_by_key(|(i, _)| table_order(selected[*i], *i));
 
-    let mut table = String::from(
-        "| step | fault | injected by | result | served after | files on disk after | left on the target | next clean run |\n\
-         |---|---|---|---|---|---|---|---|\n",
-    );
+    let table = table_text(results.iter().map(|(_, o)| o.row.as_str()));
     let mut problems = String::new();
     for (i, outcome) in &results {
-        table.push_str(&outcome.row);
-        table.push('\n');
         for p in &outcome.problems {
             let c = selected[*i];
             let _ = writeln!(problems, "- {} × {}: {p}", c.step, c.fault.label());
@@ -933,13 +961,57 @@ fn fault_matrix() {
             .unwrap()
             .join(name);
         let text = format!(
-            "<!-- Written by tests/it/faults.rs (fault_matrix); do not edit by hand. -->\n{table}\n\
-             \"left on the target\" is what the faulty run left; \"next clean run\" is a plain \
-             `certctl deploy` with the fault removed (and what a person had to add).\n"
+            "<!-- Written by tests/it/faults.rs (fault_matrix); do not edit by hand. -->\n{table}"
         );
         std::fs::write(&path, text).unwrap();
     }
     assert!(problems.is_empty(), "{problems}\n{table}");
+    // The whole matrix ran and every cell ended as expected: the doc must hold this table.
+    if filter.is_none() {
+        crate::docs::check_section(
+            RELIABILITY_DOC,
+            RELIABILITY_SECTION,
+            &table,
+            RELIABILITY_UPDATE,
+        );
+    }
+}
+
+/// Cheap, without running the matrix: `docs/reliability.md` has one row per cell, in table
+/// order, each starting with what the cell is and what it must end in. (The full table,
+/// the last two columns too, is checked by [`fault_matrix`] at its end.)
+#[test]
+fn the_reliability_doc_lists_every_cell() {
+    let section = crate::docs::section(RELIABILITY_DOC, RELIABILITY_SECTION);
+    let doc_rows: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| step |"))
+        .collect();
+    let all = cells();
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.sort_by_key(|&i| table_order(&all[i], i));
+    let mut stale = Vec::new();
+    for (k, &i) in order.iter().enumerate() {
+        let (cell, want) = (&all[i], &all[i].expect);
+        let head = row_head(cell, want.status, want.code, &want.served, &want.files);
+        match doc_rows.get(k) {
+            Some(row) if row.starts_with(&format!("{head} ")) => {}
+            Some(row) => stale.push(format!(
+                "row {}: the doc has\n  {row}\nthe cell is\n  {head} …",
+                k + 1
+            )),
+            None => stale.push(format!("row {}: missing from the doc:\n  {head} …", k + 1)),
+        }
+    }
+    for (k, row) in doc_rows.iter().enumerate().skip(order.len()) {
+        stale.push(format!("row {}: no cell defines it:\n  {row}", k + 1));
+    }
+    assert!(
+        stale.is_empty(),
+        "{RELIABILITY_DOC} is stale: its table does not match the fault matrix's cells \
+         (tests/it/faults.rs). Rewrite it by running the matrix: `{RELIABILITY_UPDATE}`\n{}",
+        stale.join("\n")
+    );
 }
 
 // -- engine behaviour the matrix found wrong once, pinned ---------------------------------------

@@ -1,4 +1,4 @@
-//! The inventory contract v1 (DESIGN §3) through the library API: a full example merges and
+//! The inventory contract v1 (docs/inventory.md) through the library API: a full example merges and
 //! resolves as documented, and every bad inventory in `tests/corpus/inventory/` is refused with
 //! `FILE:LINE:COL: message` (snapshotted, paths masked).
 
@@ -39,7 +39,7 @@ fn argv(words: &[&str]) -> Vec<String> {
     words.iter().map(|w| (*w).to_string()).collect()
 }
 
-/// DESIGN §3, with every key set somewhere.
+/// docs/inventory.md's example, with every key set somewhere.
 const FULL: &str = r#"
 defaults:
   user: deploy

@@ -19,6 +19,7 @@ mod connector_postfix;
 mod connector_traefik;
 mod connector_wincertstore_emulated;
 mod deploy_nginx;
+mod docs;
 mod emulator_powershell;
 mod faults;
 mod fleet;

@@ -1,5 +1,6 @@
 //! Certificate material against test-time PKI (tests/it/support/pki.rs): every accepted key
-//! format, every rejection DESIGN §9 names, and fingerprints cross-checked with openssl.
+//! format, every rejection docs/inventory.md#material-checks names, and fingerprints
+//! cross-checked with openssl.
 
 use crate::support;
 

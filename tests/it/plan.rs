@@ -293,7 +293,7 @@ fn every_example_inventory_loads_and_its_connectors_validate() {
     assert!(seen >= 3, "examples/ has inventories");
 }
 
-/// Inventory > ssh config > defaults, setting by setting (README "SSH settings").
+/// Inventory > ssh config > defaults, setting by setting (docs/ssh.md#the-ssh-config).
 #[test]
 fn ssh_settings_come_from_the_inventory_then_the_ssh_config_then_defaults() {
     use certctl::inventory::Become;

@@ -134,7 +134,7 @@ fn an_independent_probe_right_after_deployed_sees_the_new_certificate() {
 }
 
 #[test]
-#[ignore = "a measurement, 100 deploys (about 2 minutes): `cargo test --test it -- --ignored reload_race`; the README quotes its result"]
+#[ignore = "a measurement, 100 deploys (about 2 minutes): `cargo test --test it -- --ignored reload_race`; docs/security.md quotes its result"]
 #[expect(
     clippy::print_stdout,
     reason = "the measurement's result is its output"
