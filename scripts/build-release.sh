@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds a certctl release into dist/:
 #   dist/certctl                                the portable x86_64 Linux binary (glibc >= 2.17)
-#   dist/certctl-VERSION-x86_64-linux.tar.gz    that binary + README, LICENSE, CHANGELOG, man
+#   dist/certctl-VERSION-x86_64-linux.tar.gz    that binary + README, docs/, LICENSE, CHANGELOG, man
 #                                               pages and bash/zsh/fish/PowerShell completions
 #   dist/certctl_VERSION-1_amd64.deb            the Debian package (cargo-deb)
 #   dist/SHA256SUMS                             for `sha256sum -c`
@@ -61,7 +61,7 @@ dist/certctl completions powershell >dist/assets/completions/certctl.ps1
 
 echo "==> $name.tar.gz" >&2
 cp README.md LICENSE CHANGELOG.md dist/certctl "dist/$name/"
-cp -R dist/assets/man dist/assets/completions "dist/$name/"
+cp -R dist/assets/man dist/assets/completions docs "dist/$name/"
 tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
   --mode='u+rwX,go+rX,go-w' -C dist -cf - "$name" | gzip -n -9 >"dist/$name.tar.gz"
 

@@ -23,7 +23,8 @@ for f in /usr/bin/certctl \
   /usr/share/bash-completion/completions/certctl \
   /usr/share/zsh/vendor-completions/_certctl \
   /usr/share/fish/vendor_completions.d/certctl.fish \
-  /usr/share/doc/certctl/README.md /usr/share/doc/certctl/copyright \
+  /usr/share/doc/certctl/README.md /usr/share/doc/certctl/docs/deploy.md \
+  /usr/share/doc/certctl/copyright \
   /usr/share/doc/certctl/changelog.gz /usr/share/doc/certctl/connectors/README.md \
   /usr/share/doc/certctl/examples/lab.sh /usr/share/doc/certctl/examples/nginx.yaml \
   /usr/share/doc/certctl/examples/ci/github-actions.yml; do

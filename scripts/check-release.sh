@@ -32,7 +32,7 @@ step "1. SHA256SUMS and the tarball's contents"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 tar -xzf "$tarball" -C "$work"
-for f in certctl README.md LICENSE CHANGELOG.md man/certctl.1 man/certctl-deploy.1 \
+for f in certctl README.md docs/README.md docs/deploy.md LICENSE CHANGELOG.md man/certctl.1 man/certctl-deploy.1 \
   completions/certctl.bash completions/_certctl completions/certctl.fish completions/certctl.ps1; do
   [ -s "$work/$name/$f" ] || fail "$name.tar.gz has no $f"
 done

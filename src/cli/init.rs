@@ -152,7 +152,7 @@ fn params(out: &mut String, connector: &str, def: &ConnectorDef) {
 fn starter(connector: &str, def: &ConnectorDef) -> String {
     let mut out = format!(
         "# certctl inventory (contract v1), written by `certctl init --connector {connector}`.\n\
-         # Reference: README \"Inventory\"; `certctl connectors show {connector}`.\n\
+         # Reference: docs/inventory.md; `certctl connectors show {connector}`.\n\
          # Next: put the certificate files under certs/, set the host below, then\n\
          #   certctl check              # offline: inventory, material, connectors, SSH files\n\
          #   certctl deploy --dry-run   # connects, stages, previews the NEW files; changes nothing\n\
