@@ -361,13 +361,17 @@ class Nginx:
         run(self.argv("-s", "reload"))
         self.wait_serving(fp, timeout)
 
-    def wait_serving(self, fp: str, timeout=20.0) -> None:
-        """Until nginx serves `fp` (old workers answer for a few ms after a reload)."""
+    def wait_serving(self, fp: str, timeout=20.0, in_a_row=5) -> None:
+        """Until nginx serves `fp` to `in_a_row` probes in a row, 20 ms apart: old workers
+        answer for a few ms after a reload, and the next job's first probe must not meet one."""
         deadline = time.monotonic() + timeout
-        while served_fingerprint(self.addr, self.port) != fp:
+        seen = 0
+        while seen < in_a_row:
+            seen = seen + 1 if served_fingerprint(self.addr, self.port) == fp else 0
             if time.monotonic() > deadline:
                 raise RuntimeError(f"nginx {self.name} does not serve {fp[:16]} after reload:\n{read_tail(self.error_log)}")
-            time.sleep(0.02)
+            if seen < in_a_row:
+                time.sleep(0.02)
 
 
 class Target:
