@@ -21,9 +21,10 @@
 //! key, Schannel cannot serve it), so an Ed25519 PFX is readable by OpenSSL but of no use to
 //! IIS; RSA and ECDSA P-256/P-384 are what Windows accepts.
 //!
-//! DER is written by the few helpers at the bottom of this file: the structures are fixed and
-//! small, and a hand-written encoder keeps every byte that holds key material in a zeroizing
-//! buffer sized up front (no reallocation leaves a copy behind).
+//! DER is written by the few helpers in `der.rs`: the structures are fixed and small, and a
+//! hand-written encoder keeps every byte that holds key material in a zeroizing buffer sized up
+//! front (no reallocation leaves a copy behind). This file assembles the PFX from them: `build`
+//! calls one function per part (key, certificates, MAC, the outer PFX).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -35,6 +36,13 @@ use zeroize::Zeroizing;
 
 use crate::material::Material;
 use crate::secret::Secret;
+
+mod der;
+
+use der::{
+    BMP_STRING, EXPLICIT_0, IMPLICIT_0_PRIMITIVE, INTEGER, OCTET_STRING, OID, SEQUENCE, SET,
+    algorithm_identifier, header_len, integer, push_len, read_tlv, tlv,
+};
 
 /// PBKDF2 and MAC iteration count: OpenSSL 3's default. The import password is random (see
 /// [`random_password`], about 190 bits), so a higher count would add time and no strength.
@@ -62,17 +70,6 @@ const OID_PBKDF2: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x05, 0x0c
 const OID_HMAC_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x02, 0x09];
 const OID_AES256_CBC: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x2a];
 const OID_SHA256: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01];
-
-// DER tags.
-const INTEGER: u8 = 0x02;
-const OCTET_STRING: u8 = 0x04;
-const NULL: u8 = 0x05;
-const OID: u8 = 0x06;
-const BMP_STRING: u8 = 0x1e;
-const SEQUENCE: u8 = 0x30;
-const SET: u8 = 0x31;
-const EXPLICIT_0: u8 = 0xa0;
-const IMPLICIT_0_PRIMITIVE: u8 = 0x80;
 
 /// Why a PFX could not be built. Messages never contain key bytes or the password.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -133,29 +130,46 @@ pub fn build(
     let thumbprint: [u8; 20] = Sha1::digest(leaf_der).into();
     let attributes = bag_attributes(&thumbprint, friendly.as_deref());
 
-    // Key: SafeContents { pkcs8ShroudedKeyBag }, in a plain `data` content.
-    let shrouded = encrypt_pbes2(&pkcs8, password.expose())?;
+    let key_info = key_content(&pkcs8, &attributes, password)?;
+    let cert_info = cert_content(leaf_der, chain_der, &attributes, password)?;
+    // AuthenticatedSafe, then the MAC over its DER.
+    let auth_safe = tlv(SEQUENCE, &[cert_info, key_info].concat());
+    let mac_data = mac_data(&auth_safe, &bmp_password)?;
+    Ok(Secret::new(pfx(&auth_safe, mac_data)))
+}
+
+/// The key's ContentInfo: SafeContents { pkcs8ShroudedKeyBag }, in a plain `data` content.
+fn key_content(pkcs8: &[u8], attributes: &[u8], password: &Secret) -> Result<Vec<u8>, Pkcs12Error> {
+    let shrouded = encrypt_pbes2(pkcs8, password.expose())?;
     let key_bag = tlv(
         SEQUENCE,
         &[
             tlv(OID, OID_SHROUDED_KEY_BAG),
             tlv(EXPLICIT_0, &shrouded),
-            attributes.clone(),
+            attributes.to_vec(),
         ]
         .concat(),
     );
     let key_contents = tlv(SEQUENCE, &key_bag);
-    let key_info = tlv(
+    Ok(tlv(
         SEQUENCE,
         &[
             tlv(OID, OID_DATA),
             tlv(EXPLICIT_0, &tlv(OCTET_STRING, &key_contents)),
         ]
         .concat(),
-    );
+    ))
+}
 
-    // Certificates: SafeContents { certBag… }, encrypted, in an `encryptedData` content.
-    let mut cert_bags = cert_bag(leaf_der, Some(&attributes));
+/// The certificates' ContentInfo: SafeContents { certBag… } (the leaf with `attributes`, then
+/// the chain), encrypted, in an `encryptedData` content.
+fn cert_content(
+    leaf_der: &[u8],
+    chain_der: &[&[u8]],
+    attributes: &[u8],
+    password: &Secret,
+) -> Result<Vec<u8>, Pkcs12Error> {
+    let mut cert_bags = cert_bag(leaf_der, Some(attributes));
     for der in chain_der {
         cert_bags.extend(cert_bag(der, None));
     }
@@ -177,24 +191,26 @@ pub fn build(
         ]
         .concat(),
     );
-    let cert_info = tlv(
+    Ok(tlv(
         SEQUENCE,
         &[
             tlv(OID, OID_ENCRYPTED_DATA),
             tlv(EXPLICIT_0, &encrypted_data),
         ]
         .concat(),
-    );
+    ))
+}
 
-    // AuthenticatedSafe, then the MAC over its DER.
-    let auth_safe = tlv(SEQUENCE, &[cert_info, key_info].concat());
+/// MacData: HMAC-SHA256 over the AuthenticatedSafe's DER, keyed by the PKCS#12 KDF of the
+/// BMP password with a fresh salt.
+fn mac_data(auth_safe: &[u8], bmp_password: &[u8]) -> Result<Vec<u8>, Pkcs12Error> {
     let mac_salt = random_bytes::<SALT_LEN>()?;
-    let mac_key = pkcs12_kdf_sha256(&bmp_password, &mac_salt, 3, ITERATIONS);
+    let mac_key = pkcs12_kdf_sha256(bmp_password, &mac_salt, 3, ITERATIONS);
     let mut mac = hmac::Hmac::<Sha256>::new_from_slice(mac_key.as_ref())
         .expect("HMAC accepts any key length");
-    mac.update(&auth_safe);
+    mac.update(auth_safe);
     let digest = mac.finalize().into_bytes();
-    let mac_data = tlv(
+    Ok(tlv(
         SEQUENCE,
         &[
             tlv(
@@ -209,9 +225,12 @@ pub fn build(
             integer(ITERATIONS),
         ]
         .concat(),
-    );
+    ))
+}
 
-    let pfx = tlv(
+/// The PFX itself: version 3, the AuthenticatedSafe in a `data` content, the MacData.
+fn pfx(auth_safe: &[u8], mac_data: Vec<u8>) -> Vec<u8> {
+    tlv(
         SEQUENCE,
         &[
             tlv(INTEGER, &[3]),
@@ -219,15 +238,14 @@ pub fn build(
                 SEQUENCE,
                 &[
                     tlv(OID, OID_DATA),
-                    tlv(EXPLICIT_0, &tlv(OCTET_STRING, &auth_safe)),
+                    tlv(EXPLICIT_0, &tlv(OCTET_STRING, auth_safe)),
                 ]
                 .concat(),
             ),
             mac_data,
         ]
         .concat(),
-    );
-    Ok(Secret::new(pfx))
+    )
 }
 
 /// A random import password: [`PASSWORD_LEN`] characters from `A-Z a-z 0-9` (about 190 bits),
@@ -468,79 +486,6 @@ fn spki_algorithm(cert_der: &[u8]) -> Result<&[u8], Pkcs12Error> {
     Ok(&spki[..spki.len() - rest.len()])
 }
 
-/// Reads one DER element: (tag, content, rest). Single-byte tags and definite lengths only.
-fn read_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let (bytes, tail) = rest.split_at(n);
-        rest = tail;
-        bytes
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let (content, rest) = rest.split_at(len);
-    Some((tag, content, rest))
-}
-
-fn algorithm_identifier(oid: &[u8], null_params: bool) -> Vec<u8> {
-    let mut content = tlv(OID, oid);
-    if null_params {
-        content.extend_from_slice(&[NULL, 0]);
-    }
-    tlv(SEQUENCE, &content)
-}
-
-/// A non-negative DER INTEGER.
-fn integer(value: u32) -> Vec<u8> {
-    let bytes = value.to_be_bytes();
-    let start = bytes.iter().position(|b| *b != 0).unwrap_or(3);
-    let mut content = bytes[start..].to_vec();
-    if content[0] & 0x80 != 0 {
-        content.insert(0, 0);
-    }
-    tlv(INTEGER, &content)
-}
-
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(header_len(content.len()) + content.len());
-    out.push(tag);
-    push_len(&mut out, content.len());
-    out.extend_from_slice(content);
-    out
-}
-
-/// Tag plus length bytes for a content of `len` bytes.
-fn header_len(len: usize) -> usize {
-    match len {
-        0..0x80 => 2,
-        0x80..0x100 => 3,
-        0x100..0x1_0000 => 4,
-        0x1_0000..0x100_0000 => 5,
-        _ => 6,
-    }
-}
-
-fn push_len(out: &mut Vec<u8>, len: usize) {
-    if len < 0x80 {
-        out.push(len as u8);
-        return;
-    }
-    let bytes = (len as u32).to_be_bytes();
-    let start = bytes.iter().position(|b| *b != 0).unwrap_or(3);
-    out.push(0x80 | (4 - start) as u8);
-    out.extend_from_slice(&bytes[start..]);
-}
-
 fn random_bytes<const N: usize>() -> Result<[u8; N], Pkcs12Error> {
     let mut out = [0u8; N];
     getrandom::fill(&mut out).map_err(|e| Pkcs12Error::Random(e.to_string()))?;
@@ -550,23 +495,6 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], Pkcs12Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn der_lengths_and_integers() {
-        assert_eq!(tlv(OCTET_STRING, &[]), vec![4, 0]);
-        assert_eq!(tlv(OCTET_STRING, &[0; 0x80])[..3], [4, 0x81, 0x80]);
-        assert_eq!(tlv(OCTET_STRING, &[0; 0x100])[..4], [4, 0x82, 1, 0]);
-        for len in [0, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x1_0000] {
-            assert_eq!(tlv(4, &vec![0; len]).len(), header_len(len) + len, "{len}");
-        }
-        assert_eq!(integer(0), vec![2, 1, 0]);
-        assert_eq!(integer(3), vec![2, 1, 3]);
-        assert_eq!(integer(128), vec![2, 2, 0, 128]);
-        assert_eq!(integer(2048), vec![2, 2, 8, 0]);
-        let (tag, content, rest) = read_tlv(&[0x30, 0x81, 0x01, 0xaa, 0xbb]).unwrap();
-        assert_eq!((tag, content, rest), (0x30, &[0xaa][..], &[0xbb][..]));
-        assert_eq!(read_tlv(&[0x30, 0x05, 0x00]), None);
-    }
 
     #[test]
     fn random_passwords_are_long_alphanumeric_and_differ() {
