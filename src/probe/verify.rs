@@ -78,71 +78,31 @@ where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<Served, ProbeError>>,
 {
-    let start = clock.now();
     let deadline = spec.deadline();
-    let end = start + deadline;
-    let attempts = spec.schedule.attempts.max(1);
+    let mut pace = Pace::new(clock, spec, deadline);
     let needed = spec.consecutive.max(1);
-    let waits = spec.schedule.waits();
     let mut result = Verification {
         passed: false,
         cancelled: false,
         attempts: Vec::new(),
         last_served: None,
     };
-    let mut streak = 0u32;
-    // Probes run so far: all of them, and those that count against `attempts`.
-    let mut number = 0u32;
-    let mut counted = 0u32;
-    // Quick rechecks inside the first wait: when they started, and the next gap.
-    let mut quick: Option<(Instant, Duration)> = None;
-    let mut last_probe = Duration::ZERO;
 
-    // Confirming probes are free: a match on the last scheduled probe is still confirmed.
-    while counted < attempts || streak > 0 {
+    while pace.more() {
         let mut is_quick = false;
-        if number > 0 {
-            let wait = match quick {
-                // A match to confirm: soon, and not counted.
-                _ if streak > 0 => {
-                    is_quick = true;
-                    CONFIRM_GAP
-                }
-                Some((since, gap)) => {
-                    // A recheck fits if it ends (judged by the last probe's length) before the
-                    // schedule's second probe is due.
-                    let spent = clock.now() - since;
-                    let first = waits.first().copied().unwrap_or_default();
-                    let last = last_probe;
-                    if spent
-                        .checked_add(gap)
-                        .and_then(|t| t.checked_add(last))
-                        .is_some_and(|t| t < first)
-                    {
-                        is_quick = true;
-                        gap
-                    } else {
-                        quick = None;
-                        first.saturating_sub(spent)
-                    }
-                }
-                None => waits
-                    .get(counted as usize - 1)
-                    .copied()
-                    .unwrap_or(spec.schedule.max_backoff),
-            };
-            let wait = wait.min(end.saturating_duration_since(clock.now()));
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => {
+        if pace.number > 0 {
+            let (wait, quick) = pace.next_wait();
+            is_quick = quick;
+            match pace.wait(wait, cancel).await {
+                Waited::Cancelled => {
                     result.cancelled = true;
                     break;
                 }
-                () = clock.sleep(wait) => {}
-            }
-            if clock.now() >= end {
-                note_deadline(&mut result, deadline);
-                break;
+                Waited::Deadline => {
+                    note_deadline(&mut result, deadline);
+                    break;
+                }
+                Waited::Elapsed => {}
             }
         } else if cancel.is_cancelled() {
             result.cancelled = true;
@@ -150,64 +110,32 @@ where
         }
 
         let began = clock.now();
-        let mut cut = false;
-        let outcome = tokio::select! {
-            biased;
-            () = cancel.cancelled() => None,
-            outcome = probe(number) => Some(outcome),
-            () = clock.sleep(end.saturating_duration_since(began)) => {
-                cut = true;
-                Some(Err(ProbeError::Failed {
-                    address: spec.address.clone(),
-                    message: "no answer yet".into(),
-                }))
-            }
-        };
-        number += 1;
-        if !is_quick {
-            counted += 1;
-        }
-        last_probe = clock.now() - began;
-        let at_ms = millis(began - start);
-        let duration_ms = millis(last_probe);
-        let attempt = match outcome {
-            None => {
-                result.attempts.push(Attempt {
-                    at_ms,
-                    duration_ms,
-                    served: None,
-                    matched: false,
-                    detail: Some("cancelled during the probe".into()),
-                });
-                result.cancelled = true;
-                break;
-            }
-            Some(Ok(served)) => {
-                let mismatch = compare(expected, &served);
-                let attempt = Attempt {
-                    at_ms,
-                    duration_ms,
-                    served: Some(served.leaf),
-                    matched: mismatch.is_none(),
-                    detail: mismatch,
-                };
-                result.last_served = Some(served);
-                attempt
-            }
-            Some(Err(e)) => Attempt {
+        let (outcome, cut) = pace.run(probe(pace.number), began, spec, cancel).await;
+        let (at_ms, duration_ms) = pace.probed(began, is_quick);
+        let Some(outcome) = outcome else {
+            result.attempts.push(Attempt {
                 at_ms,
                 duration_ms,
                 served: None,
                 matched: false,
-                detail: Some(e.to_string()),
-            },
+                detail: Some("cancelled during the probe".into()),
+            });
+            result.cancelled = true;
+            break;
         };
+        let attempt = judge(
+            expected,
+            outcome,
+            at_ms,
+            duration_ms,
+            &mut result.last_served,
+        );
         // Another certificate served: the server is up but may still be switching over (a
         // reload returns before the new workers serve). Recheck soon, inside the first wait.
         let other_served = attempt.served.is_some() && !attempt.matched;
-        streak = if attempt.matched { streak + 1 } else { 0 };
+        pace.streak = if attempt.matched { pace.streak + 1 } else { 0 };
         result.attempts.push(attempt);
-        if streak >= needed {
+        if pace.streak >= needed {
             result.passed = true;
             break;
         }
@@ -215,19 +143,191 @@ where
             note_deadline(&mut result, deadline);
             break;
         }
-        if streak == 0 && counted >= attempts {
+        if pace.streak == 0 && pace.counted >= pace.attempts {
             break;
         }
-        if counted == 1 && attempts > 1 {
-            quick = match (quick, other_served) {
-                (None, true) if !is_quick => Some((clock.now(), QUICK_RECHECK)),
+        pace.plan_rechecks(other_served, is_quick);
+    }
+    result
+}
+
+/// Where a verification stands between probes: the clock, the schedule, the streak, the
+/// quick rechecks.
+struct Pace<'c, C> {
+    clock: &'c C,
+    start: Instant,
+    /// When the verification gives up ([`ProbeSpec::deadline`] after `start`).
+    end: Instant,
+    /// The schedule's probes (at least 1), the waits between them, and the wait after those.
+    attempts: u32,
+    waits: Vec<Duration>,
+    max_backoff: Duration,
+    /// Matching probes in a row so far.
+    streak: u32,
+    /// Probes run so far: all of them, and those that count against `attempts`.
+    number: u32,
+    counted: u32,
+    /// Quick rechecks inside the first wait: when they started, and the next gap.
+    quick: Option<(Instant, Duration)>,
+    /// How long the last probe took.
+    last_probe: Duration,
+}
+
+/// How a wait before a probe ended.
+enum Waited {
+    Cancelled,
+    Deadline,
+    Elapsed,
+}
+
+impl<'c, C: Clock> Pace<'c, C> {
+    fn new(clock: &'c C, spec: &ProbeSpec, deadline: Duration) -> Self {
+        let start = clock.now();
+        Pace {
+            clock,
+            start,
+            end: start + deadline,
+            attempts: spec.schedule.attempts.max(1),
+            waits: spec.schedule.waits(),
+            max_backoff: spec.schedule.max_backoff,
+            streak: 0,
+            number: 0,
+            counted: 0,
+            quick: None,
+            last_probe: Duration::ZERO,
+        }
+    }
+
+    /// Scheduled probes left, or a match to confirm: confirming probes are free, so a match on
+    /// the last scheduled probe is still confirmed.
+    fn more(&self) -> bool {
+        self.counted < self.attempts || self.streak > 0
+    }
+
+    /// The wait before the next probe, and whether that probe is extra (a confirmation or a
+    /// quick recheck, not counted against `attempts`).
+    fn next_wait(&mut self) -> (Duration, bool) {
+        match self.quick {
+            // A match to confirm: soon, and not counted.
+            _ if self.streak > 0 => (CONFIRM_GAP, true),
+            Some((since, gap)) => {
+                // A recheck fits if it ends (judged by the last probe's length) before the
+                // schedule's second probe is due.
+                let spent = self.clock.now() - since;
+                let first = self.waits.first().copied().unwrap_or_default();
+                let last = self.last_probe;
+                if spent
+                    .checked_add(gap)
+                    .and_then(|t| t.checked_add(last))
+                    .is_some_and(|t| t < first)
+                {
+                    (gap, true)
+                } else {
+                    self.quick = None;
+                    (first.saturating_sub(spent), false)
+                }
+            }
+            None => {
+                let wait = self.waits.get(self.counted as usize - 1).copied();
+                (wait.unwrap_or(self.max_backoff), false)
+            }
+        }
+    }
+
+    /// Sleeps `wait` (never past the deadline) unless `cancel` fires first.
+    async fn wait(&self, wait: Duration, cancel: &CancellationToken) -> Waited {
+        let wait = wait.min(self.end.saturating_duration_since(self.clock.now()));
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Waited::Cancelled,
+            () = self.clock.sleep(wait) => {}
+        }
+        if self.clock.now() >= self.end {
+            Waited::Deadline
+        } else {
+            Waited::Elapsed
+        }
+    }
+
+    /// Runs one probe that `began` now: its outcome (`None` when cancelled during it), and
+    /// whether the deadline cut it short.
+    async fn run<Fut>(
+        &self,
+        probe: Fut,
+        began: Instant,
+        spec: &ProbeSpec,
+        cancel: &CancellationToken,
+    ) -> (Option<Result<Served, ProbeError>>, bool)
+    where
+        Fut: Future<Output = Result<Served, ProbeError>>,
+    {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => (None, false),
+            outcome = probe => (Some(outcome), false),
+            () = self.clock.sleep(self.end.saturating_duration_since(began)) => {
+                let cut = ProbeError::Failed {
+                    address: spec.address.clone(),
+                    message: "no answer yet".into(),
+                };
+                (Some(Err(cut)), true)
+            }
+        }
+    }
+
+    /// Counts a probe that `began` then: its start and length in milliseconds, for the report.
+    fn probed(&mut self, began: Instant, is_quick: bool) -> (u64, u64) {
+        self.number += 1;
+        if !is_quick {
+            self.counted += 1;
+        }
+        self.last_probe = self.clock.now() - began;
+        (millis(began - self.start), millis(self.last_probe))
+    }
+
+    /// After the first scheduled probe: start, widen or stop the quick rechecks, by whether
+    /// the last probe saw another certificate.
+    fn plan_rechecks(&mut self, other_served: bool, is_quick: bool) {
+        if self.counted == 1 && self.attempts > 1 {
+            self.quick = match (self.quick, other_served) {
+                (None, true) if !is_quick => Some((self.clock.now(), QUICK_RECHECK)),
                 (Some((since, gap)), true) => Some((since, gap.saturating_mul(2))),
                 (Some((since, _)), false) => Some((since, Duration::MAX)),
                 (q, _) => q,
             };
         }
     }
-    result
+}
+
+/// One probe's [`Attempt`]; a served chain also becomes the verification's `last_served`.
+fn judge(
+    expected: &Expected,
+    outcome: Result<Served, ProbeError>,
+    at_ms: u64,
+    duration_ms: u64,
+    last_served: &mut Option<Served>,
+) -> Attempt {
+    match outcome {
+        Ok(served) => {
+            let mismatch = compare(expected, &served);
+            let attempt = Attempt {
+                at_ms,
+                duration_ms,
+                served: Some(served.leaf),
+                matched: mismatch.is_none(),
+                detail: mismatch,
+            };
+            *last_served = Some(served);
+            attempt
+        }
+        Err(e) => Attempt {
+            at_ms,
+            duration_ms,
+            served: None,
+            matched: false,
+            detail: Some(e.to_string()),
+        },
+    }
 }
 
 /// A verification that reached [`ProbeSpec::deadline`]: its last attempt says so.
