@@ -47,8 +47,9 @@ where
     verify_on(&TokioClock, spec, expected, cancel, probe).await
 }
 
-/// Time as the verification loop sees it. Production uses tokio's clock; the unit tests below
-/// use a virtual one, because this crate does not enable tokio's `test-util` (paused time).
+/// Time as the verification loop sees it. Production uses tokio's clock; the unit tests
+/// (`probe/tests.rs`) use a virtual one, because this crate does not enable tokio's `test-util`
+/// (paused time).
 pub(super) trait Clock {
     fn now(&self) -> Instant;
     fn sleep(&self, wait: Duration) -> impl Future<Output = ()> + Send;
@@ -89,25 +90,17 @@ where
     };
 
     while pace.more() {
-        let mut is_quick = false;
-        if pace.number > 0 {
-            let (wait, quick) = pace.next_wait();
-            is_quick = quick;
-            match pace.wait(wait, cancel).await {
-                Waited::Cancelled => {
-                    result.cancelled = true;
-                    break;
-                }
-                Waited::Deadline => {
-                    note_deadline(&mut result, deadline);
-                    break;
-                }
-                Waited::Elapsed => {}
+        let is_quick = match pace.wait(cancel).await {
+            Ok(is_quick) => is_quick,
+            Err(Stop::Cancelled) => {
+                result.cancelled = true;
+                break;
             }
-        } else if cancel.is_cancelled() {
-            result.cancelled = true;
-            break;
-        }
+            Err(Stop::Deadline) => {
+                note_deadline(&mut result, deadline);
+                break;
+            }
+        };
 
         let began = clock.now();
         let (outcome, cut) = pace.run(probe(pace.number), began, spec, cancel).await;
@@ -173,11 +166,10 @@ struct Pace<'c, C> {
     last_probe: Duration,
 }
 
-/// How a wait before a probe ended.
-enum Waited {
+/// Why the wait before a probe ended the verification.
+enum Stop {
     Cancelled,
     Deadline,
-    Elapsed,
 }
 
 impl<'c, C: Clock> Pace<'c, C> {
@@ -234,19 +226,27 @@ impl<'c, C: Clock> Pace<'c, C> {
         }
     }
 
-    /// Sleeps `wait` (never past the deadline) unless `cancel` fires first.
-    async fn wait(&self, wait: Duration, cancel: &CancellationToken) -> Waited {
+    /// Before every probe but the first: the wait ([`Pace::next_wait`], never past the
+    /// deadline). Whether the next probe is extra, or why the verification stops here.
+    async fn wait(&mut self, cancel: &CancellationToken) -> Result<bool, Stop> {
+        if self.number == 0 {
+            return if cancel.is_cancelled() {
+                Err(Stop::Cancelled)
+            } else {
+                Ok(false)
+            };
+        }
+        let (wait, is_quick) = self.next_wait();
         let wait = wait.min(self.end.saturating_duration_since(self.clock.now()));
         tokio::select! {
             biased;
-            () = cancel.cancelled() => return Waited::Cancelled,
+            () = cancel.cancelled() => return Err(Stop::Cancelled),
             () = self.clock.sleep(wait) => {}
         }
         if self.clock.now() >= self.end {
-            Waited::Deadline
-        } else {
-            Waited::Elapsed
+            return Err(Stop::Deadline);
         }
+        Ok(is_quick)
     }
 
     /// Runs one probe that `began` now: its outcome (`None` when cancelled during it), and
