@@ -85,15 +85,28 @@ fn user_connector_may_not_shadow_builtin() {
     );
 }
 
+/// The error `validate` gives for the built-in connector `name` once `change` is applied.
+fn invalid(name: &str, change: impl FnOnce(&mut ConnectorDef)) -> String {
+    let mut def = Catalogue::builtin().get(name).unwrap().clone();
+    change(&mut def);
+    validate("x", &def).unwrap_err().to_string()
+}
+
+/// A `restore:`/`apply:` command with guards.
+fn guarded(if_saved: Option<&str>, unless_saved: Option<&str>, word: Option<&str>) -> RestoreDef {
+    RestoreDef::Guarded(GuardedCommand {
+        run: vec!["x".into()],
+        if_saved: if_saved.map(Into::into),
+        unless_saved: unless_saved.map(Into::into),
+        word: word.map(Into::into),
+    })
+}
+
 #[test]
 fn validate_checks_inputs() {
     let base = Catalogue::builtin().get("javakeystore").unwrap().clone();
     assert!(known_placeholders(&base).contains("input.storepass"));
-    let err = |f: fn(&mut ConnectorDef)| {
-        let mut def = base.clone();
-        f(&mut def);
-        validate("x", &def).unwrap_err().to_string()
-    };
+    let err = |f: fn(&mut ConnectorDef)| invalid("javakeystore", f);
     assert!(err(|d| d.inputs[0].name = "../x".into()).contains("plain file name"));
     assert!(err(|d| d.inputs[1].name = "storepass".into()).contains("used twice"));
     assert!(err(|d| d.inputs[0].from = Some("nope".into())).contains("names no param"));
@@ -103,62 +116,38 @@ fn validate_checks_inputs() {
 
 #[test]
 fn validate_checks_swap_commands_sections() {
-    let base = Catalogue::builtin().get("k8ssecret").unwrap().clone();
-    let err = |f: fn(&mut ConnectorDef)| {
-        let mut def = base.clone();
-        f(&mut def);
-        validate("x", &def).unwrap_err().to_string()
-    };
-    let nginx = Catalogue::builtin().get("nginx").unwrap().clone();
+    let err = |f: fn(&mut ConnectorDef)| invalid("k8ssecret", f);
     assert!(
         err(|d| d.files = Catalogue::builtin().get("nginx").unwrap().files.clone())
             .contains("give the material as `inputs`")
     );
-    let mut ps_files = nginx.clone();
-    ps_files.shell = Shell::Powershell;
-    assert!(
-        validate("x", &ps_files)
-            .unwrap_err()
-            .to_string()
-            .contains("needs `swap: commands`")
-    );
+    assert!(invalid("nginx", |d| d.shell = Shell::Powershell).contains("needs `swap: commands`"));
     assert!(err(|d| d.apply.clear()).contains("needs `apply`"));
     assert!(err(|d| d.restore.clear()).contains("needs `restore`"));
     assert!(err(|d| d.snapshot[0].save = "../x".into()).contains("plain file name"));
     assert!(err(|d| d.snapshot[0].save = "manifest".into()).contains("plain file name"));
     assert!(err(|d| d.snapshot.push(d.snapshot[0].clone())).contains("saved twice"));
+    assert!(err(|d| d.inputs[0].pkcs12 = true).contains("`pkcs12: true` takes no"));
+    assert!(err(|d| d.inputs[0].role = Some(Role::Key)).contains("exactly one of"));
+}
+
+#[test]
+fn validate_checks_guards_and_placeholders_of_commands() {
+    let err = |f: fn(&mut ConnectorDef)| invalid("k8ssecret", f);
     assert!(
-        err(|d| d.restore[0] = RestoreDef::Guarded(GuardedCommand {
-            run: vec!["x".into()],
-            if_saved: Some("nope".into()),
-            unless_saved: None,
-            word: None,
-        }))
-        .contains("no snapshot is saved as `nope`")
+        err(|d| d.restore[0] = guarded(Some("nope"), None, None))
+            .contains("no snapshot is saved as `nope`")
     );
     assert!(
-        err(|d| d.restore[0] = RestoreDef::Guarded(GuardedCommand {
-            run: vec!["x".into()],
-            if_saved: Some("secret.yaml".into()),
-            unless_saved: Some("secret.yaml".into()),
-            word: None,
-        }))
-        .contains("at most one")
+        err(|d| d.restore[0] = guarded(Some("secret.yaml"), Some("secret.yaml"), None))
+            .contains("at most one")
     );
     assert!(
-        err(|d| d.restore[0] = RestoreDef::Guarded(GuardedCommand {
-            run: vec!["x".into()],
-            if_saved: None,
-            unless_saved: None,
-            word: Some("{thumbprint}".into()),
-        }))
-        .contains("`word:` needs")
+        err(|d| d.restore[0] = guarded(None, None, Some("{thumbprint}"))).contains("`word:` needs")
     );
     assert!(
-        err(|d| {
-            d.inputs[0].pkcs12 = true;
-        })
-        .contains("`pkcs12: true` takes no")
+        err(|d| d.apply[0] = guarded(None, Some("nope"), None))
+            .contains("apply[0]: no snapshot is saved as `nope`")
     );
     assert!(
         err(|d| d.apply[0] = RestoreDef::Always(vec!["{snapshot.secret.yaml}".into()]))
@@ -170,16 +159,6 @@ fn validate_checks_swap_commands_sections() {
             .contains("whole argument")
     );
     assert!(
-        err(|d| d.apply[0] = RestoreDef::Guarded(GuardedCommand {
-            run: vec!["x".into()],
-            if_saved: None,
-            unless_saved: Some("nope".into()),
-            word: None,
-        }))
-        .contains("apply[0]: no snapshot is saved as `nope`")
-    );
-    assert!(err(|d| d.inputs[0].role = Some(Role::Key)).contains("exactly one of"));
-    assert!(
         err(|d| d.after_deploy = vec![AfterDeployDef::When(WhenCommand {
             run: vec!["x".into()],
             when: "nope".into(),
@@ -190,23 +169,17 @@ fn validate_checks_swap_commands_sections() {
         err(|d| d.after_deploy = vec![AfterDeployDef::Always(vec!["{snapshot.x}".into()])])
             .contains("unknown placeholder")
     );
-    let mut def = nginx.clone();
-    def.after_deploy = vec![AfterDeployDef::Always(vec!["x".into()])];
+}
+
+#[test]
+fn files_connectors_refuse_the_commands_only_sections() {
     assert!(
-        validate("x", &def)
-            .unwrap_err()
-            .to_string()
-            .contains("`after_deploy` needs `swap: commands`")
+        invalid("nginx", |d| d.after_deploy =
+            vec![AfterDeployDef::Always(vec!["x".into()])])
+        .contains("`after_deploy` needs `swap: commands`")
     );
-    // The commands-only sections are refused on a files connector.
-    let mut def = nginx.clone();
-    def.apply = base.apply.clone();
-    assert!(
-        validate("x", &def)
-            .unwrap_err()
-            .to_string()
-            .contains("`apply` needs `swap: commands`")
-    );
+    let apply = Catalogue::builtin().get("k8ssecret").unwrap().apply.clone();
+    assert!(invalid("nginx", |d| d.apply = apply).contains("`apply` needs `swap: commands`"));
 }
 
 #[test]

@@ -36,6 +36,23 @@ impl Family {
 
 /// The text for `observations`, taken at `now` (Unix seconds).
 pub fn render(observations: &[Observation], now: i64) -> String {
+    let families = endpoint_families(observations, now)
+        .into_iter()
+        .chain(inventory_families(observations, now))
+        .chain([run_family(now)]);
+    let mut out = String::new();
+    for family in families {
+        let _ = writeln!(out, "# HELP {} {}", family.name, escape_help(family.help));
+        let _ = writeln!(out, "# TYPE {} gauge", family.name);
+        for (labels, value) in &family.samples {
+            let _ = writeln!(out, "{}{labels} {}", family.name, number(*value));
+        }
+    }
+    out
+}
+
+/// The per-target series: what each probed endpoint served, and the probe itself.
+fn endpoint_families(observations: &[Observation], now: i64) -> [Family; 7] {
     let mut up = Family::new(
         "certctl_endpoint_up",
         "Whether the target's TLS endpoint completed a handshake in the last verify (1) or not (0).",
@@ -64,20 +81,7 @@ pub fn render(observations: &[Observation], now: i64) -> String {
         "certctl_last_verify_timestamp_seconds",
         "When certctl verify last probed this target, as a Unix timestamp.",
     );
-    let mut material = Family::new(
-        "certctl_inventory_certificate_expires_in_seconds",
-        "Seconds from the last verify until the inventory's certificate (the material to deploy) expires.",
-    );
-    let mut material_ts = Family::new(
-        "certctl_inventory_certificate_not_after_timestamp_seconds",
-        "When the inventory's certificate (the material to deploy) expires, as a Unix timestamp.",
-    );
-    let mut certificates: BTreeMap<&str, i64> = BTreeMap::new();
-    for o in observations {
-        certificates.insert(&o.certificate, o.material_not_after);
-        if !o.probed {
-            continue;
-        }
+    for o in observations.iter().filter(|o| o.probed) {
         let labels = labels(&[
             ("target", &o.target),
             ("host", &o.host),
@@ -97,37 +101,39 @@ pub fn render(observations: &[Observation], now: i64) -> String {
         }
         last.samples.push((labels, now as f64));
     }
+    [up, matches, chain, expires_in, not_after, duration, last]
+}
+
+/// The inventory-certificate series: one sample per certificate name (probed or not).
+fn inventory_families(observations: &[Observation], now: i64) -> [Family; 2] {
+    let mut material = Family::new(
+        "certctl_inventory_certificate_expires_in_seconds",
+        "Seconds from the last verify until the inventory's certificate (the material to deploy) expires.",
+    );
+    let mut material_ts = Family::new(
+        "certctl_inventory_certificate_not_after_timestamp_seconds",
+        "When the inventory's certificate (the material to deploy) expires, as a Unix timestamp.",
+    );
+    let mut certificates: BTreeMap<&str, i64> = BTreeMap::new();
+    for o in observations {
+        certificates.insert(&o.certificate, o.material_not_after);
+    }
     for (name, at) in &certificates {
         let l = labels(&[("certificate", name)]);
         material.samples.push((l.clone(), (*at - now) as f64));
         material_ts.samples.push((l, *at as f64));
     }
+    [material, material_ts]
+}
+
+/// The run's own timestamp.
+fn run_family(now: i64) -> Family {
     let mut run = Family::new(
         "certctl_verify_last_run_timestamp_seconds",
         "When the certctl verify that wrote this file ran, as a Unix timestamp.",
     );
     run.samples.push((String::new(), now as f64));
-
-    let mut out = String::new();
-    for family in [
-        up,
-        matches,
-        chain,
-        expires_in,
-        not_after,
-        duration,
-        last,
-        material,
-        material_ts,
-        run,
-    ] {
-        let _ = writeln!(out, "# HELP {} {}", family.name, escape_help(family.help));
-        let _ = writeln!(out, "# TYPE {} gauge", family.name);
-        for (labels, value) in &family.samples {
-            let _ = writeln!(out, "{}{labels} {}", family.name, number(*value));
-        }
-    }
-    out
+    run
 }
 
 /// `{a="x",b="y"}` with values escaped as the format requires (`\\`, `\"`, `\n`).
