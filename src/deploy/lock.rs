@@ -114,14 +114,7 @@ pub(super) async fn break_lock(
             crate::report::sanitize_line(holder)
         ));
     }
-    let mut s = Script::new();
-    s.raw(STRICT).raw(*script::LOCK);
-    s.cmd(&["certctl_break", &dir, holder]);
-    let out = session
-        .exec_script(&s, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = run_lock_script(session, &["certctl_break", &dir, holder]).await?;
     match text.trim() {
         "BROKEN" => Ok(format!(
             "broke the lock of {} (--break-lock)",
@@ -139,20 +132,26 @@ pub(super) async fn break_lock(
     }
 }
 
+/// Runs one function of the lock script (`argv`: the function, then its arguments); its
+/// standard output.
+async fn run_lock_script(session: &Session, argv: &[&str]) -> Result<String, String> {
+    let mut s = Script::new();
+    s.raw(STRICT).raw(*script::LOCK);
+    s.cmd(argv);
+    let out = session
+        .exec_script(&s, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Who holds the target's lock, if not this run: `Ok(None)` when its holder line names this
 /// run, `Ok(Some(holder))` otherwise.
 pub(super) async fn owner(session: &Session, plan: &TargetPlan) -> Result<Option<String>, String> {
     if plan.remote() == super::Remote::Windows {
         return Ok(super::windows::lock_owner(session, plan).await);
     }
-    let mut s = Script::new();
-    s.raw(STRICT).raw(*script::LOCK);
-    s.cmd(&["certctl_owner", &lock_dir(plan), &plan.run_id]);
-    let out = session
-        .exec_script(&s, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = run_lock_script(session, &["certctl_owner", &lock_dir(plan), &plan.run_id]).await?;
     match text.trim() {
         "OURS" => Ok(None),
         other => Ok(Some(crate::report::sanitize_line(

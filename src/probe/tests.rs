@@ -113,6 +113,11 @@ fn spec(attempts: u32, backoff_ms: u64, max_ms: u64, consecutive: u32) -> ProbeS
     }
 }
 
+/// The detail of a probe that saw leaf 9 where leaf 1 was expected.
+fn wrong_leaf() -> String {
+    format!("served leaf {} (expected {})", fp(9), fp(1))
+}
+
 fn secs(v: &[u64]) -> Vec<Duration> {
     v.iter().map(|s| Duration::from_secs(*s)).collect()
 }
@@ -181,11 +186,7 @@ async fn defaults_probe_at_0_then_plus_1_then_plus_2_seconds() {
     assert_eq!(times, secs(&[0, 1, 3]));
     assert!(!v.passed && !v.cancelled);
     assert_eq!(v.last_served, Some(served(9, &[2])));
-    let detail = v.attempts[1].detail.as_deref().unwrap();
-    assert_eq!(
-        detail,
-        format!("served leaf {} (expected {})", fp(9), fp(1))
-    );
+    assert_eq!(v.attempts[1].detail, Some(wrong_leaf()));
 }
 
 #[tokio::test]
@@ -207,11 +208,7 @@ async fn another_certificate_first_is_rechecked_quickly_inside_the_first_wait() 
         [0, 50, 150, 350, 750, 1000, 3000]
     );
     assert_eq!(v.last_served, Some(served(9, &[2])));
-    let detail = v.attempts[0].detail.as_deref().unwrap();
-    assert_eq!(
-        detail,
-        format!("served leaf {} (expected {})", fp(9), fp(1))
-    );
+    assert_eq!(v.attempts[0].detail, Some(wrong_leaf()));
 }
 
 #[tokio::test]
