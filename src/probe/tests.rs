@@ -148,6 +148,17 @@ async fn run(
     (v, times.into_inner().unwrap())
 }
 
+/// [`run`] on a fresh clock, never cancelled.
+async fn scripted(spec: &ProbeSpec, script: &[u8]) -> (Verification, Vec<Duration>) {
+    run(
+        &VirtualClock::new(),
+        spec,
+        script,
+        &CancellationToken::new(),
+    )
+    .await
+}
+
 #[test]
 fn waits_double_up_to_the_cap() {
     let s = |attempts, backoff, max| Schedule {
@@ -175,14 +186,7 @@ fn ms(v: &[u64]) -> Vec<Duration> {
 #[tokio::test]
 async fn defaults_probe_at_0_then_plus_1_then_plus_2_seconds() {
     // The first probe fails (no certificate): no quick rechecks, the plain schedule.
-    let clock = VirtualClock::new();
-    let (v, times) = run(
-        &clock,
-        &spec(3, 1000, 16_000, 1),
-        &[0, 9, 9],
-        &CancellationToken::new(),
-    )
-    .await;
+    let (v, times) = scripted(&spec(3, 1000, 16_000, 1), &[0, 9, 9]).await;
     assert_eq!(times, secs(&[0, 1, 3]));
     assert!(!v.passed && !v.cancelled);
     assert_eq!(v.last_served, Some(served(9, &[2])));
@@ -193,14 +197,7 @@ async fn defaults_probe_at_0_then_plus_1_then_plus_2_seconds() {
 async fn another_certificate_first_is_rechecked_quickly_inside_the_first_wait() {
     // The old certificate is still served right after a reload: rechecks at +50, +100,
     // +200, +400 ms (doubling gaps, inside the first 1 s wait), then the schedule as before.
-    let clock = VirtualClock::new();
-    let (v, times) = run(
-        &clock,
-        &spec(3, 1000, 16_000, 1),
-        &[9; 7],
-        &CancellationToken::new(),
-    )
-    .await;
+    let (v, times) = scripted(&spec(3, 1000, 16_000, 1), &[9; 7]).await;
     assert_eq!(times, ms(&[0, 50, 150, 350, 750, 1000, 3000]));
     assert!(!v.passed && !v.cancelled);
     assert_eq!(
@@ -231,14 +228,7 @@ async fn doubling_with_cap_then_pass() {
 
 #[tokio::test]
 async fn linear_when_cap_equals_backoff() {
-    let clock = VirtualClock::new();
-    let (v, times) = run(
-        &clock,
-        &spec(4, 500, 500, 1),
-        &[0, 0, 0, 0],
-        &CancellationToken::new(),
-    )
-    .await;
+    let (v, times) = scripted(&spec(4, 500, 500, 1), &[0, 0, 0, 0]).await;
     assert_eq!(times, [0, 500, 1000, 1500].map(Duration::from_millis));
     assert!(!v.passed);
     assert_eq!(v.attempts[3].detail.as_deref(), Some("x: refused"));
@@ -247,28 +237,14 @@ async fn linear_when_cap_equals_backoff() {
 
 #[tokio::test]
 async fn first_match_passes_immediately() {
-    let clock = VirtualClock::new();
-    let (v, times) = run(
-        &clock,
-        &spec(3, 1000, 16_000, 1),
-        &[1, 9, 9],
-        &CancellationToken::new(),
-    )
-    .await;
+    let (v, times) = scripted(&spec(3, 1000, 16_000, 1), &[1, 9, 9]).await;
     assert!(v.passed);
     assert_eq!(times, secs(&[0]));
 }
 
 #[tokio::test]
 async fn consecutive_resets_on_mismatch() {
-    let clock = VirtualClock::new();
-    let (v, _) = run(
-        &clock,
-        &spec(6, 100, 100, 2),
-        &[1, 9, 1, 0, 1, 1],
-        &CancellationToken::new(),
-    )
-    .await;
+    let (v, _) = scripted(&spec(6, 100, 100, 2), &[1, 9, 1, 0, 1, 1]).await;
     assert!(v.passed);
     assert_eq!(
         v.attempts.iter().map(|a| a.matched).collect::<Vec<_>>(),
@@ -278,14 +254,7 @@ async fn consecutive_resets_on_mismatch() {
 
 #[tokio::test]
 async fn alternating_never_passes_with_two_in_a_row() {
-    let clock = VirtualClock::new();
-    let (v, _) = run(
-        &clock,
-        &spec(3, 100, 100, 2),
-        &[1, 9, 1, 9, 1, 9],
-        &CancellationToken::new(),
-    )
-    .await;
+    let (v, _) = scripted(&spec(3, 100, 100, 2), &[1, 9, 1, 9, 1, 9]).await;
     assert!(!v.passed);
     // Three scheduled probes, each match followed by one (free) confirming probe.
     assert_eq!(
@@ -296,15 +265,8 @@ async fn alternating_never_passes_with_two_in_a_row() {
 
 #[tokio::test]
 async fn a_match_is_confirmed_100ms_later_and_the_confirmation_is_free() {
-    let clock = VirtualClock::new();
     // The last scheduled probe matches: its confirmation still runs.
-    let (v, times) = run(
-        &clock,
-        &spec(2, 1000, 1000, 2),
-        &[0, 1, 1],
-        &CancellationToken::new(),
-    )
-    .await;
+    let (v, times) = scripted(&spec(2, 1000, 1000, 2), &[0, 1, 1]).await;
     assert!(v.passed);
     assert_eq!(
         times,
@@ -318,14 +280,7 @@ async fn a_match_is_confirmed_100ms_later_and_the_confirmation_is_free() {
 
 #[tokio::test]
 async fn stops_when_the_scheduled_probes_are_spent() {
-    let clock = VirtualClock::new();
-    let (v, times) = run(
-        &clock,
-        &spec(2, 1000, 1000, 3),
-        &[0, 0],
-        &CancellationToken::new(),
-    )
-    .await;
+    let (v, times) = scripted(&spec(2, 1000, 1000, 3), &[0, 0]).await;
     assert!(!v.passed);
     assert_eq!(times, secs(&[0, 1]));
 }
@@ -357,51 +312,23 @@ async fn attempts_record_when_and_how_long() {
 
 #[tokio::test]
 async fn quick_recheck_passes_as_soon_as_the_reload_shows() {
-    let clock = VirtualClock::new();
-    let (v, times) = run(
-        &clock,
-        &spec(3, 1000, 16_000, 1),
-        &[9, 9, 1],
-        &CancellationToken::new(),
-    )
-    .await;
+    let (v, times) = scripted(&spec(3, 1000, 16_000, 1), &[9, 9, 1]).await;
     assert!(v.passed);
     assert_eq!(times, ms(&[0, 50, 150]));
 }
 
 #[tokio::test]
 async fn quick_rechecks_stop_on_an_error_and_never_add_to_a_single_attempt() {
-    let clock = VirtualClock::new();
-    let (v, times) = run(
-        &clock,
-        &spec(3, 1000, 16_000, 1),
-        &[9, 0, 9, 9],
-        &CancellationToken::new(),
-    )
-    .await;
+    let (v, times) = scripted(&spec(3, 1000, 16_000, 1), &[9, 0, 9, 9]).await;
     assert!(!v.passed);
     assert_eq!(times, ms(&[0, 50, 1000, 3000]));
 
-    let clock = VirtualClock::new();
-    let (v, times) = run(
-        &clock,
-        &spec(1, 1000, 16_000, 1),
-        &[9],
-        &CancellationToken::new(),
-    )
-    .await;
+    let (v, times) = scripted(&spec(1, 1000, 16_000, 1), &[9]).await;
     assert!(!v.passed);
     assert_eq!(times, ms(&[0]));
 
     // A backoff shorter than the first gap leaves no room for a recheck.
-    let clock = VirtualClock::new();
-    let (_, times) = run(
-        &clock,
-        &spec(3, 50, 50, 1),
-        &[9, 9, 9],
-        &CancellationToken::new(),
-    )
-    .await;
+    let (_, times) = scripted(&spec(3, 50, 50, 1), &[9, 9, 9]).await;
     assert_eq!(times, ms(&[0, 50, 100]));
 }
 
