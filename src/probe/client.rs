@@ -9,6 +9,7 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
+/// A fresh config per probe, with resumption off: a resumed session carries the certificate
 /// of the session it resumes, which after a reload is the OLD one.
 pub(super) fn client_config(send_sni: bool) -> Result<Arc<ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());

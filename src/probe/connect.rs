@@ -107,8 +107,6 @@ fn server_name(sni: &str) -> Result<(ServerName<'static>, bool), String> {
     Ok((name, true))
 }
 
-/// A fresh config per probe, with resumption off: a resumed session carries the certificate
-
 fn handshake_error(e: &std::io::Error) -> String {
     let tls = e
         .get_ref()
