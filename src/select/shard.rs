@@ -8,6 +8,8 @@ use sha2::Digest as _;
 use super::{SelectError, bad_value, parse_uint};
 use crate::inventory::Target;
 
+/// `--shard I/N`: this runner's share of the selected targets, for fanning one deploy out over
+/// N CI jobs.
 ///
 /// A target is in shard `I` when `shard_hash(name) % N == I - 1`. The hash depends on the
 /// target's name only, so the partition is the same on every run and machine and does not
