@@ -413,6 +413,7 @@ fn probe_spec(
         },
         timeout: v.timeout,
         consecutive: v.consecutive_after_reload(),
+        offer: crate::probe::Offer::default(),
     };
     Ok((spec, has_probe))
 }

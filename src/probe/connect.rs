@@ -11,7 +11,7 @@ use tokio_rustls::TlsConnector;
 use super::client::client_config;
 use super::served::served_from;
 use super::starttls::{protocol_name, start_tls};
-use super::{ProbeError, Served, StartTls};
+use super::{Offer, ProbeError, Served, StartTls};
 
 /// Which step a probe is in, to say what stalled when it times out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,13 +31,29 @@ pub async fn probe_once(
     starttls: StartTls,
     timeout: Duration,
 ) -> Result<Served, ProbeError> {
+    probe_once_offering(address, sni, starttls, Offer::default(), timeout).await
+}
+
+/// [`probe_once`] with a ClientHello that offers only what `offer` allows, so that a server
+/// holding several certificates for the name shows the one of that kind (or refuses the
+/// handshake: the error then says what was offered).
+pub async fn probe_once_offering(
+    address: &str,
+    sni: &str,
+    starttls: StartTls,
+    offer: Offer,
+    timeout: Duration,
+) -> Result<Served, ProbeError> {
     let failed = |message: String| ProbeError::Failed {
         address: address.to_string(),
         message,
     };
     let mut step = Step::Connect;
-    let outcome =
-        tokio::time::timeout(timeout, probe_steps(address, sni, starttls, &mut step)).await;
+    let outcome = tokio::time::timeout(
+        timeout,
+        probe_steps(address, sni, starttls, offer, &mut step),
+    )
+    .await;
     match outcome {
         Ok(result) => result.map_err(failed),
         Err(_) => match step {
@@ -60,6 +76,7 @@ async fn probe_steps(
     address: &str,
     sni: &str,
     starttls: StartTls,
+    offer: Offer,
     step: &mut Step,
 ) -> Result<Served, String> {
     let (server_name, send_sni) = server_name(sni)?;
@@ -73,11 +90,14 @@ async fn probe_steps(
         start_tls(&mut tcp, starttls).await?;
     }
     *step = Step::Handshake;
-    let connector = TlsConnector::from(client_config(send_sni)?);
+    let connector = TlsConnector::from(client_config(send_sni, offer)?);
     let tls = connector
         .connect(server_name, tcp)
         .await
-        .map_err(|e| handshake_error(&e))?;
+        .map_err(|e| match handshake_error(&e) {
+            message if offer.is_restricted() => format!("{message} (the probe offered {offer})"),
+            message => message,
+        })?;
     let certs = tls
         .get_ref()
         .1

@@ -10,12 +10,37 @@
 //! the plain-text protocols and `client.rs` for the rustls client configuration and its
 //! verifier; `served.rs` reads the certificate chain a handshake saw and compares it with what
 //! is expected; `verify.rs` is the retry loop (backoff, quick rechecks, `consecutive`).
+//!
+//! # Probing one of several certificates
+//!
+//! nginx, apache and haproxy can hold an RSA and an ECDSA certificate for the same name and
+//! show the one that suits what the client offers. By default the probe offers all that rustls
+//! verifies, and the server shows the certificate it prefers. [`Offer`] (in
+//! [`ProbeSpec::offer`], or passed to [`probe_once_offering`]) narrows the ClientHello so the
+//! server must show one certificate in particular, or refuse the handshake:
+//!
+//! - `key: Some(kind)`: the `signature_algorithms` extension lists only that kind's schemes
+//!   (RSA: RSA-PSS and PKCS#1 v1.5; ECDSA: P-256 and P-384; Ed25519), which is what a TLS 1.3
+//!   server chooses its certificate by; and the TLS 1.2 cipher suites are only those for that
+//!   kind (`ECDHE_RSA_*`, or `ECDHE_ECDSA_*` for ECDSA and Ed25519), which is what a TLS 1.2
+//!   server chooses by. The verifier also refuses a handshake signed with a scheme outside the
+//!   list, so a server that ignores the offer fails the probe instead of passing it.
+//! - `version: Some(v)`: only TLS 1.2 or only TLS 1.3 (a server picks by each separately).
+//!
+//! ```
+//! use certctl::material::KeyKind;
+//! use certctl::probe::{Offer, TlsVersion};
+//!
+//! let rsa_on_tls12 = Offer::key(KeyKind::Rsa).on(TlsVersion::Tls12);
+//! assert_eq!(rsa_on_tls12.to_string(), "RSA signatures only, TLS 1.2 only");
+//! assert_eq!(Offer::default().to_string(), "everything");
+//! ```
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::material::Fingerprint;
+use crate::material::{Fingerprint, KeyKind};
 
 mod client;
 mod connect;
@@ -23,7 +48,7 @@ mod served;
 mod starttls;
 mod verify;
 
-pub use connect::probe_once;
+pub use connect::{probe_once, probe_once_offering};
 pub use verify::{verify, verify_with};
 
 /// Whether (and how) to upgrade a plain connection to TLS before the handshake.
@@ -50,6 +75,71 @@ pub struct ProbeSpec {
     pub timeout: Duration,
     /// Matching probes in a row needed to pass.
     pub consecutive: u32,
+    /// What the ClientHello offers: everything (the default), or only what shows one of
+    /// several certificates (see the module docs).
+    pub offer: Offer,
+}
+
+/// What a probe's ClientHello offers. The default offers everything (TLS 1.2 and 1.3, every
+/// signature scheme and cipher suite the probe verifies); see the module docs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offer {
+    /// Only the signature schemes (and TLS 1.2 cipher suites) of this kind of key.
+    pub key: Option<KeyKind>,
+    /// Only this TLS version.
+    pub version: Option<TlsVersion>,
+}
+
+/// A TLS version a probe can be limited to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+impl Offer {
+    /// Only what a server can sign with a key of `kind`, on either version.
+    pub fn key(kind: KeyKind) -> Offer {
+        Offer {
+            key: Some(kind),
+            version: None,
+        }
+    }
+
+    /// This offer, on `version` only.
+    pub fn on(self, version: TlsVersion) -> Offer {
+        Offer {
+            version: Some(version),
+            ..self
+        }
+    }
+
+    /// Whether this offers less than everything.
+    pub fn is_restricted(&self) -> bool {
+        *self != Offer::default()
+    }
+}
+
+impl std::fmt::Display for Offer {
+    /// For messages: `everything`, `ECDSA signatures only`, `TLS 1.3 only`, or both.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = self.key.map(|k| format!("{k} signatures only"));
+        let version = self.version.map(|v| format!("{v} only"));
+        match (key, version) {
+            (None, None) => f.write_str("everything"),
+            (Some(one), None) | (None, Some(one)) => f.write_str(&one),
+            (Some(key), Some(version)) => write!(f, "{key}, {version}"),
+        }
+    }
+}
+
+impl std::fmt::Display for TlsVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsVersion::Tls12 => "TLS 1.2",
+            TlsVersion::Tls13 => "TLS 1.3",
+        })
+    }
 }
 
 /// Probes in total, and the waits between them: backoff, 2×, 4×… each capped at `max_backoff`.

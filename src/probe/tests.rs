@@ -110,6 +110,7 @@ fn spec(attempts: u32, backoff_ms: u64, max_ms: u64, consecutive: u32) -> ProbeS
         },
         timeout: Duration::from_secs(10),
         consecutive,
+        offer: Offer::default(),
     }
 }
 

@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::served::compare;
 use super::{
-    Attempt, CONFIRM_GAP, ProbeError, ProbeSpec, QUICK_RECHECK, Served, Verification, probe_once,
+    Attempt, CONFIRM_GAP, ProbeError, ProbeSpec, QUICK_RECHECK, Served, Verification,
+    probe_once_offering,
 };
 use crate::material::Expected;
 
@@ -24,7 +25,13 @@ pub async fn verify(
     cancel: &CancellationToken,
 ) -> Verification {
     verify_with(spec, expected, cancel, |_| {
-        probe_once(&spec.address, &spec.sni, spec.starttls, spec.timeout)
+        probe_once_offering(
+            &spec.address,
+            &spec.sni,
+            spec.starttls,
+            spec.offer,
+            spec.timeout,
+        )
     })
     .await
 }
