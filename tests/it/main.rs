@@ -42,6 +42,7 @@ mod pkcs12;
 mod plan;
 mod policy;
 mod powershell_exec_emulated;
+mod probe_dual;
 mod probe_nginx;
 mod release_scripts;
 mod rollback_command;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use certctl::material::Expected;
 use certctl::material::{Fingerprint, KeySource, Material, MaterialSpec};
-use certctl::probe::{ProbeError, ProbeSpec, Schedule, StartTls, probe_once, verify};
+use certctl::probe::{Offer, ProbeError, ProbeSpec, Schedule, StartTls, probe_once, verify};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use support::nginx::{Nginx, Site};
@@ -47,6 +47,7 @@ fn spec(address: &str, sni: &str, attempts: u32, consecutive: u32) -> ProbeSpec 
         },
         timeout: TIMEOUT,
         consecutive,
+        offer: Offer::default(),
     }
 }
 

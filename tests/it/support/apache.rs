@@ -31,6 +31,19 @@ impl Apache {
     /// `DIR/certs/cert.pem`, `DIR/certs/chain.pem` and `DIR/certs/privkey.pem` (0644, 0644,
     /// 0600).
     pub fn start(server_name: &str, cert: &Path, chain: &Path, key: &Path) -> Apache {
+        Apache::start_with(server_name, cert, chain, key, &[])
+    }
+
+    /// [`Apache::start`] with more certificate + key pairs (leaf, key) for the same names, as
+    /// `DIR/certs/also-N.pem` and `also-N.key`: apache shows the one that suits the client (an
+    /// RSA and an ECDSA one, say). They share `chain`.
+    pub fn start_with(
+        server_name: &str,
+        cert: &Path,
+        chain: &Path,
+        key: &Path,
+        also: &[(&Path, &Path)],
+    ) -> Apache {
         let apache2 = require("apache2");
         require("apachectl");
         require("pgrep"); // the connector's `alive` check
@@ -45,6 +58,20 @@ impl Apache {
         copy_with_mode(cert, &d.join("certs/cert.pem"), 0o644);
         copy_with_mode(chain, &d.join("certs/chain.pem"), 0o644);
         copy_with_mode(key, &d.join("certs/privkey.pem"), 0o600);
+        let mut more = String::new();
+        for (n, (more_cert, more_key)) in also.iter().enumerate() {
+            let (c, k) = (
+                d.join(format!("certs/also-{n}.pem")),
+                d.join(format!("certs/also-{n}.key")),
+            );
+            copy_with_mode(more_cert, &c, 0o644);
+            copy_with_mode(more_key, &k, 0o600);
+            more.push_str(&format!(
+                "  SSLCertificateFile {}\n  SSLCertificateKeyFile {}\n",
+                c.display(),
+                k.display()
+            ));
+        }
         let addr = free_addr();
         let p = |rel: &str| d.join(rel).display().to_string();
         // No ServerRoot and no APACHE_* variables: `apache2 -d DIR` and
@@ -76,7 +103,8 @@ impl Apache {
                SSLEngine on\n  \
                SSLCertificateFile {cert}\n  \
                SSLCertificateChainFile {chain}\n  \
-               SSLCertificateKeyFile {key}\n  \
+               SSLCertificateKeyFile {key}\n\
+             {more}  \
                <Location />\n    Require all granted\n  </Location>\n\
              </VirtualHost>\n",
             pid = p("run/httpd.pid"),

@@ -27,6 +27,13 @@ impl Haproxy {
     /// One frontend binding the lab address with `ssl crt DIR/certs/site.pem`, a copy of
     /// `bundle` (0600).
     pub fn start(bundle: &Path) -> Haproxy {
+        Haproxy::start_bundles(&[bundle])
+    }
+
+    /// [`Haproxy::start`] with several bundles on the one `bind` (`crt site.pem crt
+    /// site-1.pem …`): for the same names, haproxy shows the one that suits the client (an RSA
+    /// and an ECDSA one, say).
+    pub fn start_bundles(bundles: &[&Path]) -> Haproxy {
         let haproxy = require("haproxy");
         require("pkill"); // the tests' reload
         require("pgrep"); // the connector's `alive` check
@@ -36,7 +43,15 @@ impl Haproxy {
             .expect("temp dir");
         let d = dir.path();
         std::fs::create_dir_all(d.join("certs")).unwrap();
-        copy_with_mode(bundle, &d.join("certs/site.pem"), 0o600);
+        let mut crts = String::new();
+        for (n, bundle) in bundles.iter().enumerate() {
+            let pem = match n {
+                0 => d.join("certs/site.pem"),
+                n => d.join(format!("certs/site-{n}.pem")),
+            };
+            copy_with_mode(bundle, &pem, 0o600);
+            crts.push_str(&format!(" crt {}", pem.display()));
+        }
         let addr = free_addr();
         let config = format!(
             "global\n  \
@@ -51,11 +66,10 @@ impl Haproxy {
                timeout client 60s\n  \
                timeout server 10s\n\
              frontend fe_tls\n  \
-               bind {addr} ssl crt {pem}\n  \
+               bind {addr} ssl{crts}\n  \
                http-request return status 200 content-type text/plain string \"ok\"\n",
             pid = d.join("haproxy.pid").display(),
             stats = d.join("admin.sock").display(),
-            pem = d.join("certs/site.pem").display(),
         );
         let cfg = d.join("haproxy.cfg");
         std::fs::write(&cfg, config).unwrap();

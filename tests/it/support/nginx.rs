@@ -21,6 +21,11 @@ pub struct Site {
     pub key: PathBuf,
     /// `listen … default_server`: what a client without (or with an unknown) SNI gets.
     pub default_server: bool,
+    /// More `ssl_certificate` + `ssl_certificate_key` pairs (full chain, key) for the same
+    /// names: nginx shows the one that suits the client (an RSA and an ECDSA one, say).
+    pub also: Vec<(PathBuf, PathBuf)>,
+    /// `ssl_protocols TLSv1.2 TLSv1.3` (nginx 1.22 offers TLS 1.2 only by default).
+    pub tls13: bool,
 }
 
 impl Site {
@@ -30,7 +35,21 @@ impl Site {
             fullchain: fullchain.to_path_buf(),
             key: key.to_path_buf(),
             default_server: false,
+            also: Vec::new(),
+            tls13: false,
         }
+    }
+
+    /// Another certificate and key for the same names.
+    pub fn also(mut self, fullchain: &Path, key: &Path) -> Site {
+        self.also.push((fullchain.to_path_buf(), key.to_path_buf()));
+        self
+    }
+
+    /// Offer TLS 1.3 as well as 1.2.
+    pub fn tls13(mut self) -> Site {
+        self.tls13 = true;
+        self
     }
 
     pub fn default_server(mut self) -> Site {
@@ -79,12 +98,32 @@ impl Nginx {
             std::fs::create_dir_all(cert.parent().unwrap()).unwrap();
             copy_with_mode(&site.fullchain, &cert, 0o644);
             copy_with_mode(&site.key, &key, 0o600);
+            let mut tls = format!(
+                "    ssl_certificate {};\n    ssl_certificate_key {};\n",
+                cert.display(),
+                key.display()
+            );
+            for (n, (more_cert, more_key)) in site.also.iter().enumerate() {
+                let dir = cert.parent().unwrap();
+                let (c, k) = (
+                    dir.join(format!("also-{n}.pem")),
+                    dir.join(format!("also-{n}.key")),
+                );
+                copy_with_mode(more_cert, &c, 0o644);
+                copy_with_mode(more_key, &k, 0o600);
+                tls.push_str(&format!(
+                    "    ssl_certificate {};\n    ssl_certificate_key {};\n",
+                    c.display(),
+                    k.display()
+                ));
+            }
+            if site.tls13 {
+                tls.push_str("    ssl_protocols TLSv1.2 TLSv1.3;\n");
+            }
             servers.push_str(&format!(
-                "  server {{\n    listen {addr} ssl{default};\n    server_name {name};\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    location / {{ return 200 \"ok\\n\"; }}\n  }}\n",
+                "  server {{\n    listen {addr} ssl{default};\n    server_name {name};\n{tls}    location / {{ return 200 \"ok\\n\"; }}\n  }}\n",
                 default = if site.default_server { " default_server" } else { "" },
                 name = site.server_name,
-                cert = cert.display(),
-                key = key.display(),
             ));
         }
         let t = d.join("tmp");
