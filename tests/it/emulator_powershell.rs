@@ -1,6 +1,6 @@
 //! The emulated PowerShell (tests/emulators/powershell) that stands in for Windows hosts in the
 //! iis and wincertstore tests: its grammar, cmdlets, errors, fault injection and logs, run with
-//! python3 directly; PFX files come from certctl's own writer (src/pkcs12.rs) and are checked
+//! python3 directly; PFX files come from certctl's own writer (src/pkcs12/) and are checked
 //! by the emulator with the real `openssl pkcs12`. One test reaches it through a real sshd and
 //! serves the bound certificate with a real `openssl s_server` that certctl's probe reads.
 //! Emulated: this proves certctl's scripts against the emulator's rules, not Windows itself.

@@ -1,4 +1,4 @@
-//! The PKCS#12 writer (src/pkcs12.rs) read back by the real `openssl pkcs12`: the profile
+//! The PKCS#12 writer (src/pkcs12/) read back by the real `openssl pkcs12`: the profile
 //! (PBES2 / PBKDF2-SHA256 / AES-256-CBC, SHA-256 MAC), the certificates in order, the same key
 //! (public keys compared), the attributes, and a wrong password rejected. RSA, ECDSA P-256 and
 //! Ed25519; PKCS#8 and the traditional key forms. Passwords go to openssl through files only.
