@@ -104,6 +104,24 @@ struct AcceptAnyCertificate {
 }
 
 impl AcceptAnyCertificate {
+    /// The handshake signature: made with a scheme the client offered, and valid for `cert`
+    /// (ring, or [`crate::large_rsa`] for RSA keys ring does not take).
+    fn verify_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+        tls13: bool,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.offered(dss.scheme)?;
+        let verified = if tls13 {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        } else {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        };
+        verified.or_else(|e| large_rsa_signature(message, cert, dss, tls13).ok_or(e))
+    }
+
     fn offered(&self, scheme: SignatureScheme) -> Result<(), rustls::Error> {
         if self.schemes.contains(&scheme) {
             Ok(())
@@ -131,9 +149,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.offered(dss.scheme)?;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-            .or_else(|e| large_rsa_signature(message, cert, dss, false).ok_or(e))
+        self.verify_signature(message, cert, dss, false)
     }
 
     fn verify_tls13_signature(
@@ -142,9 +158,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.offered(dss.scheme)?;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-            .or_else(|e| large_rsa_signature(message, cert, dss, true).ok_or(e))
+        self.verify_signature(message, cert, dss, true)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -15,7 +15,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::tls_lab::copy_with_mode;
+use super::tls_lab::{copy_also, copy_with_mode};
 use super::{free_addr, require};
 
 /// A running apache.
@@ -59,62 +59,16 @@ impl Apache {
         copy_with_mode(chain, &d.join("certs/chain.pem"), 0o644);
         copy_with_mode(key, &d.join("certs/privkey.pem"), 0o600);
         let mut more = String::new();
-        for (n, (more_cert, more_key)) in also.iter().enumerate() {
-            let (c, k) = (
-                d.join(format!("certs/also-{n}.pem")),
-                d.join(format!("certs/also-{n}.key")),
-            );
-            copy_with_mode(more_cert, &c, 0o644);
-            copy_with_mode(more_key, &k, 0o600);
+        for (cert, key) in copy_also(&d.join("certs"), also.iter().copied()) {
             more.push_str(&format!(
                 "  SSLCertificateFile {}\n  SSLCertificateKeyFile {}\n",
-                c.display(),
-                k.display()
+                cert.display(),
+                key.display()
             ));
         }
         let addr = free_addr();
         let p = |rel: &str| d.join(rel).display().to_string();
-        // No ServerRoot and no APACHE_* variables: `apache2 -d DIR` and
-        // `APACHE_CONFDIR=DIR apachectl` both find DIR/apache2.conf.
-        let config = format!(
-            "ServerName localhost\n\
-             PidFile {pid}\n\
-             DefaultRuntimeDir {run}\n\
-             Mutex file:{run}\n\
-             ErrorLog {error_log}\n\
-             LogLevel warn\n\
-             LoadModule mpm_event_module     /usr/lib/apache2/modules/mod_mpm_event.so\n\
-             LoadModule authz_core_module    /usr/lib/apache2/modules/mod_authz_core.so\n\
-             LoadModule socache_shmcb_module /usr/lib/apache2/modules/mod_socache_shmcb.so\n\
-             LoadModule ssl_module           /usr/lib/apache2/modules/mod_ssl.so\n\
-             StartServers 1\n\
-             ServerLimit 2\n\
-             ThreadsPerChild 16\n\
-             MinSpareThreads 1\n\
-             MaxSpareThreads 32\n\
-             MaxRequestWorkers 16\n\
-             User www-data\n\
-             Group www-data\n\
-             Listen {addr} https\n\
-             SSLSessionCache shmcb:{run}/ssl_scache(512000)\n\
-             <VirtualHost {addr}>\n  \
-               ServerName {server_name}\n  \
-               DocumentRoot {htdocs}\n  \
-               SSLEngine on\n  \
-               SSLCertificateFile {cert}\n  \
-               SSLCertificateChainFile {chain}\n  \
-               SSLCertificateKeyFile {key}\n\
-             {more}  \
-               <Location />\n    Require all granted\n  </Location>\n\
-             </VirtualHost>\n",
-            pid = p("run/httpd.pid"),
-            run = p("run"),
-            error_log = p("logs/error.log"),
-            htdocs = p("htdocs"),
-            cert = p("certs/cert.pem"),
-            chain = p("certs/chain.pem"),
-            key = p("certs/privkey.pem"),
-        );
+        let config = apache2_conf(d, addr, server_name, &more);
         std::fs::write(d.join("apache2.conf"), config).unwrap();
         // Sourced by apachectl when APACHE_CONFDIR=DIR: keeps its run/lock dirs in DIR.
         std::fs::write(
@@ -274,6 +228,53 @@ impl Drop for Apache {
         }
         self.master.stop();
     }
+}
+
+/// `DIR/apache2.conf`: one TLS virtual host on `addr` serving `DIR/certs/…`, then the
+/// `SSLCertificateFile` / `SSLCertificateKeyFile` lines in `more`.
+fn apache2_conf(d: &Path, addr: SocketAddr, server_name: &str, more: &str) -> String {
+    let p = |rel: &str| d.join(rel).display().to_string();
+    // No ServerRoot and no APACHE_* variables: `apache2 -d DIR` and
+    // `APACHE_CONFDIR=DIR apachectl` both find DIR/apache2.conf.
+    format!(
+        "ServerName localhost\n\
+         PidFile {pid}\n\
+         DefaultRuntimeDir {run}\n\
+         Mutex file:{run}\n\
+         ErrorLog {error_log}\n\
+         LogLevel warn\n\
+         LoadModule mpm_event_module     /usr/lib/apache2/modules/mod_mpm_event.so\n\
+         LoadModule authz_core_module    /usr/lib/apache2/modules/mod_authz_core.so\n\
+         LoadModule socache_shmcb_module /usr/lib/apache2/modules/mod_socache_shmcb.so\n\
+         LoadModule ssl_module           /usr/lib/apache2/modules/mod_ssl.so\n\
+         StartServers 1\n\
+         ServerLimit 2\n\
+         ThreadsPerChild 16\n\
+         MinSpareThreads 1\n\
+         MaxSpareThreads 32\n\
+         MaxRequestWorkers 16\n\
+         User www-data\n\
+         Group www-data\n\
+         Listen {addr} https\n\
+         SSLSessionCache shmcb:{run}/ssl_scache(512000)\n\
+         <VirtualHost {addr}>\n  \
+           ServerName {server_name}\n  \
+           DocumentRoot {htdocs}\n  \
+           SSLEngine on\n  \
+           SSLCertificateFile {cert}\n  \
+           SSLCertificateChainFile {chain}\n  \
+           SSLCertificateKeyFile {key}\n\
+         {more}  \
+           <Location />\n    Require all granted\n  </Location>\n\
+         </VirtualHost>\n",
+        pid = p("run/httpd.pid"),
+        run = p("run"),
+        error_log = p("logs/error.log"),
+        htdocs = p("htdocs"),
+        cert = p("certs/cert.pem"),
+        chain = p("certs/chain.pem"),
+        key = p("certs/privkey.pem"),
+    )
 }
 
 /// A child process that a thread waits for, so it is reaped the moment it exits.

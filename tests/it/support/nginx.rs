@@ -5,11 +5,11 @@
 //! `openssl s_client`, independently of certctl's probe.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use super::tls_lab::{copy_also, copy_with_mode};
 use super::{ChildGuard, free_addr, require};
 
 /// One `server { … }` block.
@@ -92,40 +92,11 @@ impl Nginx {
         let error_log = d.join("logs/error.log");
         let conf = d.join("nginx.conf");
 
-        let mut servers = String::new();
-        for (i, site) in sites.iter().enumerate() {
-            let (cert, key) = site_paths(d, i);
-            std::fs::create_dir_all(cert.parent().unwrap()).unwrap();
-            copy_with_mode(&site.fullchain, &cert, 0o644);
-            copy_with_mode(&site.key, &key, 0o600);
-            let mut tls = format!(
-                "    ssl_certificate {};\n    ssl_certificate_key {};\n",
-                cert.display(),
-                key.display()
-            );
-            for (n, (more_cert, more_key)) in site.also.iter().enumerate() {
-                let dir = cert.parent().unwrap();
-                let (c, k) = (
-                    dir.join(format!("also-{n}.pem")),
-                    dir.join(format!("also-{n}.key")),
-                );
-                copy_with_mode(more_cert, &c, 0o644);
-                copy_with_mode(more_key, &k, 0o600);
-                tls.push_str(&format!(
-                    "    ssl_certificate {};\n    ssl_certificate_key {};\n",
-                    c.display(),
-                    k.display()
-                ));
-            }
-            if site.tls13 {
-                tls.push_str("    ssl_protocols TLSv1.2 TLSv1.3;\n");
-            }
-            servers.push_str(&format!(
-                "  server {{\n    listen {addr} ssl{default};\n    server_name {name};\n{tls}    location / {{ return 200 \"ok\\n\"; }}\n  }}\n",
-                default = if site.default_server { " default_server" } else { "" },
-                name = site.server_name,
-            ));
-        }
+        let servers: String = sites
+            .iter()
+            .enumerate()
+            .map(|(i, site)| server_block(d, i, site, addr))
+            .collect();
         let t = d.join("tmp");
         let config = format!(
             "worker_processes 1;\n\
@@ -351,6 +322,36 @@ impl Drop for Nginx {
     }
 }
 
+/// Site `i`'s `server { … }` block, its certificate and key files copied into `d`.
+fn server_block(d: &Path, i: usize, site: &Site, addr: SocketAddr) -> String {
+    let (cert, key) = site_paths(d, i);
+    let certs = cert.parent().unwrap();
+    std::fs::create_dir_all(certs).unwrap();
+    copy_with_mode(&site.fullchain, &cert, 0o644);
+    copy_with_mode(&site.key, &key, 0o600);
+    let also = site.also.iter().map(|(c, k)| (c.as_path(), k.as_path()));
+    let mut tls = String::new();
+    for (cert, key) in std::iter::once((cert.clone(), key)).chain(copy_also(certs, also)) {
+        tls.push_str(&format!(
+            "    ssl_certificate {};\n    ssl_certificate_key {};\n",
+            cert.display(),
+            key.display()
+        ));
+    }
+    if site.tls13 {
+        tls.push_str("    ssl_protocols TLSv1.2 TLSv1.3;\n");
+    }
+    format!(
+        "  server {{\n    listen {addr} ssl{default};\n    server_name {name};\n{tls}    location / {{ return 200 \"ok\\n\"; }}\n  }}\n",
+        default = if site.default_server {
+            " default_server"
+        } else {
+            ""
+        },
+        name = site.server_name,
+    )
+}
+
 fn site_paths(dir: &Path, i: usize) -> (PathBuf, PathBuf) {
     let certs = if i == 0 {
         dir.join("certs")
@@ -358,18 +359,6 @@ fn site_paths(dir: &Path, i: usize) -> (PathBuf, PathBuf) {
         dir.join(format!("certs/site-{i}"))
     };
     (certs.join("fullchain.pem"), certs.join("privkey.pem"))
-}
-
-fn copy_with_mode(src: &Path, dst: &Path, mode: u32) {
-    let data = std::fs::read(src).unwrap_or_else(|e| panic!("read {}: {e}", src.display()));
-    let _ = std::fs::remove_file(dst);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(dst)
-        .unwrap();
-    std::io::Write::write_all(&mut file, &data).unwrap();
 }
 
 /// `openssl s_client -connect ADDRESS` with `-servername SNI` (or `-noservername`), stdin closed.

@@ -334,6 +334,25 @@ pub fn copy_with_mode(src: &Path, dst: &Path, mode: u32) {
     std::io::Write::write_all(&mut file, &data).unwrap();
 }
 
+/// Copies more certificate + key pairs into `dir` as `also-N.pem` (0644) and `also-N.key`
+/// (0600), for a server that holds several certificates for one name; the copies' paths.
+pub fn copy_also<'a>(
+    dir: &Path,
+    pairs: impl IntoIterator<Item = (&'a Path, &'a Path)>,
+) -> Vec<(PathBuf, PathBuf)> {
+    let mut copies = Vec::new();
+    for (n, (cert, key)) in pairs.into_iter().enumerate() {
+        let copy = (
+            dir.join(format!("also-{n}.pem")),
+            dir.join(format!("also-{n}.key")),
+        );
+        copy_with_mode(cert, &copy.0, 0o644);
+        copy_with_mode(key, &copy.1, 0o600);
+        copies.push(copy);
+    }
+    copies
+}
+
 fn write_private(path: &Path, data: &[u8]) {
     let _ = fs::remove_file(path);
     let mut file = fs::OpenOptions::new()
