@@ -185,6 +185,11 @@ enum Step {
     Handshake,
 }
 
+/// [`probe_once`] of a spec's endpoint, within `timeout`.
+pub async fn probe_once_for(spec: &ProbeSpec, timeout: Duration) -> Result<Served, ProbeError> {
+    probe_once(&spec.address, &spec.sni, spec.starttls, timeout).await
+}
+
 /// One probe: dial, optional STARTTLS, handshake; what was served. `timeout` covers all three.
 ///
 /// `sni` empty or an IP literal sends no SNI (the server answers with its default
@@ -552,7 +557,9 @@ fn quote_lines(lines: &[String]) -> String {
 // Verification
 
 /// Probes on the schedule until `expected` is served `consecutive` times in a row, the
-/// attempts run out, or `cancel` fires (honoured during waits and during a probe). When the
+/// attempts run out, or `cancel` fires (honoured during a wait to retry and during a retry's
+/// probe; the first probe and a match's confirmation always run, so a target that goes on
+/// after the first Ctrl-C is verified, not rolled back unprobed). When the
 /// first probe sees another certificate, quick rechecks ([`QUICK_RECHECK`]) run inside the
 /// first wait, in addition to the schedule's `attempts`.
 pub async fn verify(
@@ -669,9 +676,12 @@ where
                     .unwrap_or(spec.schedule.max_backoff),
             };
             let wait = wait.min(end.saturating_duration_since(clock.now()));
+            // A match's confirmation is short and always completes; a wait to retry ends at
+            // the cancellation.
+            let retry = streak == 0;
             tokio::select! {
                 biased;
-                () = cancel.cancelled() => {
+                () = cancel.cancelled(), if retry => {
                     result.cancelled = true;
                     break;
                 }
@@ -681,16 +691,17 @@ where
                 note_deadline(&mut result, deadline);
                 break;
             }
-        } else if cancel.is_cancelled() {
-            result.cancelled = true;
-            break;
         }
 
+        // The first probe and a confirming one run even when the run was cancelled before
+        // (a target that goes on after the first Ctrl-C gets its verify); a retry probe ends
+        // at the cancellation.
+        let cancellable = number > 0 && streak == 0;
         let began = clock.now();
         let mut cut = false;
         let outcome = tokio::select! {
             biased;
-            () = cancel.cancelled() => None,
+            () = cancel.cancelled(), if cancellable => None,
             outcome = probe(number) => Some(outcome),
             () = clock.sleep(end.saturating_duration_since(began)) => {
                 cut = true;
@@ -1234,37 +1245,44 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn cancellation_during_a_probe() {
+    async fn cancellation_during_a_retry_probe() {
         let cancel = CancellationToken::new();
         let clock = VirtualClock::new();
-        let v = verify_on(
-            &clock,
-            &spec(3, 1000, 1000, 1),
-            &expected(),
-            &cancel,
-            |_| async {
+        let v = verify_on(&clock, &spec(3, 1000, 1000, 1), &expected(), &cancel, |n| {
+            let (clock, cancel) = (&clock, &cancel);
+            async move {
+                if n == 0 {
+                    return Ok(served(9, &[2]));
+                }
                 clock.advance(Duration::from_millis(500));
                 cancel.cancel();
                 std::future::pending::<Result<Served, ProbeError>>().await
-            },
-        )
+            }
+        })
         .await;
         assert!(v.cancelled && !v.passed);
-        assert_eq!(v.attempts.len(), 1);
-        assert_eq!((v.attempts[0].at_ms, v.attempts[0].duration_ms), (0, 500));
+        assert_eq!(v.attempts.len(), 2);
+        assert_eq!(v.attempts[1].duration_ms, 500);
         assert_eq!(
-            v.attempts[0].detail.as_deref(),
+            v.attempts[1].detail.as_deref(),
             Some("cancelled during the probe")
         );
     }
 
+    /// Cancelled before it began: the first probe still runs, and a match is confirmed; a
+    /// mismatch is not retried.
     #[tokio::test]
-    async fn already_cancelled_probes_nothing() {
+    async fn already_cancelled_probes_once_and_confirms_a_match_only() {
         let cancel = CancellationToken::new();
         cancel.cancel();
         let clock = VirtualClock::new();
-        let (v, times) = run(&clock, &spec(3, 1000, 1000, 1), &[1, 1, 1], &cancel).await;
-        assert!(v.cancelled && v.attempts.is_empty() && times.is_empty());
+        let (v, times) = run(&clock, &spec(3, 1000, 1000, 2), &[1, 1, 1], &cancel).await;
+        assert!(v.passed && !v.cancelled, "{v:?}");
+        assert_eq!(v.attempts.len(), 2);
+        let clock = VirtualClock::new();
+        let (v, times2) = run(&clock, &spec(3, 1000, 1000, 2), &[0, 1, 1], &cancel).await;
+        assert!(v.cancelled && !v.passed && v.attempts.len() == 1, "{v:?}");
+        assert_eq!((times.len(), times2.len()), (2, 1));
     }
 
     /// The public entry point on tokio's real clock: short waits, so this stays fast; it only

@@ -165,7 +165,7 @@ fn full_design_example_merges_defaults_groups_and_target() {
     assert_eq!(t.jump.as_deref(), Some("bastion.example.com"));
     assert_eq!(t.become_method, Some(Become::Sudo));
     assert_eq!(t.groups, ["web"]);
-    assert_eq!(t.certificate, "www");
+    assert_eq!(t.certificate(), "www");
     assert_eq!(t.connector, "nginx");
     let params: Vec<(&str, &str)> = t
         .params

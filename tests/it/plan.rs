@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certctl::connector::{Catalogue, Role};
-use certctl::inventory::{Inventory, Location, Target, VerifySettings};
+use certctl::inventory::{Inventory, Location, Target, TargetCertificate, VerifySettings};
 use certctl::material::{KeySource, Material, MaterialSpec};
 use certctl::plan::{self, RunSettings};
 use certctl::probe::StartTls;
@@ -24,7 +24,11 @@ fn target(connector: &str, params: &[(&str, &str)]) -> Target {
         jump: None,
         become_method: None,
         groups: vec![],
-        certificate: "www".into(),
+        certificates: vec![TargetCertificate {
+            name: "www".into(),
+            params: BTreeMap::new(),
+            verify: VerifySettings::default(),
+        }],
         connector: connector.into(),
         params: params
             .iter()
@@ -165,9 +169,9 @@ fn nginx_plan_has_exact_paths_and_commands() {
         conf.content.contains("events { worker_connections 16; }"),
         "{{ renders as a brace"
     );
-    assert_eq!(p.probe.address, "10.0.0.11:443");
-    assert_eq!(p.probe.sni, "www.example.test");
-    assert_eq!(p.probe.starttls, StartTls::None);
+    assert_eq!(p.first().probe.address, "10.0.0.11:443");
+    assert_eq!(p.first().probe.sni, "www.example.test");
+    assert_eq!(p.first().probe.starttls, StartTls::None);
     assert_eq!(p.backup_dir, "/var/lib/certctl/backups/web-1");
     assert_eq!(p.keep_backups, 3);
 }
@@ -196,14 +200,14 @@ fn target_params_and_command_overrides_win() {
     assert_eq!(p.files[0].explicit_mode, Some(0o640));
     assert_eq!(p.reload, [vec!["systemctl", "reload", "nginx"]]);
     assert_eq!(p.keep_backups, 5);
-    assert_eq!(p.probe.address, "[::1]:8443");
+    assert_eq!(p.first().probe.address, "[::1]:8443");
 }
 
 #[test]
 fn ipv6_host_gets_brackets_in_the_probe_address() {
     let mut t = target("nginx", &[]);
     t.host = "fd00::11".into();
-    assert_eq!(plan_one(t).unwrap().probe.address, "[fd00::11]:443");
+    assert_eq!(plan_one(t).unwrap().first().probe.address, "[fd00::11]:443");
 }
 
 #[test]
