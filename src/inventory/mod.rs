@@ -169,8 +169,9 @@ pub struct TargetCertificate {
     pub name: String,
     /// This certificate's own params (a `certificates:` entry's), over the target's.
     pub params: BTreeMap<String, String>,
-    /// The target's `verify:` with this certificate's own over it, field by field.
-    pub verify: VerifySettings,
+    /// The target's `verify:` with this certificate's own over it, field by field (a
+    /// `certificates:` entry's); `None`: the target's own (`certificate:`).
+    pub verify: Option<VerifySettings>,
 }
 
 impl Target {
@@ -194,10 +195,10 @@ impl Target {
             certificates: vec![TargetCertificate {
                 name: c.name.clone(),
                 params: BTreeMap::new(),
-                verify: c.verify.clone(),
+                verify: None,
             }],
             params,
-            verify: c.verify.clone(),
+            verify: c.verify.clone().unwrap_or_else(|| self.verify.clone()),
             ..self.clone()
         }
     }

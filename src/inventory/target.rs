@@ -158,7 +158,7 @@ fn certificates(
         return Ok(vec![TargetCertificate {
             name: c.value.clone(),
             params: BTreeMap::new(),
-            verify: verify(ctx, label, merged)?,
+            verify: None,
         }]);
     }
     let Some(list) = merged.certificates else {
@@ -187,7 +187,7 @@ fn certificates(
                     .flat_map(|p| &p.0)
                     .map(|(k, v)| (k.value.clone(), v.value.clone()))
                     .collect(),
-                verify: verify(ctx, &label, &own)?,
+                verify: Some(verify(ctx, &label, &own)?),
             })
         })
         .collect()

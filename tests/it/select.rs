@@ -24,7 +24,7 @@ fn target(name: &str, groups: &[&str]) -> Target {
         certificates: vec![TargetCertificate {
             name: "www".into(),
             params: BTreeMap::new(),
-            verify: VerifySettings::default(),
+            verify: None,
         }],
         connector: "nginx".into(),
         params: BTreeMap::new(),

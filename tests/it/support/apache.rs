@@ -31,6 +31,13 @@ impl Apache {
     /// `DIR/certs/cert.pem`, `DIR/certs/chain.pem` and `DIR/certs/privkey.pem` (0644, 0644,
     /// 0600).
     pub fn start(server_name: &str, cert: &Path, chain: &Path, key: &Path) -> Apache {
+        Apache::start_sites(&[[server_name, &p(cert), &p(chain), &p(key)]])
+    }
+
+    /// One name-based `<VirtualHost>` per site (`[server_name, cert, chain, key]`) on one
+    /// address, chosen by SNI (the first is the default). Site 0's files are `DIR/certs/…`
+    /// as for [`Apache::start`], site N > 0's `DIR/certs/site-N/…` ([`Apache::site_paths`]).
+    pub fn start_sites(sites: &[[&str; 4]]) -> Apache {
         let apache2 = require("apache2");
         require("apachectl");
         require("pgrep"); // the connector's `alive` check
@@ -42,10 +49,29 @@ impl Apache {
         for sub in ["logs", "run", "htdocs", "certs"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
-        copy_with_mode(cert, &d.join("certs/cert.pem"), 0o644);
-        copy_with_mode(chain, &d.join("certs/chain.pem"), 0o644);
-        copy_with_mode(key, &d.join("certs/privkey.pem"), 0o600);
         let addr = free_addr();
+        let mut vhosts = String::new();
+        for (i, [name, cert, chain, key]) in sites.iter().enumerate() {
+            let live = site_paths(d, i);
+            std::fs::create_dir_all(live[0].parent().unwrap()).unwrap();
+            for ((src, dst), mode) in [cert, chain, key]
+                .iter()
+                .zip(&live)
+                .zip([0o644, 0o644, 0o600])
+            {
+                copy_with_mode(Path::new(src), dst, mode);
+            }
+            vhosts.push_str(&format!(
+                "<VirtualHost {addr}>\n  ServerName {name}\n  DocumentRoot {htdocs}\n  \
+                 SSLEngine on\n  SSLCertificateFile {}\n  SSLCertificateChainFile {}\n  \
+                 SSLCertificateKeyFile {}\n  <Location />\n    Require all granted\n  \
+                 </Location>\n</VirtualHost>\n",
+                live[0].display(),
+                live[1].display(),
+                live[2].display(),
+                htdocs = d.join("htdocs").display(),
+            ));
+        }
         let p = |rel: &str| d.join(rel).display().to_string();
         // No ServerRoot and no APACHE_* variables: `apache2 -d DIR` and
         // `APACHE_CONFDIR=DIR apachectl` both find DIR/apache2.conf.
@@ -70,22 +96,10 @@ impl Apache {
              Group www-data\n\
              Listen {addr} https\n\
              SSLSessionCache shmcb:{run}/ssl_scache(512000)\n\
-             <VirtualHost {addr}>\n  \
-               ServerName {server_name}\n  \
-               DocumentRoot {htdocs}\n  \
-               SSLEngine on\n  \
-               SSLCertificateFile {cert}\n  \
-               SSLCertificateChainFile {chain}\n  \
-               SSLCertificateKeyFile {key}\n  \
-               <Location />\n    Require all granted\n  </Location>\n\
-             </VirtualHost>\n",
+             {vhosts}",
             pid = p("run/httpd.pid"),
             run = p("run"),
             error_log = p("logs/error.log"),
-            htdocs = p("htdocs"),
-            cert = p("certs/cert.pem"),
-            chain = p("certs/chain.pem"),
-            key = p("certs/privkey.pem"),
         );
         std::fs::write(d.join("apache2.conf"), config).unwrap();
         // Sourced by apachectl when APACHE_CONFDIR=DIR: keeps its run/lock dirs in DIR.
@@ -157,6 +171,11 @@ impl Apache {
 
     pub fn key_path(&self) -> PathBuf {
         self.dir().join("certs/privkey.pem")
+    }
+
+    /// Site `i`'s live files (cert, chain, key) of [`Apache::start_sites`].
+    pub fn site_paths(&self, i: usize) -> [PathBuf; 3] {
+        site_paths(self.dir(), i)
     }
 
     /// The live files, in the connector's order: cert, chain, key.
@@ -310,4 +329,17 @@ fn signal(pid: u32, sig: &str) {
         .args([&format!("-{sig}"), &pid.to_string()])
         .stderr(Stdio::null())
         .status();
+}
+
+/// Site `i`'s cert, chain and key: `DIR/certs/…` for site 0, `DIR/certs/site-N/…` after it.
+fn site_paths(dir: &Path, i: usize) -> [PathBuf; 3] {
+    let certs = match i {
+        0 => dir.join("certs"),
+        _ => dir.join(format!("certs/site-{i}")),
+    };
+    ["cert.pem", "chain.pem", "privkey.pem"].map(|f| certs.join(f))
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
 }

@@ -27,6 +27,13 @@ impl Haproxy {
     /// One frontend binding the lab address with `ssl crt DIR/certs/site.pem`, a copy of
     /// `bundle` (0600).
     pub fn start(bundle: &Path) -> Haproxy {
+        Haproxy::start_bundles(&[bundle])
+    }
+
+    /// One frontend with one `crt` per bundle on its bind line (haproxy picks by SNI, the
+    /// first is the default): `DIR/certs/site.pem`, then `DIR/certs/site-N.pem`
+    /// ([`Haproxy::bundle_path`]).
+    pub fn start_bundles(bundles: &[&Path]) -> Haproxy {
         let haproxy = require("haproxy");
         require("pkill"); // the tests' reload
         require("pgrep"); // the connector's `alive` check
@@ -36,7 +43,12 @@ impl Haproxy {
             .expect("temp dir");
         let d = dir.path();
         std::fs::create_dir_all(d.join("certs")).unwrap();
-        copy_with_mode(bundle, &d.join("certs/site.pem"), 0o600);
+        let mut crts = String::new();
+        for (i, bundle) in bundles.iter().enumerate() {
+            let live = bundle_path(d, i);
+            copy_with_mode(bundle, &live, 0o600);
+            crts.push_str(&format!(" crt {}", live.display()));
+        }
         let addr = free_addr();
         let config = format!(
             "global\n  \
@@ -51,11 +63,10 @@ impl Haproxy {
                timeout client 60s\n  \
                timeout server 10s\n\
              frontend fe_tls\n  \
-               bind {addr} ssl crt {pem}\n  \
+               bind {addr} ssl{crts}\n  \
                http-request return status 200 content-type text/plain string \"ok\"\n",
             pid = d.join("haproxy.pid").display(),
             stats = d.join("admin.sock").display(),
-            pem = d.join("certs/site.pem").display(),
         );
         let cfg = d.join("haproxy.cfg");
         std::fs::write(&cfg, config).unwrap();
@@ -118,7 +129,12 @@ impl Haproxy {
     }
 
     pub fn pem_path(&self) -> PathBuf {
-        self.dir().join("certs/site.pem")
+        bundle_path(self.dir(), 0)
+    }
+
+    /// Bundle `i`'s live file of [`Haproxy::start_bundles`].
+    pub fn bundle_path(&self, i: usize) -> PathBuf {
+        bundle_path(self.dir(), i)
     }
 
     pub fn pid_file(&self) -> PathBuf {
@@ -237,5 +253,12 @@ impl Drop for Haproxy {
                     .status();
             }
         }
+    }
+}
+
+fn bundle_path(dir: &Path, i: usize) -> PathBuf {
+    match i {
+        0 => dir.join("certs/site.pem"),
+        _ => dir.join(format!("certs/site-{i}.pem")),
     }
 }
