@@ -366,30 +366,30 @@ fn prepare_only(
     let catalogue = Catalogue::builtin().with_user(&inventory.connectors)?;
     let mut targets = select(&inventory, args)?;
     if let Some(only) = only {
-        targets.retain(|t| only.contains(&t.certificate));
+        targets.retain(|t| t.certificate_names().any(|c| only.contains(c)));
     }
 
     let mut materials = BTreeMap::new();
     // Each certificate is loaded once; a broken one is one problem naming every target using it.
     let mut broken: BTreeMap<&str, String> = BTreeMap::new();
     let mut errors = Vec::new();
-    for target in &targets {
+    let used = targets
+        .iter()
+        .flat_map(|t| t.certificate_names().map(move |c| (t, c)));
+    for (target, certificate) in used {
         let problem = |message: String| report::Problem {
             message,
             targets: vec![target.name.clone()],
         };
-        if materials.contains_key(&target.certificate) {
+        if materials.contains_key(certificate) {
             continue;
         }
-        if let Some(message) = broken.get(target.certificate.as_str()) {
+        if let Some(message) = broken.get(certificate) {
             errors.push(problem(message.clone()));
             continue;
         }
-        let Some(spec) = inventory.certificates.get(&target.certificate) else {
-            errors.push(problem(format!(
-                "unknown certificate `{}`",
-                target.certificate
-            )));
+        let Some(spec) = inventory.certificates.get(certificate) else {
+            errors.push(problem(format!("unknown certificate `{certificate}`")));
             continue;
         };
         match Material::load(spec).and_then(|m| m.check(&[], settings.now).map(|w| (m, w))) {
@@ -397,10 +397,10 @@ fn prepare_only(
                 for w in warnings {
                     report::print_warning(&format!("certificate `{}`: {w}", spec.name));
                 }
-                materials.insert(target.certificate.clone(), Arc::new(m));
+                materials.insert(certificate.to_owned(), Arc::new(m));
             }
             Err(e) => {
-                broken.insert(&target.certificate, e.to_string());
+                broken.insert(certificate, e.to_string());
                 errors.push(problem(e.to_string()));
             }
         }

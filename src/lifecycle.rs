@@ -15,18 +15,18 @@ use crate::report::{self, RunReport};
 pub fn policy_problems(inventory: &Inventory, plans: &[TargetPlan], now: i64) -> Vec<String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::new();
-    for plan in plans {
-        if !seen.insert(plan.certificate.as_str()) {
+    for cert in plans.iter().flat_map(|p| &p.certs) {
+        if !seen.insert(cert.certificate.as_str()) {
             continue;
         }
-        let Some(policy) = inventory.policies.get(&plan.certificate) else {
+        let Some(policy) = inventory.policies.get(&cert.certificate) else {
             continue;
         };
-        for problem in crate::policy::check(&plan.material, policy, now) {
+        for problem in crate::policy::check(&cert.material, policy, now) {
             out.push(format!(
                 "{}certificate `{}`: policy: {problem}",
-                located(inventory, &plan.certificate),
-                plan.certificate
+                located(inventory, &cert.certificate),
+                cert.certificate
             ));
         }
     }
@@ -60,48 +60,47 @@ pub async fn downgrade_gate(
     let forks = Arc::new(tokio::sync::Semaphore::new(forks.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (index, plan) in plans.iter().enumerate() {
-        let refuse = inventory
-            .policies
-            .get(&plan.certificate)
-            .is_none_or(|p| p.refuse_downgrade);
-        if !plan.has_probe || !refuse {
-            continue;
+        for (cert, c) in plan.certs.iter().enumerate() {
+            let refuse = inventory
+                .policies
+                .get(&c.certificate)
+                .is_none_or(|p| p.refuse_downgrade);
+            if !c.has_probe || !refuse {
+                continue;
+            }
+            let probe = c.probe.clone();
+            let leaf = c.material.leaf.clone();
+            let forks = forks.clone();
+            tasks.spawn(async move {
+                let _permit = forks.acquire_owned().await;
+                // One handshake, at most GATE_TIMEOUT: an endpoint that does not answer now
+                // is the engine's to report, and must not hold the whole deploy up for long.
+                let timeout = probe.timeout.min(GATE_TIMEOUT);
+                let served = crate::probe::probe_once_for(&probe, timeout).await.ok();
+                let why = served
+                    .as_ref()
+                    .and_then(|s| crate::policy::downgrade(&leaf, s));
+                (index, cert, why, served)
+            });
         }
-        let probe = plan.probe.clone();
-        let leaf = plan.material.leaf.clone();
-        let forks = forks.clone();
-        tasks.spawn(async move {
-            let _permit = forks.acquire_owned().await;
-            // One handshake, at most GATE_TIMEOUT: an endpoint that does not answer now is
-            // the engine's to report, and must not hold the whole deploy up for long.
-            let timeout = probe.timeout.min(GATE_TIMEOUT);
-            let served =
-                crate::probe::probe_once(&probe.address, &probe.sni, probe.starttls, timeout).await;
-            let why = served
-                .as_ref()
-                .ok()
-                .and_then(|s| crate::policy::downgrade(&leaf, s));
-            (index, why, served.ok())
-        });
     }
     let mut found = Vec::new();
-    let mut verdict = crate::deploy::gate::Verdict::default();
-    while let Some(Ok((index, why, served))) = tasks.join_next().await {
+    let mut seen: Vec<Vec<Option<crate::probe::Served>>> =
+        plans.iter().map(|p| vec![None; p.certs.len()]).collect();
+    while let Some(Ok((index, cert, why, served))) = tasks.join_next().await {
         if let Some(why) = why {
-            found.push((index, why));
+            found.push((index, cert, why));
         }
-        if let Some(served) = served {
-            verdict.served.insert(plans[index].name.clone(), served);
-        }
+        seen[index][cert] = served;
     }
     found.sort();
     let mut refusals = Vec::new();
-    for (index, why) in found {
-        let plan = &plans[index];
+    for (index, cert, why) in found {
+        let (plan, c) = (&plans[index], &plans[index].certs[cert]);
         let line = format!(
             "{}certificate `{}` for target `{}` would be a downgrade: {why}",
-            located(inventory, &plan.certificate),
-            plan.certificate,
+            located(inventory, &c.certificate),
+            c.certificate,
             plan.name
         );
         if force {
@@ -112,7 +111,21 @@ pub async fn downgrade_gate(
             ));
         }
     }
-    verdict.refused = !refusals.is_empty();
+    let mut verdict = crate::deploy::gate::Verdict {
+        refused: !refusals.is_empty(),
+        ..Default::default()
+    };
+    // A target whose every endpoint answered the gate need not be probed again by inspect.
+    for (plan, served) in plans.iter().zip(seen) {
+        let complete = plan
+            .certs
+            .iter()
+            .zip(&served)
+            .all(|(c, s)| !c.has_probe || s.is_some());
+        if complete && plan.has_probe() {
+            verdict.served.insert(plan.name.clone(), served);
+        }
+    }
     (refusals, verdict)
 }
 

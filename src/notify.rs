@@ -377,6 +377,7 @@ mod tests {
             files: Vec::new(),
             steps: Vec::new(),
             probes: Vec::new(),
+            certificates: Vec::new(),
             duration_ms: 0,
             error: None,
         }

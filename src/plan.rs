@@ -20,6 +20,7 @@ mod commands;
 mod dirs;
 mod files;
 mod inputs;
+mod merge;
 mod ssh;
 mod values;
 
@@ -99,6 +100,8 @@ pub struct PlannedFile {
     /// A live path that is a symlink is followed (the file it resolves to is replaced and the
     /// link kept); `false` (param `follow_symlinks`) replaces the link itself with a file.
     pub follow_symlinks: bool,
+    /// Which of the target's certificates ([`TargetPlan::certs`]) the file holds.
+    pub cert: usize,
 }
 
 /// A private input written into the scratch directory (0600) before preview.
@@ -106,6 +109,8 @@ pub struct PlannedFile {
 pub struct PlannedInput {
     pub path: String,
     pub content: InputContent,
+    /// Which of the target's certificates ([`TargetPlan::certs`]) a material input holds.
+    pub cert: usize,
 }
 
 /// What an input file holds.
@@ -175,11 +180,13 @@ pub struct TargetPlan {
     pub ssh_warnings: Vec<String>,
     /// `become: sudo`; the transport does the wrapping ([`SshConfig::become_sudo`]).
     pub become_method: Option<Become>,
-    pub certificate: String,
-    pub material: Arc<Material>,
+    /// The certificates the target serves, in the inventory's order; never empty.
+    pub certs: Vec<CertPlan>,
     pub files: Vec<PlannedFile>,
     /// Private directory (0700) on the target for templates and preview output.
     pub scratch_dir: String,
+    /// Inside it, one more per certificate after the first (each certificate's `{tmpdir}`).
+    pub scratch_subdirs: Vec<String>,
     pub templates: Vec<PlannedTemplate>,
     /// Private inputs (material, secrets) written into the scratch directory before preview.
     pub inputs: Vec<PlannedInput>,
@@ -192,6 +199,20 @@ pub struct TargetPlan {
     pub start: Vec<Command>,
     /// Print the server software's version (`certctl status`).
     pub version: Vec<Command>,
+    /// This run's backup set lives in `{backup_dir}/{run_id}`.
+    pub backup_dir: String,
+    pub keep_backups: u32,
+    pub run_id: String,
+    /// `swap: commands`: the change is made by commands, not by renaming files.
+    pub commands: Option<CommandSwap>,
+}
+
+/// One certificate of a target: its material and where it is probed.
+#[derive(Debug, Clone)]
+pub struct CertPlan {
+    /// Its name in the inventory's `certificates:`.
+    pub certificate: String,
+    pub material: Arc<Material>,
     /// Where the served certificate is probed. Meaningful only when `has_probe`.
     pub probe: ProbeSpec,
     /// False when neither the connector (`verify.port`) nor the target (`verify.address`)
@@ -202,12 +223,23 @@ pub struct TargetPlan {
     pub probe_shared: bool,
     /// `verify.consecutive` as set in the inventory (`certctl verify` probes once without).
     pub consecutive_set: Option<u32>,
-    /// This run's backup set lives in `{backup_dir}/{run_id}`.
-    pub backup_dir: String,
-    pub keep_backups: u32,
-    pub run_id: String,
-    /// `swap: commands`: the change is made by commands, not by renaming files.
-    pub commands: Option<CommandSwap>,
+}
+
+impl TargetPlan {
+    /// The first certificate: the only one of most targets.
+    pub fn first(&self) -> &CertPlan {
+        &self.certs[0]
+    }
+
+    /// The material a file (or input) of certificate `cert` holds.
+    pub fn material(&self, cert: usize) -> &Material {
+        &self.certs[cert].material
+    }
+
+    /// Whether any certificate has a TLS endpoint to probe.
+    pub fn has_probe(&self) -> bool {
+        self.certs.iter().any(|c| c.has_probe)
+    }
 }
 
 /// A planning error for one target (or certificate); all are collected, none hides another.
@@ -254,6 +286,7 @@ pub fn build(
     }
 }
 
+/// The target's plan: one part per certificate, merged into one change (see `plan/merge.rs`).
 fn plan_target(
     target: &Target,
     index: usize,
@@ -262,17 +295,52 @@ fn plan_target(
     settings: &RunSettings,
     checked: &mut NameChecks,
 ) -> Result<TargetPlan, String> {
+    let parts = (0..target.certificates.len())
+        .map(|cert| {
+            let part = Part {
+                target: &target.for_certificate(cert),
+                index,
+                cert,
+            };
+            plan_part(&part, catalogue, materials, settings, checked)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    merge::merge(target, parts)
+}
+
+/// One certificate of a target, planned on its own.
+struct Part<'a> {
+    /// The target as it applies to this certificate ([`Target::for_certificate`]).
+    target: &'a Target,
+    /// The target's place in the run (its scratch directory's name).
+    index: usize,
+    /// The certificate's place in the target's list.
+    cert: usize,
+}
+
+fn plan_part(
+    part: &Part<'_>,
+    catalogue: &Catalogue,
+    materials: &BTreeMap<String, Arc<Material>>,
+    settings: &RunSettings,
+    checked: &mut NameChecks,
+) -> Result<TargetPlan, String> {
+    let (target, index) = (part.target, part.index);
     let def = catalogue
         .get(&target.connector)
         .map_err(|e| e.to_string())?;
+    let certificate = target.certificate();
     let material = materials
-        .get(&target.certificate)
-        .ok_or_else(|| format!("certificate `{}` was not loaded", target.certificate))?
+        .get(certificate)
+        .ok_or_else(|| format!("certificate `{certificate}` was not loaded"))?
         .clone();
     check_fits(target, def, &material)?;
     let powershell = def.shell == Shell::Powershell;
     let params = values::resolve_params(target, def)?;
-    let dirs = dirs::Dirs::new(&params, target, index, &settings.run_id, powershell)?;
+    let mut dirs = dirs::Dirs::new(&params, target, index, &settings.run_id, powershell)?;
+    if part.cert > 0 {
+        dirs.scratch = format!("{}/{}", dirs.scratch, part.cert + 1);
+    }
     let file_params = files::FileParams::new(&params)?;
     let mut values = values::placeholders(&params, target, def, &material, &dirs, settings);
     let inputs = inputs::plan_inputs(def, target, &params, &material, &dirs, &mut values)?;
@@ -313,22 +381,37 @@ fn plan_target(
         ssh,
         ssh_warnings,
         become_method: target.become_method,
-        certificate: target.certificate.clone(),
-        material,
-        files,
+        certs: vec![CertPlan {
+            certificate: certificate.to_owned(),
+            material,
+            probe,
+            has_probe,
+            probe_shared: target.verify.shared,
+            consecutive_set: target.verify.consecutive,
+        }],
+        files: files
+            .into_iter()
+            .map(|f| PlannedFile {
+                cert: part.cert,
+                ..f
+            })
+            .collect(),
         scratch_dir: dirs.scratch,
+        scratch_subdirs: Vec::new(),
         templates,
-        inputs,
+        inputs: inputs
+            .into_iter()
+            .map(|i| PlannedInput {
+                cert: part.cert,
+                ..i
+            })
+            .collect(),
         preview,
         test,
         reload,
         alive,
         start,
         version,
-        probe,
-        has_probe,
-        probe_shared: target.verify.shared,
-        consecutive_set: target.verify.consecutive,
         backup_dir: dirs.backup,
         keep_backups: dirs.keep_backups,
         run_id: settings.run_id.clone(),
@@ -348,7 +431,7 @@ fn check_material(
         return Ok(());
     }
     checked
-        .entry((target.certificate.clone(), sni.to_owned()))
+        .entry((target.certificate().to_owned(), sni.to_owned()))
         .or_insert_with(|| {
             material
                 .check(&[sni.to_owned()], now)

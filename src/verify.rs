@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::deploy;
-use crate::plan::TargetPlan;
+use crate::plan::{CertPlan, TargetPlan};
 use crate::probe;
 use crate::report::{self, Reporter, Status, TargetReport};
 
@@ -42,29 +42,31 @@ pub async fn verify_all(
         }
     }
     reports.sort_by_key(|(i, _, _)| *i);
-    reports.into_iter().map(|(_, r, o)| (r, o)).unzip()
+    let (reports, seen): (Vec<_>, Vec<_>) = reports.into_iter().map(|(_, r, o)| (r, o)).unzip();
+    (reports, seen.into_iter().flatten().collect())
 }
 
 /// The inventory's own certificate expires within `--warn-days`: how soon, for messages.
-fn material_expiring(plan: &TargetPlan, warn_days: u32) -> Option<String> {
-    let left = plan.material.leaf.not_after - crate::plan::now_unix();
+fn material_expiring(c: &CertPlan, warn_days: u32) -> Option<String> {
+    let left = c.material.leaf.not_after - crate::plan::now_unix();
     (warn_days > 0 && left < i64::from(warn_days) * 86_400).then(|| {
         format!(
             "the inventory's certificate `{}` itself expires in {} day(s) (--warn-days {warn_days}): renew it",
-            plan.certificate,
+            c.certificate,
             left.div_euclid(86_400)
         )
     })
 }
 
-/// What a verification means: the status, and the detail for the report.
+/// What one certificate's verification means: the status, and the detail for the report.
 fn verdict(
-    plan: &TargetPlan,
+    c: &CertPlan,
+    at: &str,
     v: &probe::Verification,
     warn_days: u32,
     material_warning: Option<String>,
 ) -> (Status, String) {
-    let expected = plan.material.expected();
+    let expected = c.material.expected();
     let expires_in = v
         .last_served
         .as_ref()
@@ -83,21 +85,18 @@ fn verdict(
     let mut detail = if v.passed && expiring {
         let days = expires_in.unwrap_or(0).div_euclid(86_400);
         format!(
-            "{} serves {}, which expires in {days} day(s) (--warn-days {warn_days})",
-            plan.probe.address, expected.leaf
+            "{at} serves {}, which expires in {days} day(s) (--warn-days {warn_days})",
+            expected.leaf
         )
     } else if v.passed {
-        format!("{} serves {}", plan.probe.address, expected.leaf)
+        format!("{at} serves {}", expected.leaf)
     } else {
         let last = v
             .attempts
             .last()
             .and_then(|a| a.detail.clone())
             .unwrap_or_default();
-        format!(
-            "{} does not serve {}: {last}",
-            plan.probe.address, expected.leaf
-        )
+        format!("{at} does not serve {}: {last}", expected.leaf)
     };
     // When the endpoint serves the inventory's certificate the served expiry says it all.
     if let Some(w) = material_warning.filter(|_| !v.passed) {
@@ -106,36 +105,52 @@ fn verdict(
     (status, detail)
 }
 
-/// Probes one target on its schedule for the inventory's certificate.
+/// The target's status from its certificates': the worst of them.
+fn worst(statuses: impl Iterator<Item = Status>) -> Status {
+    let rank = |s: &Status| match s {
+        Status::Mismatch => 0,
+        Status::Unreachable => 1,
+        Status::Expiring => 2,
+        _ => 3,
+    };
+    statuses.min_by_key(rank).unwrap_or(Status::Ok)
+}
+
+/// Probes one target's certificates (all at once) on their schedules for the inventory's
+/// certificates.
 async fn verify_target(
     plan: &TargetPlan,
     warn_days: u32,
     reporter: &dyn Reporter,
-) -> (TargetReport, crate::monitor::Observation) {
+) -> (TargetReport, Vec<crate::monitor::Observation>) {
     let started = tokio::time::Instant::now();
-    let expected = plan.material.expected();
-    let material_warning = material_expiring(plan, warn_days);
-    let mut seen = crate::monitor::Observation {
+    let observe = |c: &CertPlan| crate::monitor::Observation {
         target: plan.name.clone(),
         host: plan.ssh.host.clone(),
         connector: plan.connector.clone(),
-        certificate: plan.certificate.clone(),
-        probed: plan.has_probe,
+        certificate: c.certificate.clone(),
+        probed: c.has_probe,
         reachable: false,
         leaf_matches: false,
         chain_matches: false,
         served_not_after: None,
         probe_duration_ms: None,
-        material_not_after: plan.material.leaf.not_after,
+        material_not_after: c.material.leaf.not_after,
     };
-    if !plan.has_probe {
+    let mut seen: Vec<_> = plan.certs.iter().map(observe).collect();
+    if !plan.has_probe() {
         let mut report = deploy::skipped(
             plan,
             "no TLS endpoint to probe: the connector has no default port; set verify.address",
         );
-        if let Some(w) = material_warning {
+        let warnings: Vec<String> = plan
+            .certs
+            .iter()
+            .filter_map(|c| material_expiring(c, warn_days))
+            .collect();
+        if !warnings.is_empty() {
             report.status = Status::Expiring;
-            report.error = Some(format!("nothing to probe; {w}"));
+            report.error = Some(format!("nothing to probe; {}", warnings.join("; ")));
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         return (report, seen);
@@ -144,23 +159,51 @@ async fn verify_target(
         target: plan.name.clone(),
         step: report::Step::Verify,
     });
-    // No reload to race here: one matching probe is enough unless the inventory asks for more.
-    let spec = probe::ProbeSpec {
-        consecutive: plan.consecutive_set.unwrap_or(1),
-        ..plan.probe.clone()
-    };
-    let v = probe::verify(&spec, &expected, &CancellationToken::new()).await;
-    if let Some(served) = &v.last_served {
-        seen.reachable = true;
-        seen.leaf_matches = served.leaf == expected.leaf;
-        seen.chain_matches = served.chain == expected.chain;
-        seen.served_not_after = Some(served.not_after);
+    let probed: Vec<usize> = (0..plan.certs.len())
+        .filter(|&i| plan.certs[i].has_probe)
+        .collect();
+    let runs = probed.iter().map(|&i| {
+        let c = &plan.certs[i];
+        // No reload to race here: one matching probe is enough unless the inventory asks.
+        let spec = probe::ProbeSpec {
+            consecutive: c.consecutive_set.unwrap_or(1),
+            ..c.probe.clone()
+        };
+        async move { probe::verify(&spec, &c.material.expected(), &CancellationToken::new()).await }
+    });
+    let results = futures::future::join_all(runs).await;
+    let mut report = deploy::skipped(plan, "");
+    let (mut statuses, mut details) = (Vec::new(), Vec::new());
+    for (&i, v) in probed.iter().zip(results) {
+        let c = &plan.certs[i];
+        let expected = c.material.expected();
+        if let Some(served) = &v.last_served {
+            let o = &mut seen[i];
+            o.reachable = true;
+            o.leaf_matches = served.leaf == expected.leaf;
+            o.chain_matches = served.chain == expected.chain;
+            o.served_not_after = Some(served.not_after);
+        }
+        seen[i].probe_duration_ms = v.attempts.last().map(|a| a.duration_ms);
+        let at = match plan.certs.len() {
+            1 => c.probe.address.clone(),
+            _ => format!("{} ({})", c.probe.address, c.probe.sni),
+        };
+        let (status, detail) = verdict(c, &at, &v, warn_days, material_expiring(c, warn_days));
+        statuses.push(status);
+        details.push(detail);
+        let r = &mut report.certificates[i];
+        r.served_fingerprint = v.last_served.as_ref().map(|s| s.leaf);
+        r.probes = v.attempts;
     }
-    seen.probe_duration_ms = v.attempts.last().map(|a| a.duration_ms);
-    let (status, detail) = verdict(plan, &v, warn_days, material_warning);
+    let status = worst(statuses.iter().copied());
+    let detail = details.join("; ");
     let step = report::StepReport {
         step: report::Step::Verify,
-        status: if v.passed {
+        status: if statuses
+            .iter()
+            .all(|s| matches!(s, Status::Ok | Status::Expiring))
+        {
             report::StepStatus::Ok
         } else {
             report::StepStatus::Failed
@@ -172,19 +215,10 @@ async fn verify_target(
         target: plan.name.clone(),
         step: step.clone(),
     });
-    let report = TargetReport {
-        name: plan.name.clone(),
-        host: plan.ssh.host.clone(),
-        connector: plan.connector.clone(),
-        status,
-        old_fingerprint: None,
-        new_fingerprint: Some(expected.leaf),
-        served_fingerprint: v.last_served.as_ref().map(|s| s.leaf),
-        files: Vec::new(),
-        steps: vec![step],
-        probes: v.attempts,
-        duration_ms: started.elapsed().as_millis() as u64,
-        error: (status != Status::Ok).then_some(detail),
-    };
+    report.status = status;
+    report.steps = vec![step];
+    report.sync_first();
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    report.error = (status != Status::Ok).then_some(detail);
     (report, seen)
 }

@@ -39,7 +39,7 @@ mod tests {
         let long = super::long();
         assert!(long.starts_with(&format!("{}\n", super::VERSION)), "{long}");
         assert!(long.contains("\ninventory contract: v1\n"), "{long}");
-        assert!(long.ends_with("\nJSON report schema: 1"), "{long}");
+        assert!(long.ends_with("\nJSON report schema: 2"), "{long}");
         assert_eq!(super::BUILD_DATE.len(), 10, "{}", super::BUILD_DATE);
     }
 }

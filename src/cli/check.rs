@@ -33,6 +33,16 @@ struct CheckTarget {
     certificate: String,
     connection: Connection,
     files: Vec<CheckFile>,
+    /// The first certificate's (all of them in `certificates`).
+    leaf: Leaf,
+    verify: Option<VerifyView>,
+    certificates: Vec<CheckCertificate>,
+}
+
+/// One certificate of a target.
+#[derive(Serialize, Clone)]
+struct CheckCertificate {
+    certificate: String,
     leaf: Leaf,
     verify: Option<VerifyView>,
 }
@@ -65,14 +75,14 @@ struct CheckFile {
     default_mode: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct Leaf {
     fingerprint: String,
     subject: String,
     not_after: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct VerifyView {
     address: String,
     sni: String,
@@ -143,9 +153,20 @@ fn summary(args: &CheckArgs, prepared: &super::Prepared) {
     );
     if !report::term::settings().quiet {
         for plan in &prepared.plans {
-            let leaf = &plan.material.leaf;
+            let certs: Vec<String> = plan
+                .certs
+                .iter()
+                .map(|c| {
+                    format!(
+                        "certificate `{}` {}, expires {}",
+                        c.certificate,
+                        report::short_fingerprints(&c.material.leaf.fingerprint.to_string()),
+                        report::format_unix(c.material.leaf.not_after)
+                    )
+                })
+                .collect();
             out.push_str(&format!(
-                "  {}: {} via {} -> {} (certificate `{}` {}, expires {})\n",
+                "  {}: {} via {} -> {} ({})\n",
                 plan.name,
                 plan.ssh.host,
                 plan.connector,
@@ -154,9 +175,7 @@ fn summary(args: &CheckArgs, prepared: &super::Prepared) {
                     .map(|f| f.path.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-                plan.certificate,
-                report::short_fingerprints(&leaf.fingerprint.to_string()),
-                report::format_unix(leaf.not_after),
+                certs.join("; "),
             ));
         }
     }
@@ -203,12 +222,30 @@ fn connection(plan: &TargetPlan) -> Connection {
     }
 }
 
+fn check_certificate(c: &crate::plan::CertPlan) -> CheckCertificate {
+    let leaf = &c.material.leaf;
+    CheckCertificate {
+        certificate: c.certificate.clone(),
+        leaf: Leaf {
+            fingerprint: leaf.fingerprint.to_string(),
+            subject: leaf.subject.clone(),
+            not_after: report::format_unix(leaf.not_after),
+        },
+        verify: c.has_probe.then(|| VerifyView {
+            address: c.probe.address.clone(),
+            sni: c.probe.sni.clone(),
+            starttls: c.probe.starttls,
+        }),
+    }
+}
+
 fn check_target(plan: &TargetPlan) -> CheckTarget {
-    let leaf = &plan.material.leaf;
+    let certificates: Vec<CheckCertificate> = plan.certs.iter().map(check_certificate).collect();
+    let first = certificates[0].clone();
     CheckTarget {
         name: plan.name.clone(),
         connector: plan.connector.clone(),
-        certificate: plan.certificate.clone(),
+        certificate: first.certificate,
         connection: connection(plan),
         files: plan
             .files
@@ -220,16 +257,9 @@ fn check_target(plan: &TargetPlan) -> CheckTarget {
                 default_mode: format!("{:04o}", f.default_mode),
             })
             .collect(),
-        leaf: Leaf {
-            fingerprint: leaf.fingerprint.to_string(),
-            subject: leaf.subject.clone(),
-            not_after: report::format_unix(leaf.not_after),
-        },
-        verify: plan.has_probe.then(|| VerifyView {
-            address: plan.probe.address.clone(),
-            sni: plan.probe.sni.clone(),
-            starttls: plan.probe.starttls,
-        }),
+        leaf: first.leaf,
+        verify: first.verify,
+        certificates,
     }
 }
 
@@ -260,11 +290,8 @@ fn ssh_g(plan: &TargetPlan) -> String {
     }
     out.push_str(&format!("become {}\n", c.become_method.unwrap_or("no")));
     out.push_str(&format!("connector {}\n", plan.connector));
-    if plan.has_probe {
-        out.push_str(&format!(
-            "verify {} sni {}\n",
-            plan.probe.address, plan.probe.sni
-        ));
+    for c in plan.certs.iter().filter(|c| c.has_probe) {
+        out.push_str(&format!("verify {} sni {}\n", c.probe.address, c.probe.sni));
     }
     out.push('\n');
     out

@@ -34,14 +34,14 @@ pub(super) fn print(run: &RunReport, previews: &report::plan::Previews, verbose:
     }
 }
 
-/// Each target's new leaf: fingerprint and not-after.
+/// Each target's new leaf (its first certificate's): fingerprint and not-after.
 pub(super) type Leaves = std::collections::BTreeMap<String, (crate::material::Fingerprint, i64)>;
 
 pub(super) fn leaves(plans: &[TargetPlan]) -> Leaves {
     plans
         .iter()
         .map(|p| {
-            let leaf = &p.material.leaf;
+            let leaf = &p.first().material.leaf;
             (p.name.clone(), (leaf.fingerprint, leaf.not_after))
         })
         .collect()

@@ -71,9 +71,12 @@ pub(super) async fn deploy(
     served_before: Option<Served>,
 ) -> Outcome {
     let plan = run.plan;
-    let expected = plan.material.expected();
-    run.report.served_fingerprint = served_before.as_ref().map(|s| s.leaf);
-    run.report.old_fingerprint = run.report.served_fingerprint;
+    // One certificate: the plan refuses several for a `swap: commands` connector.
+    let expected = plan.first().material.expected();
+    let first = &mut run.report.certificates[0];
+    first.served_fingerprint = served_before.as_ref().map(|s| s.leaf);
+    first.old_fingerprint = first.served_fingerprint;
+    run.report.sync_first();
     let served_match = served_before
         .as_ref()
         .is_some_and(|s| served_is(s, &expected));
@@ -120,7 +123,7 @@ pub(super) async fn deploy(
                 Remote::Posix => test_reload(run, session).await,
             };
             match tested {
-                Ok(()) => super::verify::verify_new(run, &expected).await,
+                Ok(()) => super::verify::verify_new(run).await,
                 Err(f) => Err(f),
             }
         }
@@ -137,7 +140,7 @@ async fn stage(session: &Session, plan: &TargetPlan) -> Result<((), Option<Strin
     let mut written = Vec::new();
     for input in &plan.inputs {
         let content = match &input.content {
-            InputContent::Material(role) => material_bytes(&plan.material, *role),
+            InputContent::Material(role) => material_bytes(plan.material(input.cert), *role),
             InputContent::Secret(secret) => FileBytes::Secret(secret.clone()),
         };
         session
@@ -175,7 +178,7 @@ async fn snapshot(
 ) -> StepResult<()> {
     let set = set_dir(plan);
     let intent = Intent::new(&plan.run_id, &plan.name, Op::Deploy, Kind::Commands, &set)
-        .with_old(old)
+        .with_old(&[old.cloned()])
         .line();
     if swap.powershell {
         let snapshots = swap
@@ -339,13 +342,13 @@ async fn rollback(
         );
     }
     let _ = run.step(Step::Reload, reload_or_start(session, plan)).await;
-    let Some(old) = old.filter(|_| plan.has_probe) else {
+    let Some(old) = old.filter(|_| plan.has_probe()) else {
         return (
             Status::RolledBack,
             format!("{cause}; the snapshot was restored (nothing was served before to probe for)"),
         );
     };
-    old_served_again(run, &old, &cause, "the snapshot was restored").await
+    old_served_again(run, &[Some(old)], &cause, "the snapshot was restored").await
 }
 
 /// `certctl rollback`: restores the newest backup set not yet restored, reloads, and probes
@@ -368,7 +371,7 @@ pub(super) async fn undo(run: &mut Run<'_>, session: &Session, swap: &CommandSwa
                     "backup set {set_dir} was not taken by a `swap: commands` connector"
                 )));
             }
-            journal.intent.old_served()
+            journal.intent.old_served(1).pop().flatten()
         }
         None => {
             let manifest: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("M ")).collect();
@@ -385,9 +388,8 @@ pub(super) async fn undo(run: &mut Run<'_>, session: &Session, swap: &CommandSwa
             })
         }
     };
-    if let Some(e) = &old {
-        run.report.new_fingerprint = Some(e.leaf);
-    }
+    run.report.certificates[0].new_fingerprint = old.as_ref().map(|e| e.leaf);
+    run.report.sync_first();
     let intent = Intent::new(
         &plan.run_id,
         &plan.name,
@@ -395,7 +397,7 @@ pub(super) async fn undo(run: &mut Run<'_>, session: &Session, swap: &CommandSwa
         Kind::Commands,
         &set_dir,
     )
-    .with_old(old.as_ref())
+    .with_old(std::slice::from_ref(&old))
     .line();
     match plan.remote() {
         Remote::Windows => windows::write_journal(session, plan, &intent).await,
@@ -427,17 +429,12 @@ pub(super) async fn undo(run: &mut Run<'_>, session: &Session, swap: &CommandSwa
                 ),
             )
         })?;
-    let verified = match old.as_ref().filter(|_| plan.has_probe) {
-        Some(e) => verify(run, e).await.map_err(|f| f.message),
+    let verified = match old.filter(|_| plan.has_probe()) {
+        Some(e) => verify(run, &[Some(e)]).await.map_err(|f| f.message),
         None => Ok(()),
     };
     match verified {
-        Ok(()) => {
-            if let Some(e) = old.filter(|_| plan.has_probe) {
-                run.report.served_fingerprint = Some(e.leaf);
-            }
-            Ok(Status::RolledBack)
-        }
+        Ok(()) => Ok(Status::RolledBack),
         Err(message) => Err((
             Status::RollbackFailed,
             format!(

@@ -7,17 +7,18 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::files::{self, StagedFile, decide, diagnose, file_report, read_old_certs};
-use super::inspect::{self, Inspected, probe_served, served_detail};
+use super::inspect::{self, Inspected, ServedNow, probe_served, served_detail, successes};
 use super::journal::{Intent, Journal, Kind, Op};
 use super::lock::{self, LockAnswer};
 use super::recover::{self, Recovered};
 use super::run::{Outcome, Run, StepFailure, UNTOUCHED};
 use super::script::{self, CLOCK, STRICT, clock_marks, remote_span};
 use super::status;
-use super::verify::served_is;
+use super::verify::all_served;
 use super::{
     DeployOptions, Mode, Remote, Swap, apply, cleanup, commands, preview, rollback, verify, windows,
 };
+use crate::material::Expected;
 use crate::plan::TargetPlan;
 use crate::probe::Served;
 use crate::report::{Reporter, Status, Step, TargetReport};
@@ -27,7 +28,8 @@ use crate::ssh::{ExecOutput, Session, SshErrorKind};
 /// What inspect found, and how long it took (it may have run inside the lock's command).
 struct Inspection {
     result: Result<Inspected, String>,
-    served: Option<Served>,
+    /// By certificate.
+    served: ServedNow,
     took: Duration,
 }
 
@@ -69,6 +71,7 @@ pub(super) async fn run_target(
         }
     }
     run.report.duration_ms = started.elapsed().as_millis() as u64;
+    run.report.sync_first();
     run.report
 }
 
@@ -155,7 +158,7 @@ async fn lock_step(run: &mut Run<'_>, session: &Session) -> Result<Taken, StepFa
                     tokio::join!(windows::make_scratch(session, plan), probe_served(plan));
                 Some(Inspection {
                     result: scratch.map(|()| Vec::new()),
-                    served: served.and_then(Result::ok),
+                    served: successes(served),
                     took: t.elapsed(),
                 })
             }
@@ -244,9 +247,9 @@ async fn posix_lock(
     let at_gate = run.served_at_gate.take();
     let probe = async {
         match at_gate {
-            Some(served) if with_inspect => Some(Ok(served)),
-            _ if with_inspect => probe_served(plan).await,
-            _ => None,
+            Some(served) if with_inspect => served,
+            _ if with_inspect => successes(probe_served(plan).await),
+            _ => Vec::new(),
         }
     };
     let ((out, done), served) = tokio::join!(exec, probe);
@@ -279,7 +282,7 @@ async fn posix_lock(
         };
         Inspection {
             result: inspect::parse(&plan.files, &part),
-            served: served.and_then(Result::ok),
+            served,
             took: remote + done.elapsed(),
         }
     });
@@ -302,12 +305,14 @@ async fn deploy(
     match plan.swap() {
         Swap::Commands(swap) => {
             run.begin(Step::Inspect);
-            let detail = served_detail(plan, inspection.served.as_ref());
+            let detail = served_detail(plan, &inspection.served);
             let result = inspection.result.map(|_| ((), Some(detail)));
             if let Err(f) = run.record(Step::Inspect, inspection.took, result) {
                 return Err(run.untouched(f));
             }
-            commands::deploy(run, session, swap, inspection.served).await
+            // One certificate: the plan refuses several for a `swap: commands` connector.
+            let served = inspection.served.into_iter().next().flatten();
+            commands::deploy(run, session, swap, served).await
         }
         Swap::Files => deploy_files(run, session, inspection).await,
     }
@@ -317,13 +322,10 @@ async fn deploy(
 async fn reinspect(session: &Session, plan: &TargetPlan) -> Inspection {
     let t = Instant::now();
     let (result, served) = match plan.remote() {
-        Remote::Windows => (
-            Ok(Vec::new()),
-            probe_served(plan).await.and_then(Result::ok),
-        ),
+        Remote::Windows => (Ok(Vec::new()), successes(probe_served(plan).await)),
         Remote::Posix => match inspect::run(session, plan, false).await {
             Ok((live, served)) => (Ok(live), served),
-            Err(e) => (Err(e), None),
+            Err(e) => (Err(e), Vec::new()),
         },
     };
     Inspection {
@@ -342,15 +344,11 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
         Ok(files) => files,
         Err(f) => return Err(run.untouched(f)),
     };
-    let expected = plan.material.expected();
-    if let Err(f) = attributable(run, &files, served_before.as_ref()) {
+    if let Err(f) = attributable(run, &files, &served_before) {
         return Err(run.untouched(f));
     }
     if files.iter().all(|f| f.current()) && !run.force {
-        if served_before
-            .as_ref()
-            .is_some_and(|s| served_is(s, &expected))
-        {
+        if all_served(plan, &served_before) {
             return Ok(Status::Unchanged);
         }
         if run.dry_run() {
@@ -362,15 +360,20 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
         run.temps.extend(f.temps(&plan.run_id));
     }
     // 5. stage, 6. preview (a dry-run stops here), 7. backup + journal
-    let old = served_before.map(|s| crate::material::Expected {
-        leaf: s.leaf,
-        chain: s.chain,
-    });
+    let old: Vec<Option<Expected>> = (0..plan.certs.len())
+        .map(|i| {
+            let s = served_before.get(i).cloned().flatten()?;
+            Some(Expected {
+                leaf: s.leaf,
+                chain: s.chain,
+            })
+        })
+        .collect();
     let entries: Vec<_> = files.iter().enumerate().map(|(i, f)| f.entry(i)).collect();
     if !run.dry_run() {
         session.prefetch_channel();
     }
-    if let Err(f) = preview_and_backup(run, session, &files, &entries, old.as_ref()).await {
+    if let Err(f) = preview_and_backup(run, session, &files, &entries, &old).await {
         return Err(run.untouched(f));
     }
     if run.dry_run() {
@@ -380,7 +383,7 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
     // The cleanup (or the rollback) follows the swap's command.
     session.prefetch_channel();
     let after = match apply::swap_test_reload(run, session, &files).await {
-        Ok(()) => verify::verify_new(run, &expected).await,
+        Ok(()) => verify::verify_new(run).await,
         Err(f) => Err(f),
     };
     match after {
@@ -397,19 +400,32 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
 fn attributable(
     run: &mut Run<'_>,
     files: &[StagedFile<'_>],
-    served: Option<&Served>,
+    served: &[Option<Served>],
 ) -> Result<(), StepFailure> {
-    let plan = run.plan;
-    let new = plan.material.leaf.fingerprint;
-    if served.is_none_or(|s| s.leaf != new) || files.iter().all(|f| f.current()) {
-        return Ok(());
+    for (i, c) in run.plan.certs.iter().enumerate() {
+        let mine = files.iter().filter(|f| f.planned.cert == i);
+        if mine.clone().next().is_none() || mine.clone().all(|f| f.current()) {
+            continue;
+        }
+        if let Some(s) = served.get(i).and_then(Option::as_ref)
+            && s.leaf == c.material.leaf.fingerprint
+        {
+            attributable_one(run, i)?;
+        }
     }
-    let address = &plan.probe.address;
-    if plan.probe_shared || run.force {
+    Ok(())
+}
+
+/// One certificate's endpoint already serves its new leaf while its files do not hold it.
+fn attributable_one(run: &mut Run<'_>, cert: usize) -> Result<(), StepFailure> {
+    let c = &run.plan.certs[cert];
+    let new = c.material.leaf.fingerprint;
+    let address = verify::label(run, cert);
+    if c.probe_shared || run.force {
         run.verify_note = Some(format!(
             "{address} served the new certificate before the swap, so the probe could not \
              attribute the result to this target ({})",
-            if plan.probe_shared {
+            if c.probe_shared {
                 "verify.shared"
             } else {
                 "--force"
@@ -445,29 +461,32 @@ async fn inspect_files<'p>(
         .files
         .iter()
         .zip(live)
-        .map(|(planned, (live, ids))| decide(planned, live, ids, &plan.material))
+        .map(|(planned, (live, ids))| decide(planned, live, ids, plan.material(planned.cert)))
         .collect();
     read_old_certs(&mut files);
-    diagnose(&mut files, &plan.material);
-    run.report.served_fingerprint = inspection.served.as_ref().map(|s| s.leaf);
-    run.report.old_fingerprint = files
-        .iter()
-        .find_map(|f| f.old_certs.first().map(|c| c.fingerprint))
-        .or_else(|| {
-            files
-                .iter()
-                .any(|f| f.current())
-                .then_some(plan.material.leaf.fingerprint)
-        })
-        .or(run.report.served_fingerprint);
+    diagnose(&mut files, plan);
+    for (i, c) in plan.certs.iter().enumerate() {
+        let report = &mut run.report.certificates[i];
+        let mine = || files.iter().filter(move |f| f.planned.cert == i);
+        report.served_fingerprint = inspection.served.get(i).cloned().flatten().map(|s| s.leaf);
+        report.old_fingerprint = mine()
+            .find_map(|f| f.old_certs.first().map(|c| c.fingerprint))
+            .or_else(|| {
+                mine()
+                    .any(|f| f.current())
+                    .then_some(c.material.leaf.fingerprint)
+            })
+            .or(report.served_fingerprint);
+    }
+    run.report.sync_first();
     run.report.files = files
         .iter()
-        .map(|f| file_report(f, &plan.material))
+        .map(|f| file_report(f, plan.material(f.planned.cert)))
         .collect();
     let mut detail = format!(
         "{} file(s) inspected; {}",
         plan.files.len(),
-        served_detail(plan, inspection.served.as_ref())
+        served_detail(plan, &inspection.served)
     );
     if let Some(r) = files::repairs(&files) {
         detail.push_str(&format!("; {r}"));
@@ -483,7 +502,7 @@ async fn preview_and_backup(
     session: &Session,
     files: &[StagedFile<'_>],
     entries: &[super::journal::Entry],
-    old: Option<&crate::material::Expected>,
+    old: &[Option<Expected>],
 ) -> Result<(), StepFailure> {
     let plan = run.plan;
     let set = super::names::set_dir(plan);
@@ -543,13 +562,23 @@ async fn preview_keystore(
 }
 
 /// Files already right, something else served: reload and verify only.
-async fn reload_only(run: &mut Run<'_>, session: &Session, served: Option<Served>) -> Outcome {
+async fn reload_only(run: &mut Run<'_>, session: &Session, served: ServedNow) -> Outcome {
     let plan = run.plan;
-    let served = served
-        .map(|s| s.leaf.to_string())
-        .unwrap_or_else(|| "nothing".into());
+    let served = (0..plan.certs.len())
+        .filter(|&i| plan.certs[i].has_probe)
+        .map(|i| match served.get(i).and_then(Option::as_ref) {
+            Some(s) => s.leaf.to_string(),
+            None => "nothing".into(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let served = if served.is_empty() {
+        "nothing".into()
+    } else {
+        served
+    };
     let result = match run.step(Step::Reload, apply::reload(session, plan)).await {
-        Ok(()) => verify::verify_new(run, &plan.material.expected()).await,
+        Ok(()) => verify::verify_new(run).await,
         Err(f) => Err(f),
     };
     result.map(|()| Status::Reloaded).map_err(|f| {

@@ -134,8 +134,17 @@ pub(super) fn decide<'p>(
 /// nowhere) beside files that exist, a certificate that does not load, a key openssl cannot
 /// load, or a key that does not belong to the certificate beside it. Each such file is marked
 /// for repair. A first deploy (none of the files exists) creates them, it repairs nothing; an
-/// engine-rendered file (a watcher's dynamic config) that is missing is created too.
-pub(super) fn diagnose(files: &mut [StagedFile<'_>], material: &Material) {
+/// engine-rendered file (a watcher's dynamic config) that is missing is created too. Each
+/// certificate's files are diagnosed on their own (a certificate new to the target is its
+/// first deploy even where the others' files exist).
+pub(super) fn diagnose(files: &mut [StagedFile<'_>], plan: &crate::plan::TargetPlan) {
+    for group in files.chunk_by_mut(|a, b| a.planned.cert == b.planned.cert) {
+        let material = plan.material(group[0].planned.cert);
+        diagnose_one(group, material);
+    }
+}
+
+fn diagnose_one(files: &mut [StagedFile<'_>], material: &Material) {
     let leaf_spki = crate::material::spki_der(&material.leaf.der);
     let first_deploy = files
         .iter()
@@ -357,7 +366,7 @@ pub(super) fn stage_commands(
     for input in &plan.inputs {
         let content = match &input.content {
             crate::plan::InputContent::Material(role) => {
-                super::content::material_bytes(&plan.material, *role)
+                super::content::material_bytes(plan.material(input.cert), *role)
             }
             crate::plan::InputContent::Secret(secret) => FileBytes::Secret(secret.clone()),
         };

@@ -15,8 +15,9 @@ use crate::probe::Served;
 pub struct Verdict {
     /// The run is refused: no target goes past its connection.
     pub refused: bool,
-    /// What each target (by name) served when the gate probed it, where the probe succeeded.
-    pub served: HashMap<String, Served>,
+    /// What each target (by name) served when the gate probed it, by certificate; only for
+    /// targets whose every TLS endpoint answered.
+    pub served: HashMap<String, Vec<Option<Served>>>,
 }
 
 /// The targets' side: waits for the verdict.

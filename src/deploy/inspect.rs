@@ -90,7 +90,7 @@ pub(super) fn commands(s: &mut Script, plan: &TargetPlan, create_scratch: bool, 
         let new = if all_certs {
             "-".to_string()
         } else {
-            new_sha256(&plan.material, f)
+            new_sha256(plan.material(f.cert), f)
         };
         let check = match f.role {
             Role::Key => format!("k:{new}"),
@@ -105,7 +105,13 @@ pub(super) fn commands(s: &mut Script, plan: &TargetPlan, create_scratch: bool, 
     quads[0] = "certctl_reads".into();
     s.cmd(&quads);
     if create_scratch && needs_scratch(plan) {
-        s.cmd(&["certctl_scratch", &plan.scratch_dir, &lock_dir(plan)]);
+        let mut argv = vec![
+            "certctl_scratch".to_string(),
+            plan.scratch_dir.clone(),
+            lock_dir(plan),
+        ];
+        argv.extend(plan.scratch_subdirs.iter().cloned());
+        s.cmd(&argv);
     }
 }
 
@@ -128,6 +134,7 @@ pub(super) fn needs_scratch(plan: &TargetPlan) -> bool {
         .flatten()
         .flatten()
         .any(|arg| arg.contains(&plan.scratch_dir))
+        || !plan.scratch_subdirs.is_empty()
 }
 
 /// Runs inspect on its own (no lock: `certctl status`, or again after a recovery), with the
@@ -136,35 +143,61 @@ pub(super) async fn run(
     session: &Session,
     plan: &TargetPlan,
     create_scratch: bool,
-) -> Result<(Inspected, Option<Served>), String> {
+) -> Result<(Inspected, ServedNow), String> {
     let mut s = Script::new();
     s.raw(STRICT).raw(*script::INSPECT);
     commands(&mut s, plan, create_scratch, !create_scratch);
     let (out, served) = tokio::join!(session.exec_script(&s, None), probe_served(plan));
     let out = out.map_err(|e| e.to_string())?;
-    Ok((parse(&plan.files, &out)?, served.and_then(Result::ok)))
+    Ok((parse(&plan.files, &out)?, successes(served)))
 }
 
-/// What the target serves now, probed once (none without a TLS endpoint).
-pub(super) async fn probe_served(plan: &TargetPlan) -> Option<Result<Served, probe::ProbeError>> {
-    let p = &plan.probe;
-    if plan.has_probe {
-        Some(probe::probe_once(&p.address, &p.sni, p.starttls, p.timeout).await)
-    } else {
-        None
-    }
+/// What each of the target's certificates' endpoints serves, by certificate (`None`: no TLS
+/// endpoint, or the probe failed).
+pub(super) type ServedNow = Vec<Option<Served>>;
+
+/// What the target serves now, each certificate's endpoint probed once, all at once (`None`
+/// without a TLS endpoint).
+pub(super) async fn probe_served(
+    plan: &TargetPlan,
+) -> Vec<Option<Result<Served, probe::ProbeError>>> {
+    let probes = plan.certs.iter().map(|c| async move {
+        let p = &c.probe;
+        if c.has_probe {
+            Some(probe::probe_once_for(p, p.timeout).await)
+        } else {
+            None
+        }
+    });
+    futures::future::join_all(probes).await
 }
 
-/// What inspect saw served: `ADDRESS serves FINGERPRINT` (or `no certificate`), or that there
-/// is no TLS endpoint to probe.
-pub(super) fn served_detail(plan: &TargetPlan, served: Option<&Served>) -> String {
-    if !plan.has_probe {
+/// The probes that answered, by certificate.
+pub(super) fn successes(served: Vec<Option<Result<Served, probe::ProbeError>>>) -> ServedNow {
+    served.into_iter().map(|s| s.and_then(Result::ok)).collect()
+}
+
+/// What inspect saw served: `ADDRESS serves FINGERPRINT` (or `no certificate`) per
+/// certificate's endpoint, or that there is no TLS endpoint to probe.
+pub(super) fn served_detail(plan: &TargetPlan, served: &[Option<Served>]) -> String {
+    if !plan.has_probe() {
         return "no TLS endpoint to probe".into();
     }
-    let leaf = served
-        .map(|s| s.leaf.to_string())
-        .unwrap_or_else(|| "no certificate".into());
-    format!("{} serves {leaf}", plan.probe.address)
+    let each = plan.certs.iter().enumerate().filter(|(_, c)| c.has_probe);
+    each.map(|(i, c)| {
+        let leaf = served
+            .get(i)
+            .and_then(Option::as_ref)
+            .map(|s| s.leaf.to_string())
+            .unwrap_or_else(|| "no certificate".into());
+        let sni = match plan.certs.len() {
+            1 => String::new(),
+            _ => format!(" ({})", c.probe.sni),
+        };
+        format!("{}{sni} serves {leaf}", c.probe.address)
+    })
+    .collect::<Vec<_>>()
+    .join("; ")
 }
 
 /// Reads the inspect script's output (`out` holds only its part). Every line must be one of

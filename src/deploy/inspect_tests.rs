@@ -20,6 +20,7 @@ fn planned(role: Role, path: &str, follow: bool) -> PlannedFile {
         rendered: None,
         work: None,
         follow_symlinks: follow,
+        cert: 0,
     }
 }
 

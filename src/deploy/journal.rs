@@ -63,8 +63,13 @@ pub(super) struct Intent {
     pub swap: Kind,
     /// The backup set (a directory).
     pub set: String,
-    /// What was served before the change (leaf, then chain), to probe for after undoing it.
+    /// What was served before the change (leaf, then chain), to probe for after undoing it:
+    /// the first certificate's.
     pub old: Option<Vec<String>>,
+    /// A target with several certificates: what each one's endpoint served before, in order
+    /// (the first is `old` again). Absent for one certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub old_by_certificate: Vec<Option<Vec<String>>>,
     pub files: Vec<Entry>,
 }
 
@@ -78,17 +83,24 @@ impl Intent {
             swap,
             set: set.to_string(),
             old: None,
+            old_by_certificate: Vec::new(),
             files: Vec::new(),
         }
     }
 
-    pub fn with_old(mut self, old: Option<&Expected>) -> Intent {
-        self.old = old.map(|e| {
+    /// What each certificate's endpoint served before the change.
+    pub fn with_old(mut self, old: &[Option<Expected>]) -> Intent {
+        let prints = |e: &Expected| {
             std::iter::once(&e.leaf)
                 .chain(&e.chain)
                 .map(ToString::to_string)
-                .collect()
-        });
+                .collect::<Vec<_>>()
+        };
+        let all: Vec<Option<Vec<String>>> = old.iter().map(|o| o.as_ref().map(prints)).collect();
+        self.old = all.first().cloned().flatten();
+        if all.len() > 1 {
+            self.old_by_certificate = all;
+        }
         self
     }
 
@@ -97,12 +109,22 @@ impl Intent {
         serde_json::to_string(self).expect("a journal intent serialises")
     }
 
-    /// What was served before the change, if it was recorded.
-    pub fn old_served(&self) -> Option<Expected> {
-        let mut prints = self.old.as_ref()?.iter().map(|s| Fingerprint::parse(s));
-        let leaf = prints.next()??;
-        let chain = prints.collect::<Option<Vec<_>>>()?;
-        Some(Expected { leaf, chain })
+    /// What each of `certs` certificates' endpoints served before the change, where it was
+    /// recorded.
+    pub fn old_served(&self, certs: usize) -> Vec<Option<Expected>> {
+        let parse = |old: &Option<Vec<String>>| {
+            let mut prints = old.as_ref()?.iter().map(|s| Fingerprint::parse(s));
+            let leaf = prints.next()??;
+            let chain = prints.collect::<Option<Vec<_>>>()?;
+            Some(Expected { leaf, chain })
+        };
+        (0..certs)
+            .map(|i| match (i, self.old_by_certificate.get(i)) {
+                (_, Some(old)) => parse(old),
+                (0, None) => parse(&self.old),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -232,8 +254,24 @@ mod tests {
         let leaf = Fingerprint([1; 32]);
         let chain = vec![Fingerprint([2; 32])];
         let e = Expected { leaf, chain };
-        let i = intent().with_old(Some(&e));
+        let i = intent().with_old(&[Some(e.clone())]);
         let back = Journal::parse(&i.line()).unwrap();
-        assert_eq!(back.intent.old_served(), Some(e));
+        assert_eq!(back.intent.old_served(1), vec![Some(e.clone())]);
+        // Several certificates: each its own, in order; one whose endpoint served nothing.
+        let other = Expected {
+            leaf: Fingerprint([3; 32]),
+            chain: Vec::new(),
+        };
+        let i = intent().with_old(&[Some(e.clone()), None, Some(other.clone())]);
+        let back = Journal::parse(&i.line()).unwrap();
+        assert_eq!(
+            back.intent.old_served(3),
+            vec![Some(e.clone()), None, Some(other)]
+        );
+        // A journal written before `old_by_certificate` existed reads as the first's.
+        let mut line: serde_json::Value = serde_json::from_str(&i.line()).unwrap();
+        line.as_object_mut().unwrap().remove("old_by_certificate");
+        let back = Journal::parse(&line.to_string()).unwrap();
+        assert_eq!(back.intent.old_served(2), vec![Some(e), None]);
     }
 }

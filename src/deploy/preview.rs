@@ -44,7 +44,7 @@ pub(super) fn live_tests(plan: &TargetPlan) -> Vec<bool> {
 pub(super) async fn upload_inputs(session: &Session, plan: &TargetPlan) -> Result<(), String> {
     for input in &plan.inputs {
         let content = match &input.content {
-            InputContent::Material(role) => material_bytes(&plan.material, *role),
+            InputContent::Material(role) => material_bytes(plan.material(input.cert), *role),
             InputContent::Secret(secret) => FileBytes::Secret(secret.clone()),
         };
         session

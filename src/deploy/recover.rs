@@ -146,17 +146,24 @@ async fn repair(run: &mut Run<'_>, session: &Session, journal: &Journal) -> Resu
         Ok((_, detail)) => done.push(detail.unwrap_or_else(|| "reloaded".into())),
         Err(e) => done.push(format!("the reload failed ({e})")),
     }
-    if let Some(old) = intent.old_served().filter(|_| plan.has_probe) {
-        let v = crate::probe::verify(&plan.probe, &old, &Default::default()).await;
-        done.push(if v.passed {
-            format!("{} serves {} again", plan.probe.address, old.leaf)
-        } else {
-            format!(
-                "{} does not serve {} (this run's deploy and verify decide what is served)",
-                plan.probe.address, old.leaf
-            )
-        });
-    }
+    let olds = intent.old_served(plan.certs.len());
+    let probed = plan.certs.iter().zip(olds).filter(|(c, _)| c.has_probe);
+    let checks = probed.filter_map(|(c, old)| {
+        let old = old?;
+        Some(async move {
+            let v = crate::probe::verify(&c.probe, &old, &Default::default()).await;
+            let at = &c.probe.address;
+            if v.passed {
+                format!("{at} serves {} again", old.leaf)
+            } else {
+                format!(
+                    "{at} does not serve {} (this run's deploy and verify decide what is served)",
+                    old.leaf
+                )
+            }
+        })
+    });
+    done.extend(futures::future::join_all(checks).await);
     close(session, run, journal).await?;
     Ok(done.join("; "))
 }

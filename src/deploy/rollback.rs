@@ -87,7 +87,7 @@ pub(super) async fn after_failure(
     run: &mut Run<'_>,
     session: &mut Session,
     entries: &[Entry],
-    old: Option<Expected>,
+    old: Vec<Option<Expected>>,
     failure: StepFailure,
 ) -> (Status, String) {
     let plan = run.plan;
@@ -100,13 +100,13 @@ pub(super) async fn after_failure(
     }
     let reload = run.step(Step::Reload, reload_or_start(session, plan)).await;
     let restored = "previous files restored byte-for-byte";
-    match old {
-        Some(old) => old_served_again(run, &old, &cause, restored).await,
-        None if !plan.has_probe => (
+    match old.iter().any(Option::is_some) {
+        true => old_served_again(run, &old, &cause, restored).await,
+        false if !plan.has_probe() => (
             Status::RolledBack,
             format!("{cause}; {restored} and checked by SHA-256 (no TLS endpoint to probe)"),
         ),
-        None => {
+        false => {
             let note = match reload {
                 Ok(()) => {
                     "nothing was served before the deploy, so there is no old certificate to probe for"
@@ -179,39 +179,22 @@ pub(super) async fn undo(run: &mut Run<'_>, session: &Session) -> Outcome {
     };
     let (set, record) = latest_set(session, plan).await.map_err(failed)?;
     let entries = set_entries(plan, &set, &record).map_err(failed)?;
-    check_set(session, &set, &entries).await.map_err(failed)?;
+    for group in by_certificate(plan, &entries) {
+        check_set(session, &set, &group).await.map_err(failed)?;
+    }
     // What the restored files should serve: read from the copies themselves.
-    let mut expected: Option<Expected> = None;
-    for e in &entries {
-        let (Some(copy), true) = (
-            &e.copy,
-            matches!(e.role.as_str(), "cert" | "fullchain" | "bundle"),
-        ) else {
-            continue;
-        };
-        let mut pem = session
-            .read_file(&format!("{set}/{copy}"), super::content::CERT_READ_LIMIT)
-            .await
-            .map_err(|e| failed(format!("reading the backup: {e}")))?;
-        if let Ok(certs) = parse_certs(&pem)
-            && let Some((leaf, chain)) = certs.split_first()
-        {
-            expected = Some(Expected {
-                leaf: leaf.fingerprint,
-                chain: chain.iter().map(|c| c.fingerprint).collect(),
-            });
-        }
-        zeroize::Zeroize::zeroize(&mut pem);
-        break;
+    let expected = restored_expected(session, plan, &set, &entries)
+        .await
+        .map_err(failed)?;
+    for (report, e) in run.report.certificates.iter_mut().zip(&expected) {
+        report.new_fingerprint = e.as_ref().map(|e| e.leaf);
     }
-    if let Some(e) = &expected {
-        run.report.new_fingerprint = Some(e.leaf);
-    }
+    run.report.sync_first();
     let intent = Intent {
         files: entries.clone(),
         ..Intent::new(&plan.run_id, &plan.name, Op::Rollback, Kind::Files, &set)
     }
-    .with_old(expected.as_ref());
+    .with_old(&expected);
     run.journal = Some(OpenJournal {
         dest: format!("{set}/rollback.journal"),
         set: set.clone(),
@@ -240,14 +223,12 @@ pub(super) async fn undo(run: &mut Run<'_>, session: &Session) -> Outcome {
                 ),
             )
         })?;
-    let Some(e) = expected.filter(|_| plan.has_probe) else {
+    let probed = plan.certs.iter().zip(&expected);
+    if !probed.into_iter().any(|(c, e)| c.has_probe && e.is_some()) {
         return Ok(Status::RolledBack);
-    };
-    match verify(run, &e).await {
-        Ok(()) => {
-            run.report.served_fingerprint = Some(e.leaf);
-            Ok(Status::RolledBack)
-        }
+    }
+    match verify(run, &expected).await {
+        Ok(()) => Ok(Status::RolledBack),
         Err(f) => Err((
             Status::RollbackFailed,
             format!(
@@ -256,6 +237,55 @@ pub(super) async fn undo(run: &mut Run<'_>, session: &Session) -> Outcome {
             ),
         )),
     }
+}
+
+/// The entries of a set by the target's certificate they belong to (matched by path).
+fn by_certificate(plan: &TargetPlan, entries: &[Entry]) -> Vec<Vec<Entry>> {
+    let mut groups = vec![Vec::new(); plan.certs.len()];
+    for e in entries {
+        let cert = plan
+            .files
+            .iter()
+            .find(|f| f.path == e.path)
+            .map_or(0, |f| f.cert);
+        groups[cert].push(e.clone());
+    }
+    groups
+}
+
+/// What each certificate's restored files should serve, read from the copies in the set
+/// (`None`: no certificate copy, e.g. a file the run created).
+async fn restored_expected(
+    session: &Session,
+    plan: &TargetPlan,
+    set: &str,
+    entries: &[Entry],
+) -> Result<Vec<Option<Expected>>, String> {
+    let mut expected = Vec::new();
+    for group in by_certificate(plan, entries) {
+        let copy = group.iter().find_map(|e| {
+            let cert_role = matches!(e.role.as_str(), "cert" | "fullchain" | "bundle");
+            e.copy.as_ref().filter(|_| cert_role)
+        });
+        let Some(copy) = copy else {
+            expected.push(None);
+            continue;
+        };
+        let mut pem = session
+            .read_file(&format!("{set}/{copy}"), super::content::CERT_READ_LIMIT)
+            .await
+            .map_err(|e| format!("reading the backup: {e}"))?;
+        let certs = parse_certs(&pem).ok();
+        zeroize::Zeroize::zeroize(&mut pem);
+        expected.push(certs.as_deref().and_then(|certs| {
+            let (leaf, chain) = certs.split_first()?;
+            Some(Expected {
+                leaf: leaf.fingerprint,
+                chain: chain.iter().map(|c| c.fingerprint).collect(),
+            })
+        }));
+    }
+    Ok(expected)
 }
 
 /// Checks a backup set as strictly as the inventory's material before anything is restored:

@@ -8,7 +8,9 @@ use tokio::time::Instant;
 
 use super::{Mode, set_in_flight};
 use crate::plan::TargetPlan;
-use crate::report::{Event, Reporter, Status, Step, StepReport, StepStatus, TargetReport};
+use crate::report::{
+    CertificateReport, Event, Reporter, Status, Step, StepReport, StepStatus, TargetReport,
+};
 use crate::ssh::ExecOutput;
 use crate::ssh::quote::Script;
 
@@ -81,26 +83,43 @@ pub(super) struct Run<'a> {
     /// Temp paths beside live files this run may create (staged files, restore and link
     /// temps): cleanup removes them all.
     pub temps: Vec<String>,
-    /// What the policy gate's probe saw served, moments ago: inspect's "served before".
-    pub served_at_gate: Option<crate::probe::Served>,
+    /// What the policy gate's probes saw served, moments ago, by certificate: inspect's
+    /// "served before".
+    pub served_at_gate: Option<Vec<Option<crate::probe::Served>>>,
 }
 
 /// A report with nothing in it yet: the target's names and the new certificate.
 pub(super) fn blank_report(plan: &TargetPlan) -> TargetReport {
-    TargetReport {
+    let certificates = plan
+        .certs
+        .iter()
+        .map(|c| CertificateReport {
+            certificate: c.certificate.clone(),
+            address: c.has_probe.then(|| c.probe.address.clone()),
+            sni: c.has_probe.then(|| c.probe.sni.clone()),
+            old_fingerprint: None,
+            new_fingerprint: Some(c.material.leaf.fingerprint),
+            served_fingerprint: None,
+            probes: Vec::new(),
+        })
+        .collect();
+    let mut report = TargetReport {
         name: plan.name.clone(),
         host: plan.ssh.host.clone(),
         connector: plan.connector.clone(),
         status: Status::Failed,
         old_fingerprint: None,
-        new_fingerprint: Some(plan.material.leaf.fingerprint),
+        new_fingerprint: None,
         served_fingerprint: None,
         files: Vec::new(),
         steps: Vec::new(),
         probes: Vec::new(),
+        certificates,
         duration_ms: 0,
         error: None,
-    }
+    };
+    report.sync_first();
+    report
 }
 
 impl<'a> Run<'a> {

@@ -4,11 +4,11 @@
 //! are the inventory's; `mismatch` otherwise. Takes no lock and writes nothing.
 
 use super::files::{decide, file_report, read_old_certs};
-use super::inspect::{self, LiveState, probe_served};
+use super::inspect::{self, LiveState, ServedNow, probe_served, successes};
 use super::journal::Journal;
 use super::run::{Outcome, Run};
 use super::script::{self, STRICT};
-use super::verify::served_is;
+use super::verify::all_served;
 use super::{Remote, Swap, windows};
 use crate::plan::TargetPlan;
 use crate::probe::Served;
@@ -67,7 +67,7 @@ async fn files_status(run: &mut Run<'_>, session: &Session) -> Outcome {
     let (live, served) = run
         .step(Step::Inspect, async {
             let (live, served) = inspect::run(session, plan, false).await?;
-            let detail = inspect::served_detail(plan, served.as_ref());
+            let detail = inspect::served_detail(plan, &served);
             Ok(((live, served), Some(detail)))
         })
         .await
@@ -76,13 +76,13 @@ async fn files_status(run: &mut Run<'_>, session: &Session) -> Outcome {
         .files
         .iter()
         .zip(live)
-        .map(|(planned, (live, ids))| decide(planned, live, ids, &plan.material))
+        .map(|(planned, (live, ids))| decide(planned, live, ids, plan.material(planned.cert)))
         .collect();
     read_old_certs(&mut files);
     run.report.files = files
         .iter()
         .map(|f| {
-            let mut r = file_report(f, &plan.material);
+            let mut r = file_report(f, plan.material(f.planned.cert));
             let stat = match &f.live.state {
                 LiveState::File(s) => Some(s),
                 LiveState::Absent | LiveState::Link => None,
@@ -107,13 +107,15 @@ async fn files_status(run: &mut Run<'_>, session: &Session) -> Outcome {
             r
         })
         .collect();
-    run.report.old_fingerprint = files
-        .iter()
-        .find_map(|f| f.old_certs.first().map(|c| c.fingerprint));
+    for (i, report) in run.report.certificates.iter_mut().enumerate() {
+        report.old_fingerprint = files
+            .iter()
+            .filter(|f| f.planned.cert == i)
+            .find_map(|f| f.old_certs.first().map(|c| c.fingerprint));
+    }
     let served = served_and_facts(run, session, Some(served)).await;
-    let expected = plan.material.expected();
     let files_current = files.iter().all(|f| f.current());
-    let served_current = served.as_ref().is_some_and(|s| served_is(s, &expected));
+    let served_current = plan.has_probe() && all_served(plan, &served);
     match (files_current, served_current) {
         (true, true) => Ok(Status::Ok),
         (true, false) => Err((
@@ -137,14 +139,14 @@ async fn files_status(run: &mut Run<'_>, session: &Session) -> Outcome {
 async fn served_and_facts(
     run: &mut Run<'_>,
     session: &Session,
-    known: Option<Option<Served>>,
-) -> Option<Served> {
+    known: Option<ServedNow>,
+) -> ServedNow {
     let plan = run.plan;
     let t = run.begin(Step::Inspect);
     let probe = async {
         match known {
             Some(served) => served,
-            None => probe_served(plan).await.and_then(Result::ok),
+            None => successes(probe_served(plan).await),
         }
     };
     let facts = async {
@@ -155,18 +157,11 @@ async fn served_and_facts(
         }
     };
     let (facts, served) = tokio::join!(facts, probe);
-    run.report.served_fingerprint = served.as_ref().map(|s| s.leaf);
-    let days = served
-        .as_ref()
-        .map(|s| (s.not_after - crate::plan::now_unix()).div_euclid(86_400));
-    let served_text = match (&served, days) {
-        (Some(s), Some(d)) => format!(
-            "serves {} (expires {}, in {d} day(s))",
-            s.leaf,
-            crate::report::format_unix(s.not_after)
-        ),
-        _ => "serves no certificate".to_string(),
-    };
+    for (report, s) in run.report.certificates.iter_mut().zip(&served) {
+        report.served_fingerprint = s.as_ref().map(|s| s.leaf);
+    }
+    run.report.sync_first();
+    let served_text = served_text(plan, &served);
     let detail = match facts {
         Ok(facts) => format!("{facts}; {served_text}"),
         Err(e) if matches!(plan.swap(), Swap::Files) => {
@@ -178,12 +173,39 @@ async fn served_and_facts(
     served
 }
 
+/// What each certificate's endpoint serves and for how long: `serves FP (expires …, in N
+/// day(s))`, with the endpoint named when the target has several certificates.
+fn served_text(plan: &TargetPlan, served: &[Option<Served>]) -> String {
+    let now = crate::plan::now_unix();
+    let each = plan.certs.iter().zip(served).map(|(c, s)| {
+        let at = match plan.certs.len() {
+            1 => String::new(),
+            _ => format!("{} ({}) ", c.probe.address, c.probe.sni),
+        };
+        match s {
+            Some(s) => format!(
+                "{at}serves {} (expires {}, in {} day(s))",
+                s.leaf,
+                crate::report::format_unix(s.not_after),
+                (s.not_after - now).div_euclid(86_400)
+            ),
+            None => format!("{at}serves no certificate"),
+        }
+    });
+    let text = each.collect::<Vec<_>>().join("; ");
+    if text.is_empty() {
+        "serves no certificate".into()
+    } else {
+        text
+    }
+}
+
 /// `swap: commands`: only what is served (the target's own state is read only by the
 /// connector's commands, which status does not run).
 async fn commands_status(run: &mut Run<'_>, session: &Session) -> Outcome {
     let plan = run.plan;
     let served = served_and_facts(run, session, None).await;
-    if !plan.has_probe {
+    if !plan.has_probe() {
         return Err((
             Status::Mismatch,
             "no TLS endpoint to probe (set verify.address): this connector's state is read only \
@@ -191,10 +213,7 @@ async fn commands_status(run: &mut Run<'_>, session: &Session) -> Outcome {
                 .into(),
         ));
     }
-    if served
-        .as_ref()
-        .is_some_and(|s| served_is(s, &plan.material.expected()))
-    {
+    if all_served(plan, &served) {
         Ok(Status::Ok)
     } else {
         Err((

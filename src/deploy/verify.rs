@@ -1,35 +1,53 @@
-//! Step 9, **verify**: probes the live endpoint (SNI, STARTTLS where configured) on the
-//! doubling-backoff schedule until the expected leaf and chain are served
-//! ([`crate::probe::verify`]). Also how every rollback ends: probing for the old certificate.
+//! Step 9, **verify**: probes the live endpoint of each of the target's certificates (SNI,
+//! STARTTLS where configured), all at once, on the doubling-backoff schedule until the expected
+//! leaf and chain are served ([`crate::probe::verify`]). Also how every rollback ends: probing
+//! for the old certificates.
 
 use tokio_util::sync::CancellationToken;
 
 use super::run::{Run, StepFailure};
 use crate::material::Expected;
-use crate::probe::Served;
+use crate::probe::{Served, Verification};
 use crate::report::{Status, Step, StepStatus};
 
-/// Probes until the new certificate is served, the schedule runs out, or the run is
+/// Probes until the new certificates are served, the schedule runs out, or the run is
 /// interrupted (the first Ctrl-C ends a verify in progress, and the change is rolled back).
-pub(super) async fn verify_new(run: &mut Run<'_>, expected: &Expected) -> Result<(), StepFailure> {
+pub(super) async fn verify_new(run: &mut Run<'_>) -> Result<(), StepFailure> {
     let stop = run.stop.clone();
-    probe_until(run, expected, &stop).await
+    let expected: Vec<Option<Expected>> = run
+        .plan
+        .certs
+        .iter()
+        .map(|c| Some(c.material.expected()))
+        .collect();
+    probe_until(run, &expected, &stop).await
 }
 
-/// Probes until `expected` is served (or the schedule runs out), uninterrupted: how a
-/// rollback ends. Skipped without a TLS endpoint to probe.
-pub(super) async fn verify(run: &mut Run<'_>, expected: &Expected) -> Result<(), StepFailure> {
+/// Probes until each certificate's `expected` is served (or the schedule runs out),
+/// uninterrupted: how a rollback ends. A certificate with nothing expected (`None`) or without
+/// a TLS endpoint is not probed; the step is skipped when none is.
+pub(super) async fn verify(
+    run: &mut Run<'_>,
+    expected: &[Option<Expected>],
+) -> Result<(), StepFailure> {
     probe_until(run, expected, &CancellationToken::new()).await
 }
 
 async fn probe_until(
     run: &mut Run<'_>,
-    expected: &Expected,
+    expected: &[Option<Expected>],
     cancel: &CancellationToken,
 ) -> Result<(), StepFailure> {
     let plan = run.plan;
     let t = run.begin(Step::Verify);
-    if !plan.has_probe {
+    let probed: Vec<(usize, &Expected)> = plan
+        .certs
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.has_probe)
+        .filter_map(|(i, _)| expected.get(i).and_then(Option::as_ref).map(|e| (i, e)))
+        .collect();
+    if probed.is_empty() {
         let detail = "no TLS endpoint to probe (no verify.address, and the connector has no \
                       verify.port)";
         run.end(
@@ -40,60 +58,95 @@ async fn probe_until(
         );
         return Ok(());
     }
-    let v = crate::probe::verify(&plan.probe, expected, cancel).await;
-    run.report.probes.extend(v.attempts.iter().cloned());
-    if let Some(s) = &v.last_served {
-        run.report.served_fingerprint = Some(s.leaf);
+    let each = probed
+        .iter()
+        .map(|&(i, e)| crate::probe::verify(&plan.certs[i].probe, e, cancel));
+    let results = futures::future::join_all(each).await;
+    let mut passed = Vec::new();
+    let mut failed = Vec::new();
+    for (&(i, e), v) in probed.iter().zip(&results) {
+        let c = &mut run.report.certificates[i];
+        c.probes.extend(v.attempts.iter().cloned());
+        if let Some(s) = &v.last_served {
+            c.served_fingerprint = Some(s.leaf);
+        }
+        let at = label(run, i);
+        if v.passed {
+            passed.push(format!(
+                "{at} served {} after {} probe(s)",
+                e.leaf,
+                v.attempts.len()
+            ));
+        } else {
+            failed.push(failure(&at, e, v));
+        }
     }
-    let result = if v.passed {
-        let mut detail = format!(
-            "{} served {} after {} probe(s)",
-            plan.probe.address,
-            expected.leaf,
-            v.attempts.len()
-        );
+    run.report.sync_first();
+    let result = if failed.is_empty() {
+        let mut detail = passed.join("; ");
         if let Some(note) = &run.verify_note {
             detail.push_str(&format!("; {note}"));
         }
         Ok(((), Some(detail)))
-    } else if v.cancelled {
-        Err(format!(
-            "interrupted: the first Ctrl-C ended the verify after {} probe(s) of {}",
-            v.attempts.len(),
-            plan.probe.address
-        ))
     } else {
-        let last = v
-            .attempts
-            .last()
-            .and_then(|a| a.detail.clone())
-            .unwrap_or_default();
-        Err(format!(
-            "{} did not serve {} after {} probe(s): {last}",
-            plan.probe.address,
-            expected.leaf,
-            v.attempts.len()
-        ))
+        Err(failed.join("; "))
     };
     run.record(Step::Verify, t.elapsed(), result)
 }
 
-/// The end of a rollback: probes for the certificate served before the run. `restored` says
+/// The probed endpoint, as messages name it: `ADDRESS`, and `(SNI)` when the target has
+/// several certificates.
+pub(super) fn label(run: &Run<'_>, cert: usize) -> String {
+    let c = &run.plan.certs[cert];
+    match run.plan.certs.len() {
+        1 => c.probe.address.clone(),
+        _ => format!("{} ({})", c.probe.address, c.probe.sni),
+    }
+}
+
+fn failure(at: &str, expected: &Expected, v: &Verification) -> String {
+    if v.cancelled {
+        return format!(
+            "interrupted: the first Ctrl-C ended the verify after {} probe(s) of {at}",
+            v.attempts.len()
+        );
+    }
+    let last = v
+        .attempts
+        .last()
+        .and_then(|a| a.detail.clone())
+        .unwrap_or_default();
+    format!(
+        "{at} did not serve {} after {} probe(s): {last}",
+        expected.leaf,
+        v.attempts.len()
+    )
+}
+
+/// The end of a rollback: probes for the certificates served before the run. `restored` says
 /// what was put back; `cause` what went wrong first.
 pub(super) async fn old_served_again(
     run: &mut Run<'_>,
-    old: &Expected,
+    old: &[Option<Expected>],
     cause: &str,
     restored: &str,
 ) -> (Status, String) {
     match verify(run, old).await {
-        Ok(()) => (
-            Status::RolledBack,
-            format!(
-                "{cause}; {restored}; {} serves {} again",
-                run.plan.probe.address, old.leaf
-            ),
-        ),
+        Ok(()) => {
+            let again: Vec<String> = old
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| run.plan.certs[*i].has_probe)
+                .filter_map(|(i, o)| {
+                    o.as_ref()
+                        .map(|o| format!("{} serves {}", label(run, i), o.leaf))
+                })
+                .collect();
+            (
+                Status::RolledBack,
+                format!("{cause}; {restored}; {} again", again.join("; ")),
+            )
+        }
         Err(f) => (
             Status::RollbackFailed,
             format!(
@@ -107,4 +160,16 @@ pub(super) async fn old_served_again(
 /// Whether what was served is exactly the expected leaf and chain.
 pub(super) fn served_is(served: &Served, expected: &Expected) -> bool {
     served.leaf == expected.leaf && served.chain == expected.chain
+}
+
+/// Whether every certificate with a TLS endpoint is served as it should be (exactly its new
+/// leaf and chain); a target with no endpoint to probe counts as served.
+pub(super) fn all_served(plan: &crate::plan::TargetPlan, served: &[Option<Served>]) -> bool {
+    plan.certs.iter().enumerate().all(|(i, c)| {
+        !c.has_probe
+            || served
+                .get(i)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| served_is(s, &c.material.expected()))
+    })
 }

@@ -41,6 +41,7 @@ pub(super) fn check_settings(
     check_connection(ctx, s)?;
     check_references(ctx, s, known)?;
     check_params(ctx, s)?;
+    check_certificates(ctx, s)?;
     check_commands(ctx, s)?;
     if let Some(v) = &s.verify {
         check_verify(ctx, v)?;
@@ -108,20 +109,67 @@ fn check_references(
             unknown_name("connector", &c.value, known.connectors.iter()),
         ));
     }
-    if let Some(c) = &s.certificate
-        && !known.certificates.contains_key(&c.value)
+    let listed = s.certificates.iter().flat_map(|l| &l.value);
+    for c in s
+        .certificate
+        .iter()
+        .chain(listed.map(|e| &e.value.certificate))
     {
+        if !known.certificates.contains_key(&c.value) {
+            return Err(ctx.err(
+                c,
+                unknown_name("certificate", &c.value, known.certificates.keys()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `certificates:`: not beside `certificate:`, not empty, each certificate once; each entry's
+/// params and verify as a block's.
+fn check_certificates(ctx: &Ctx<'_>, s: &RawSettings) -> Result<(), InventoryError> {
+    let Some(list) = &s.certificates else {
+        return Ok(());
+    };
+    if s.certificate.is_some() {
         return Err(ctx.err(
-            c,
-            unknown_name("certificate", &c.value, known.certificates.keys()),
+            list,
+            "set `certificate:` (one) or `certificates:` (several), not both",
         ));
+    }
+    if list.value.is_empty() {
+        return Err(ctx.err(list, "`certificates:` lists no certificate"));
+    }
+    let mut seen = BTreeSet::new();
+    for entry in &list.value {
+        let name = &entry.value.certificate;
+        if !seen.insert(name.value.as_str()) {
+            return Err(ctx.err(
+                name,
+                format!(
+                    "certificate `{}` is listed twice in `certificates:`",
+                    name.value
+                ),
+            ));
+        }
+        check_param_entries(ctx, entry.value.params.iter().flat_map(|p| &p.0))?;
+        if let Some(v) = &entry.value.verify {
+            check_verify(ctx, v)?;
+        }
     }
     Ok(())
 }
 
 /// `params`: names not empty; the engine's `mode` a valid mode.
 fn check_params(ctx: &Ctx<'_>, s: &RawSettings) -> Result<(), InventoryError> {
-    for (key, value) in s.params.iter().flat_map(|p| &p.0) {
+    check_param_entries(ctx, s.params.iter().flat_map(|p| &p.0))
+}
+
+fn check_param_entries<'a>(
+    ctx: &Ctx<'_>,
+    entries: impl Iterator<Item = &'a (Spanned<String>, Spanned<String>)>,
+) -> Result<(), InventoryError> {
+    for (key, value) in entries {
         if key.value.trim().is_empty() {
             return Err(ctx.err(key, "empty parameter name"));
         }

@@ -147,16 +147,61 @@ pub struct Target {
     pub jump: Option<String>,
     pub become_method: Option<Become>,
     pub groups: Vec<String>,
-    pub certificate: String,
+    /// What the target serves: one certificate (`certificate:`), or several
+    /// (`certificates:`) deployed as one change — never empty.
+    pub certificates: Vec<TargetCertificate>,
     pub connector: String,
-    /// Connector parameters; merged key by key.
+    /// Connector parameters; merged key by key. Each certificate's own are over these.
     pub params: BTreeMap<String, String>,
     /// Command overrides by section (`preview`, `test`, `reload`); a section replaces the
     /// connector's whole list.
     pub commands: BTreeMap<String, Vec<Command>>,
+    /// The target's `verify:` (each certificate has its own, merged over it).
     pub verify: VerifySettings,
     /// Where the target is declared.
     pub location: Location,
+}
+
+/// One certificate of a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetCertificate {
+    /// The certificate's name in `certificates:` (the top-level definitions).
+    pub name: String,
+    /// This certificate's own params (a `certificates:` entry's), over the target's.
+    pub params: BTreeMap<String, String>,
+    /// The target's `verify:` with this certificate's own over it, field by field (a
+    /// `certificates:` entry's); `None`: the target's own (`certificate:`).
+    pub verify: Option<VerifySettings>,
+}
+
+impl Target {
+    /// The first certificate's name: the only one of most targets.
+    pub fn certificate(&self) -> &str {
+        &self.certificates[0].name
+    }
+
+    /// The names of every certificate the target serves, in order.
+    pub fn certificate_names(&self) -> impl Iterator<Item = &str> {
+        self.certificates.iter().map(|c| c.name.as_str())
+    }
+
+    /// The target as it applies to its certificate `index` alone: its params over the
+    /// target's, its verify settings.
+    pub fn for_certificate(&self, index: usize) -> Target {
+        let c = &self.certificates[index];
+        let mut params = self.params.clone();
+        params.extend(c.params.clone());
+        Target {
+            certificates: vec![TargetCertificate {
+                name: c.name.clone(),
+                params: BTreeMap::new(),
+                verify: None,
+            }],
+            params,
+            verify: c.verify.clone().unwrap_or_else(|| self.verify.clone()),
+            ..self.clone()
+        }
+    }
 }
 
 /// A loaded, merged and validated inventory.

@@ -49,8 +49,22 @@ pub(super) struct RawSettings {
     pub become_method: Option<Spanned<RawBecome>>,
     pub connector: Option<Spanned<String>>,
     pub certificate: Option<Spanned<String>>,
+    /// Several certificates on one target (one connection, one lock, one reload), each with
+    /// its own params and probe; instead of `certificate`.
+    pub certificates: Option<Spanned<Vec<Spanned<RawTargetCertificate>>>>,
     pub params: Option<Entries<Spanned<String>>>,
     pub commands: Option<Entries<Spanned<Commands>>>,
+    pub verify: Option<RawVerify>,
+}
+
+/// One entry of a settings block's `certificates:` list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTargetCertificate {
+    pub certificate: Spanned<String>,
+    /// Over the target's params, for this certificate only.
+    pub params: Option<Entries<Spanned<String>>>,
+    /// Over the target's `verify:`, field by field, for this certificate's probe.
     pub verify: Option<RawVerify>,
 }
 

@@ -6,15 +6,15 @@ use std::collections::BTreeMap;
 use serde_saphyr::Spanned;
 
 use super::check::{duration, unknown_name, word};
-use super::raw::{Commands, RawBecome, RawSettings};
+use super::raw::{Commands, RawBecome, RawSettings, RawTargetCertificate, RawVerify};
 use super::resolve::Ctx;
-use super::{Become, InventoryError, Location, Target, VerifySettings};
+use super::{Become, InventoryError, Location, Target, TargetCertificate, VerifySettings};
 use crate::connector::Command;
 use crate::source::format_duration;
 
 /// The settings that apply to one target: each field from the most specific block that sets
 /// it; `params` and `commands` key by key; `verify` field by field.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Merged<'a> {
     user: Option<&'a Spanned<String>>,
     port: Option<&'a Spanned<u16>>,
@@ -24,6 +24,7 @@ struct Merged<'a> {
     become_method: Option<&'a Spanned<RawBecome>>,
     connector: Option<&'a Spanned<String>>,
     certificate: Option<&'a Spanned<String>>,
+    certificates: Option<&'a Spanned<Vec<Spanned<RawTargetCertificate>>>>,
     params: BTreeMap<&'a str, &'a Spanned<String>>,
     commands: BTreeMap<&'a str, &'a Spanned<Commands>>,
     attempts: Option<&'a Spanned<u32>>,
@@ -51,7 +52,11 @@ impl<'a> Merged<'a> {
         set(&mut self.jump, &s.jump);
         set(&mut self.become_method, &s.become_method);
         set(&mut self.connector, &s.connector);
-        set(&mut self.certificate, &s.certificate);
+        // One block's `certificate` or `certificates` replaces the other from a wider block.
+        if s.certificate.is_some() || s.certificates.is_some() {
+            self.certificate = s.certificate.as_ref();
+            self.certificates = s.certificates.as_ref();
+        }
         for (k, v) in s.params.iter().flat_map(|p| &p.0) {
             self.params.insert(&k.value, v);
         }
@@ -59,16 +64,25 @@ impl<'a> Merged<'a> {
             self.commands.insert(&k.value, v);
         }
         if let Some(v) = &s.verify {
-            set(&mut self.attempts, &v.attempts);
-            set(&mut self.backoff, &v.backoff);
-            set(&mut self.max_backoff, &v.max_backoff);
-            set(&mut self.timeout, &v.timeout);
-            set(&mut self.consecutive, &v.consecutive);
-            set(&mut self.address, &v.address);
-            set(&mut self.sni, &v.sni);
-            set(&mut self.starttls, &v.starttls);
-            set(&mut self.shared, &v.shared);
+            self.overlay_verify(v);
         }
+    }
+
+    fn overlay_verify(&mut self, v: &'a RawVerify) {
+        fn set<'a, T>(slot: &mut Option<&'a T>, value: &'a Option<T>) {
+            if let Some(v) = value {
+                *slot = Some(v);
+            }
+        }
+        set(&mut self.attempts, &v.attempts);
+        set(&mut self.backoff, &v.backoff);
+        set(&mut self.max_backoff, &v.max_backoff);
+        set(&mut self.timeout, &v.timeout);
+        set(&mut self.consecutive, &v.consecutive);
+        set(&mut self.address, &v.address);
+        set(&mut self.sni, &v.sni);
+        set(&mut self.starttls, &v.starttls);
+        set(&mut self.shared, &v.shared);
     }
 }
 
@@ -82,15 +96,7 @@ pub(super) fn target(
     let (host, name) = host_and_name(ctx, index, t)?;
     let label = format!("target `{}`", name.value);
     let (merged, listed) = merge(ctx, &t.value, defaults, groups)?;
-    let Some(certificate) = merged.certificate else {
-        return Err(ctx.err(
-            t,
-            format!(
-                "{label} has no certificate: set `certificate:` on the target, one of its \
-                 groups, or in `defaults:`"
-            ),
-        ));
-    };
+    let certificates = certificates(ctx, &label, t, &merged)?;
     let Some(connector) = merged.connector else {
         return Err(ctx.err(
             t,
@@ -120,7 +126,7 @@ pub(super) fn target(
             RawBecome::Sudo => Become::Sudo,
         }),
         groups: listed,
-        certificate: certificate.value.clone(),
+        certificates,
         connector: connector.value.clone(),
         params: merged
             .params
@@ -139,6 +145,52 @@ pub(super) fn target(
             column: 0,
         }),
     })
+}
+
+/// The certificate (or certificates) the target serves, each with its params and verify.
+fn certificates(
+    ctx: &Ctx<'_>,
+    label: &str,
+    t: &Spanned<RawSettings>,
+    merged: &Merged<'_>,
+) -> Result<Vec<TargetCertificate>, InventoryError> {
+    if let Some(c) = merged.certificate {
+        return Ok(vec![TargetCertificate {
+            name: c.value.clone(),
+            params: BTreeMap::new(),
+            verify: None,
+        }]);
+    }
+    let Some(list) = merged.certificates else {
+        return Err(ctx.err(
+            t,
+            format!(
+                "{label} has no certificate: set `certificate:` (or `certificates:`) on the \
+                 target, one of its groups, or in `defaults:`"
+            ),
+        ));
+    };
+    list.value
+        .iter()
+        .map(|entry| {
+            let e = &entry.value;
+            let mut own = merged.clone();
+            if let Some(v) = &e.verify {
+                own.overlay_verify(v);
+            }
+            let label = format!("{label}, certificate `{}`", e.certificate.value);
+            Ok(TargetCertificate {
+                name: e.certificate.value.clone(),
+                params: e
+                    .params
+                    .iter()
+                    .flat_map(|p| &p.0)
+                    .map(|(k, v)| (k.value.clone(), v.value.clone()))
+                    .collect(),
+                verify: Some(verify(ctx, &label, &own)?),
+            })
+        })
+        .collect()
 }
 
 /// The target's `host` (required) and its name (default: the host): one word each, and the

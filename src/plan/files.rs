@@ -60,6 +60,8 @@ pub(super) fn plan_files(
             rendered: f.template.clone(),
             work,
             follow_symlinks,
+            // Set by the caller, which knows which certificate this is.
+            cert: 0,
         });
     }
     if files.is_empty() && def.swap == SwapMode::Files {

@@ -34,6 +34,7 @@ pub(super) fn plan_inputs(
                 inputs.push(PlannedInput {
                     path: pw_path,
                     content: InputContent::Secret(password),
+                    cert: 0,
                 });
                 InputContent::Secret(pfx)
             }
@@ -46,7 +47,12 @@ pub(super) fn plan_inputs(
             }
             (None, None) => return Err(format!("input `{}` has no content", input.name)),
         };
-        inputs.push(PlannedInput { path, content });
+        // `cert` is set by the caller, which knows which certificate this is.
+        inputs.push(PlannedInput {
+            path,
+            content,
+            cert: 0,
+        });
     }
     Ok(inputs)
 }

@@ -11,7 +11,7 @@ use tokio_rustls::TlsConnector;
 use super::client::client_config;
 use super::served::served_from;
 use super::starttls::{protocol_name, start_tls};
-use super::{Offer, ProbeError, Served, StartTls};
+use super::{Offer, ProbeError, ProbeSpec, Served, StartTls};
 
 /// Which step a probe is in, to say what stalled when it times out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,11 @@ enum Step {
     Connect,
     StartTls(StartTls),
     Handshake,
+}
+
+/// [`probe_once`] of a spec's endpoint, with its [`Offer`], within `timeout`.
+pub async fn probe_once_for(spec: &ProbeSpec, timeout: Duration) -> Result<Served, ProbeError> {
+    probe_once_offering(&spec.address, &spec.sni, spec.starttls, spec.offer, timeout).await
 }
 
 /// One probe: dial, optional STARTTLS, handshake; what was served. `timeout` covers all three.

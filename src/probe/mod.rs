@@ -48,7 +48,7 @@ mod served;
 mod starttls;
 mod verify;
 
-pub use connect::{probe_once, probe_once_offering};
+pub use connect::{probe_once, probe_once_for, probe_once_offering};
 pub use verify::{verify, verify_with};
 
 /// Whether (and how) to upgrade a plain connection to TLS before the handshake.

@@ -345,37 +345,44 @@ async fn cancellation_during_a_wait() {
 }
 
 #[tokio::test]
-async fn cancellation_during_a_probe() {
+async fn cancellation_during_a_retry_probe() {
     let cancel = CancellationToken::new();
     let clock = VirtualClock::new();
-    let v = verify_on(
-        &clock,
-        &spec(3, 1000, 1000, 1),
-        &expected(),
-        &cancel,
-        |_| async {
+    let v = verify_on(&clock, &spec(3, 1000, 1000, 1), &expected(), &cancel, |n| {
+        let (clock, cancel) = (&clock, &cancel);
+        async move {
+            if n == 0 {
+                return Ok(served(9, &[2]));
+            }
             clock.advance(Duration::from_millis(500));
             cancel.cancel();
             std::future::pending::<Result<Served, ProbeError>>().await
-        },
-    )
+        }
+    })
     .await;
     assert!(v.cancelled && !v.passed);
-    assert_eq!(v.attempts.len(), 1);
-    assert_eq!((v.attempts[0].at_ms, v.attempts[0].duration_ms), (0, 500));
+    assert_eq!(v.attempts.len(), 2);
+    assert_eq!(v.attempts[1].duration_ms, 500);
     assert_eq!(
-        v.attempts[0].detail.as_deref(),
+        v.attempts[1].detail.as_deref(),
         Some("cancelled during the probe")
     );
 }
 
+/// Cancelled before it began: the first probe still runs, and a match is confirmed; a
+/// mismatch is not retried.
 #[tokio::test]
-async fn already_cancelled_probes_nothing() {
+async fn already_cancelled_probes_once_and_confirms_a_match_only() {
     let cancel = CancellationToken::new();
     cancel.cancel();
     let clock = VirtualClock::new();
-    let (v, times) = run(&clock, &spec(3, 1000, 1000, 1), &[1, 1, 1], &cancel).await;
-    assert!(v.cancelled && v.attempts.is_empty() && times.is_empty());
+    let (v, times) = run(&clock, &spec(3, 1000, 1000, 2), &[1, 1, 1], &cancel).await;
+    assert!(v.passed && !v.cancelled, "{v:?}");
+    assert_eq!(v.attempts.len(), 2);
+    let clock = VirtualClock::new();
+    let (v, times2) = run(&clock, &spec(3, 1000, 1000, 2), &[0, 1, 1], &cancel).await;
+    assert!(v.cancelled && !v.passed && v.attempts.len() == 1, "{v:?}");
+    assert_eq!((times.len(), times2.len()), (2, 1));
 }
 
 /// The public entry point on tokio's real clock: short waits, so this stays fast; it only

@@ -16,7 +16,9 @@ use super::{
 use crate::material::Expected;
 
 /// Probes on the schedule until `expected` is served `consecutive` times in a row, the
-/// attempts run out, or `cancel` fires (honoured during waits and during a probe). When the
+/// attempts run out, or `cancel` fires (honoured during a wait to retry and during a retry's
+/// probe; the first probe and a match's confirmation always run, so a target that goes on
+/// after the first Ctrl-C is verified, not rolled back unprobed). When the
 /// first probe sees another certificate, quick rechecks ([`QUICK_RECHECK`]) run inside the
 /// first wait, in addition to the schedule's `attempts`.
 pub async fn verify(
@@ -237,17 +239,16 @@ impl<'c, C: Clock> Pace<'c, C> {
     /// deadline). Whether the next probe is extra, or why the verification stops here.
     async fn wait(&mut self, cancel: &CancellationToken) -> Result<bool, Stop> {
         if self.number == 0 {
-            return if cancel.is_cancelled() {
-                Err(Stop::Cancelled)
-            } else {
-                Ok(false)
-            };
+            return Ok(false);
         }
         let (wait, is_quick) = self.next_wait();
         let wait = wait.min(self.end.saturating_duration_since(self.clock.now()));
+        // A match's confirmation is short and always completes; a wait to retry ends at the
+        // cancellation.
+        let retry = self.streak == 0;
         tokio::select! {
             biased;
-            () = cancel.cancelled() => return Err(Stop::Cancelled),
+            () = cancel.cancelled(), if retry => return Err(Stop::Cancelled),
             () = self.clock.sleep(wait) => {}
         }
         if self.clock.now() >= self.end {
@@ -268,9 +269,13 @@ impl<'c, C: Clock> Pace<'c, C> {
     where
         Fut: Future<Output = Result<Served, ProbeError>>,
     {
+        // The first probe and a confirming one run even when the run was cancelled before (a
+        // target that goes on after the first Ctrl-C gets its verify); a retry probe ends at
+        // the cancellation.
+        let cancellable = self.number > 0 && self.streak == 0;
         tokio::select! {
             biased;
-            () = cancel.cancelled() => (None, false),
+            () = cancel.cancelled(), if cancellable => (None, false),
             outcome = probe => (Some(outcome), false),
             () = self.clock.sleep(self.end.saturating_duration_since(began)) => {
                 let cut = ProbeError::Failed {

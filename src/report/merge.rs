@@ -2,7 +2,7 @@
 //! CI job) combined into one document with one exit code, so a last CI job can gate on the
 //! whole fleet.
 //!
-//! Works on the documents as JSON values (schema version 1, any producer version): targets
+//! Works on the documents as JSON values (the current schema version, any producer version): targets
 //! concatenated in the order given, `summary` recounted, `problems` concatenated,
 //! `started_at` the earliest, `duration_ms` the longest (shards run side by side).
 
@@ -112,7 +112,7 @@ mod tests {
 
     fn doc(command: &str, targets: &[(&str, &str)], started: &str, ms: u64) -> Value {
         serde_json::json!({
-            "version": 1, "command": command, "dry_run": false, "started_at": started,
+            "version": SCHEMA_VERSION, "command": command, "dry_run": false, "started_at": started,
             "duration_ms": ms, "summary": {},
             "targets": targets.iter().map(|(n, s)| serde_json::json!({"name": n, "status": s})).collect::<Vec<_>>(),
             "problems": [],

@@ -62,7 +62,7 @@ pub const EXIT_VERIFY_MISMATCH: u8 = 4;
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Version of the JSON report schema; bump on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A target's final state (docs/output.md#the-run-report---output-json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -233,16 +233,46 @@ pub struct TargetReport {
     pub host: String,
     pub connector: String,
     pub status: Status,
+    /// The first certificate's (see [`TargetReport::certificates`]).
     pub old_fingerprint: Option<Fingerprint>,
     pub new_fingerprint: Option<Fingerprint>,
     pub served_fingerprint: Option<Fingerprint>,
     pub files: Vec<FileReport>,
     pub steps: Vec<StepReport>,
-    /// Probes of the final verification (and of the rollback's, after it).
+    /// The first certificate's probes: of the final verification (and of the rollback's).
     pub probes: Vec<Attempt>,
+    /// Every certificate of the target, in the inventory's order (one for `certificate:`).
+    pub certificates: Vec<CertificateReport>,
     pub duration_ms: u64,
     /// What went wrong, and the state the target was left in.
     pub error: Option<String>,
+}
+
+/// One certificate of a target: what its files held, what its endpoint served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertificateReport {
+    /// Its name in the inventory's `certificates:`.
+    pub certificate: String,
+    /// Where it is probed (`host:port`) and with which SNI; `null` without a TLS endpoint.
+    pub address: Option<String>,
+    pub sni: Option<String>,
+    pub old_fingerprint: Option<Fingerprint>,
+    pub new_fingerprint: Option<Fingerprint>,
+    pub served_fingerprint: Option<Fingerprint>,
+    /// Probes of the final verification (and of the rollback's, after it).
+    pub probes: Vec<Attempt>,
+}
+
+impl TargetReport {
+    /// The target-level fingerprints and probes as the first certificate's.
+    pub fn sync_first(&mut self) {
+        if let Some(first) = self.certificates.first() {
+            self.old_fingerprint = first.old_fingerprint;
+            self.new_fingerprint = first.new_fingerprint;
+            self.served_fingerprint = first.served_fingerprint;
+            self.probes = first.probes.clone();
+        }
+    }
 }
 
 /// Counts per status: `total`, then one key per [`Status`] (kebab-case), zeros included so
@@ -280,6 +310,11 @@ pub struct Summary {
 ///     `skipped`), `duration_ms`, `detail` (sanitised text or `null`);
 ///   - `probes` (array): `at_ms` (since the verification started), `duration_ms`, `served`
 ///     (fingerprint or `null`), `matched` (bool), `detail` (string or `null`);
+///   - `certificates` (array, since version 2): each certificate of the target in the
+///     inventory's order (one for `certificate:`, several for `certificates:`), each with
+///     `certificate` (its name), `address` and `sni` (the probe's, or `null` without a TLS
+///     endpoint), `old_fingerprint`, `new_fingerprint`, `served_fingerprint` and `probes`; the
+///     target's own fingerprints and `probes` are the first certificate's;
 ///   - `duration_ms` (integer);
 ///   - `error` (string or `null`): what went wrong and the state the target was left in.
 ///

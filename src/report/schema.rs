@@ -1,20 +1,20 @@
 //! The JSON Schema of `--output json` (version [`super::SCHEMA_VERSION`]), kept next to the
 //! types it describes and checked against them by a test.
 
-/// JSON Schema (draft 2020-12) of the report written by `--output json`, version 1.
+/// JSON Schema (draft 2020-12) of the report written by `--output json`, version 2.
 ///
 /// Compatible additions (a new optional field) keep the version; removing or renaming a field,
 /// or changing a value's meaning, bumps [`super::SCHEMA_VERSION`].
 pub const JSON_SCHEMA: &str = r##"{
   "$schema": "https://json-schema.org/draft/2020-12/schema",
-  "$id": "urn:certctl:report:1",
-  "title": "certctl run report, version 1",
+  "$id": "urn:certctl:report:2",
+  "title": "certctl run report, version 2",
   "description": "One document per run of `certctl deploy|verify|rollback|status --output json` (and `certctl report merge`), written to stdout; also when the input is invalid (exit 2: no targets, `problems` says why).",
   "type": "object",
   "additionalProperties": false,
   "required": ["version", "command", "dry_run", "started_at", "duration_ms", "summary", "targets"],
   "properties": {
-    "version": { "description": "Schema version.", "type": "integer", "enum": [1] },
+    "version": { "description": "Schema version.", "type": "integer", "enum": [2] },
     "command": { "description": "The subcommand that ran, e.g. deploy or verify.", "type": "string" },
     "dry_run": { "description": "True for deploy --dry-run: nothing live was changed.", "type": "boolean" },
     "started_at": { "description": "Start of the run, RFC 3339, UTC.", "type": "string", "format": "date-time" },
@@ -70,7 +70,8 @@ pub const JSON_SCHEMA: &str = r##"{
       "type": "object",
       "additionalProperties": false,
       "required": ["name", "host", "connector", "status", "old_fingerprint", "new_fingerprint",
-                   "served_fingerprint", "files", "steps", "probes", "duration_ms", "error"],
+                   "served_fingerprint", "files", "steps", "probes", "certificates", "duration_ms",
+                   "error"],
       "properties": {
         "name": { "description": "Target name from the inventory.", "type": "string" },
         "host": { "description": "SSH host as given in the inventory.", "type": "string" },
@@ -81,12 +82,28 @@ pub const JSON_SCHEMA: &str = r##"{
         "served_fingerprint": { "description": "Leaf the endpoint served at the last successful probe.", "$ref": "#/$defs/fingerprint_or_null" },
         "files": { "type": "array", "items": { "$ref": "#/$defs/file" } },
         "steps": { "type": "array", "items": { "$ref": "#/$defs/step" } },
-        "probes": { "description": "Probes of the final verification, then of the rollback's.", "type": "array", "items": { "$ref": "#/$defs/attempt" } },
+        "probes": { "description": "The first certificate's probes: of the final verification, then of the rollback's.", "type": "array", "items": { "$ref": "#/$defs/attempt" } },
+        "certificates": { "description": "Every certificate of the target, in the inventory's order; the target's fingerprints and probes are the first one's.", "type": "array", "minItems": 1, "items": { "$ref": "#/$defs/certificate" } },
         "duration_ms": { "type": "integer", "minimum": 0 },
         "error": { "description": "What went wrong and the state the target was left in (sanitised).", "type": ["string", "null"] },
         "served_not_after": { "description": "Not-after (RFC 3339) of the leaf last served: verify and status from the probe; deploy when the served leaf is the deployed one; else null.", "type": ["string", "null"], "format": "date-time" },
         "served_days_left": { "description": "Whole days from the run to served_not_after, negative once expired; null when that is null.", "type": ["integer", "null"] },
         "facts": { "description": "status only (else null): what the target said about itself.", "$ref": "#/$defs/facts" }
+      }
+    },
+    "certificate": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["certificate", "address", "sni", "old_fingerprint", "new_fingerprint",
+                   "served_fingerprint", "probes"],
+      "properties": {
+        "certificate": { "description": "Its name in the inventory's certificates.", "type": "string" },
+        "address": { "description": "Where it is probed (host:port); null without a TLS endpoint.", "type": ["string", "null"] },
+        "sni": { "description": "The SNI its probe sends; null without a TLS endpoint.", "type": ["string", "null"] },
+        "old_fingerprint": { "description": "Leaf found in its live files (else the one served) before the run.", "$ref": "#/$defs/fingerprint_or_null" },
+        "new_fingerprint": { "description": "Leaf being deployed (verify: expected).", "$ref": "#/$defs/fingerprint_or_null" },
+        "served_fingerprint": { "description": "Leaf its endpoint served at the last successful probe.", "$ref": "#/$defs/fingerprint_or_null" },
+        "probes": { "description": "Probes of the final verification, then of the rollback's.", "type": "array", "items": { "$ref": "#/$defs/attempt" } }
       }
     },
     "facts": {
@@ -194,7 +211,8 @@ pub const CHECK_JSON_SCHEMA: &str = r##"{
     "target": {
       "type": "object",
       "additionalProperties": false,
-      "required": ["name", "connector", "certificate", "connection", "files", "leaf", "verify"],
+      "required": ["name", "connector", "certificate", "connection", "files", "leaf", "verify",
+                   "certificates"],
       "properties": {
         "name": { "type": "string" },
         "connector": { "type": "string" },
@@ -229,26 +247,43 @@ pub const CHECK_JSON_SCHEMA: &str = r##"{
             }
           }
         },
-        "leaf": {
-          "type": "object",
-          "additionalProperties": false,
-          "required": ["fingerprint", "subject", "not_after"],
-          "properties": {
-            "fingerprint": { "type": "string" },
-            "subject": { "type": "string" },
-            "not_after": { "type": "string", "format": "date-time" }
-          }
-        },
-        "verify": {
-          "description": "The TLS endpoint probed; null when there is none.",
-          "type": ["object", "null"],
-          "additionalProperties": false,
-          "properties": {
-            "address": { "type": "string" },
-            "sni": { "type": "string" },
-            "starttls": { "type": "string", "enum": ["none", "smtp", "imap", "pop3"] }
+        "leaf": { "description": "The first certificate's leaf.", "$ref": "#/$defs/leaf" },
+        "verify": { "description": "The first certificate's probe.", "$ref": "#/$defs/verify" },
+        "certificates": {
+          "description": "Every certificate of the target in the inventory's order (one for `certificate:`); `certificate`, `leaf` and `verify` above are the first one's.",
+          "type": "array",
+          "minItems": 1,
+          "items": {
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["certificate", "leaf", "verify"],
+            "properties": {
+              "certificate": { "type": "string" },
+              "leaf": { "$ref": "#/$defs/leaf" },
+              "verify": { "$ref": "#/$defs/verify" }
+            }
           }
         }
+      }
+    },
+    "leaf": {
+      "type": "object",
+      "additionalProperties": false,
+      "required": ["fingerprint", "subject", "not_after"],
+      "properties": {
+        "fingerprint": { "type": "string" },
+        "subject": { "type": "string" },
+        "not_after": { "type": "string", "format": "date-time" }
+      }
+    },
+    "verify": {
+      "description": "The TLS endpoint probed; null when there is none.",
+      "type": ["object", "null"],
+      "additionalProperties": false,
+      "properties": {
+        "address": { "type": "string" },
+        "sni": { "type": "string" },
+        "starttls": { "type": "string", "enum": ["none", "smtp", "imap", "pop3"] }
       }
     }
   }

@@ -1,11 +1,12 @@
-//! The summary table printed to stderr at the end of a run: one row per target, a totals
+//! The summary table printed to stderr at the end of a run: one row per target (per
+//! certificate, `target/certificate`, for a target with several), a totals
 //! line, then the error of every target that has one. Plain text, sized to its content.
 
 use std::fmt::Write as _;
 
 use super::sanitize::sanitize_line;
 use super::text::{duration, human, short_or_dash};
-use super::{RunReport, Status};
+use super::{RunReport, Status, TargetReport};
 
 const HEADERS: [&str; 5] = ["TARGET", "STATUS", "OLD → NEW", "SERVED", "DURATION"];
 
@@ -21,23 +22,7 @@ const HEADERS: [&str; 5] = ["TARGET", "STATUS", "OLD → NEW", "SERVED", "DURATI
 /// web-2: reload failed; restored the previous files
 /// ```
 pub fn summary_table(report: &RunReport) -> String {
-    let rows: Vec<[String; 5]> = report
-        .targets
-        .iter()
-        .map(|t| {
-            [
-                sanitize_line(&t.name),
-                t.status.as_str().to_string(),
-                format!(
-                    "{} → {}",
-                    short_or_dash(t.old_fingerprint.as_ref()),
-                    short_or_dash(t.new_fingerprint.as_ref())
-                ),
-                short_or_dash(t.served_fingerprint.as_ref()),
-                duration(t.duration_ms),
-            ]
-        })
-        .collect();
+    let rows: Vec<[String; 5]> = report.targets.iter().flat_map(target_rows).collect();
 
     let mut out = String::new();
     if !rows.is_empty() {
@@ -55,6 +40,36 @@ pub fn summary_table(report: &RunReport) -> String {
     }
     out.push_str(&summary_short(report));
     out
+}
+
+/// A target's rows: one, or one per certificate (`target/certificate`) when it has several.
+fn target_rows(t: &TargetReport) -> Vec<[String; 5]> {
+    let row = |label: String, old, new, served| {
+        [
+            label,
+            t.status.as_str().to_string(),
+            format!("{} → {}", short_or_dash(old), short_or_dash(new)),
+            short_or_dash(served),
+            duration(t.duration_ms),
+        ]
+    };
+    if t.certificates.len() <= 1 {
+        let (old, new) = (t.old_fingerprint.as_ref(), t.new_fingerprint.as_ref());
+        return vec![row(
+            sanitize_line(&t.name),
+            old,
+            new,
+            t.served_fingerprint.as_ref(),
+        )];
+    }
+    t.certificates
+        .iter()
+        .map(|c| {
+            let label = sanitize_line(&format!("{}/{}", t.name, c.certificate));
+            let (old, new) = (c.old_fingerprint.as_ref(), c.new_fingerprint.as_ref());
+            row(label, old, new, c.served_fingerprint.as_ref())
+        })
+        .collect()
 }
 
 /// `--quiet`'s summary: the totals line, then the error of every target that has one.

@@ -55,6 +55,15 @@ pub(crate) fn sample_target(name: &str, status: Status) -> TargetReport {
         files: Vec::new(),
         steps: Vec::new(),
         probes: Vec::new(),
+        certificates: vec![CertificateReport {
+            certificate: "www".to_string(),
+            address: Some(format!("{name}.example.test:443")),
+            sni: Some("www.example.test".to_string()),
+            old_fingerprint: Some(fp(OLD)),
+            new_fingerprint: Some(fp(NEW)),
+            served_fingerprint: served,
+            probes: Vec::new(),
+        }],
         duration_ms: 1_234,
         error,
     }
@@ -130,6 +139,7 @@ fn detailed_target() -> TargetReport {
         matched: true,
         detail: None,
     }];
+    target.certificates[0].probes = target.probes.clone();
     target
 }
 
@@ -273,6 +283,49 @@ fn summary_table_of_a_mixed_run() {
     let table = summary_table(&report);
     assert!(!table.contains('\u{1b}'));
     snapshot_settings().bind(|| insta::assert_snapshot!("report__summary_table_mixed", table));
+}
+
+#[test]
+fn summary_table_has_one_row_per_certificate_of_a_target_with_several() {
+    let mut multi = sample_target("web-1", Status::RolledBack);
+    let first = multi.certificates[0].clone();
+    multi.certificates = ["a", "b", "c"]
+        .iter()
+        .map(|name| CertificateReport {
+            certificate: name.to_string(),
+            ..first.clone()
+        })
+        .collect();
+    multi.certificates[1].served_fingerprint = None;
+    let single = sample_target("web-2", Status::Deployed);
+    let report = RunReport::new(
+        "deploy",
+        false,
+        SystemTime::UNIX_EPOCH,
+        Duration::ZERO,
+        vec![multi, single],
+    );
+    let table = summary_table(&report);
+    let rows: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    for (row, label) in rows.iter().zip(["web-1/a", "web-1/b", "web-1/c", "web-2 "]) {
+        assert!(row.starts_with(label), "{table}");
+    }
+    assert!(rows[0].contains("rolled-back") && rows[2].contains("rolled-back"));
+    // The middle certificate served nothing: its SERVED cell is a dash, the others' are not.
+    // Cells: name, status, old, →, new, served, duration.
+    let served = |row: &str| row.split_whitespace().nth(5).unwrap().to_string();
+    assert_eq!(served(rows[1]), "-", "{table}");
+    assert_ne!(served(rows[0]), "-", "{table}");
+    // The totals count targets, not certificates.
+    assert!(
+        table.contains("2 targets: 1 deployed, 1 rolled-back"),
+        "{table}"
+    );
 }
 
 #[test]

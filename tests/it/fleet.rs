@@ -273,9 +273,11 @@ impl Held {
         fs::write(&gate, "").unwrap();
         let inventory = fs::read_to_string(&fleet.inventory).unwrap();
         let marker = "  - name: t02\n";
+        let reached = fleet.dir.path().join("reached");
         let hold = format!(
-            "    commands: {{ preview: [sh, -c, 'while [ -e \"$0\" ]; do sleep 0.05; done', {}] }}\n",
-            serde_json::to_string(&gate.display().to_string()).unwrap()
+            "    commands: {{ preview: [sh, -c, ': > \"$1\"; while [ -e \"$0\" ]; do sleep 0.05; done', {}, {}] }}\n",
+            serde_json::to_string(&gate.display().to_string()).unwrap(),
+            serde_json::to_string(&reached.display().to_string()).unwrap()
         );
         fs::write(
             &fleet.inventory,
@@ -303,11 +305,8 @@ impl Held {
                 }
             })
         };
-        // t01 is inside its preview (held by the gate) once its stage step has ended.
-        wait_for(
-            || stderr.lock().unwrap().contains("stage t01: ok"),
-            "t01 reaches its preview",
-        );
+        // t01 is inside its preview (held by the gate) once the held command has started.
+        wait_for(|| reached.exists(), "t01 reaches its preview");
         Held {
             child,
             gate,
@@ -370,7 +369,8 @@ fn second_interrupt_aborts_and_names_the_targets_between_states() {
     let (code, _, stderr) = held.finish();
     assert_eq!(code, Some(130), "{stderr}");
     assert!(
-        stderr.contains("t01: interrupted during preview"),
+        // Stage, preview and backup are one remote script; the step in flight is its first.
+        stderr.contains("t01: interrupted during stage"),
         "{stderr}"
     );
     assert!(!stderr.contains("  t02: interrupted during"), "{stderr}");

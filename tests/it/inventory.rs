@@ -165,7 +165,7 @@ fn full_design_example_merges_defaults_groups_and_target() {
     assert_eq!(t.jump.as_deref(), Some("bastion.example.com"));
     assert_eq!(t.become_method, Some(Become::Sudo));
     assert_eq!(t.groups, ["web"]);
-    assert_eq!(t.certificate, "www");
+    assert_eq!(t.certificate(), "www");
     assert_eq!(t.connector, "nginx");
     let params: Vec<(&str, &str)> = t
         .params
@@ -520,5 +520,75 @@ fn corpus_of_bad_inventories() {
             .replace(&path.display().to_string(), "[FILE]");
         assert!(!shown.contains('\n'), "{stem}: more than one line: {shown}");
         insta::assert_snapshot!(format!("corpus_{stem}"), shown);
+    }
+}
+
+const TWO_CERTS: &str =
+    "certificates:\n  a: { cert: a.pem, key: a.key }\n  b: { cert: b.pem, key: b.key }\n";
+
+#[test]
+fn several_certificates_merge_their_params_and_verify_over_the_targets() {
+    let inv = load_text(&format!(
+        "{TWO_CERTS}targets:\n  - host: h\n    connector: nginx\n    params: {{ nginx_conf: /etc/nginx/nginx.conf }}\n    \
+         verify: {{ address: \"10.0.0.1:443\", attempts: 3 }}\n    certificates:\n      \
+         - certificate: a\n        params: {{ fullchain_path: /a.crt }}\n        verify: {{ sni: a.test }}\n      \
+         - certificate: b\n        verify: {{ sni: b.test, attempts: 5 }}\n"
+    ))
+    .unwrap();
+    let t = &inv.targets[0];
+    assert_eq!(t.certificate_names().collect::<Vec<_>>(), ["a", "b"]);
+    let a = t.for_certificate(0);
+    assert_eq!(a.params["fullchain_path"], "/a.crt");
+    assert_eq!(a.params["nginx_conf"], "/etc/nginx/nginx.conf");
+    assert_eq!(a.verify.sni.as_deref(), Some("a.test"));
+    assert_eq!(a.verify.address.as_deref(), Some("10.0.0.1:443"));
+    assert_eq!(a.verify.attempts, 3);
+    let b = t.for_certificate(1);
+    assert!(
+        !b.params.contains_key("fullchain_path"),
+        "a's params stay a's"
+    );
+    assert_eq!(
+        (b.verify.sni.as_deref(), b.verify.attempts),
+        (Some("b.test"), 5)
+    );
+}
+
+#[test]
+fn bad_certificates_lists_are_refused_where_they_are_written() {
+    let target =
+        |rest: &str| format!("{TWO_CERTS}targets:\n  - host: h\n    connector: nginx\n{rest}");
+    let cases = [
+        (
+            "    certificate: a\n    certificates: [{ certificate: b }]\n",
+            (8, 19),
+            "not both",
+        ),
+        ("    certificates: []\n", (7, 19), "lists no certificate"),
+        (
+            "    certificates:\n      - certificate: a\n      - certificate: a\n",
+            (9, 22),
+            "listed twice",
+        ),
+        (
+            "    certificates:\n      - certificate: c\n",
+            (8, 22),
+            "unknown certificate `c`",
+        ),
+        (
+            "    certificates:\n      - { certificate: a, paramz: {} }\n",
+            (8, 27),
+            "unknown key `paramz` (did you mean `params`?)",
+        ),
+        (
+            "    certificates:\n      - certificate: a\n        verify: { backoff: 2 s }\n",
+            (9, 28),
+            "verify.backoff",
+        ),
+    ];
+    for (rest, at, want) in cases {
+        let (line, col, msg) = error(&target(rest));
+        assert!(msg.contains(want), "{rest}: {msg}");
+        assert_eq!((line, col), at, "{rest}: {msg}");
     }
 }

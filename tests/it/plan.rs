@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certctl::connector::{Catalogue, Role};
-use certctl::inventory::{Inventory, Location, Target, VerifySettings};
+use certctl::inventory::{Inventory, Location, Target, TargetCertificate, VerifySettings};
 use certctl::material::{KeySource, Material, MaterialSpec};
 use certctl::plan::{self, RunSettings};
 use certctl::probe::StartTls;
@@ -24,7 +24,11 @@ fn target(connector: &str, params: &[(&str, &str)]) -> Target {
         jump: None,
         become_method: None,
         groups: vec![],
-        certificate: "www".into(),
+        certificates: vec![TargetCertificate {
+            name: "www".into(),
+            params: BTreeMap::new(),
+            verify: None,
+        }],
         connector: connector.into(),
         params: params
             .iter()
@@ -165,9 +169,9 @@ fn nginx_plan_has_exact_paths_and_commands() {
         conf.content.contains("events { worker_connections 16; }"),
         "{{ renders as a brace"
     );
-    assert_eq!(p.probe.address, "10.0.0.11:443");
-    assert_eq!(p.probe.sni, "www.example.test");
-    assert_eq!(p.probe.starttls, StartTls::None);
+    assert_eq!(p.first().probe.address, "10.0.0.11:443");
+    assert_eq!(p.first().probe.sni, "www.example.test");
+    assert_eq!(p.first().probe.starttls, StartTls::None);
     assert_eq!(p.backup_dir, "/var/lib/certctl/backups/web-1");
     assert_eq!(p.keep_backups, 3);
 }
@@ -196,14 +200,14 @@ fn target_params_and_command_overrides_win() {
     assert_eq!(p.files[0].explicit_mode, Some(0o640));
     assert_eq!(p.reload, [vec!["systemctl", "reload", "nginx"]]);
     assert_eq!(p.keep_backups, 5);
-    assert_eq!(p.probe.address, "[::1]:8443");
+    assert_eq!(p.first().probe.address, "[::1]:8443");
 }
 
 #[test]
 fn ipv6_host_gets_brackets_in_the_probe_address() {
     let mut t = target("nginx", &[]);
     t.host = "fd00::11".into();
-    assert_eq!(plan_one(t).unwrap().probe.address, "[fd00::11]:443");
+    assert_eq!(plan_one(t).unwrap().first().probe.address, "[fd00::11]:443");
 }
 
 #[test]
@@ -653,4 +657,123 @@ fn user_connectors_may_reference_builtin_templates() {
     assert!(serde_saphyr::from_str::<ConnectorDef>(&yaml("{builtin: x, extra: y}")).is_err());
     let def: ConnectorDef = serde_saphyr::from_str(&yaml("\"echo {target}\"")).unwrap();
     validate("mine", &def).unwrap();
+}
+
+/// `t` with certificates `www` and `www2` (the same material), each with `params[i]`.
+fn two_certificates(
+    mut t: Target,
+    params: [&[(&str, &str)]; 2],
+) -> Result<plan::TargetPlan, String> {
+    t.certificates = ["www", "www2"]
+        .iter()
+        .zip(params)
+        .map(|(name, params)| TargetCertificate {
+            name: name.to_string(),
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            verify: None,
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let m = material(dir.path());
+    let inventory = Inventory {
+        path: PathBuf::from("certctl.yaml"),
+        certificates: BTreeMap::new(),
+        targets: vec![t],
+        connectors: BTreeMap::new(),
+        groups: vec![],
+        policies: BTreeMap::new(),
+        notify: vec![],
+        history: None,
+    };
+    let materials = BTreeMap::from([("www".to_string(), m.clone()), ("www2".to_string(), m)]);
+    let targets: Vec<&Target> = inventory.targets.iter().collect();
+    plan::build(
+        &inventory,
+        &targets,
+        &Catalogue::builtin(),
+        &materials,
+        &settings(),
+    )
+    .map(|mut v| v.remove(0))
+    .map_err(|e| {
+        e.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+#[test]
+fn several_certificates_are_one_plan_with_each_files_and_one_reload() {
+    let p = two_certificates(
+        target("nginx", &[]),
+        [
+            &[
+                ("fullchain_path", "/etc/nginx/a.crt"),
+                ("key_path", "/etc/nginx/a.key"),
+            ],
+            &[
+                ("fullchain_path", "/etc/nginx/b.crt"),
+                ("key_path", "/etc/nginx/b.key"),
+            ],
+        ],
+    )
+    .unwrap();
+    let files: Vec<(&str, usize)> = p.files.iter().map(|f| (f.path.as_str(), f.cert)).collect();
+    assert_eq!(
+        files,
+        [
+            ("/etc/nginx/a.crt", 0),
+            ("/etc/nginx/a.key", 0),
+            ("/etc/nginx/b.crt", 1),
+            ("/etc/nginx/b.key", 1)
+        ]
+    );
+    assert_eq!(p.certs.len(), 2);
+    assert_eq!(
+        p.reload.len(),
+        1,
+        "the same reload runs once: {:?}",
+        p.reload
+    );
+    assert_eq!(
+        p.test.len(),
+        1,
+        "the same live test runs once: {:?}",
+        p.test
+    );
+    // Each certificate's preview has its own scratch directory.
+    assert_eq!(p.scratch_subdirs, [format!("{}/2", p.scratch_dir)]);
+}
+
+#[test]
+fn several_certificates_that_cannot_be_one_change_are_refused_naming_both() {
+    let same = two_certificates(target("nginx", &[]), [&[], &[]]).unwrap_err();
+    assert!(
+        same.contains("certificates `www` and `www2` both write `/etc/nginx/ssl/www.crt`")
+            || same.contains("both write"),
+        "{same}"
+    );
+    let backups = two_certificates(
+        target("nginx", &[]),
+        [
+            &[("fullchain_path", "/a.crt"), ("key_path", "/a.key")],
+            &[
+                ("fullchain_path", "/b.crt"),
+                ("key_path", "/b.key"),
+                ("backup_dir", "/srv/b"),
+            ],
+        ],
+    )
+    .unwrap_err();
+    assert!(backups.contains("different `backup_dir`"), "{backups}");
+    let k8s = two_certificates(
+        target("k8ssecret", &[("namespace", "web"), ("secret_name", "tls")]),
+        [&[], &[]],
+    )
+    .unwrap_err();
+    assert!(k8s.contains("deploys one certificate per target"), "{k8s}");
 }

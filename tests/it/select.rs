@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use certctl::inventory::{Location, Target, VerifySettings};
+use certctl::inventory::{Location, Target, TargetCertificate, VerifySettings};
 use certctl::select::{
     BatchSize, MaxFail, SelectError, SerialSpec, Shard, batches, budget_exceeded, select, shard,
     shard_hash,
@@ -21,7 +21,11 @@ fn target(name: &str, groups: &[&str]) -> Target {
         jump: None,
         become_method: None,
         groups: groups.iter().map(|g| g.to_string()).collect(),
-        certificate: "www".into(),
+        certificates: vec![TargetCertificate {
+            name: "www".into(),
+            params: BTreeMap::new(),
+            verify: None,
+        }],
         connector: "nginx".into(),
         params: BTreeMap::new(),
         commands: BTreeMap::new(),

@@ -84,6 +84,12 @@ certctl_uid() { u=$(id -u -- "$1" 2>/dev/null) || u=-; printf 'U %s %s\n' "$2" "
 certctl_gid() { g=$(getent group -- "$1" | cut -d: -f3); printf 'G %s %s\n' "$2" "${g:--}"; }
 certctl_if_new() { f=$1; shift; [ -e "$f" ] || "$@"; }
 
-# certctl_scratch DIR TAG makes the private scratch directory, tagged with the target's lock so
-# a later run holding that lock can sweep it if this run is killed (best effort).
-certctl_scratch() { mkdir -m 0700 -- "$1" || return; { printf '%s\n' "$2" > "$1/.certctl-lock"; } 2>/dev/null || :; }
+# certctl_scratch DIR TAG [SUBDIR...] makes the private scratch directory, tagged with the
+# target's lock so a later run holding that lock can sweep it if this run is killed (best
+# effort), and inside it each further certificate's directory.
+certctl_scratch() {
+  mkdir -m 0700 -- "$1" || return
+  { printf '%s\n' "$2" > "$1/.certctl-lock"; } 2>/dev/null || :
+  shift 2
+  for sub in "$@"; do mkdir -m 0700 -- "$sub" || return; done
+}

@@ -31,7 +31,14 @@ impl Apache {
     /// `DIR/certs/cert.pem`, `DIR/certs/chain.pem` and `DIR/certs/privkey.pem` (0644, 0644,
     /// 0600).
     pub fn start(server_name: &str, cert: &Path, chain: &Path, key: &Path) -> Apache {
-        Apache::start_with(server_name, cert, chain, key, &[])
+        Apache::start_sites(&[[server_name, &p(cert), &p(chain), &p(key)]])
+    }
+
+    /// One name-based `<VirtualHost>` per site (`[server_name, cert, chain, key]`) on one
+    /// address, chosen by SNI (the first is the default). Site 0's files are `DIR/certs/…`
+    /// as for [`Apache::start`], site N > 0's `DIR/certs/site-N/…` ([`Apache::site_paths`]).
+    pub fn start_sites(sites: &[[&str; 4]]) -> Apache {
+        Apache::launch(sites, &[])
     }
 
     /// [`Apache::start`] with more certificate + key pairs (leaf, key) for the same names, as
@@ -44,6 +51,11 @@ impl Apache {
         key: &Path,
         also: &[(&Path, &Path)],
     ) -> Apache {
+        Apache::launch(&[[server_name, &p(cert), &p(chain), &p(key)]], also)
+    }
+
+    /// [`Apache::start_sites`], site 0 also holding the `also` pairs.
+    fn launch(sites: &[[&str; 4]], also: &[(&Path, &Path)]) -> Apache {
         let apache2 = require("apache2");
         require("apachectl");
         require("pgrep"); // the connector's `alive` check
@@ -55,20 +67,14 @@ impl Apache {
         for sub in ["logs", "run", "htdocs", "certs"] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
         }
-        copy_with_mode(cert, &d.join("certs/cert.pem"), 0o644);
-        copy_with_mode(chain, &d.join("certs/chain.pem"), 0o644);
-        copy_with_mode(key, &d.join("certs/privkey.pem"), 0o600);
-        let mut more = String::new();
-        for (cert, key) in copy_also(&d.join("certs"), also.iter().copied()) {
-            more.push_str(&format!(
-                "  SSLCertificateFile {}\n  SSLCertificateKeyFile {}\n",
-                cert.display(),
-                key.display()
-            ));
-        }
         let addr = free_addr();
+        let vhosts: String = sites
+            .iter()
+            .enumerate()
+            .map(|(i, site)| vhost(d, addr, i, site, if i == 0 { also } else { &[] }))
+            .collect();
+        let config = apache2_conf(d, addr, &vhosts);
         let p = |rel: &str| d.join(rel).display().to_string();
-        let config = apache2_conf(d, addr, server_name, &more);
         std::fs::write(d.join("apache2.conf"), config).unwrap();
         // Sourced by apachectl when APACHE_CONFDIR=DIR: keeps its run/lock dirs in DIR.
         std::fs::write(
@@ -139,6 +145,11 @@ impl Apache {
 
     pub fn key_path(&self) -> PathBuf {
         self.dir().join("certs/privkey.pem")
+    }
+
+    /// Site `i`'s live files (cert, chain, key) of [`Apache::start_sites`].
+    pub fn site_paths(&self, i: usize) -> [PathBuf; 3] {
+        site_paths(self.dir(), i)
     }
 
     /// The live files, in the connector's order: cert, chain, key.
@@ -230,53 +241,6 @@ impl Drop for Apache {
     }
 }
 
-/// `DIR/apache2.conf`: one TLS virtual host on `addr` serving `DIR/certs/…`, then the
-/// `SSLCertificateFile` / `SSLCertificateKeyFile` lines in `more`.
-fn apache2_conf(d: &Path, addr: SocketAddr, server_name: &str, more: &str) -> String {
-    let p = |rel: &str| d.join(rel).display().to_string();
-    // No ServerRoot and no APACHE_* variables: `apache2 -d DIR` and
-    // `APACHE_CONFDIR=DIR apachectl` both find DIR/apache2.conf.
-    format!(
-        "ServerName localhost\n\
-         PidFile {pid}\n\
-         DefaultRuntimeDir {run}\n\
-         Mutex file:{run}\n\
-         ErrorLog {error_log}\n\
-         LogLevel warn\n\
-         LoadModule mpm_event_module     /usr/lib/apache2/modules/mod_mpm_event.so\n\
-         LoadModule authz_core_module    /usr/lib/apache2/modules/mod_authz_core.so\n\
-         LoadModule socache_shmcb_module /usr/lib/apache2/modules/mod_socache_shmcb.so\n\
-         LoadModule ssl_module           /usr/lib/apache2/modules/mod_ssl.so\n\
-         StartServers 1\n\
-         ServerLimit 2\n\
-         ThreadsPerChild 16\n\
-         MinSpareThreads 1\n\
-         MaxSpareThreads 32\n\
-         MaxRequestWorkers 16\n\
-         User www-data\n\
-         Group www-data\n\
-         Listen {addr} https\n\
-         SSLSessionCache shmcb:{run}/ssl_scache(512000)\n\
-         <VirtualHost {addr}>\n  \
-           ServerName {server_name}\n  \
-           DocumentRoot {htdocs}\n  \
-           SSLEngine on\n  \
-           SSLCertificateFile {cert}\n  \
-           SSLCertificateChainFile {chain}\n  \
-           SSLCertificateKeyFile {key}\n\
-         {more}  \
-           <Location />\n    Require all granted\n  </Location>\n\
-         </VirtualHost>\n",
-        pid = p("run/httpd.pid"),
-        run = p("run"),
-        error_log = p("logs/error.log"),
-        htdocs = p("htdocs"),
-        cert = p("certs/cert.pem"),
-        chain = p("certs/chain.pem"),
-        key = p("certs/privkey.pem"),
-    )
-}
-
 /// A child process that a thread waits for, so it is reaped the moment it exits.
 struct Reaped {
     pid: u32,
@@ -339,4 +303,89 @@ fn signal(pid: u32, sig: &str) {
         .args([&format!("-{sig}"), &pid.to_string()])
         .stderr(Stdio::null())
         .status();
+}
+
+/// Site `i`'s `<VirtualHost>`, its files (and `also`'s) copied into `d`.
+fn vhost(
+    d: &Path,
+    addr: SocketAddr,
+    i: usize,
+    site: &[&str; 4],
+    also: &[(&Path, &Path)],
+) -> String {
+    let [name, cert, chain, key] = site;
+    let live = site_paths(d, i);
+    let certs = live[0].parent().unwrap();
+    std::fs::create_dir_all(certs).unwrap();
+    for ((src, dst), mode) in [cert, chain, key]
+        .iter()
+        .zip(&live)
+        .zip([0o644, 0o644, 0o600])
+    {
+        copy_with_mode(Path::new(src), dst, mode);
+    }
+    let mut more = String::new();
+    for (cert, key) in copy_also(certs, also.iter().copied()) {
+        more.push_str(&format!(
+            "  SSLCertificateFile {}\n  SSLCertificateKeyFile {}\n",
+            cert.display(),
+            key.display()
+        ));
+    }
+    format!(
+        "<VirtualHost {addr}>\n  ServerName {name}\n  DocumentRoot {htdocs}\n  \
+         SSLEngine on\n  SSLCertificateFile {}\n  SSLCertificateChainFile {}\n  \
+         SSLCertificateKeyFile {}\n{more}  <Location />\n    Require all granted\n  \
+         </Location>\n</VirtualHost>\n",
+        live[0].display(),
+        live[1].display(),
+        live[2].display(),
+        htdocs = d.join("htdocs").display(),
+    )
+}
+
+/// `DIR/apache2.conf`: the server on `addr`, then `vhosts`.
+fn apache2_conf(d: &Path, addr: SocketAddr, vhosts: &str) -> String {
+    let p = |rel: &str| d.join(rel).display().to_string();
+    // No ServerRoot and no APACHE_* variables: `apache2 -d DIR` and
+    // `APACHE_CONFDIR=DIR apachectl` both find DIR/apache2.conf.
+    format!(
+        "ServerName localhost\n\
+         PidFile {pid}\n\
+         DefaultRuntimeDir {run}\n\
+         Mutex file:{run}\n\
+         ErrorLog {error_log}\n\
+         LogLevel warn\n\
+         LoadModule mpm_event_module     /usr/lib/apache2/modules/mod_mpm_event.so\n\
+         LoadModule authz_core_module    /usr/lib/apache2/modules/mod_authz_core.so\n\
+         LoadModule socache_shmcb_module /usr/lib/apache2/modules/mod_socache_shmcb.so\n\
+         LoadModule ssl_module           /usr/lib/apache2/modules/mod_ssl.so\n\
+         StartServers 1\n\
+         ServerLimit 2\n\
+         ThreadsPerChild 16\n\
+         MinSpareThreads 1\n\
+         MaxSpareThreads 32\n\
+         MaxRequestWorkers 16\n\
+         User www-data\n\
+         Group www-data\n\
+         Listen {addr} https\n\
+         SSLSessionCache shmcb:{run}/ssl_scache(512000)\n\
+         {vhosts}",
+        pid = p("run/httpd.pid"),
+        run = p("run"),
+        error_log = p("logs/error.log"),
+    )
+}
+
+/// Site `i`'s cert, chain and key: `DIR/certs/…` for site 0, `DIR/certs/site-N/…` after it.
+fn site_paths(dir: &Path, i: usize) -> [PathBuf; 3] {
+    let certs = match i {
+        0 => dir.join("certs"),
+        _ => dir.join(format!("certs/site-{i}")),
+    };
+    ["cert.pem", "chain.pem", "privkey.pem"].map(|f| certs.join(f))
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
 }

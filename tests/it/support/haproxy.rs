@@ -30,9 +30,9 @@ impl Haproxy {
         Haproxy::start_bundles(&[bundle])
     }
 
-    /// [`Haproxy::start`] with several bundles on the one `bind` (`crt site.pem crt
-    /// site-1.pem …`): for the same names, haproxy shows the one that suits the client (an RSA
-    /// and an ECDSA one, say).
+    /// One frontend with one `crt` per bundle on its bind line (haproxy picks by SNI, the
+    /// first is the default): `DIR/certs/site.pem`, then `DIR/certs/site-N.pem`
+    /// ([`Haproxy::bundle_path`]).
     pub fn start_bundles(bundles: &[&Path]) -> Haproxy {
         let haproxy = require("haproxy");
         require("pkill"); // the tests' reload
@@ -44,13 +44,10 @@ impl Haproxy {
         let d = dir.path();
         std::fs::create_dir_all(d.join("certs")).unwrap();
         let mut crts = String::new();
-        for (n, bundle) in bundles.iter().enumerate() {
-            let pem = match n {
-                0 => d.join("certs/site.pem"),
-                n => d.join(format!("certs/site-{n}.pem")),
-            };
-            copy_with_mode(bundle, &pem, 0o600);
-            crts.push_str(&format!(" crt {}", pem.display()));
+        for (i, bundle) in bundles.iter().enumerate() {
+            let live = bundle_path(d, i);
+            copy_with_mode(bundle, &live, 0o600);
+            crts.push_str(&format!(" crt {}", live.display()));
         }
         let addr = free_addr();
         let config = format!(
@@ -132,7 +129,12 @@ impl Haproxy {
     }
 
     pub fn pem_path(&self) -> PathBuf {
-        self.dir().join("certs/site.pem")
+        bundle_path(self.dir(), 0)
+    }
+
+    /// Bundle `i`'s live file of [`Haproxy::start_bundles`].
+    pub fn bundle_path(&self, i: usize) -> PathBuf {
+        bundle_path(self.dir(), i)
     }
 
     pub fn pid_file(&self) -> PathBuf {
@@ -251,5 +253,12 @@ impl Drop for Haproxy {
                     .status();
             }
         }
+    }
+}
+
+fn bundle_path(dir: &Path, i: usize) -> PathBuf {
+    match i {
+        0 => dir.join("certs/site.pem"),
+        _ => dir.join(format!("certs/site-{i}.pem")),
     }
 }

@@ -180,6 +180,11 @@ impl Nginx {
         site_paths(self.dir(), 0).1
     }
 
+    /// Site `i`'s full chain and key of [`Nginx::start_sites`].
+    pub fn site_paths(&self, i: usize) -> (PathBuf, PathBuf) {
+        site_paths(self.dir(), i)
+    }
+
     /// The arguments every nginx command for this instance needs:
     /// `-p DIR/ -c CONF -e ERRLOG`.
     pub fn instance_args(&self) -> Vec<String> {

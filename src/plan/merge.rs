@@ -1,0 +1,74 @@
+//! Several certificates on one target become one change: each certificate is planned on its
+//! own (its params, its probe, its own `{tmpdir}` inside the target's scratch directory), then
+//! the parts are merged here into one plan — one lock, one backup set, one stage and preview,
+//! one swap, each distinct test and reload command once, then every certificate's probe.
+
+use crate::connector::Command;
+use crate::inventory::Target;
+
+use super::TargetPlan;
+
+/// The parts (one per certificate, in order) as one plan.
+pub(super) fn merge(target: &Target, parts: Vec<TargetPlan>) -> Result<TargetPlan, String> {
+    let mut parts = parts.into_iter();
+    let mut plan = parts.next().expect("a target has at least one certificate");
+    for part in parts {
+        let (first, this) = (&plan.certs[0].certificate, &part.certs[0].certificate);
+        if plan.commands.is_some() || plan.shell == crate::connector::Shell::Powershell {
+            return Err(format!(
+                "connector `{}` deploys one certificate per target (it changes the target \
+                 through its own commands): list certificate `{this}` on a target of its own",
+                plan.connector
+            ));
+        }
+        if part.backup_dir != plan.backup_dir || part.keep_backups != plan.keep_backups {
+            return Err(format!(
+                "certificates `{first}` and `{this}` set different `backup_dir` or \
+                 `keep_backups` params: a target has one backup directory; set them on the \
+                 target, not on a certificate"
+            ));
+        }
+        if let Some(f) = part.files.iter().find(|f| same_file(&plan, &f.path)) {
+            let other = &plan.certs[plan
+                .files
+                .iter()
+                .find(|p| p.path == f.path)
+                .map_or(0, |p| p.cert)];
+            return Err(format!(
+                "certificates `{}` and `{this}` both write `{}`: give each its own paths \
+                 (params under its `certificates:` entry)",
+                other.certificate, f.path
+            ));
+        }
+        plan.files.extend(part.files);
+        plan.scratch_subdirs.push(part.scratch_dir);
+        plan.templates.extend(part.templates);
+        plan.inputs.extend(part.inputs);
+        for (mine, theirs) in [
+            (&mut plan.preview, part.preview),
+            (&mut plan.test, part.test),
+            (&mut plan.reload, part.reload),
+            (&mut plan.alive, part.alive),
+            (&mut plan.start, part.start),
+        ] {
+            add_distinct(mine, theirs);
+        }
+        plan.certs.extend(part.certs);
+    }
+    let _ = target;
+    Ok(plan)
+}
+
+fn same_file(plan: &TargetPlan, path: &str) -> bool {
+    plan.files.iter().any(|f| f.path == path)
+}
+
+/// Appends the commands `to` does not already hold (the same `nginx -t` or reload for every
+/// certificate runs once), in order.
+fn add_distinct(to: &mut Vec<Command>, commands: Vec<Command>) {
+    for c in commands {
+        if !to.contains(&c) {
+            to.push(c);
+        }
+    }
+}
