@@ -308,6 +308,43 @@ fn plan_target(
     merge::merge(target, parts)
 }
 
+/// A connector's command sections, rendered for one target.
+struct Sections {
+    preview: Vec<Command>,
+    test: Vec<Command>,
+    reload: Vec<Command>,
+    alive: Vec<Command>,
+    start: Vec<Command>,
+    version: Vec<Command>,
+}
+
+impl Sections {
+    fn render(r: &commands::Renderer<'_>, def: &ConnectorDef) -> Result<Sections, String> {
+        Ok(Sections {
+            preview: r.section("preview", &def.preview)?,
+            test: r.section("test", &def.test)?,
+            reload: r.section("reload", &def.reload)?,
+            alive: r.section("alive", &def.alive)?,
+            start: r.section("start", &def.start)?,
+            version: r.render_all("version", &def.version)?,
+        })
+    }
+}
+
+impl PlannedFile {
+    /// The file as certificate `cert`'s.
+    fn of(self, cert: usize) -> PlannedFile {
+        PlannedFile { cert, ..self }
+    }
+}
+
+impl PlannedInput {
+    /// The input as certificate `cert`'s.
+    fn of(self, cert: usize) -> PlannedInput {
+        PlannedInput { cert, ..self }
+    }
+}
+
 /// One certificate of a target, planned on its own.
 struct Part<'a> {
     /// The target as it applies to this certificate ([`Target::for_certificate`]).
@@ -344,28 +381,15 @@ fn plan_part(
     let file_params = files::FileParams::new(&params)?;
     let mut values = values::placeholders(&params, target, def, &material, &dirs, settings);
     let inputs = inputs::plan_inputs(def, target, &params, &material, &dirs, &mut values)?;
-    let run_id = &settings.run_id;
-    let files = files::plan_files(
-        def,
-        target,
-        &params,
-        file_params,
-        &dirs,
-        run_id,
-        &mut values,
-    )?;
+    let (run_id, values_mut) = (&settings.run_id, &mut values);
+    let files = files::plan_files(def, target, &params, file_params, &dirs, run_id, values_mut)?;
     let rendered = commands::Renderer {
         target,
         params: &params,
         values: &values,
         powershell,
     };
-    let preview = rendered.section("preview", &def.preview)?;
-    let test = rendered.section("test", &def.test)?;
-    let reload = rendered.section("reload", &def.reload)?;
-    let alive = rendered.section("alive", &def.alive)?;
-    let start = rendered.section("start", &def.start)?;
-    let version = rendered.render_all("version", &def.version)?;
+    let sections = Sections::render(&rendered, def)?;
     let templates = files::plan_templates(def, &dirs, &values)?;
     let (ssh, ssh_warnings) = ssh::ssh_config(target, settings)?;
     let commands = match def.swap {
@@ -389,29 +413,17 @@ fn plan_part(
             probe_shared: target.verify.shared,
             consecutive_set: target.verify.consecutive,
         }],
-        files: files
-            .into_iter()
-            .map(|f| PlannedFile {
-                cert: part.cert,
-                ..f
-            })
-            .collect(),
+        files: files.into_iter().map(|f| f.of(part.cert)).collect(),
         scratch_dir: dirs.scratch,
         scratch_subdirs: Vec::new(),
         templates,
-        inputs: inputs
-            .into_iter()
-            .map(|i| PlannedInput {
-                cert: part.cert,
-                ..i
-            })
-            .collect(),
-        preview,
-        test,
-        reload,
-        alive,
-        start,
-        version,
+        inputs: inputs.into_iter().map(|i| i.of(part.cert)).collect(),
+        preview: sections.preview,
+        test: sections.test,
+        reload: sections.reload,
+        alive: sections.alive,
+        start: sections.start,
+        version: sections.version,
         backup_dir: dirs.backup,
         keep_backups: dirs.keep_backups,
         run_id: settings.run_id.clone(),

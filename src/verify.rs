@@ -124,34 +124,9 @@ async fn verify_target(
     reporter: &dyn Reporter,
 ) -> (TargetReport, Vec<crate::monitor::Observation>) {
     let started = tokio::time::Instant::now();
-    let observe = |c: &CertPlan| crate::monitor::Observation {
-        target: plan.name.clone(),
-        host: plan.ssh.host.clone(),
-        connector: plan.connector.clone(),
-        certificate: c.certificate.clone(),
-        probed: c.has_probe,
-        reachable: false,
-        leaf_matches: false,
-        chain_matches: false,
-        served_not_after: None,
-        probe_duration_ms: None,
-        material_not_after: c.material.leaf.not_after,
-    };
-    let mut seen: Vec<_> = plan.certs.iter().map(observe).collect();
+    let mut seen: Vec<_> = plan.certs.iter().map(|c| observation(plan, c)).collect();
     if !plan.has_probe() {
-        let mut report = deploy::skipped(
-            plan,
-            "no TLS endpoint to probe: the connector has no default port; set verify.address",
-        );
-        let warnings: Vec<String> = plan
-            .certs
-            .iter()
-            .filter_map(|c| material_expiring(c, warn_days))
-            .collect();
-        if !warnings.is_empty() {
-            report.status = Status::Expiring;
-            report.error = Some(format!("nothing to probe; {}", warnings.join("; ")));
-        }
+        let mut report = nothing_to_probe(plan, warn_days);
         report.duration_ms = started.elapsed().as_millis() as u64;
         return (report, seen);
     }
@@ -176,15 +151,7 @@ async fn verify_target(
     let (mut statuses, mut details) = (Vec::new(), Vec::new());
     for (&i, v) in probed.iter().zip(results) {
         let c = &plan.certs[i];
-        let expected = c.material.expected();
-        if let Some(served) = &v.last_served {
-            let o = &mut seen[i];
-            o.reachable = true;
-            o.leaf_matches = served.leaf == expected.leaf;
-            o.chain_matches = served.chain == expected.chain;
-            o.served_not_after = Some(served.not_after);
-        }
-        seen[i].probe_duration_ms = v.attempts.last().map(|a| a.duration_ms);
+        observe(&mut seen[i], c, &v);
         let at = match plan.certs.len() {
             1 => c.probe.address.clone(),
             _ => format!("{} ({})", c.probe.address, c.probe.sni),
@@ -198,15 +165,14 @@ async fn verify_target(
     }
     let status = worst(statuses.iter().copied());
     let detail = details.join("; ");
+    let passed = statuses
+        .iter()
+        .all(|s| matches!(s, Status::Ok | Status::Expiring));
     let step = report::StepReport {
         step: report::Step::Verify,
-        status: if statuses
-            .iter()
-            .all(|s| matches!(s, Status::Ok | Status::Expiring))
-        {
-            report::StepStatus::Ok
-        } else {
-            report::StepStatus::Failed
+        status: match passed {
+            true => report::StepStatus::Ok,
+            false => report::StepStatus::Failed,
         },
         duration_ms: started.elapsed().as_millis() as u64,
         detail: Some(detail.clone()),
@@ -221,4 +187,51 @@ async fn verify_target(
     report.duration_ms = started.elapsed().as_millis() as u64;
     report.error = (status != Status::Ok).then_some(detail);
     (report, seen)
+}
+
+/// What monitoring sees of a certificate before it is probed: nothing reached yet.
+fn observation(plan: &TargetPlan, c: &CertPlan) -> crate::monitor::Observation {
+    crate::monitor::Observation {
+        target: plan.name.clone(),
+        host: plan.ssh.host.clone(),
+        connector: plan.connector.clone(),
+        certificate: c.certificate.clone(),
+        probed: c.has_probe,
+        reachable: false,
+        leaf_matches: false,
+        chain_matches: false,
+        served_not_after: None,
+        probe_duration_ms: None,
+        material_not_after: c.material.leaf.not_after,
+    }
+}
+
+/// A certificate's observation after its verification.
+fn observe(o: &mut crate::monitor::Observation, c: &CertPlan, v: &probe::Verification) {
+    let expected = c.material.expected();
+    if let Some(served) = &v.last_served {
+        o.reachable = true;
+        o.leaf_matches = served.leaf == expected.leaf;
+        o.chain_matches = served.chain == expected.chain;
+        o.served_not_after = Some(served.not_after);
+    }
+    o.probe_duration_ms = v.attempts.last().map(|a| a.duration_ms);
+}
+
+/// A target without a TLS endpoint: skipped, or `expiring` when its material expires soon.
+fn nothing_to_probe(plan: &TargetPlan, warn_days: u32) -> TargetReport {
+    let mut report = deploy::skipped(
+        plan,
+        "no TLS endpoint to probe: the connector has no default port; set verify.address",
+    );
+    let warnings: Vec<String> = plan
+        .certs
+        .iter()
+        .filter_map(|c| material_expiring(c, warn_days))
+        .collect();
+    if !warnings.is_empty() {
+        report.status = Status::Expiring;
+        report.error = Some(format!("nothing to probe; {}", warnings.join("; ")));
+    }
+    report
 }

@@ -351,6 +351,29 @@ async fn rollback(
     old_served_again(run, &[Some(old)], &cause, "the snapshot was restored").await
 }
 
+/// What was served before a `swap: commands` backup set was taken, from its journal (or the
+/// manifest of a set written before journals); an error when another kind of change took it.
+fn old_of_command_set(set_dir: &str, text: &str) -> Result<Option<Expected>, String> {
+    let not_ours = || format!("backup set {set_dir} was not taken by a `swap: commands` connector");
+    if let Some(journal) = super::lock::journal_in(text) {
+        let journal = journal.map_err(|e| format!("backup set {set_dir}: its journal: {e}"))?;
+        if journal.intent.swap != Kind::Commands {
+            return Err(not_ours());
+        }
+        return Ok(journal.intent.old_served(1).pop().flatten());
+    }
+    let manifest: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("M ")).collect();
+    if manifest.first() != Some(&"swap\tcommands") {
+        return Err(not_ours());
+    }
+    Ok(manifest.iter().find_map(|l| {
+        let mut fields = l.strip_prefix("old\t")?.split('\t');
+        let leaf = Fingerprint::parse(fields.next()?)?;
+        let chain = fields.map(Fingerprint::parse).collect::<Option<Vec<_>>>()?;
+        Some(Expected { leaf, chain })
+    }))
+}
+
 /// `certctl rollback`: restores the newest backup set not yet restored, reloads, and probes
 /// for the certificate that was served before it was taken.
 pub(super) async fn undo(run: &mut Run<'_>, session: &Session, swap: &CommandSwap) -> Outcome {
@@ -362,32 +385,7 @@ pub(super) async fn undo(run: &mut Run<'_>, session: &Session, swap: &CommandSwa
         )
     };
     let (set_dir, text) = sets::latest_set(session, plan).await.map_err(failed)?;
-    let old = match super::lock::journal_in(&text) {
-        Some(journal) => {
-            let journal =
-                journal.map_err(|e| failed(format!("backup set {set_dir}: its journal: {e}")))?;
-            if journal.intent.swap != Kind::Commands {
-                return Err(failed(format!(
-                    "backup set {set_dir} was not taken by a `swap: commands` connector"
-                )));
-            }
-            journal.intent.old_served(1).pop().flatten()
-        }
-        None => {
-            let manifest: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("M ")).collect();
-            if manifest.first() != Some(&"swap\tcommands") {
-                return Err(failed(format!(
-                    "backup set {set_dir} was not taken by a `swap: commands` connector"
-                )));
-            }
-            manifest.iter().find_map(|l| {
-                let mut fields = l.strip_prefix("old\t")?.split('\t');
-                let leaf = Fingerprint::parse(fields.next()?)?;
-                let chain = fields.map(Fingerprint::parse).collect::<Option<Vec<_>>>()?;
-                Some(Expected { leaf, chain })
-            })
-        }
-    };
+    let old = old_of_command_set(&set_dir, &text).map_err(failed)?;
     run.report.certificates[0].new_fingerprint = old.as_ref().map(|e| e.leaf);
     run.report.sync_first();
     let intent = Intent::new(

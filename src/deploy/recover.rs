@@ -13,6 +13,7 @@ use super::journal::{Journal, Kind};
 use super::run::{Run, StepFailure};
 use super::script::{self, STRICT};
 use super::{Mode, Remote, Swap, commands, rollback, sets, windows};
+use crate::plan::TargetPlan;
 use crate::report::{Status, Step};
 use crate::ssh::Session;
 use crate::ssh::quote::Script;
@@ -47,36 +48,11 @@ pub(super) async fn recover(
     };
     let found = journal.describe();
     let set = crate::report::sanitize_line(&journal.intent.set);
-    // The set it restores from must be one of this target's sets, in its backup directory.
-    let in_backup_dir = journal
-        .intent
-        .set
-        .strip_prefix(&format!("{}/", plan.backup_dir))
-        .is_some_and(|name| !name.contains('/') && name.split_once('-').is_some());
-    if !in_backup_dir {
-        let message = format!(
-            "{path} names the backup set {set}, which is not in this target's backup directory \
-             {}: a person must check it",
-            plan.backup_dir
-        );
+    if let Some((status, message, tail)) = refusal(plan, &journal, &path) {
         let _ = run
             .step::<()>(Step::Recover, async { Err(message.clone()) })
             .await;
-        return Err((Status::RollbackFailed, format!("recover failed: {message}")));
-    }
-    if journal.intent.target != plan.name {
-        let message = format!(
-            "{path} records an unfinished change of another target: {found}. Run `certctl \
-             deploy --limit {}` first: it rolls that change back",
-            crate::report::sanitize_line(&journal.intent.target)
-        );
-        let _ = run
-            .step::<()>(Step::Recover, async { Err(message.clone()) })
-            .await;
-        return Err((
-            Status::Failed,
-            format!("recover failed: {message}; nothing was changed"),
-        ));
+        return Err((status, format!("recover failed: {message}{tail}")));
     }
     if run.mode == Mode::DryRun {
         run.skip(
@@ -109,6 +85,40 @@ pub(super) async fn recover(
             ))
         }
     }
+}
+
+/// Why a journal must not be acted on by this target's run: its set outside this target's
+/// backup directory, or another target's change. The status, the message and its tail.
+fn refusal(
+    plan: &TargetPlan,
+    journal: &Journal,
+    path: &str,
+) -> Option<(Status, String, &'static str)> {
+    let set = crate::report::sanitize_line(&journal.intent.set);
+    // The set it restores from must be one of this target's sets, in its backup directory.
+    let in_backup_dir = journal
+        .intent
+        .set
+        .strip_prefix(&format!("{}/", plan.backup_dir))
+        .is_some_and(|name| !name.contains('/') && name.split_once('-').is_some());
+    if !in_backup_dir {
+        let message = format!(
+            "{path} names the backup set {set}, which is not in this target's backup directory \
+             {}: a person must check it",
+            plan.backup_dir
+        );
+        return Some((Status::RollbackFailed, message, ""));
+    }
+    if journal.intent.target != plan.name {
+        let message = format!(
+            "{path} records an unfinished change of another target: {}. Run `certctl \
+             deploy --limit {}` first: it rolls that change back",
+            journal.describe(),
+            crate::report::sanitize_line(&journal.intent.target)
+        );
+        return Some((Status::Failed, message, "; nothing was changed"));
+    }
+    None
 }
 
 /// Restores the journal's set, reloads, probes for the old certificate, closes the journal.

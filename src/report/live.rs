@@ -53,7 +53,7 @@ impl LiveReporter {
             verbose,
             Paint::from_settings(),
         );
-        super::set_live_view(Some(live.multi.clone()));
+        super::io::set_live_view(Some(live.multi.clone()));
         live.registered.store(true, Ordering::Relaxed);
         live
     }
@@ -192,7 +192,7 @@ impl Reporter for LiveReporter {
         }
         self.overall.finish_and_clear();
         if self.registered.swap(false, Ordering::Relaxed) {
-            super::set_live_view(None);
+            super::io::set_live_view(None);
         }
     }
 }

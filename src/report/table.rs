@@ -145,3 +145,115 @@ fn totals(report: &RunReport) -> String {
         format!("{total} {noun}{dry}: {}", counts.join(", "))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::super::tests::{run, sample_target, snapshot_settings};
+    use super::super::{CertificateReport, RunReport, Status};
+    use super::summary_table;
+
+    #[test]
+    fn summary_table_of_a_mixed_run() {
+        let report = run(
+            "deploy",
+            &[
+                Status::Deployed,
+                Status::Unchanged,
+                Status::RolledBack,
+                Status::RollbackFailed,
+                Status::Unreachable,
+                Status::Skipped,
+            ],
+        );
+        let table = summary_table(&report);
+        assert!(!table.contains('\u{1b}'));
+        snapshot_settings().bind(|| insta::assert_snapshot!("report__summary_table_mixed", table));
+    }
+    #[test]
+    fn summary_table_has_one_row_per_certificate_of_a_target_with_several() {
+        let mut multi = sample_target("web-1", Status::RolledBack);
+        let first = multi.certificates[0].clone();
+        multi.certificates = ["a", "b", "c"]
+            .iter()
+            .map(|name| CertificateReport {
+                certificate: name.to_string(),
+                ..first.clone()
+            })
+            .collect();
+        multi.certificates[1].served_fingerprint = None;
+        let single = sample_target("web-2", Status::Deployed);
+        let report = RunReport::new(
+            "deploy",
+            false,
+            SystemTime::UNIX_EPOCH,
+            Duration::ZERO,
+            vec![multi, single],
+        );
+        let table = summary_table(&report);
+        let rows: Vec<&str> = table
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert_eq!(rows.len(), 4, "{table}");
+        for (row, label) in rows.iter().zip(["web-1/a", "web-1/b", "web-1/c", "web-2 "]) {
+            assert!(row.starts_with(label), "{table}");
+        }
+        assert!(rows[0].contains("rolled-back") && rows[2].contains("rolled-back"));
+        // The middle certificate served nothing: its SERVED cell is a dash, the others' are not.
+        // Cells: name, status, old, →, new, served, duration.
+        let served = |row: &str| row.split_whitespace().nth(5).unwrap().to_string();
+        assert_eq!(served(rows[1]), "-", "{table}");
+        assert_ne!(served(rows[0]), "-", "{table}");
+        // The totals count targets, not certificates.
+        assert!(
+            table.contains("2 targets: 1 deployed, 1 rolled-back"),
+            "{table}"
+        );
+    }
+    #[test]
+    fn summary_table_with_no_targets() {
+        let report = RunReport::new(
+            "verify",
+            false,
+            SystemTime::UNIX_EPOCH,
+            Duration::ZERO,
+            Vec::new(),
+        );
+        assert_eq!(summary_table(&report), "0 targets\n");
+    }
+    #[test]
+    fn summary_table_sizes_columns_to_long_names_and_escapes_them() {
+        let mut long = sample_target(&"very-long-target-name-".repeat(4), Status::WouldChange);
+        long.old_fingerprint = None;
+        long.duration_ms = 125_000;
+        let mut hostile = sample_target("evil\x1b[2J\nname", Status::Ok);
+        hostile.served_fingerprint = None;
+        let mut report = RunReport::new(
+            "deploy",
+            true,
+            SystemTime::UNIX_EPOCH,
+            Duration::ZERO,
+            vec![long, hostile],
+        );
+        report.dry_run = true;
+        let table = summary_table(&report);
+        let lines: Vec<&str> = table.lines().collect();
+        // Every row's STATUS column starts at the same offset, after the longest name.
+        let column = lines[0].find("STATUS").unwrap();
+        assert_eq!(column, 88 + 2);
+        assert_eq!(lines[1].find("would-change"), Some(column));
+        assert_eq!(lines[2].find("ok "), Some(column), "{table}");
+        assert!(lines[2].starts_with("evil\\nname "), "{table}");
+        assert!(lines[1].contains("- → AB:CD:EF:01…"));
+        assert!(lines[1].ends_with("2m05s"));
+        assert!(
+            lines[2].ends_with("1.23s"),
+            "durations right-aligned: {table}"
+        );
+        assert_eq!(lines[4], "2 targets (dry run): 1 would-change, 1 ok");
+        assert!(!table.contains('\u{1b}'));
+    }
+}

@@ -1,10 +1,12 @@
 //! Unit tests of the report module: statuses, exit codes, the summary table, the printers and
 //! the JSON report and its schema. Shared fixtures (`sample_target`, `fp`, …) are used by the
 //! submodules' tests too.
-use std::sync::Arc;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+use super::io::with_newline;
 use super::*;
 use crate::material::Fingerprint;
 
@@ -69,7 +71,7 @@ pub(crate) fn sample_target(name: &str, status: Status) -> TargetReport {
     }
 }
 
-fn run(command: &str, statuses: &[Status]) -> RunReport {
+pub(crate) fn run(command: &str, statuses: &[Status]) -> RunReport {
     let targets = statuses
         .iter()
         .enumerate()
@@ -259,118 +261,12 @@ fn run_report_counts_every_status_and_sanitises_remote_text() {
     assert_eq!(report.targets[1].error.as_deref(), Some("oops"));
 }
 
-fn snapshot_settings() -> insta::Settings {
+pub(crate) fn snapshot_settings() -> insta::Settings {
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path("../../tests/snapshots");
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
     settings
-}
-
-#[test]
-fn summary_table_of_a_mixed_run() {
-    let report = run(
-        "deploy",
-        &[
-            Status::Deployed,
-            Status::Unchanged,
-            Status::RolledBack,
-            Status::RollbackFailed,
-            Status::Unreachable,
-            Status::Skipped,
-        ],
-    );
-    let table = summary_table(&report);
-    assert!(!table.contains('\u{1b}'));
-    snapshot_settings().bind(|| insta::assert_snapshot!("report__summary_table_mixed", table));
-}
-
-#[test]
-fn summary_table_has_one_row_per_certificate_of_a_target_with_several() {
-    let mut multi = sample_target("web-1", Status::RolledBack);
-    let first = multi.certificates[0].clone();
-    multi.certificates = ["a", "b", "c"]
-        .iter()
-        .map(|name| CertificateReport {
-            certificate: name.to_string(),
-            ..first.clone()
-        })
-        .collect();
-    multi.certificates[1].served_fingerprint = None;
-    let single = sample_target("web-2", Status::Deployed);
-    let report = RunReport::new(
-        "deploy",
-        false,
-        SystemTime::UNIX_EPOCH,
-        Duration::ZERO,
-        vec![multi, single],
-    );
-    let table = summary_table(&report);
-    let rows: Vec<&str> = table
-        .lines()
-        .skip(1)
-        .take_while(|l| !l.is_empty())
-        .collect();
-    assert_eq!(rows.len(), 4, "{table}");
-    for (row, label) in rows.iter().zip(["web-1/a", "web-1/b", "web-1/c", "web-2 "]) {
-        assert!(row.starts_with(label), "{table}");
-    }
-    assert!(rows[0].contains("rolled-back") && rows[2].contains("rolled-back"));
-    // The middle certificate served nothing: its SERVED cell is a dash, the others' are not.
-    // Cells: name, status, old, →, new, served, duration.
-    let served = |row: &str| row.split_whitespace().nth(5).unwrap().to_string();
-    assert_eq!(served(rows[1]), "-", "{table}");
-    assert_ne!(served(rows[0]), "-", "{table}");
-    // The totals count targets, not certificates.
-    assert!(
-        table.contains("2 targets: 1 deployed, 1 rolled-back"),
-        "{table}"
-    );
-}
-
-#[test]
-fn summary_table_with_no_targets() {
-    let report = RunReport::new(
-        "verify",
-        false,
-        SystemTime::UNIX_EPOCH,
-        Duration::ZERO,
-        Vec::new(),
-    );
-    assert_eq!(summary_table(&report), "0 targets\n");
-}
-
-#[test]
-fn summary_table_sizes_columns_to_long_names_and_escapes_them() {
-    let mut long = sample_target(&"very-long-target-name-".repeat(4), Status::WouldChange);
-    long.old_fingerprint = None;
-    long.duration_ms = 125_000;
-    let mut hostile = sample_target("evil\x1b[2J\nname", Status::Ok);
-    hostile.served_fingerprint = None;
-    let mut report = RunReport::new(
-        "deploy",
-        true,
-        SystemTime::UNIX_EPOCH,
-        Duration::ZERO,
-        vec![long, hostile],
-    );
-    report.dry_run = true;
-    let table = summary_table(&report);
-    let lines: Vec<&str> = table.lines().collect();
-    // Every row's STATUS column starts at the same offset, after the longest name.
-    let column = lines[0].find("STATUS").unwrap();
-    assert_eq!(column, 88 + 2);
-    assert_eq!(lines[1].find("would-change"), Some(column));
-    assert_eq!(lines[2].find("ok "), Some(column), "{table}");
-    assert!(lines[2].starts_with("evil\\nname "), "{table}");
-    assert!(lines[1].contains("- → AB:CD:EF:01…"));
-    assert!(lines[1].ends_with("2m05s"));
-    assert!(
-        lines[2].ends_with("1.23s"),
-        "durations right-aligned: {table}"
-    );
-    assert_eq!(lines[4], "2 targets (dry run): 1 would-change, 1 ok");
-    assert!(!table.contains('\u{1b}'));
 }
 
 /// A writer the tests can read back.
