@@ -6,7 +6,7 @@
 use crate::connector::Command;
 use crate::inventory::Target;
 
-use super::TargetPlan;
+use super::{CertPlan, TargetPlan};
 
 /// The parts (one per certificate, in order) as one plan.
 pub(super) fn merge(target: &Target, parts: Vec<TargetPlan>) -> Result<TargetPlan, String> {
@@ -56,7 +56,42 @@ pub(super) fn merge(target: &Target, parts: Vec<TargetPlan>) -> Result<TargetPla
         plan.certs.extend(part.certs);
     }
     let _ = target;
+    offer_by_key(&mut plan.certs)?;
     Ok(plan)
+}
+
+/// Certificates probed at the same endpoint (address, SNI, STARTTLS) are told apart by their
+/// key: a server holding an RSA and an ECDSA certificate for the same names picks by what the
+/// client offers, so each one's probe offers only its key's signature schemes (and TLS 1.2
+/// suites). Two of the same kind there cannot be told apart: refused.
+fn offer_by_key(certs: &mut [CertPlan]) -> Result<(), String> {
+    let endpoint = |c: &CertPlan| {
+        (
+            c.probe.address.clone(),
+            c.probe.sni.clone(),
+            c.probe.starttls,
+        )
+    };
+    for i in 0..certs.len() {
+        for j in i + 1..certs.len() {
+            let (a, b) = (&certs[i], &certs[j]);
+            if !a.has_probe || !b.has_probe || endpoint(a) != endpoint(b) {
+                continue;
+            }
+            let (ka, kb) = (a.material.key_kind, b.material.key_kind);
+            if ka == kb {
+                return Err(format!(
+                    "certificates `{}` and `{}` are both {ka} and probed at the same address and \
+                     SNI ({} {}): the probe cannot tell them apart; give each its own `verify.sni` \
+                     or `verify.address`",
+                    a.certificate, b.certificate, a.probe.address, a.probe.sni
+                ));
+            }
+            certs[i].probe.offer.key = Some(ka);
+            certs[j].probe.offer.key = Some(kb);
+        }
+    }
+    Ok(())
 }
 
 fn same_file(plan: &TargetPlan, path: &str) -> bool {

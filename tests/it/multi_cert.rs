@@ -406,3 +406,231 @@ fn haproxy_serves_three_names_from_one_target_and_rolls_back_all_on_one_failure(
     let reloads = || haproxy.log().matches("Loading success.").count();
     three_names_one_change(&lab, &server, &names, reloads);
 }
+
+/// An RSA and an ECDSA certificate for the same name, deployed as one change (two entries of
+/// `certificates:` with the same SNI): each is probed offering only its key's signature
+/// schemes, and openssl, offering one kind at a time on TLS 1.2 and on TLS 1.3, sees each
+/// new leaf afterwards.
+mod rsa_and_ecdsa {
+    use super::*;
+    use support::nginx::served_fingerprint_with;
+    use support::pki::{KeyType, LeafOpts};
+
+    const NAME: &str = "dual.multi.example";
+
+    /// openssl's view of what `address` serves for NAME to a client offering `kind` on
+    /// `version` only.
+    fn served_to(address: &str, kind: &str, version: &str) -> Option<String> {
+        let (sigalgs, cipher) = match kind {
+            "rsa" => (
+                "rsa_pss_rsae_sha256:RSA+SHA256",
+                "ECDHE-RSA-AES128-GCM-SHA256",
+            ),
+            _ => ("ECDSA+SHA256", "ECDHE-ECDSA-AES128-GCM-SHA256"),
+        };
+        let mut args = vec![version, "-sigalgs", sigalgs];
+        if version == "-tls1_2" {
+            args.extend(["-cipher", cipher]);
+        }
+        served_fingerprint_with(address, Some(NAME), &args)
+    }
+
+    fn assert_each_kind_serves(address: &str, rsa: &str, ecdsa: &str, what: &str) {
+        for version in ["-tls1_2", "-tls1_3"] {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                let now = (
+                    served_to(address, "rsa", version),
+                    served_to(address, "ecdsa", version),
+                );
+                if now == (Some(rsa.to_string()), Some(ecdsa.to_string())) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{what} {version}: {now:?}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn issue(lab: &TlsLab, tag: &str) -> Vec<Leaf> {
+        vec![
+            lab.pki.issue(
+                &format!("{tag}-rsa"),
+                LeafOpts::new(&[NAME]).key(KeyType::Rsa2048),
+            ),
+            lab.pki.issue(
+                &format!("{tag}-ecdsa"),
+                LeafOpts::new(&[NAME]).key(KeyType::EcP256),
+            ),
+        ]
+    }
+
+    /// Writes the two-certificate inventory for `material` (RSA first) to `server`.
+    fn inventory(lab: &TlsLab, server: &Server, material: &[Leaf]) {
+        let mut y = format!(
+            "defaults:\n  user: {}\n  port: {}\n  identity_file: {}\n  known_hosts: {}\n  \
+             verify: {{ attempts: 4, backoff: 100ms, max_backoff: 400ms, timeout: 5s, consecutive: 2, sni: {NAME} }}\n\
+             certificates:\n",
+            j(&lab.sshd.user),
+            lab.sshd.port(),
+            j(&path(&lab.sshd.client_key)),
+            j(&path(&lab.sshd.known_hosts)),
+        );
+        for (leaf, name) in material.iter().zip(["rsa", "ecdsa"]) {
+            y.push_str(&format!(
+                "  {name}:\n    cert: {}\n    chain: {}\n    key: {}\n",
+                j(&path(&leaf.cert)),
+                j(&path(&leaf.chain)),
+                j(&path(&leaf.key)),
+            ));
+        }
+        y.push_str(&format!(
+            "targets:\n  - name: web-1\n    host: {}\n    connector: {}\n    params:\n",
+            j(&lab.sshd.host()),
+            server.connector
+        ));
+        let engine = [("backup_dir", lab.backup_dir()), ("tmp_dir", lab.tmp_dir())];
+        for (k, v) in engine.iter().map(|(k, v)| (k.to_string(), path(v))) {
+            y.push_str(&format!("      {k}: {}\n", j(&v)));
+        }
+        for (k, v) in &server.params {
+            y.push_str(&format!("      {k}: {}\n", j(v)));
+        }
+        if !server.commands.is_empty() {
+            y.push_str("    commands:\n");
+            for (section, cmds) in &server.commands {
+                let cmds = serde_json::to_string(cmds).unwrap();
+                y.push_str(&format!("      {section}: {cmds}\n"));
+            }
+        }
+        y.push_str(&format!(
+            "    verify:\n      address: {}\n    certificates:\n",
+            j(&server.address)
+        ));
+        for (params, name) in server.per_cert.iter().zip(["rsa", "ecdsa"]) {
+            y.push_str(&format!("      - certificate: {name}\n        params:\n"));
+            for (k, v) in params {
+                y.push_str(&format!("          {k}: {}\n", j(v)));
+            }
+        }
+        fs::write(&lab.inventory, y).unwrap();
+    }
+
+    /// Deploys the new pair over the old one and checks each kind independently.
+    fn deploy_both(lab: &TlsLab, server: &Server) {
+        let new = issue(lab, "new-dual");
+        inventory(lab, server, &new);
+        let (out, t) = deploy(lab);
+        assert_eq!(out.code, 0, "{}\n{}", out.stderr, out.stdout);
+        assert_eq!(t["status"], "deployed");
+        assert_eq!(step_count(&t, "reload"), 1);
+        let fps = Names::fingerprints(&new);
+        let certs = t["certificates"].as_array().unwrap();
+        assert_eq!(certs[0]["served_fingerprint"], fps[0].as_str(), "{t}");
+        assert_eq!(certs[1]["served_fingerprint"], fps[1].as_str(), "{t}");
+        assert_each_kind_serves(&server.address, &fps[0], &fps[1], "after the deploy");
+        // A second run: both in place and each served to its kind of client.
+        let (out, t) = deploy(lab);
+        assert_eq!(t["status"], "unchanged", "{}", out.stderr);
+    }
+
+    #[test]
+    fn nginx_rsa_and_ecdsa_for_one_name_deploy_as_one_change_and_each_is_verified() {
+        let lab = TlsLab::start();
+        let old = issue(&lab, "start");
+        let site = Site::new(NAME, &old[0].fullchain, &old[0].key)
+            .also(&old[1].fullchain, &old[1].key)
+            .tls13();
+        let nginx = Nginx::start_sites(&[site]);
+        let (rsa_cert, rsa_key) = nginx.site_paths(0);
+        let dir = rsa_cert.parent().unwrap();
+        let (ecdsa_cert, ecdsa_key) = (dir.join("also-0.pem"), dir.join("also-0.key"));
+        assert!(ecdsa_cert.exists() && ecdsa_key.exists());
+        let old_fps = Names::fingerprints(&old);
+        assert_each_kind_serves(
+            &nginx.addr.to_string(),
+            &old_fps[0],
+            &old_fps[1],
+            "at start",
+        );
+        let pair = |c: &Path, k: &Path| {
+            vec![
+                ("fullchain_path".to_string(), path(c)),
+                ("key_path".to_string(), path(k)),
+            ]
+        };
+        let server = Server {
+            connector: "nginx",
+            params: vec![("nginx_conf".into(), path(nginx.conf_path()))],
+            commands: Vec::new(),
+            per_cert: vec![pair(&rsa_cert, &rsa_key), pair(&ecdsa_cert, &ecdsa_key)],
+            address: nginx.addr.to_string(),
+            live: vec![rsa_cert, rsa_key, ecdsa_cert, ecdsa_key],
+        };
+        deploy_both(&lab, &server);
+    }
+
+    #[test]
+    fn haproxy_rsa_and_ecdsa_for_one_name_deploy_as_one_change_and_each_is_verified() {
+        let lab = TlsLab::start();
+        let old = issue(&lab, "start");
+        let bundles: Vec<PathBuf> = old.iter().map(|l| bundle(lab.dir(), l)).collect();
+        let haproxy = Haproxy::start_bundles(&[&bundles[0], &bundles[1]]);
+        let old_fps = Names::fingerprints(&old);
+        let address = haproxy.addr.to_string();
+        assert_each_kind_serves(&address, &old_fps[0], &old_fps[1], "at start");
+        let server = Server {
+            connector: "haproxy",
+            params: vec![
+                ("haproxy_cfg".into(), path(&haproxy.cfg_path())),
+                ("pid_file".into(), path(&haproxy.pid_file())),
+            ],
+            commands: vec![("reload".into(), vec![haproxy.reload_argv()])],
+            per_cert: (0..2)
+                .map(|i| vec![("pem_path".into(), path(&haproxy.bundle_path(i)))])
+                .collect(),
+            address,
+            live: (0..2).map(|i| haproxy.bundle_path(i)).collect(),
+        };
+        deploy_both(&lab, &server);
+    }
+
+    /// Two certificates of one key kind probed at one endpoint cannot be told apart: refused
+    /// before anything connects.
+    #[test]
+    fn two_of_one_kind_at_one_endpoint_are_refused() {
+        let lab = TlsLab::start();
+        let both_rsa = [
+            lab.pki
+                .issue("r1", LeafOpts::new(&[NAME]).key(KeyType::Rsa2048)),
+            lab.pki
+                .issue("r2", LeafOpts::new(&[NAME]).key(KeyType::Rsa2048)),
+        ];
+        let server = Server {
+            connector: "nginx",
+            params: vec![("nginx_conf".into(), "/nonexistent/nginx.conf".into())],
+            commands: Vec::new(),
+            per_cert: (0..2)
+                .map(|i| {
+                    vec![
+                        ("fullchain_path".to_string(), format!("/srv/{i}.crt")),
+                        ("key_path".to_string(), format!("/srv/{i}.key")),
+                    ]
+                })
+                .collect(),
+            address: "127.0.0.1:9".into(),
+            live: Vec::new(),
+        };
+        inventory(&lab, &server, &both_rsa);
+        let out = lab.certctl(&["deploy", "--dry-run"]);
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("cannot tell them apart"),
+            "{}",
+            out.stderr
+        );
+    }
+}

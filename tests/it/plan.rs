@@ -664,16 +664,21 @@ fn two_certificates(
     mut t: Target,
     params: [&[(&str, &str)]; 2],
 ) -> Result<plan::TargetPlan, String> {
+    // Probed on two ports: two ECDSA certificates at one endpoint could not be told apart.
     t.certificates = ["www", "www2"]
         .iter()
         .zip(params)
-        .map(|(name, params)| TargetCertificate {
+        .zip(["10.0.0.11:443", "10.0.0.11:8443"])
+        .map(|((name, params), address)| TargetCertificate {
             name: name.to_string(),
             params: params
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            verify: None,
+            verify: Some(VerifySettings {
+                address: Some(address.to_string()),
+                ..t.verify.clone()
+            }),
         })
         .collect();
     let dir = tempfile::tempdir().unwrap();

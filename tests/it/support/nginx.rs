@@ -382,7 +382,12 @@ pub fn s_client(address: &str, sni: Option<&str>, extra: &[&str]) -> Output {
 
 /// The leaf fingerprint served at `address` as openssl reports it, or `None`.
 pub fn served_fingerprint(address: &str, sni: Option<&str>) -> Option<String> {
-    let out = s_client(address, sni, &[]);
+    served_fingerprint_with(address, sni, &[])
+}
+
+/// [`served_fingerprint`] with more `openssl s_client` arguments (`-tls1_2`, `-sigalgs`, …).
+pub fn served_fingerprint_with(address: &str, sni: Option<&str>, extra: &[&str]) -> Option<String> {
+    let out = s_client(address, sni, extra);
     let mut x509 = Command::new("openssl")
         .args(["x509", "-noout", "-fingerprint", "-sha256"])
         .stdin(Stdio::piped())
