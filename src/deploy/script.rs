@@ -23,21 +23,23 @@ pub(super) const NO_HANGUP: &str = "trap '' HUP INT TERM PIPE\n";
 
 /// A script file as sent: its comment lines and blank lines dropped (they document the file
 /// here; on the wire they only cost bytes and show up in the target's process listings).
+/// Several files make one script when they always travel together.
 macro_rules! script_file {
-    ($name:ident, $file:literal) => {
+    ($name:ident, $($file:literal),+) => {
         pub(super) static $name: std::sync::LazyLock<&'static str> =
-            std::sync::LazyLock::new(|| strip_comments(include_str!($file)));
+            std::sync::LazyLock::new(|| strip_comments(concat!($(include_str!($file)),+)));
     };
 }
 
 script_file!(CLOCK, "scripts/clock.sh");
 script_file!(LOCK, "scripts/lock.sh");
-script_file!(INSPECT, "scripts/inspect.sh");
+// A bind-mounted live file is found by inspect, written in place by the swap and a restore.
+script_file!(INSPECT, "scripts/inspect.sh", "scripts/mounts.sh");
 script_file!(JOURNAL, "scripts/journal.sh");
 script_file!(BACKUP, "scripts/backup.sh");
-script_file!(SWAP, "scripts/swap.sh");
+script_file!(SWAP, "scripts/swap.sh", "scripts/inplace.sh");
 script_file!(STAGE, "scripts/stage.sh");
-script_file!(RESTORE, "scripts/restore.sh");
+script_file!(RESTORE, "scripts/restore.sh", "scripts/inplace.sh");
 script_file!(CLEANUP, "scripts/cleanup.sh");
 script_file!(UNDO, "scripts/undo.sh");
 script_file!(FACTS, "scripts/facts.sh");
