@@ -96,6 +96,10 @@ pub const ENGINE_PARAMS: &[(&str, &str)] = &[
         "\"true\" (default): a live path that is a symlink keeps its link and the file it resolves to is replaced; \"false\": the link itself is replaced by a regular file",
     ),
     (
+        "in_place",
+        "\"auto\" (default): a live file bind-mounted into a container (a mount whose root is the file, in /proc/*/mountinfo) is written into its own inode, after the backup, instead of renamed over; \"always\": every existing live file is; \"never\": always renamed, with a warning naming the mount (swap: files, POSIX targets)",
+    ),
+    (
         "tmp_dir",
         "directory on the target for private scratch directories (default /tmp; shell: powershell: C:/Windows/Temp)",
     ),

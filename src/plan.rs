@@ -25,6 +25,7 @@ mod ssh;
 mod values;
 
 pub use dirs::is_drive_path;
+pub use files::InPlace;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -102,6 +103,8 @@ pub struct PlannedFile {
     pub follow_symlinks: bool,
     /// Which of the target's certificates ([`TargetPlan::certs`]) the file holds.
     pub cert: usize,
+    /// Param `in_place`: when the live file is written into its own inode, not renamed over.
+    pub in_place: InPlace,
 }
 
 /// A private input written into the scratch directory (0600) before preview.

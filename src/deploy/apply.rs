@@ -56,7 +56,13 @@ pub(super) async fn swap_test_reload(
     session: &Session,
     files: &[StagedFile<'_>],
 ) -> Result<(), StepFailure> {
-    let detail = format!("{} file(s) replaced", files.len());
+    let detail = match files.iter().filter(|f| f.in_place.is_some()).count() {
+        0 => format!("{} file(s) replaced", files.len()),
+        n => format!(
+            "{} file(s) replaced ({n} written in place, into the live inode)",
+            files.len()
+        ),
+    };
     combined(run, session, script(run.plan, Some(files)), Some(detail)).await
 }
 

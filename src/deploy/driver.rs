@@ -491,6 +491,13 @@ async fn inspect_files<'p>(
     if let Some(r) = files::repairs(&files) {
         detail.push_str(&format!("; {r}"));
     }
+    for w in files.iter().filter(|f| !f.current()) {
+        let Some(w) = super::mounts::warning(w.planned, &w.live) else {
+            continue;
+        };
+        detail.push_str(&format!("; {w}"));
+        run.warn(w);
+    }
     run.record(Step::Inspect, inspection.took, Ok((files, Some(detail))))
 }
 

@@ -6,6 +6,7 @@
 use super::content::{FileBytes, content_for, new_sha256};
 use super::inspect::{LiveFile, LiveState, OwnerIds};
 use super::journal::Entry;
+use super::mounts::InPlaceWrite;
 use super::names::{parent, set_dir, temp_beside};
 use super::run::StepResult;
 use super::script::{self, command_failure};
@@ -28,6 +29,8 @@ pub(super) struct StagedFile<'a> {
     pub old_certs: Vec<CertInfo>,
     /// What is wrong with the live file (`missing`, …): the deploy repairs it.
     pub repair: Option<String>,
+    /// Written into the live file's own inode instead of renamed over it (a bind mount).
+    pub in_place: Option<InPlaceWrite>,
 }
 
 impl StagedFile<'_> {
@@ -78,6 +81,7 @@ impl StagedFile<'_> {
             copy_sha256: copy.as_ref().map(|(_, s)| s.sha256.clone()),
             copy: copy.map(|(name, _)| name),
             new_sha256: self.sha256.clone(),
+            in_place: self.in_place.is_some(),
         }
     }
 }
@@ -119,6 +123,7 @@ pub(super) fn decide<'p>(
         (None, None) => None,
     };
     StagedFile {
+        in_place: super::mounts::decide(planned, &live),
         planned,
         live,
         content,
@@ -257,6 +262,7 @@ pub(super) fn file_report(f: &StagedFile<'_>, material: &Material) -> FileReport
         path: f.planned.path.clone(),
         action: action.to_string(),
         via_symlink: f.followed().then(|| f.live.write.clone()),
+        in_place: f.in_place.as_ref().map(|w| w.why.clone()),
         repair: f.repair.clone(),
         old_sha256: stat.map(|s| s.sha256.clone()),
         new_sha256: f.sha256.clone(),
@@ -473,7 +479,8 @@ pub(super) fn backup_commands(s: &mut Script, plan: &TargetPlan, journal: &str, 
 
 /// The swap's commands (they need [`script::SWAP`], [`script::JOURNAL`], and run under
 /// [`script::NO_HANGUP`]): staged files of followed symlinks moved beside the files they
-/// resolve to, then every rename in plan order, the directories fsync'd, `swapped` marked.
+/// resolve to, then every rename (or in-place write, for a bind-mounted file) in plan order,
+/// the directories fsync'd, `swapped` marked.
 pub(super) fn swap_commands(s: &mut Script, plan: &TargetPlan, files: &[StagedFile<'_>]) {
     s.cmd(&["certctl_busy", &plan.backup_dir]);
     for (i, f) in files.iter().enumerate() {
@@ -490,12 +497,13 @@ pub(super) fn swap_commands(s: &mut Script, plan: &TargetPlan, files: &[StagedFi
     let mut dirs: Vec<String> = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let idx = i.to_string();
-        s.cmd(&[
-            "certctl_rename",
-            &f.staged_at_write(&plan.run_id),
-            &f.live.write,
-            &idx,
-        ]);
+        let staged = f.staged_at_write(&plan.run_id);
+        match &f.in_place {
+            Some(w) => super::mounts::write_command(s, &staged, &f.live.write, &idx, w),
+            None => {
+                s.cmd(&["certctl_rename", &staged, &f.live.write, &idx]);
+            }
+        }
         let dir = parent(&f.live.write);
         if !dirs.contains(&dir) {
             dirs.push(dir);

@@ -53,6 +53,8 @@ pub(super) struct LiveFile {
     /// A certificate file or bundle whose hash is not the new content's: its CERTIFICATE
     /// blocks (never a key block), as read on the target.
     pub certs_pem: Option<String>,
+    /// The file's inode and the mounts whose root it is (a container's bind mount).
+    pub binds: super::mounts::Binds,
 }
 
 /// Owner and group ids resolved from names, when the file needs them.
@@ -104,6 +106,7 @@ pub(super) fn commands(s: &mut Script, plan: &TargetPlan, create_scratch: bool, 
     s.cmd(&quads);
     quads[0] = "certctl_reads".into();
     s.cmd(&quads);
+    super::mounts::commands(s, plan);
     if create_scratch && needs_scratch(plan) {
         let mut argv = vec![
             "certctl_scratch".to_string(),
@@ -206,7 +209,8 @@ pub(super) fn parse(files: &[PlannedFile], out: &ExecOutput) -> Result<Inspected
     if !out.success() {
         return Err(script::command_failure("inspect script", out));
     }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (text, binds) = super::mounts::split_off(&stdout);
     let n = files.len();
     let mut live: Vec<(LiveFile, OwnerIds)> = files
         .iter()
@@ -217,6 +221,7 @@ pub(super) fn parse(files: &[PlannedFile], out: &ExecOutput) -> Result<Inspected
                 write: f.path.clone(),
                 key_pub: None,
                 certs_pem: None,
+                binds: Default::default(),
             };
             (file, (None, None))
         })
@@ -267,6 +272,12 @@ pub(super) fn parse(files: &[PlannedFile], out: &ExecOutput) -> Result<Inspected
             }
             _ => return Err(malformed(None, &describe(&r), out)),
         }
+    }
+    for (i, b) in super::mounts::parse(binds.unwrap_or_default(), n)?
+        .into_iter()
+        .enumerate()
+    {
+        live[i].0.binds = b;
     }
     if let Some(i) = seen.iter().position(|s| !s) {
         return Err(format!(

@@ -21,6 +21,7 @@ fn planned(role: Role, path: &str, follow: bool) -> PlannedFile {
         work: None,
         follow_symlinks: follow,
         cert: 0,
+        in_place: crate::plan::InPlace::Auto,
     }
 }
 

@@ -51,6 +51,10 @@ pub(super) struct Entry {
     pub copy_sha256: Option<String>,
     /// SHA-256 of what the change writes there.
     pub new_sha256: String,
+    /// `write` is written into its own inode, not renamed over (a bind-mounted file): so is
+    /// the copy put back. Absent (false) in journals written before it existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_place: bool,
 }
 
 /// The journal's first line: everything a later run needs to undo the change by itself.
@@ -216,6 +220,7 @@ mod tests {
             copy: Some("0.fullchain".into()),
             copy_sha256: Some("aa".repeat(32)),
             new_sha256: "bb".repeat(32),
+            in_place: false,
         });
         i
     }

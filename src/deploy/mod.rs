@@ -27,7 +27,8 @@
 //!
 //! Modules below the steps, leaves first: `names` (where things live on the target),
 //! `content` (what files contain), `journal`, `script` (the shell files and the parsers
-//! of what they print), `holder` (who holds a lock), `windows` (SFTP housekeeping),
+//! of what they print), `holder` (who holds a lock), `mounts` (live files bind-mounted into
+//! containers, written in place), `windows` (SFTP housekeeping),
 //! `connection` (reconnecting), `sets` (backup sets), `restore`, `tidy` (a commands
 //! connector's discard and prune). No module imports one that imports it back.
 //!
@@ -59,6 +60,7 @@ mod holder;
 mod inspect;
 mod journal;
 mod lock;
+mod mounts;
 mod names;
 mod preview;
 mod recover;

@@ -31,7 +31,13 @@ pub(super) fn restore_commands(
         match &e.copy {
             Some(_) => {
                 let tmp = temp_beside(&e.write, run_id, "restore");
-                s.cmd(&["certctl_place", &tmp, &e.write]);
+                // Written back the way the change wrote it: into the inode a mount holds.
+                let place = if e.in_place {
+                    "certctl_place_in"
+                } else {
+                    "certctl_place"
+                };
+                s.cmd(&[place, &tmp, &e.write]);
             }
             // A file that did not exist: removed (not the path itself when it is a symlink
             // that was replaced: putting the link back replaces the file).

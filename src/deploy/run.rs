@@ -220,6 +220,14 @@ impl<'a> Run<'a> {
         self.end(step, Duration::ZERO, StepStatus::Skipped, Some(why));
     }
 
+    /// A warning about this target that is not a step's outcome (`warning: TARGET: …`).
+    pub fn warn(&self, message: String) {
+        self.reporter.event(Event::Warning {
+            target: Some(self.plan.name.clone()),
+            message,
+        });
+    }
+
     /// A failure before anything live changed: `failed` (a dry-run: `would-fail`) with the
     /// step's message and the untouched tail.
     pub fn untouched(&self, failure: StepFailure) -> (Status, String) {

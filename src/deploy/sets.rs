@@ -68,6 +68,7 @@ pub(super) fn set_entries(
                     copy: (present == "1").then(|| format!("{idx}.{role}")),
                     copy_sha256: None,
                     new_sha256: String::new(),
+                    in_place: false,
                 })
             })
             .collect(),

@@ -25,6 +25,7 @@ pub(super) fn plan_files(
     let FileParams {
         follow_symlinks,
         explicit_mode,
+        in_place,
     } = file_params;
     let mut files = Vec::new();
     for f in &def.files {
@@ -62,6 +63,7 @@ pub(super) fn plan_files(
             follow_symlinks,
             // Set by the caller, which knows which certificate this is.
             cert: 0,
+            in_place,
         });
     }
     if files.is_empty() && def.swap == SwapMode::Files {
@@ -90,11 +92,41 @@ pub(super) fn plan_files(
     Ok(files)
 }
 
-/// The engine params that apply to every deployed file: `follow_symlinks` and `mode`.
+/// The engine params that apply to every deployed file: `follow_symlinks`, `mode` and
+/// `in_place`.
 #[derive(Clone, Copy)]
 pub(super) struct FileParams {
     follow_symlinks: bool,
     explicit_mode: Option<u32>,
+    in_place: InPlace,
+}
+
+/// Param `in_place`: whether a live file is replaced by a rename or written into its own inode
+/// (docs/deploy.md#files-bind-mounted-into-containers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum InPlace {
+    /// In place when the live file is bind-mounted (a mount whose root is the file, in a
+    /// mount namespace the login user can read); renamed otherwise.
+    #[default]
+    Auto,
+    /// Every live file that exists is written in place (a container's mounts the login user
+    /// cannot see).
+    Always,
+    /// Always renamed; a bind mount of the file is named in a warning.
+    Never,
+}
+
+impl InPlace {
+    fn parse(value: Option<&str>) -> Result<InPlace, String> {
+        match value {
+            None | Some("auto") => Ok(InPlace::Auto),
+            Some("always") => Ok(InPlace::Always),
+            Some("never") => Ok(InPlace::Never),
+            Some(other) => Err(format!(
+                "param `in_place`: `{other}` is none of \"auto\", \"always\", \"never\""
+            )),
+        }
+    }
 }
 
 impl FileParams {
@@ -115,6 +147,7 @@ impl FileParams {
         Ok(FileParams {
             follow_symlinks,
             explicit_mode,
+            in_place: InPlace::parse(params.get("in_place").map(String::as_str))?,
         })
     }
 }

@@ -208,6 +208,9 @@ pub struct FileReport {
     /// When the live path is a symlink that is followed: the file it resolves to, which is
     /// the one written (the link itself stays as it is).
     pub via_symlink: Option<String>,
+    /// Written into the live file's own inode instead of renamed over it, and why: `bind-mounted
+    /// into PATH (PID N, NAME)` (a container sees only that inode), or `in_place: always`.
+    pub in_place: Option<String>,
     /// `repair`: what is wrong with the live file now (`missing`, `not a loadable
     /// certificate`, `does not match the key`, …).
     pub repair: Option<String>,

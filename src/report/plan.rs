@@ -103,10 +103,13 @@ fn file_row(f: &FileReport) -> [String; 5] {
     if let Some(real) = &f.via_symlink {
         let _ = write!(path, " -> {}", sanitize_line(real));
     }
-    let action = match &f.repair {
+    let mut action = match &f.repair {
         Some(what) if f.action == "repair" => format!("repair ({})", sanitize_line(what)),
         _ => f.action.clone(),
     };
+    if let Some(why) = f.in_place.as_ref().filter(|_| f.action != "unchanged") {
+        let _ = write!(action, ", in place ({})", sanitize_line(why));
+    }
     let owner = format!(
         "{} {}:{}",
         f.mode,
@@ -220,6 +223,7 @@ mod tests {
             path: path.into(),
             action: action.into(),
             via_symlink: None,
+            in_place: None,
             repair: None,
             old_sha256: (action != "create").then(|| "aa".repeat(32)),
             new_sha256: "bb".repeat(32),

@@ -129,13 +129,14 @@ pub const JSON_SCHEMA: &str = r##"{
     "file": {
       "type": "object",
       "additionalProperties": false,
-      "required": ["role", "path", "action", "via_symlink", "repair", "old_sha256", "new_sha256",
+      "required": ["role", "path", "action", "via_symlink", "in_place", "repair", "old_sha256", "new_sha256",
                    "mode", "owner", "group", "old_fingerprint", "new_fingerprint", "subject", "sans", "not_after", "chain_length"],
       "properties": {
         "role": { "description": "Content role: cert, chain, fullchain, key, bundle, pkcs12, …", "type": "string" },
         "path": { "description": "Live path on the target.", "type": "string" },
         "action": { "description": "deploy: create, replace, repair or unchanged; status: current, differs or missing.", "type": "string", "enum": ["create", "replace", "repair", "unchanged", "current", "differs", "missing"] },
         "via_symlink": { "description": "The live path is a symlink that is followed: the file it resolves to, which is the one written (the link stays as it is); null otherwise.", "type": ["string", "null"] },
+        "in_place": { "description": "The live file is written into its own inode (after the backup) instead of renamed over, and why: `bind-mounted into PATH (PID N, NAME)` (a container bind-mounts the single file and would never see a renamed one), or `in_place: always`; null otherwise.", "type": ["string", "null"] },
         "repair": { "description": "action repair: what is wrong with the live file now (missing, not a loadable certificate, does not match the key, …); null otherwise.", "type": ["string", "null"] },
         "old_sha256": { "description": "SHA-256 of the live file, lower-case hex; null when absent.", "type": ["string", "null"] },
         "new_sha256": { "type": "string" },
