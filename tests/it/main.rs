@@ -37,6 +37,7 @@ mod locks;
 mod material;
 mod material_corpus;
 mod monitor_prometheus;
+mod mounts;
 mod multi_cert;
 mod notify;
 mod pkcs12;

@@ -12,6 +12,7 @@ pub mod faults;
 pub mod haproxy;
 pub mod lab;
 pub mod mail;
+pub mod mountns;
 pub mod nginx;
 pub mod offline;
 pub mod pki;
