@@ -130,6 +130,17 @@ fn with_preview(extra: Vec<String>) -> Vec<Vec<String>> {
     list
 }
 
+/// Every live file written into its own inode (as for a bind-mounted file), not renamed over.
+fn in_place_always() -> Armed {
+    Armed {
+        spec: InventorySpec {
+            params: vec![("in_place".into(), "always".into())],
+            ..InventorySpec::default()
+        },
+        proxy: None,
+    }
+}
+
 fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
@@ -210,6 +221,19 @@ fn cells() -> Vec<Cell> {
             arm: |rig| {
                 rig.arm_tool("mv", Some("privkey.pem"), Action::Fail, false);
                 Armed::default()
+            },
+            expect: rolled_back("swap failed"),
+            bug: None,
+        },
+        Cell {
+            step: "swap",
+            fault: CommandFails,
+            how: "`in_place: always`: the in-place write of the key is cut short (`truncate` fails after the new bytes went in)",
+            rig: plain,
+            dry_run: false,
+            arm: |rig| {
+                rig.arm_tool("truncate", Some("privkey.pem"), Action::Fail, false);
+                in_place_always()
             },
             expect: rolled_back("swap failed"),
             bug: None,
@@ -595,6 +619,19 @@ fn cells() -> Vec<Cell> {
             arm: |rig| {
                 rig.arm_tool("mv", Some("privkey.pem"), Action::Drop, false);
                 Armed::default()
+            },
+            expect: rolled_back("rollback ran over a new one"),
+            bug: None,
+        },
+        Cell {
+            step: "swap",
+            fault: SshDrop,
+            how: "`in_place: always`: sshd session and the swap's shell killed as the key is written in place (`cat`), the certificate already written",
+            rig: plain,
+            dry_run: false,
+            arm: |rig| {
+                rig.arm_tool("cat", Some("privkey.pem"), Action::Drop, false);
+                in_place_always()
             },
             expect: rolled_back("rollback ran over a new one"),
             bug: None,
