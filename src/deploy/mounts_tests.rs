@@ -25,6 +25,7 @@ fn planned(in_place: InPlace) -> PlannedFile {
         work: None,
         follow_symlinks: true,
         in_place,
+        cert: 0,
     }
 }
 
