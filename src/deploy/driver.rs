@@ -491,13 +491,8 @@ async fn inspect_files<'p>(
     if let Some(r) = files::repairs(&files) {
         detail.push_str(&format!("; {r}"));
     }
-    for w in files.iter().filter(|f| !f.current()) {
-        let Some(w) = super::mounts::warning(w.planned, &w.live) else {
-            continue;
-        };
-        detail.push_str(&format!("; {w}"));
-        run.warn(w);
-    }
+    let changed = files.iter().filter(|f| !f.current());
+    super::mounts::warn_renamed(run, changed.map(|f| (f.planned, &f.live)), &mut detail);
     run.record(Step::Inspect, inspection.took, Ok((files, Some(detail))))
 }
 

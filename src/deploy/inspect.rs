@@ -230,7 +230,7 @@ pub(super) fn parse(files: &[PlannedFile], out: &ExecOutput) -> Result<Inspected
     let mut regular = Vec::new();
     // Sections: the script's records, then sha256sum's (after \x1eH), stat's (\x1eS), and
     // the keys' records (\x1eK).
-    let (head, hashes, stats, keys) = split_sections(&text);
+    let (head, hashes, stats, keys) = split_sections(text);
     for r in records(head, &[("L", 1), ("W", 1)])? {
         if r.tag == "STALE" {
             continue;

@@ -11,6 +11,7 @@
 //! journal's entries and write the old content back the same way (`restore.rs`).
 
 use super::inspect::{LiveFile, LiveState};
+use super::run::Run;
 use crate::plan::{InPlace, PlannedFile, TargetPlan};
 use crate::ssh::quote::Script;
 
@@ -193,6 +194,21 @@ pub(super) fn warning(planned: &PlannedFile, live: &LiveFile) -> Option<String> 
             describe(mounts)
         )
     })
+}
+
+/// Warns (and adds to inspect's `detail`) about each file of `changed` (planned, live) that
+/// `in_place: never` renames over although it is bind-mounted.
+pub(super) fn warn_renamed<'f>(
+    run: &Run<'_>,
+    changed: impl Iterator<Item = (&'f PlannedFile, &'f LiveFile)>,
+    detail: &mut String,
+) {
+    for (planned, live) in changed {
+        if let Some(w) = warning(planned, live) {
+            detail.push_str(&format!("; {w}"));
+            run.warn(w);
+        }
+    }
 }
 
 /// The swap's in-place write of file `idx` (it needs [`super::script::SWAP`]), instead of its

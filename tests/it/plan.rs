@@ -251,6 +251,10 @@ fn bad_params_are_errors_naming_target_and_location() {
         (vec![("mode", "0666")], "world-writable"),
         (vec![("keep_backups", "0")], "at least 1"),
         (
+            vec![("in_place", "sometimes")],
+            "param `in_place`: `sometimes` is none of \"auto\", \"always\", \"never\"",
+        ),
+        (
             vec![("tmp_dir", "/tmp/a$b")],
             "template `preview.conf`: `{tmpdir}` is \"/tmp/a$b/certctl-1700000000-abcdef-0\", which contains `$`",
         ),
