@@ -9,12 +9,14 @@
 //! in `connector/schema.rs`, the checks of a definition (one function per section) in
 //! `connector/validate.rs`, placeholder rendering in `connector/render.rs`.
 
+mod binding;
 mod render;
 mod schema;
 #[cfg(test)]
 mod tests;
 mod validate;
 
+pub use binding::{BindingDef, Reader};
 pub use render::{did_you_mean, parse_mode, placeholders, render, scan_placeholders};
 pub use schema::{
     AfterDeployDef, BuiltinTemplate, Command, ConnectorDef, FileDef, GuardedCommand, InputDef,

@@ -16,7 +16,8 @@
 //! - [`inventory`] loads the YAML contract v1 and merges defaults < groups < target.
 //! - [`material`] parses and checks certificate material before anything connects.
 //! - [`pkcs12`] builds the PFX that Windows targets import (leaf, chain, key, password).
-//! - [`connector`] holds connector definitions (built-ins embedded from `connectors/`).
+//! - [`connector`] holds connector definitions (built-ins embedded from `connectors/`);
+//!   [`binding`] judges whether a server's own configuration loads the paths a plan replaces.
 //! - [`plan`] is pure: inventory + material + connectors -> one [`plan::TargetPlan`] per target.
 //! - [`deploy`] runs the per-target state machine over [`ssh`] and [`probe`]; it prints nothing
 //!   and sends [`report::Event`]s instead.
@@ -32,6 +33,7 @@
 //! - [`generate`] renders shell completions and man pages from the [`cli`] definition;
 //!   [`version`] holds the build facts `--version` prints.
 
+pub mod binding;
 pub mod cli;
 pub mod connector;
 pub mod deploy;

@@ -16,6 +16,7 @@
 //! 7. how to reach the target: inventory, then `~/.ssh/config` (`plan/ssh.rs`);
 //! 8. the probe, and the material checked against the name it will send.
 
+mod binding;
 mod commands;
 mod dirs;
 mod files;
@@ -24,6 +25,7 @@ mod merge;
 mod ssh;
 mod values;
 
+pub use binding::{BindingCheck, PlannedBinding};
 pub use dirs::is_drive_path;
 pub use files::InPlace;
 
@@ -208,6 +210,9 @@ pub struct TargetPlan {
     pub run_id: String,
     /// `swap: commands`: the change is made by commands, not by renaming files.
     pub commands: Option<CommandSwap>,
+    /// Whether inspect asks the server's own configuration if it loads each certificate's
+    /// live paths (none for connectors without a configuration to ask).
+    pub bindings: Vec<PlannedBinding>,
 }
 
 /// One certificate of a target: its material and where it is probed.
@@ -393,6 +398,7 @@ fn plan_part(
         powershell,
     };
     let sections = Sections::render(&rendered, def)?;
+    let bindings = binding::plan(def, &params, &values, &rendered, part.cert)?;
     let templates = files::plan_templates(def, &dirs, &values)?;
     let (ssh, ssh_warnings) = ssh::ssh_config(target, settings)?;
     let commands = match def.swap {
@@ -431,6 +437,7 @@ fn plan_part(
         keep_backups: dirs.keep_backups,
         run_id: settings.run_id.clone(),
         commands,
+        bindings,
     })
 }
 

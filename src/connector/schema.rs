@@ -417,4 +417,8 @@ pub struct ConnectorDef {
     pub discard: Vec<PruneDef>,
     #[serde(default)]
     pub verify: VerifyDefaults,
+    /// How the server's own configuration is asked whether it loads the live paths
+    /// ([`super::BindingDef`]); none for connectors without a configuration to ask.
+    #[serde(default)]
+    pub binding: Option<super::BindingDef>,
 }

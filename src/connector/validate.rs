@@ -23,6 +23,7 @@ pub fn validate(name: &str, def: &ConnectorDef) -> Result<(), ConnectorError> {
     let known = known_placeholders(def);
     validate_placeholders(def, &known).map_err(invalid)?;
     validate_commands(def, &known).map_err(invalid)?;
+    super::binding::validate_binding(def, &known).map_err(invalid)?;
     validate_swap_commands(def, &known).map_err(invalid)
 }
 

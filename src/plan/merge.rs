@@ -54,6 +54,7 @@ pub(super) fn merge(target: &Target, parts: Vec<TargetPlan>) -> Result<TargetPla
             add_distinct(mine, theirs);
         }
         plan.certs.extend(part.certs);
+        plan.bindings.extend(part.bindings);
     }
     let _ = target;
     offer_by_key(&mut plan.certs)?;
