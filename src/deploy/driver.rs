@@ -31,6 +31,8 @@ struct Inspection {
     /// By certificate.
     served: ServedNow,
     took: Duration,
+    /// What the binding check concluded (it runs with inspect in the lock's command).
+    binding: super::binding::Checked,
 }
 
 /// What taking the lock brought back: the active journal, and inspect when it ran with it.
@@ -160,6 +162,7 @@ async fn lock_step(run: &mut Run<'_>, session: &Session) -> Result<Taken, StepFa
                     result: scratch.map(|()| Vec::new()),
                     served: successes(served),
                     took: t.elapsed(),
+                    binding: Default::default(),
                 })
             }
         };
@@ -233,6 +236,7 @@ async fn posix_lock(
         s.raw("printf '\\036INSPECT\\n'\n");
         inspect::commands(&mut s, plan, true, false);
         s.raw("s=$?\n");
+        super::binding::commands(&mut s, plan);
         s.cmd(&["certctl_t", "inspected"]);
         s.raw("exit $s\nfi\n");
     }
@@ -265,6 +269,7 @@ async fn posix_lock(
         }
     };
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (text, binding) = super::binding::take(run, session, text).await;
     let (lock_text, inspect_text) = match text.split_once("\n\u{1e}INSPECT\n") {
         Some((l, i)) => (format!("{l}\n"), Some(i.to_string())),
         None => (text.clone(), None),
@@ -281,9 +286,10 @@ async fn posix_lock(
             status: out.status,
         };
         Inspection {
-            result: inspect::parse(&plan.files, &part),
+            result: binding.fold(inspect::parse(&plan.files, &part)),
             served,
             took: remote + done.elapsed(),
+            binding,
         }
     });
     Ok((out, lock_text, inspection))
@@ -332,6 +338,7 @@ async fn reinspect(session: &Session, plan: &TargetPlan) -> Inspection {
         result,
         served,
         took: t.elapsed(),
+        binding: Default::default(),
     }
 }
 
@@ -493,6 +500,7 @@ async fn inspect_files<'p>(
     }
     let changed = files.iter().filter(|f| !f.current());
     super::mounts::warn_renamed(run, changed.map(|f| (f.planned, &f.live)), &mut detail);
+    inspection.binding.note(&mut detail);
     run.record(Step::Inspect, inspection.took, Ok((files, Some(detail))))
 }
 

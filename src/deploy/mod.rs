@@ -49,6 +49,7 @@ use crate::report::{Event, Reporter, Status, Step, TargetReport};
 use crate::select::{MaxFail, budget_exceeded};
 
 mod apply;
+mod binding;
 mod cleanup;
 mod commands;
 mod connection;

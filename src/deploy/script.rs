@@ -44,6 +44,7 @@ script_file!(CLEANUP, "scripts/cleanup.sh");
 script_file!(UNDO, "scripts/undo.sh");
 script_file!(FACTS, "scripts/facts.sh");
 script_file!(SNAPSHOT, "scripts/snapshot.sh");
+script_file!(BINDING, "scripts/binding.sh");
 
 /// `text` without its comment lines (`#` first on the line) and blank lines; leaked once per
 /// script, so the result lives as long as the program, as `include_str!` text does.
