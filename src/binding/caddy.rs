@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{Answers, Config, Kind, Ref, Target, first_run};
+use super::{Answers, Config, Kind, Ref, Target, first_run, line_of};
 
 pub(super) fn read(answers: &Answers) -> Result<Config, String> {
     let out = first_run(answers, "caddy adapt")?;
@@ -22,7 +22,7 @@ pub(super) fn read(answers: &Answers) -> Result<Config, String> {
                     directive: format!("tls {field}"),
                     kind,
                     target: absolute_only(path, false),
-                    at: line_of(answers, path),
+                    at: line_of(answers, path, false),
                 });
             }
         }
@@ -33,7 +33,7 @@ pub(super) fn read(answers: &Answers) -> Result<Config, String> {
                 directive: "tls load".into(),
                 kind: Kind::Any,
                 target: absolute_only(path, true),
-                at: line_of(answers, path),
+                at: line_of(answers, path, false),
             });
         }
     }
@@ -49,14 +49,6 @@ fn absolute_only(path: &str, tree: bool) -> Target {
         (true, false) => Target::File(super::normalize(path)),
         (true, true) => Target::Tree(super::normalize(path)),
     }
-}
-
-/// `Caddyfile:N` for the first line of the Caddyfile read beside that names `path`.
-fn line_of(answers: &Answers, path: &str) -> Option<String> {
-    let file = answers.files.iter().find(|f| f.ok)?;
-    let name = file.path.rsplit('/').next().unwrap_or(&file.path);
-    let n = file.content.lines().position(|l| l.contains(path))?;
-    Some(format!("{name}:{}", n + 1))
 }
 
 #[cfg(test)]

@@ -27,7 +27,15 @@ pub(super) fn read_postfix(answers: &Answers) -> Result<Config, String> {
     let main = first_run(answers, "postconf -x")?;
     let mut refs = Vec::new();
     for line in main.stdout.lines() {
-        refs.extend(postfix_refs(line, "main.cf", ""));
+        let mut found = postfix_refs(line, "main.cf", "");
+        for r in &mut found {
+            if let Target::File(p) | Target::Unresolved(p) = &r.target
+                && let Some(at) = main_cf_line(answers, &r.directive, p)
+            {
+                r.at = Some(at);
+            }
+        }
+        refs.extend(found);
     }
     if answers.runs.len() > 1 {
         let master = run_output(answers, 1, "postconf -P -x")?;
@@ -45,6 +53,22 @@ pub(super) fn read_postfix(answers: &Answers) -> Result<Config, String> {
         refs,
         unread: Vec::new(),
     })
+}
+
+/// `main.cf:N` for the line of main.cf (read beside) that sets `name` — the last one, which
+/// postfix uses — when `value` is written there as is (not through `$other`, say).
+fn main_cf_line(answers: &Answers, name: &str, value: &str) -> Option<String> {
+    let file = answers.files.iter().find(|f| f.ok && !f.list)?;
+    let (n, line) = file
+        .content
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .last()?;
+    line.contains(value).then(|| format!("main.cf:{}", n + 1))
 }
 
 /// The refs of one `name = value` line.
@@ -145,8 +169,25 @@ mod tests {
             "smtpd_tls_cert_file = /etc/postfix/tls/a.pem\nsmtpd_tls_key_file = /etc/postfix/tls/a.key\nsmtpd_tls_chain_files =\nsmtpd_tls_eccert_file =\n",
             "relay/unix/syslog_name = postfix/relay\nsubmission/inet/smtpd_tls_cert_file = /etc/postfix/tls/sub.pem\n",
         ]);
+        let mut a = a;
+        a.files.push(super::super::FileRead {
+            path: "/etc/postfix/main.cf".into(),
+            ok: true,
+            content: "smtpd_tls_cert_file = /old.pem\n# x\nsmtpd_tls_cert_file = /etc/postfix/tls/a.pem\nsmtpd_tls_key_file=$smtpd_tls_cert_file\n".into(),
+            ..Default::default()
+        });
         let c = read_postfix(&a).unwrap();
         assert_eq!(c.refs.len(), 3, "{c:?}");
+        assert_eq!(
+            c.refs[0].at.as_deref(),
+            Some("main.cf:3"),
+            "the last setting wins"
+        );
+        assert_eq!(
+            c.refs[1].at.as_deref(),
+            Some("main.cf"),
+            "set through $smtpd_tls_cert_file"
+        );
         assert_eq!(
             c.refs[0].target,
             Target::File("/etc/postfix/tls/a.pem".into())

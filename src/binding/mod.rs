@@ -408,6 +408,20 @@ fn dedup(mut v: Vec<String>) -> Vec<String> {
     v
 }
 
+/// `FILE:N` (the file's name) for the line of the first file read that names `needle` (the
+/// last such line with `last`: postfix's main.cf, where the last setting wins).
+fn line_of(answers: &Answers, needle: &str, last: bool) -> Option<String> {
+    let file = answers.files.iter().find(|f| f.ok && !f.list)?;
+    let name = file.path.rsplit('/').next().unwrap_or(&file.path);
+    let mut lines = file
+        .content
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle));
+    let (n, _) = if last { lines.last()? } else { lines.next()? };
+    Some(format!("{name}:{}", n + 1))
+}
+
 /// The first run's output, or why it cannot be read: it failed (the head of what it said on
 /// stderr) or was cut short.
 fn first_run<'a>(answers: &'a Answers, what: &str) -> Result<&'a RunOutput, String> {

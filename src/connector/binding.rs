@@ -21,7 +21,8 @@ pub enum Reader {
     /// `files`: haproxy's configuration (a directory: its `*.cfg` files); the `crt-list`
     /// files its `bind` lines name are read too.
     Haproxy,
-    /// `run`: `postconf -x NAMES…` (main.cf), then optionally `postconf -P -x` (master.cf).
+    /// `run`: `postconf -x NAMES…` (main.cf), then optionally `postconf -P -x` (master.cf);
+    /// `files`: main.cf, for line numbers.
     Postfix,
     /// `run`: one command printing `doveconf -n` with the `ssl_cert`/`ssl_key` values that are
     /// paths (`<FILE`), filters (`local … {`) kept.
@@ -51,7 +52,7 @@ impl Reader {
     fn shape(self) -> (usize, usize, Option<bool>) {
         match self {
             Reader::Nginx | Reader::Apache | Reader::Dovecot => (1, 1, Some(false)),
-            Reader::Postfix => (1, 2, Some(false)),
+            Reader::Postfix => (1, 2, None),
             Reader::Caddy => (1, 1, None),
             Reader::Haproxy => (0, 0, Some(true)),
             Reader::Written => (0, 0, Some(false)),
