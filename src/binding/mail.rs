@@ -125,7 +125,7 @@ pub(super) fn read_dovecot(answers: &Answers) -> Result<Config, String> {
             false => format!("doveconf -n, in `{} {{ }}`", blocks.join(" { ")),
         };
         refs.push(Ref {
-            directive: format!("{} = <", name.trim()),
+            directive: name.trim().to_string(),
             kind,
             target: absolute_only(path.trim()),
             at: Some(at),

@@ -5,6 +5,8 @@
 
 mod support;
 
+mod binding;
+mod binding_mail;
 mod connector_apache;
 mod connector_caddy;
 mod connector_dovecot;
