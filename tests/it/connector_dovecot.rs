@@ -279,6 +279,9 @@ fn reload_that_breaks_tls_is_caught_by_the_starttls_probe_and_rolled_back() {
     let stray_key = lab.dovecot.dir().join("certs/stray.key");
     let mut target = lab.target(Probe::StartTlsImap);
     target.params[1] = param("key_path", stray_key.clone());
+    // The binding check would refuse this at inspect, before anything is touched
+    // (tests/it/binding_mail.rs); off, to prove the probe still catches what dovecot.conf loads.
+    target.params.push(("binding_check".into(), "false".into()));
     lab.mail.write_inventory(&target);
     let files = mail::contents(&lab.live_files());
     let master = lab.dovecot.master_pid().expect("dovecot runs");

@@ -274,6 +274,9 @@ fn reload_that_silently_drops_starttls_is_caught_by_the_probe_and_rolled_back() 
     let stray_key = lab.postfix.dir().join("certs/stray.key");
     let mut target = lab.target();
     target.params[1] = param("key_path", stray_key.clone());
+    // The binding check would refuse this at inspect, before anything is touched
+    // (tests/it/binding_mail.rs); off, to prove the probe still catches what main.cf loads.
+    target.params.push(("binding_check".into(), "false".into()));
     lab.mail.write_inventory(&target);
     let files = mail::contents(&lab.live_files());
     let master = lab.postfix.master_pid().expect("postfix runs");
