@@ -32,6 +32,9 @@ pub(super) fn run(action: ConnectorsAction) -> Result<u8, Invalid> {
                 ))]));
             };
             let mut out = source.to_string();
+            if let Ok(def) = catalogue.get(&name) {
+                out.push_str(&binding_line(def));
+            }
             out.push_str("\n# Engine parameters every connector accepts:\n");
             for (param, what) in crate::connector::ENGINE_PARAMS {
                 out.push_str(&format!("#   {param}: {what}\n"));
@@ -40,4 +43,25 @@ pub(super) fn run(action: ConnectorsAction) -> Result<u8, Invalid> {
         }
     }
     Ok(0)
+}
+
+/// What `connectors show` says about the connector's binding check
+/// (docs/connectors.md#the-binding-check).
+fn binding_line(def: &crate::connector::ConnectorDef) -> String {
+    match &def.binding {
+        Some(b) => {
+            let param = b
+                .when
+                .as_deref()
+                .map(|p| format!("; `{p}: \"false\"` turns it off"))
+                .unwrap_or_default();
+            format!(
+                "\n# Binding check (with inspect, before anything is staged): {}{param}.\n",
+                crate::binding::describe(b.reader)
+            )
+        }
+        None => "\n# Binding check: none. certctl has no server configuration to ask whether it \
+                 loads these paths;\n# only the probe after the reload proves it.\n"
+            .to_string(),
+    }
 }

@@ -343,3 +343,44 @@ fn caddy_refuses_a_key_no_tls_directive_loads() {
     let live = vec![caddy.fullchain_path(), caddy.key_path()];
     case.refuses_then_off("key_path", &elsewhere, &live, &said);
 }
+
+/// `certctl connectors show` documents the param and what each check reads; `ssh` has none.
+#[test]
+fn connectors_show_says_what_the_binding_check_reads() {
+    let show = |name: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_certctl"))
+            .args(["connectors", "show", name])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for (name, reads) in [
+        ("nginx", "`nginx -T`"),
+        ("apache", "DUMP_INCLUDES"),
+        ("haproxy", "crt-list"),
+        ("postfix", "postconf"),
+        ("dovecot", "doveconf"),
+        ("caddy", "caddy adapt"),
+        ("traefik", "the file certctl writes"),
+        ("envoy", "the file certctl writes"),
+    ] {
+        let text = show(name);
+        assert!(
+            text.contains("  binding_check:\n    default: \"true\"\n    description:"),
+            "{name} documents binding_check:\n{text}"
+        );
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("# Binding check (with inspect"))
+            .unwrap_or_else(|| panic!("{name}: no binding line:\n{text}"));
+        assert!(
+            line.contains(reads) && line.contains("`binding_check: \"false\"` turns it off"),
+            "{line}"
+        );
+    }
+    let ssh = show("ssh");
+    assert!(ssh.contains("# Binding check: none."), "{ssh}");
+    assert!(!ssh.contains("binding_check"), "{ssh}");
+}

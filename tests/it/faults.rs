@@ -170,7 +170,8 @@ fn cells() -> Vec<Cell> {
             rig: plain,
             dry_run: false,
             arm: |rig| {
-                rig.arm_tool("base64", None, Action::Fail, false);
+                // `base64 -d`: the stage's; inspect's binding check encodes with `base64` first.
+                rig.arm_tool("base64", Some("-d"), Action::Fail, false);
                 Armed::default()
             },
             expect: untouched("stage failed"),
@@ -572,7 +573,8 @@ fn cells() -> Vec<Cell> {
             rig: plain,
             dry_run: false,
             arm: |rig| {
-                rig.arm_tool("base64", None, Action::Drop, false);
+                // `base64 -d`: the stage's; inspect's binding check encodes with `base64` first.
+                rig.arm_tool("base64", Some("-d"), Action::Drop, false);
                 Armed::default()
             },
             expect: untouched("stage, preview and backup failed"),
