@@ -159,19 +159,39 @@ fn nginx_refuses_a_path_it_does_not_load_and_a_deploy_touches_nothing() {
         ..TargetSpec::default()
     };
     let case = Case { lab, spec };
-    // The configuration as it is: the check passes and says where.
+    // The configuration as it is: the check passes and says where ...
+    let sessions = || case.lab.sshd.log_count("Starting session: command");
     case.write(&[]);
     let conf = nginx.conf_path();
     let cert_line = line_of(
         conf,
         &format!("ssl_certificate {};", nginx.cert_path().display()),
     );
+    let before = sessions();
     assert_passes(
         &case.dry_run(),
         &format!(
             "binding: nginx loads them (ssl_certificate nginx.conf:{cert_line}; ssl_certificate_key nginx.conf:{})",
             cert_line + 1
         ),
+    );
+    let with_check = sessions() - before;
+    // ... in the remote commands a dry-run runs anyway: as many as with the check off.
+    case.write(&[("binding_check", "false".into())]);
+    let before = sessions();
+    assert_passes(
+        &case.dry_run(),
+        "binding not checked (binding_check: false)",
+    );
+    assert!(
+        with_check > 0,
+        "sshd logs each command:\n{}",
+        case.lab.sshd.log()
+    );
+    assert_eq!(
+        with_check,
+        sessions() - before,
+        "no remote command of its own"
     );
 
     let elsewhere = nginx.dir().join("certs/b.crt");
