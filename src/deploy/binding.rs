@@ -203,11 +203,12 @@ fn without_records(text: &str) -> String {
         .collect()
 }
 
-/// Cuts the check's records out of the lock-and-inspect command's stdout `text` and judges
-/// them, asking the target once more if a path may still be loaded through a symlink or an
-/// unread crt-list. Warns about what could not be checked. Returns `text` without the records.
-pub(super) async fn take(run: &Run<'_>, session: &Session, text: String) -> (String, Checked) {
+/// Cuts the check's records out of the lock-and-inspect command's `stdout` and judges them,
+/// asking the target once more if a path may still be loaded through a symlink or an unread
+/// crt-list. Warns about what could not be checked. Returns the text without the records.
+pub(super) async fn take(run: &Run<'_>, session: &Session, stdout: &[u8]) -> (String, Checked) {
     let plan = run.plan;
+    let text = String::from_utf8_lossy(stdout).into_owned();
     if plan.bindings.is_empty() || !text.contains("\n\u{1e}INSPECT\n") {
         return (text, Checked::default());
     }

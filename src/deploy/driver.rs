@@ -268,8 +268,7 @@ async fn posix_lock(
             return Err(failure);
         }
     };
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (text, binding) = super::binding::take(run, session, text).await;
+    let (text, binding) = super::binding::take(run, session, &out.stdout).await;
     let (lock_text, inspect_text) = match text.split_once("\n\u{1e}INSPECT\n") {
         Some((l, i)) => (format!("{l}\n"), Some(i.to_string())),
         None => (text.clone(), None),
