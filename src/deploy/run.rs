@@ -284,13 +284,3 @@ impl<'a> Run<'a> {
         }
     }
 }
-
-impl Run<'_> {
-    /// A warning about this target that is not a step's outcome (shown without `-v`).
-    pub fn warn(&self, message: String) {
-        self.reporter.event(Event::Warning {
-            target: Some(self.plan.name.clone()),
-            message,
-        });
-    }
-}
