@@ -20,7 +20,6 @@ use super::{
 };
 use crate::material::Expected;
 use crate::plan::TargetPlan;
-use crate::probe::Served;
 use crate::report::{Reporter, Status, Step, TargetReport};
 use crate::ssh::quote::Script;
 use crate::ssh::{ExecOutput, Session, SshErrorKind};
@@ -350,7 +349,7 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
         Ok(files) => files,
         Err(f) => return Err(run.untouched(f)),
     };
-    if let Err(f) = attributable(run, &files, &served_before) {
+    if let Err(f) = verify::attributable(run, &files, &served_before) {
         return Err(run.untouched(f));
     }
     if files.iter().all(|f| f.current()) && !run.force {
@@ -396,59 +395,6 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
         Ok(()) => Ok(Status::Deployed),
         Err(failure) => Err(rollback::after_failure(run, session, &entries, old, failure).await),
     }
-}
-
-/// Whether the probe can tell what this target serves: when it already sees the new leaf
-/// while the target's files do not hold it, it reaches another server (a load balancer, a
-/// VIP, a wrong `verify.address`) and would "verify" a deploy it cannot see. That fails the
-/// target before anything is touched — unless `verify.shared` says the endpoint is shared or
-/// `--force` is given: then the verify step says it could not attribute the result.
-fn attributable(
-    run: &mut Run<'_>,
-    files: &[StagedFile<'_>],
-    served: &[Option<Served>],
-) -> Result<(), StepFailure> {
-    for (i, c) in run.plan.certs.iter().enumerate() {
-        let mine = files.iter().filter(|f| f.planned.cert == i);
-        if mine.clone().next().is_none() || mine.clone().all(|f| f.current()) {
-            continue;
-        }
-        if let Some(s) = served.get(i).and_then(Option::as_ref)
-            && s.leaf == c.material.leaf.fingerprint
-        {
-            attributable_one(run, i)?;
-        }
-    }
-    Ok(())
-}
-
-/// One certificate's endpoint already serves its new leaf while its files do not hold it.
-fn attributable_one(run: &mut Run<'_>, cert: usize) -> Result<(), StepFailure> {
-    let c = &run.plan.certs[cert];
-    let new = c.material.leaf.fingerprint;
-    let address = verify::label(run, cert);
-    if c.probe_shared || run.force {
-        run.verify_note = Some(format!(
-            "{address} served the new certificate before the swap, so the probe could not \
-             attribute the result to this target ({})",
-            if c.probe_shared {
-                "verify.shared"
-            } else {
-                "--force"
-            }
-        ));
-        return Ok(());
-    }
-    Err(StepFailure::new(
-        Step::Inspect,
-        format!(
-            "{address} already serves the new certificate {new} while this target's files do \
-             not hold it: the probe reaches another server (a load balancer, a VIP, a wrong \
-             verify.address?) and could not prove what this target serves. Point \
-             verify.address at this target, or set verify.shared: true if the endpoint is \
-             shared (or use --force)"
-        ),
-    ))
 }
 
 /// Step 4 for files: each live file decided (mode, owner, what is written where), the live

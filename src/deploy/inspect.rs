@@ -257,22 +257,7 @@ pub(super) fn parse(files: &[PlannedFile], out: &ExecOutput) -> Result<Inspected
             seen[i] = true;
         }
     }
-    for r in records(keys, &[("P", 2), ("R", 1)])? {
-        let idx = r
-            .fields
-            .first()
-            .and_then(|i| i.parse::<usize>().ok())
-            .filter(|i| *i < n);
-        match (r.tag, idx, r.fields.get(1), r.text) {
-            ("P", Some(idx), Some(&"key"), Some(pem)) => {
-                live[idx].0.key_pub = Some(pem.to_string());
-            }
-            ("R", Some(idx), None, Some(pem)) => {
-                live[idx].0.certs_pem = Some(pem.to_string());
-            }
-            _ => return Err(malformed(None, &describe(&r), out)),
-        }
-    }
+    read_keys(keys, out, &mut live)?;
     for (i, b) in super::mounts::parse(binds.unwrap_or_default(), n)?
         .into_iter()
         .enumerate()
@@ -287,6 +272,31 @@ pub(super) fn parse(files: &[PlannedFile], out: &ExecOutput) -> Result<Inspected
         ));
     }
     Ok(live)
+}
+
+/// The keys' section: a key file's public key (`P`), a differing file's certificates (`R`).
+fn read_keys(
+    keys: &str,
+    out: &ExecOutput,
+    live: &mut [(LiveFile, OwnerIds)],
+) -> Result<(), String> {
+    for r in records(keys, &[("P", 2), ("R", 1)])? {
+        let idx = r
+            .fields
+            .first()
+            .and_then(|i| i.parse::<usize>().ok())
+            .filter(|i| *i < live.len());
+        match (r.tag, idx, r.fields.get(1), r.text) {
+            ("P", Some(idx), Some(&"key"), Some(pem)) => {
+                live[idx].0.key_pub = Some(pem.to_string());
+            }
+            ("R", Some(idx), None, Some(pem)) => {
+                live[idx].0.certs_pem = Some(pem.to_string());
+            }
+            _ => return Err(malformed(None, &describe(&r), out)),
+        }
+    }
+    Ok(())
 }
 
 /// What one record said about a file's presence.

@@ -5,6 +5,7 @@
 
 use tokio_util::sync::CancellationToken;
 
+use super::files::StagedFile;
 use super::run::{Run, StepFailure};
 use crate::material::Expected;
 use crate::probe::{Served, Verification};
@@ -172,4 +173,57 @@ pub(super) fn all_served(plan: &crate::plan::TargetPlan, served: &[Option<Served
                 .and_then(Option::as_ref)
                 .is_some_and(|s| served_is(s, &c.material.expected()))
     })
+}
+
+/// Whether the probe can tell what this target serves: when it already sees the new leaf
+/// while the target's files do not hold it, it reaches another server (a load balancer, a
+/// VIP, a wrong `verify.address`) and would "verify" a deploy it cannot see. That fails the
+/// target before anything is touched — unless `verify.shared` says the endpoint is shared or
+/// `--force` is given: then the verify step says it could not attribute the result.
+pub(super) fn attributable(
+    run: &mut Run<'_>,
+    files: &[StagedFile<'_>],
+    served: &[Option<Served>],
+) -> Result<(), StepFailure> {
+    for (i, c) in run.plan.certs.iter().enumerate() {
+        let mine = files.iter().filter(|f| f.planned.cert == i);
+        if mine.clone().next().is_none() || mine.clone().all(|f| f.current()) {
+            continue;
+        }
+        if let Some(s) = served.get(i).and_then(Option::as_ref)
+            && s.leaf == c.material.leaf.fingerprint
+        {
+            attributable_one(run, i)?;
+        }
+    }
+    Ok(())
+}
+
+/// One certificate's endpoint already serves its new leaf while its files do not hold it.
+fn attributable_one(run: &mut Run<'_>, cert: usize) -> Result<(), StepFailure> {
+    let c = &run.plan.certs[cert];
+    let new = c.material.leaf.fingerprint;
+    let address = label(run, cert);
+    if c.probe_shared || run.force {
+        run.verify_note = Some(format!(
+            "{address} served the new certificate before the swap, so the probe could not \
+             attribute the result to this target ({})",
+            if c.probe_shared {
+                "verify.shared"
+            } else {
+                "--force"
+            }
+        ));
+        return Ok(());
+    }
+    Err(StepFailure::new(
+        Step::Inspect,
+        format!(
+            "{address} already serves the new certificate {new} while this target's files do \
+             not hold it: the probe reaches another server (a load balancer, a VIP, a wrong \
+             verify.address?) and could not prove what this target serves. Point \
+             verify.address at this target, or set verify.shared: true if the endpoint is \
+             shared (or use --force)"
+        ),
+    ))
 }
