@@ -82,9 +82,36 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Writes an inventory with one target carrying the three names (`material` per name), each
-/// with its own params and SNI; `probe_of[i]` overrides name i's `verify.address`.
-fn write_inventory(lab: &TlsLab, server: &Server, material: &[Leaf], probe_of: &[Option<String>]) {
+/// One certificate of the target: its name, its material and its own `verify:` entries.
+struct Entry<'a> {
+    name: String,
+    leaf: &'a Leaf,
+    verify: Vec<(&'static str, String)>,
+}
+
+/// The three names' entries (`material` per name), each with its SNI; `probe_of[i]` overrides
+/// name i's `verify.address`.
+fn three<'a>(material: &'a [Leaf], probe_of: &[Option<String>]) -> Vec<Entry<'a>> {
+    material
+        .iter()
+        .enumerate()
+        .map(|(i, leaf)| {
+            let mut verify = vec![("sni", NAMES[i].to_string())];
+            if let Some(address) = probe_of.get(i).cloned().flatten() {
+                verify.push(("address", address));
+            }
+            Entry {
+                name: format!("n{i}"),
+                leaf,
+                verify,
+            }
+        })
+        .collect()
+}
+
+/// Writes an inventory with one target `web-1` carrying `certs`, each with its params from
+/// `server.per_cert` (in order) and its own verify entries.
+fn write_inventory(lab: &TlsLab, server: &Server, certs: &[Entry<'_>]) {
     let mut y = format!(
         "defaults:\n  user: {}\n  port: {}\n  identity_file: {}\n  known_hosts: {}\n  \
          verify: {{ attempts: 4, backoff: 100ms, max_backoff: 400ms, timeout: 5s, consecutive: 2 }}\n\
@@ -94,12 +121,13 @@ fn write_inventory(lab: &TlsLab, server: &Server, material: &[Leaf], probe_of: &
         j(&path(&lab.sshd.client_key)),
         j(&path(&lab.sshd.known_hosts)),
     );
-    for (i, leaf) in material.iter().enumerate() {
+    for c in certs {
         y.push_str(&format!(
-            "  n{i}:\n    cert: {}\n    chain: {}\n    key: {}\n",
-            j(&path(&leaf.cert)),
-            j(&path(&leaf.chain)),
-            j(&path(&leaf.key)),
+            "  {}:\n    cert: {}\n    chain: {}\n    key: {}\n",
+            c.name,
+            j(&path(&c.leaf.cert)),
+            j(&path(&c.leaf.chain)),
+            j(&path(&c.leaf.key)),
         ));
     }
     y.push_str(&format!(
@@ -125,14 +153,17 @@ fn write_inventory(lab: &TlsLab, server: &Server, material: &[Leaf], probe_of: &
         "    verify:\n      address: {}\n    certificates:\n",
         j(&server.address)
     ));
-    for (i, params) in server.per_cert.iter().enumerate() {
-        y.push_str(&format!("      - certificate: n{i}\n        params:\n"));
+    for (c, params) in certs.iter().zip(&server.per_cert) {
+        y.push_str(&format!(
+            "      - certificate: {}\n        params:\n",
+            c.name
+        ));
         for (k, v) in params {
             y.push_str(&format!("          {k}: {}\n", j(v)));
         }
-        y.push_str(&format!("        verify:\n          sni: {}\n", NAMES[i]));
-        if let Some(address) = probe_of.get(i).cloned().flatten() {
-            y.push_str(&format!("          address: {}\n", j(&address)));
+        y.push_str("        verify:\n");
+        for (k, v) in &c.verify {
+            y.push_str(&format!("          {k}: {}\n", j(v)));
         }
     }
     fs::write(&lab.inventory, y).unwrap();
@@ -192,7 +223,7 @@ fn three_names_one_change(
     let before = contents(&server.live);
 
     // A dry-run changes nothing and lists every name's files.
-    write_inventory(lab, server, &names.new, &[]);
+    write_inventory(lab, server, &three(&names.new, &[]));
     let dry = lab.certctl(&["deploy", "--dry-run", "--output", "json"]);
     let t = target(&dry);
     assert_eq!(t["status"], "would-change", "{}", dry.stderr);
@@ -249,12 +280,8 @@ fn three_names_one_change(
     let mut material = names.new.clone();
     material[2] = third;
     let decoy = Nginx::start(NAMES[1], &names.decoy.fullchain, &names.decoy.key);
-    write_inventory(
-        lab,
-        server,
-        &material,
-        &[None, Some(decoy.addr.to_string())],
-    );
+    let probes = [None, Some(decoy.addr.to_string())];
+    write_inventory(lab, server, &three(&material, &probes));
     let live_before = contents(&server.live);
     let (out, t) = deploy(lab);
     assert_eq!(out.code, 1, "{}\n{}", out.stderr, out.stdout);
@@ -468,55 +495,19 @@ mod rsa_and_ecdsa {
         ]
     }
 
-    /// Writes the two-certificate inventory for `material` (RSA first) to `server`.
+    /// Writes the two-certificate inventory for `material` (RSA first) to `server`: both
+    /// probed at the server's address with SNI [`NAME`].
     fn inventory(lab: &TlsLab, server: &Server, material: &[Leaf]) {
-        let mut y = format!(
-            "defaults:\n  user: {}\n  port: {}\n  identity_file: {}\n  known_hosts: {}\n  \
-             verify: {{ attempts: 4, backoff: 100ms, max_backoff: 400ms, timeout: 5s, consecutive: 2, sni: {NAME} }}\n\
-             certificates:\n",
-            j(&lab.sshd.user),
-            lab.sshd.port(),
-            j(&path(&lab.sshd.client_key)),
-            j(&path(&lab.sshd.known_hosts)),
-        );
-        for (leaf, name) in material.iter().zip(["rsa", "ecdsa"]) {
-            y.push_str(&format!(
-                "  {name}:\n    cert: {}\n    chain: {}\n    key: {}\n",
-                j(&path(&leaf.cert)),
-                j(&path(&leaf.chain)),
-                j(&path(&leaf.key)),
-            ));
-        }
-        y.push_str(&format!(
-            "targets:\n  - name: web-1\n    host: {}\n    connector: {}\n    params:\n",
-            j(&lab.sshd.host()),
-            server.connector
-        ));
-        let engine = [("backup_dir", lab.backup_dir()), ("tmp_dir", lab.tmp_dir())];
-        for (k, v) in engine.iter().map(|(k, v)| (k.to_string(), path(v))) {
-            y.push_str(&format!("      {k}: {}\n", j(&v)));
-        }
-        for (k, v) in &server.params {
-            y.push_str(&format!("      {k}: {}\n", j(v)));
-        }
-        if !server.commands.is_empty() {
-            y.push_str("    commands:\n");
-            for (section, cmds) in &server.commands {
-                let cmds = serde_json::to_string(cmds).unwrap();
-                y.push_str(&format!("      {section}: {cmds}\n"));
-            }
-        }
-        y.push_str(&format!(
-            "    verify:\n      address: {}\n    certificates:\n",
-            j(&server.address)
-        ));
-        for (params, name) in server.per_cert.iter().zip(["rsa", "ecdsa"]) {
-            y.push_str(&format!("      - certificate: {name}\n        params:\n"));
-            for (k, v) in params {
-                y.push_str(&format!("          {k}: {}\n", j(v)));
-            }
-        }
-        fs::write(&lab.inventory, y).unwrap();
+        let certs: Vec<Entry<'_>> = material
+            .iter()
+            .zip(["rsa", "ecdsa"])
+            .map(|(leaf, name)| Entry {
+                name: name.to_string(),
+                leaf,
+                verify: vec![("sni", NAME.to_string())],
+            })
+            .collect();
+        write_inventory(lab, server, &certs);
     }
 
     /// Deploys the new pair over the old one and checks each kind independently.

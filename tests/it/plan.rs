@@ -83,6 +83,15 @@ fn plan_with_material(
     settings: &RunSettings,
     material: Arc<Material>,
 ) -> Result<plan::TargetPlan, Vec<plan::PlanError>> {
+    plan_with_materials(t, settings, BTreeMap::from([("www".to_string(), material)]))
+}
+
+/// The plan of `t` alone, its certificates from `materials`.
+fn plan_with_materials(
+    t: Target,
+    settings: &RunSettings,
+    materials: BTreeMap<String, Arc<Material>>,
+) -> Result<plan::TargetPlan, Vec<plan::PlanError>> {
     let inventory = Inventory {
         path: PathBuf::from("certctl.yaml"),
         certificates: BTreeMap::new(),
@@ -93,7 +102,6 @@ fn plan_with_material(
         notify: vec![],
         history: None,
     };
-    let materials = BTreeMap::from([("www".to_string(), material)]);
     let targets: Vec<&Target> = inventory.targets.iter().collect();
     plan::build(
         &inventory,
@@ -687,27 +695,8 @@ fn two_certificates(
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let m = material(dir.path());
-    let inventory = Inventory {
-        path: PathBuf::from("certctl.yaml"),
-        certificates: BTreeMap::new(),
-        targets: vec![t],
-        connectors: BTreeMap::new(),
-        groups: vec![],
-        policies: BTreeMap::new(),
-        notify: vec![],
-        history: None,
-    };
     let materials = BTreeMap::from([("www".to_string(), m.clone()), ("www2".to_string(), m)]);
-    let targets: Vec<&Target> = inventory.targets.iter().collect();
-    plan::build(
-        &inventory,
-        &targets,
-        &Catalogue::builtin(),
-        &materials,
-        &settings(),
-    )
-    .map(|mut v| v.remove(0))
-    .map_err(|e| {
+    plan_with_materials(t, &settings(), materials).map_err(|e| {
         e.iter()
             .map(|e| e.to_string())
             .collect::<Vec<_>>()
