@@ -83,30 +83,9 @@ impl Caddy {
     }
 
     fn wait_listening(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.0.try_wait().unwrap() {
-                panic!(
-                    "caddy exited ({status}) before listening on {}:\n{}",
-                    self.addr,
-                    self.log()
-                );
-            }
-            let up = |a: &SocketAddr| {
-                std::net::TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok()
-            };
-            if up(&self.addr) && up(&self.admin) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "caddy does not listen on {} and {} after {timeout:?}:\n{}",
-                self.addr,
-                self.admin,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("caddy on {} (admin {})", self.addr, self.admin);
+        let ready = |c: &Caddy| super::listening(&c.addr) && super::listening(&c.admin);
+        super::wait_ready(self, &what, timeout, |c| &mut c.child.0, ready, Caddy::log);
     }
 
     pub fn dir(&self) -> &Path {

@@ -117,28 +117,13 @@ impl Dovecot {
     }
 
     fn wait_listening(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        for addr in [self.imaps, self.imap] {
-            loop {
-                if let Some(status) = self.child.0.try_wait().unwrap() {
-                    let stderr =
-                        std::fs::read_to_string(self.dir().join("stderr.log")).unwrap_or_default();
-                    panic!(
-                        "dovecot exited ({status}) before listening on {addr}:\n{stderr}\n{}",
-                        self.log()
-                    );
-                }
-                if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "dovecot does not listen on {addr} after {timeout:?}:\n{}",
-                    self.log()
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        let what = format!("dovecot on {} and {}", self.imaps, self.imap);
+        let log = |d: &Dovecot| {
+            let stderr = std::fs::read_to_string(d.dir().join("stderr.log")).unwrap_or_default();
+            format!("{stderr}\n{}", d.log())
+        };
+        let ready = |d: &Dovecot| super::listening(&d.imaps) && super::listening(&d.imap);
+        super::wait_ready(self, &what, timeout, |d| &mut d.child.0, ready, log);
     }
 
     pub fn dir(&self) -> &Path {

@@ -110,26 +110,9 @@ impl Envoy {
     }
 
     fn wait_serving(&mut self, want: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.0.try_wait().unwrap() {
-                panic!(
-                    "envoy exited ({status}) before serving on {}:\n{}",
-                    self.addr,
-                    self.log()
-                );
-            }
-            if self.served_fingerprint(super::tls_lab::SNI).as_deref() == Some(want) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "envoy does not serve {want} on {} after {timeout:?}:\n{}",
-                self.addr,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("envoy serving {want} on {}", self.addr);
+        let ready = |e: &Envoy| e.served_fingerprint(super::tls_lab::SNI).as_deref() == Some(want);
+        super::wait_ready(self, &what, timeout, |e| &mut e.child.0, ready, Envoy::log);
     }
 
     pub fn dir(&self) -> &Path {

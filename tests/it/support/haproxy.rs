@@ -92,32 +92,20 @@ impl Haproxy {
 
     /// Listening, and the PID file written (the reload needs it).
     fn wait_ready(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.0.try_wait().unwrap() {
-                panic!(
-                    "haproxy exited ({status}) before listening on {}:\n{}",
-                    self.addr,
-                    self.log()
-                );
-            }
-            let listening =
-                std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200))
-                    .is_ok();
-            if listening
-                && self.pid_file_pid() == Some(self.master_pid())
-                && self.stats_socket().exists()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "haproxy is not ready on {} after {timeout:?}:\n{}",
-                self.addr,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("haproxy on {}", self.addr);
+        let ready = |h: &Haproxy| {
+            super::listening(&h.addr)
+                && h.pid_file_pid() == Some(h.master_pid())
+                && h.stats_socket().exists()
+        };
+        super::wait_ready(
+            self,
+            &what,
+            timeout,
+            |h| &mut h.child.0,
+            ready,
+            Haproxy::log,
+        );
     }
 
     pub fn dir(&self) -> &Path {

@@ -61,6 +61,41 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
     }
 }
 
+/// Whether something accepts TCP connections on `addr` now.
+pub fn listening(addr: &SocketAddr) -> bool {
+    std::net::TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Polls a daemon the tests started until `ready` holds: panics with its log when its process
+/// (`child`) exits first, or when `timeout` passes. One loop for every daemon runner.
+pub fn wait_ready<D>(
+    daemon: &mut D,
+    what: &str,
+    timeout: Duration,
+    child: impl Fn(&mut D) -> &mut std::process::Child,
+    ready: impl Fn(&D) -> bool,
+    log: impl Fn(&D) -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child(daemon).try_wait().unwrap() {
+            panic!(
+                "{what}: exited ({status}) before it was ready:\n{}",
+                log(daemon)
+            );
+        }
+        if ready(daemon) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not ready after {timeout:?}:\n{}",
+            log(daemon)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Fails loudly when a program the tests need is missing: CI must never skip silently.
 pub fn require(program: &str) -> std::path::PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"] {

@@ -139,27 +139,15 @@ impl Nginx {
     }
 
     fn wait_listening(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.0.try_wait().unwrap() {
-                panic!(
-                    "nginx exited ({status}) before listening on {}:\n{}",
-                    self.addr,
-                    self.error_log()
-                );
-            }
-            if std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nginx does not listen on {} after {timeout:?}:\n{}",
-                self.addr,
-                self.error_log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("nginx on {}", self.addr);
+        super::wait_ready(
+            self,
+            &what,
+            timeout,
+            |n| &mut n.child.0,
+            |n| super::listening(&n.addr),
+            Nginx::error_log,
+        );
     }
 
     pub fn dir(&self) -> &Path {

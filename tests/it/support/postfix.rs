@@ -131,28 +131,13 @@ impl Postfix {
     }
 
     fn wait_listening(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.0.try_wait().unwrap() {
-                panic!(
-                    "postfix start-fg exited ({status}) before listening on {}:\n{}\n{}",
-                    self.addr,
-                    std::fs::read_to_string(self.dir().join("stderr.log")).unwrap_or_default(),
-                    self.maillog()
-                );
-            }
-            if std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "postfix does not listen on {} after {timeout:?}:\n{}",
-                self.addr,
-                self.maillog()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("postfix start-fg on {}", self.addr);
+        let log = |p: &Postfix| {
+            let stderr = std::fs::read_to_string(p.dir().join("stderr.log")).unwrap_or_default();
+            format!("{stderr}\n{}", p.maillog())
+        };
+        let ready = |p: &Postfix| super::listening(&p.addr);
+        super::wait_ready(self, &what, timeout, |p| &mut p.child.0, ready, log);
     }
 
     pub fn dir(&self) -> &Path {

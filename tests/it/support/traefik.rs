@@ -106,27 +106,19 @@ impl Traefik {
 
     /// Serving `want` for `sni` (or, when `None`, any certificate: its own default one).
     fn wait_ready(&mut self, timeout: Duration, want: &Option<String>, sni: &str) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.0.try_wait().unwrap() {
-                panic!(
-                    "traefik exited ({status}) before listening on {}:\n{}",
-                    self.addr,
-                    self.log()
-                );
-            }
-            let served = self.served_fingerprint(sni);
-            if served.is_some() && (want.is_none() || served == *want) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "traefik is not ready on {} after {timeout:?}:\n{}",
-                self.addr,
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let what = format!("traefik on {}", self.addr);
+        let ready = |t: &Traefik| {
+            let served = t.served_fingerprint(sni);
+            served.is_some() && (want.is_none() || served == *want)
+        };
+        super::wait_ready(
+            self,
+            &what,
+            timeout,
+            |t| &mut t.child.0,
+            ready,
+            Traefik::log,
+        );
     }
 
     pub fn dir(&self) -> &Path {
