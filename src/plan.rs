@@ -313,7 +313,7 @@ fn plan_target(
             plan_part(&part, catalogue, materials, settings, checked)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    merge::merge(target, parts)
+    merge::merge(parts)
 }
 
 /// A connector's command sections, rendered for one target.

@@ -4,12 +4,11 @@
 //! one swap, each distinct test and reload command once, then every certificate's probe.
 
 use crate::connector::Command;
-use crate::inventory::Target;
 
 use super::{CertPlan, TargetPlan};
 
 /// The parts (one per certificate, in order) as one plan.
-pub(super) fn merge(target: &Target, parts: Vec<TargetPlan>) -> Result<TargetPlan, String> {
+pub(super) fn merge(parts: Vec<TargetPlan>) -> Result<TargetPlan, String> {
     let mut parts = parts.into_iter();
     let mut plan = parts.next().expect("a target has at least one certificate");
     for part in parts {
@@ -28,16 +27,15 @@ pub(super) fn merge(target: &Target, parts: Vec<TargetPlan>) -> Result<TargetPla
                  target, not on a certificate"
             ));
         }
-        if let Some(f) = part.files.iter().find(|f| same_file(&plan, &f.path)) {
-            let other = &plan.certs[plan
-                .files
-                .iter()
-                .find(|p| p.path == f.path)
-                .map_or(0, |p| p.cert)];
+        let clash = part
+            .files
+            .iter()
+            .find_map(|f| plan.files.iter().find(|p| p.path == f.path));
+        if let Some(p) = clash {
             return Err(format!(
                 "certificates `{}` and `{this}` both write `{}`: give each its own paths \
                  (params under its `certificates:` entry)",
-                other.certificate, f.path
+                plan.certs[p.cert].certificate, p.path
             ));
         }
         plan.files.extend(part.files);
@@ -56,7 +54,6 @@ pub(super) fn merge(target: &Target, parts: Vec<TargetPlan>) -> Result<TargetPla
         plan.certs.extend(part.certs);
         plan.bindings.extend(part.bindings);
     }
-    let _ = target;
     offer_by_key(&mut plan.certs)?;
     Ok(plan)
 }
@@ -93,10 +90,6 @@ fn offer_by_key(certs: &mut [CertPlan]) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn same_file(plan: &TargetPlan, path: &str) -> bool {
-    plan.files.iter().any(|f| f.path == path)
 }
 
 /// Appends the commands `to` does not already hold (the same `nginx -t` or reload for every
