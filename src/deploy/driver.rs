@@ -509,9 +509,11 @@ async fn preview_keystore(
     if placed.is_err() {
         run.record(Step::Stage, t.elapsed(), placed)?;
     }
+    // The staged keystores (working copies placed with `cp`) are fsync'd with the backup.
+    let staged: Vec<String> = files.iter().map(|f| f.planned.staged.clone()).collect();
     run.step(
         Step::Backup,
-        preview::backup_alone(run.plan, session, intent, entries),
+        preview::backup_alone(run.plan, session, intent, entries, &staged),
     )
     .await
 }

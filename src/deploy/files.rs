@@ -352,23 +352,20 @@ pub(super) async fn stage(session: &Session, files: &[StagedFile<'_>]) -> StepRe
 /// Step 5 on a POSIX host, in the preview's own remote command (see `scripts/stage.sh`): the
 /// commands that write the preview's inputs and templates (0600, in the scratch directory) and
 /// every staged file (final mode and owner before any content) from the command's standard
-/// input, and that input — one base64 line per file. Nothing private reaches a command line.
+/// input, and that input — each file's own lines when it is plain text, else one base64 line
+/// ([`wire`]). Nothing private reaches a command line. Returns the input and the staged files,
+/// which the deploy's backup fsyncs ([`backup_commands`]); a dry-run's are only removed.
 pub(super) fn stage_commands(
     s: &mut Script,
     plan: &TargetPlan,
     files: &[StagedFile<'_>],
-) -> crate::secret::Secret {
-    use base64::Engine as _;
+) -> (crate::secret::Secret, Vec<String>) {
     let mut payload = Vec::new();
     let mut put = |s: &mut Script, path: &str, umask: String, owner: String, bytes: &[u8]| {
-        s.cmd(&["certctl_put", path, &umask, &owner]);
-        payload.extend(
-            base64::engine::general_purpose::STANDARD
-                .encode(bytes)
-                .into_bytes(),
-        );
-        payload.push(b'\n');
+        let kind = wire(bytes, &mut payload);
+        s.cmd(&["certctl_put", path, &umask, &owner, &kind]);
     };
+    s.cmd(&["certctl_stage_init"]);
     for input in &plan.inputs {
         let content = match &input.content {
             crate::plan::InputContent::Material(role) => {
@@ -381,7 +378,7 @@ pub(super) fn stage_commands(
     for t in &plan.templates {
         put(s, &t.path, "077".into(), "-".into(), t.content.as_bytes());
     }
-    let mut synced = vec!["certctl_staged".to_string()];
+    let mut staged = Vec::new();
     for f in files.iter().filter(|f| f.planned.work.is_none()) {
         let umask = format!("{:03o}", !f.mode & 0o777);
         let owner = f
@@ -392,10 +389,32 @@ pub(super) fn stage_commands(
             let reference = format!("--reference={}", f.live.write);
             s.cmd(&["chcon", &reference, "--", &f.planned.staged]);
         }
-        synced.push(f.planned.staged.clone());
+        staged.push(f.planned.staged.clone());
     }
-    s.cmd(&synced);
-    crate::secret::Secret::new(payload)
+    s.cmd(&["certctl_staged"]);
+    (crate::secret::Secret::new(payload), staged)
+}
+
+/// Appends one file's content to the stage's input and says how it travels: `tN` — its N
+/// lines as they are, when it is printable ASCII (tabs allowed) ending in a newline, which
+/// the remote shell writes back itself — or `b`, one line of base64 (`base64 -d` writes it).
+pub(super) fn wire(bytes: &[u8], payload: &mut Vec<u8>) -> String {
+    use base64::Engine as _;
+    let text = bytes.ends_with(b"\n")
+        && bytes
+            .iter()
+            .all(|&b| b == b'\n' || b == b'\t' || (0x20..0x7f).contains(&b));
+    if text {
+        payload.extend_from_slice(bytes);
+        return format!("t{}", bytes.iter().filter(|&&b| b == b'\n').count());
+    }
+    payload.extend(
+        base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into_bytes(),
+    );
+    payload.push(b'\n');
+    "b".into()
 }
 
 /// What step 5 staged, for its report entry.
@@ -456,20 +475,37 @@ pub(super) async fn place_work_copies(
 
 /// The backup's commands (they need [`script::STRICT`], [`script::BACKUP`] and
 /// [`script::JOURNAL`]): the set (0700), a copy of every live file, the copies checked against
-/// inspect's hashes and fsync'd, then the journal (the intent, `journal`), then old sets
-/// pruned. `$fail` says whether it all worked; `B` lines name what did not.
-pub(super) fn backup_commands(s: &mut Script, plan: &TargetPlan, journal: &str, entries: &[Entry]) {
+/// inspect's hashes, then the journal (the intent, `journal`) — fsync'd in ONE `sync` with the
+/// copies, the set and `staged` (this run's staged files, which the swap renames over live
+/// ones) — then old sets pruned. `$fail` says whether it all worked; `B` lines name what did
+/// not.
+pub(super) fn backup_commands(
+    s: &mut Script,
+    plan: &TargetPlan,
+    journal: &str,
+    entries: &[Entry],
+    staged: &[String],
+) {
     let set = set_dir(plan);
     s.cmd(&["certctl_set", &set]);
     let mut check = vec!["certctl_backup_check".to_string(), set.clone()];
+    let mut write = vec![
+        "certctl_journal_write".to_string(),
+        plan.backup_dir.clone(),
+        journal.to_string(),
+        set.clone(),
+    ];
     for e in entries {
         if let (Some(copy), Some(sha)) = (&e.copy, &e.copy_sha256) {
-            s.cmd(&["certctl_backup", &e.write, &format!("{set}/{copy}")]);
+            let to = format!("{set}/{copy}");
+            s.cmd(&["certctl_backup", &e.write, &to]);
             check.extend([copy.clone(), sha.clone()]);
+            write.push(to);
         }
     }
     s.cmd(&check);
-    s.cmd(&["certctl_journal_write", &plan.backup_dir, journal]);
+    write.extend(staged.iter().cloned());
+    s.cmd(&write);
     s.cmd(&[
         "certctl_prune",
         &plan.backup_dir,
@@ -480,7 +516,7 @@ pub(super) fn backup_commands(s: &mut Script, plan: &TargetPlan, journal: &str, 
 /// The swap's commands (they need [`script::SWAP`], [`script::JOURNAL`], and run under
 /// [`script::NO_HANGUP`]): staged files of followed symlinks moved beside the files they
 /// resolve to, then every rename (or in-place write, for a bind-mounted file) in plan order,
-/// the directories fsync'd, `swapped` marked.
+/// `swapped` marked, the directories and the journal fsync'd in one `sync`.
 pub(super) fn swap_commands(s: &mut Script, plan: &TargetPlan, files: &[StagedFile<'_>]) {
     s.cmd(&["certctl_busy", &plan.backup_dir]);
     for (i, f) in files.iter().enumerate() {
@@ -509,10 +545,13 @@ pub(super) fn swap_commands(s: &mut Script, plan: &TargetPlan, files: &[StagedFi
             dirs.push(dir);
         }
     }
-    let mut sync = vec!["certctl_sync".to_string()];
-    sync.extend(dirs);
-    s.cmd(&sync);
-    s.cmd(&["certctl_mark", &plan.backup_dir, "swapped"]);
+    let mut mark = vec![
+        "certctl_mark_synced".to_string(),
+        plan.backup_dir.clone(),
+        "swapped".into(),
+    ];
+    mark.extend(dirs);
+    s.cmd(&mark);
 }
 
 /// The certificates of live files whose content differs (as inspect read them back, only

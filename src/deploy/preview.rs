@@ -136,12 +136,12 @@ pub(super) async fn with_backup(
     // Should this run be killed now, the rest of this script (the backup, the journal) still
     // runs: marked busy, so the run that takes the lock next waits for it.
     s.cmd(&["certctl_busy", &plan.backup_dir]);
-    let stdin = stage_commands(&mut s, plan, files);
+    let (stdin, staged) = stage_commands(&mut s, plan, files);
     phase(&mut s, plan, repairs.is_some());
     s.raw("printf '\\036BACKUP\\n'; printf '\\036BACKUP\\n' >&2\n");
     // Strict mode only after the preview: the connector's commands run as they would alone.
     s.raw(STRICT).raw(*script::BACKUP);
-    backup_commands(&mut s, plan, journal, entries);
+    backup_commands(&mut s, plan, journal, entries, &staged);
     s.cmd(&["certctl_t", "backup"]);
     s.raw("exit $fail\n");
     let t = run.begin(Step::Stage);
@@ -199,16 +199,17 @@ fn stage_result(out: &ExecOutput, files: &[StagedFile<'_>]) -> StepResult<()> {
     Err(format!("{}{}", failed.join("; "), script::stderr_note(out)))
 }
 
-/// The backup on its own (after a keystore's working copy was placed).
+/// The backup on its own (after a keystore's working copy was placed), fsyncing `staged` too.
 pub(super) async fn backup_alone(
     plan: &TargetPlan,
     session: &Session,
     journal: &str,
     entries: &[Entry],
+    staged: &[String],
 ) -> StepResult<()> {
     let mut s = Script::new();
     s.raw(STRICT).raw(*script::BACKUP).raw(*script::JOURNAL);
-    backup_commands(&mut s, plan, journal, entries);
+    backup_commands(&mut s, plan, journal, entries, staged);
     s.raw("exit $fail\n");
     let out = session
         .exec_script(&s, None)
@@ -268,7 +269,7 @@ pub(super) async fn then_cleanup(
     s.cmd(&["certctl_t", "start"]);
     // Stage and preview in a subshell: a failure ends it, not the cleanup after it.
     s.raw("(\nfail=0\n");
-    let stdin = stage_commands(&mut s, plan, files);
+    let (stdin, _) = stage_commands(&mut s, plan, files);
     phase(&mut s, plan, repairs.is_some());
     s.raw(")\n");
     s.cmd(&["certctl_t", "cleanup"]);

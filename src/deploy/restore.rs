@@ -56,10 +56,13 @@ pub(super) fn restore_commands(
             }
         }
     }
-    let mut sync = vec!["certctl_sync".to_string()];
-    sync.extend(dirs);
-    s.cmd(&sync);
-    s.cmd(&["certctl_mark", backup_dir, "restored"]);
+    let mut mark = vec![
+        "certctl_mark_synced".to_string(),
+        backup_dir.to_string(),
+        "restored".into(),
+    ];
+    mark.extend(dirs);
+    s.cmd(&mark);
     s.raw("else\n");
     let mut discard = vec!["certctl_discard".to_string()];
     discard.extend(

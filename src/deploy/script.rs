@@ -32,13 +32,13 @@ macro_rules! script_file {
 }
 
 script_file!(CLOCK, "scripts/clock.sh");
-script_file!(LOCK, "scripts/lock.sh");
+script_file!(LOCK, "scripts/lock.sh", "scripts/ids.sh");
 // A bind-mounted live file is found by inspect, written in place by the swap and a restore.
 script_file!(INSPECT, "scripts/inspect.sh", "scripts/mounts.sh");
 script_file!(JOURNAL, "scripts/journal.sh");
 script_file!(BACKUP, "scripts/backup.sh");
 script_file!(SWAP, "scripts/swap.sh", "scripts/inplace.sh");
-script_file!(STAGE, "scripts/stage.sh");
+script_file!(STAGE, "scripts/stage.sh", "scripts/ids.sh");
 script_file!(RESTORE, "scripts/restore.sh", "scripts/inplace.sh");
 script_file!(CLEANUP, "scripts/cleanup.sh");
 script_file!(UNDO, "scripts/undo.sh");

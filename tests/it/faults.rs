@@ -166,12 +166,14 @@ fn cells() -> Vec<Cell> {
         Cell {
             step: "stage",
             fault: CommandFails,
-            how: "`base64` fails as the stage writes the first file",
+            how: "`chown` fails as the stage gives the first file its owner (a live file owned by \
+                  another user)",
             rig: plain,
             dry_run: false,
             arm: |rig| {
-                // `base64 -d`: the stage's; inspect's binding check encodes with `base64` first.
-                rig.arm_tool("base64", Some("-d"), Action::Fail, false);
+                // The shell writes a PEM file itself; `chown` runs only for another owner.
+                owned_by_nobody(rig);
+                rig.arm_tool("chown", None, Action::Fail, false);
                 Armed::default()
             },
             expect: untouched("stage failed"),
@@ -569,12 +571,12 @@ fn cells() -> Vec<Cell> {
         Cell {
             step: "stage",
             fault: SshDrop,
-            how: "sshd session killed as the stage writes the first file (`base64`)",
+            how: "sshd session killed as the stage gives the first file its owner (`chown`)",
             rig: plain,
             dry_run: false,
             arm: |rig| {
-                // `base64 -d`: the stage's; inspect's binding check encodes with `base64` first.
-                rig.arm_tool("base64", Some("-d"), Action::Drop, false);
+                owned_by_nobody(rig);
+                rig.arm_tool("chown", None, Action::Drop, false);
                 Armed::default()
             },
             expect: untouched("stage, preview and backup failed"),
@@ -869,6 +871,17 @@ fn run_cell(cell: &Cell) -> Outcome {
     let head = row_head(cell, &status, out.code, &served, &files);
     let row = format!("{head} {left_by_fault} | {next} |");
     Outcome { row, problems }
+}
+
+/// Gives the live certificate file to `nobody` (65534): its staged replacement is then given
+/// that owner with `chown` (the one process the stage of a PEM file runs).
+fn owned_by_nobody(rig: &Rig) {
+    std::os::unix::fs::chown(
+        rig.cert_dir().join("fullchain.pem"),
+        Some(65534),
+        Some(65534),
+    )
+    .unwrap();
 }
 
 /// A row's first six columns: the cell (step, fault, how it is injected) and what its run

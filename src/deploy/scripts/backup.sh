@@ -9,16 +9,15 @@ certctl_backup() { cp -p -- "$1" "$2" || { fail=1; printf 'B %s failed\n' "$1"; 
 
 # certctl_backup_check SET (NAME SHA256)... hashes the copies in ONE sha256sum and checks each
 # is what inspect saw (a file changed in between fails the backup rather than keep a wrong
-# copy); then fsyncs the copies and the set directory.
+# copy). certctl_journal_write fsyncs them.
 certctl_backup_check() {
   d=$1; shift
-  [ $# -gt 0 ] || { certctl_sync "$d"; return 0; }
+  [ $# -gt 0 ] || return 0
   o=$(cd -- "$d" && sha256sum -- *) || { fail=1; printf 'B the copies in %s could not be hashed\n' "$d"; return 0; }
   while [ $# -ge 2 ]; do
     case $o in *"$2  $1"*) ;; *) fail=1; printf 'B %s changed between inspect and backup\n' "$1" ;; esac
     shift 2
   done
-  certctl_sync "$d"/* "$d"
 }
 
 # A backup set is a directory named `DIGITS-HEX` (`.restored` once used or retired); the

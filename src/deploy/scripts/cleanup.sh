@@ -7,12 +7,13 @@ certctl_remove_all() {
   for p; do if [ -e "$p" ] || [ -L "$p" ]; then fail=1; printf 'R %s failed\n' "$p"; fi; done
 }
 
-# certctl_cleanup LOCKDIR RUN PATH... is certctl_remove_all of the paths and, last, the lock —
-# only while its holder still names run RUN: a run whose lock was broken (it was killed, and
-# its remote script finished later) never removes the lock of the run that broke it.
+# certctl_cleanup LOCKDIR RUN PATH... is certctl_remove_all of the paths and, last, the
+# emptied busy marker (journal.busy, beside the lock) and the lock — only while its holder
+# still names run RUN: a run whose lock was broken (it was killed, and its remote script
+# finished later) never removes the lock, or the marker, of the run that broke it.
 certctl_cleanup() {
   l=$1 r=$2; shift 2
   h=; { IFS= read -r h < "$l/holder"; } 2>/dev/null
-  case " $h " in *" run=$r "*) set -- "$@" "$l" ;; esac
+  case " $h " in *" run=$r "*) set -- "$@" "${l%/*}/journal.busy" "$l" ;; esac
   certctl_remove_all "$@"
 }

@@ -16,6 +16,9 @@
 #                                                (`-` when openssl cannot load it)
 # <RS> is \036 then a newline: TEXT and PATH may hold newlines.
 
+certctl_nl='
+'
+
 # certctl_files (IDX FOLLOW CHECK PATH)... — CHECK: `-`, or `k:SHA256` for a file that holds a
 # private key (a key, a bundle), with the new content's hash.
 certctl_files() {
@@ -69,7 +72,7 @@ certctl_reads() {
     [ -n "$r" ] && [ -f "$r" ] || continue
     case ${certctl_hashes-} in *"${check#?:}  $r"*) continue ;; esac
     case $check in [cb]:*)
-      c=$(sed -n '/^-----BEGIN CERTIFICATE-----/,/^-----END CERTIFICATE-----/p' -- "$r" 2>/dev/null)
+      certctl_certs "$r"
       printf 'R %s %s\036\n' "$i" "$c" ;;
     esac
     case $check in [kb]:*)
@@ -78,6 +81,25 @@ certctl_reads() {
       printf 'P %s key %s\036\n' "$i" "${k:--}" ;;
     esac
   done
+}
+
+# certctl_certs FILE sets c to the file's CERTIFICATE blocks (what `sed -n '/^-----BEGIN
+# CERTIFICATE-----/,/^-----END CERTIFICATE-----/p'` prints, without the last newline): read by
+# the shell itself, no process, for a file of up to 2,000 lines (a certificate file has tens);
+# a longer one is left to sed.
+certctl_certs() {
+  c= b=0 n=0
+  while IFS= read -r l || [ -n "$l" ]; do
+    n=$((n + 1))
+    if [ "$n" -gt 2000 ]; then
+      c=$(sed -n '/^-----BEGIN CERTIFICATE-----/,/^-----END CERTIFICATE-----/p' -- "$1" 2>/dev/null)
+      return 0
+    fi
+    case $l in "-----BEGIN CERTIFICATE-----"*) b=1 ;; esac
+    [ "$b" = 0 ] || c="$c$l$certctl_nl"
+    case $l in "-----END CERTIFICATE-----"*) b=0 ;; esac
+  done 2>/dev/null < "$1"
+  c=${c%"$certctl_nl"}
 }
 
 certctl_uid() { u=$(id -u -- "$1" 2>/dev/null) || u=-; printf 'U %s %s\n' "$2" "$u"; }

@@ -7,22 +7,33 @@
 # takes no operands, everything is synced.
 certctl_sync() { sync -- "$@" 2>/dev/null || sync; }
 
-# certctl_journal_write BACKUPDIR TEXT writes the intent (one line) as the active journal, once
-# everything before it in the script worked (`$fail` is 0).
+# certctl_journal_write BACKUPDIR TEXT [PATH...] writes the intent (one line) as the active
+# journal, once everything before it in the script worked (`$fail` is 0): the temp file
+# fsync'd in ONE `sync` with PATH... (the backup copies, their set, the staged files), renamed
+# into place, the directory fsync'd.
 certctl_journal_write() {
   [ "${fail:-0}" = 0 ] || return 0
-  { printf '%s\n' "$2" > "$1/journal.tmp"; } 2>/dev/null && certctl_sync "$1/journal.tmp" &&
-    mv -f -- "$1/journal.tmp" "$1/journal" && certctl_sync "$1" ||
-    { fail=1; rm -f -- "$1/journal.tmp"; printf 'B the journal %s could not be written\n' "$1/journal"; }
+  j=$1; shift
+  { printf '%s\n' "$1" > "$j/journal.tmp"; } 2>/dev/null && shift && certctl_sync "$j/journal.tmp" "$@" &&
+    mv -f -- "$j/journal.tmp" "$j/journal" && certctl_sync "$j" ||
+    { fail=1; rm -f -- "$j/journal.tmp"; printf 'B the journal %s could not be written\n' "$j/journal"; }
 }
 
-# certctl_mark BACKUPDIR PHASE appends a progress line to the active journal (fsync'd). Best
-# effort: a recovery restores from the backup set whatever the last phase says.
-certctl_mark() { { printf '%s\n' "$2" >> "$1/journal"; } 2>/dev/null && certctl_sync "$1/journal"; }
+# certctl_mark BACKUPDIR PHASE appends a progress line to the active journal. Not fsync'd: a
+# killed process or a dropped connection keeps what it wrote; after a crash of the machine a
+# lost line costs nothing, since a recovery checks every file by its hash whatever the last
+# phase says. certctl_mark_synced BACKUPDIR PHASE PATH... appends it, then fsyncs the journal
+# and PATH... (the directories of the renames before it) in ONE `sync`.
+certctl_mark() { { printf '%s\n' "$2" >> "$1/journal"; } 2>/dev/null; }
+certctl_mark_synced() {
+  j=$1; certctl_mark "$1" "$2"; shift 2
+  certctl_sync "$j/journal" "$@"
+}
 
-# certctl_busy BACKUPDIR records this shell's PID while it changes live files (removed on exit),
-# so a run recovering from a killed controller waits for the change still under way.
-certctl_busy() { certctl_busy_file=$1/journal.busy; printf '%s\n' "$$" > "$certctl_busy_file" 2>/dev/null; trap 'rm -f -- "$certctl_busy_file"' EXIT; }
+# certctl_busy BACKUPDIR records this shell's PID while it changes live files (emptied on exit
+# by the shell itself: no process; the cleanup removes the file with the lock), so a run
+# recovering from a killed controller waits for the change still under way.
+certctl_busy() { certctl_busy_file=$1/journal.busy; printf '%s\n' "$$" > "$certctl_busy_file" 2>/dev/null; trap '{ :; } 2>/dev/null > "$certctl_busy_file"' EXIT; }
 
 # certctl_wait_idle BACKUPDIR waits (up to 45 s) for a script named by journal.busy that is
 # still running; prints `WAITED PID` when it had to.

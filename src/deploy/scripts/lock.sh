@@ -3,8 +3,8 @@
 
 # certctl_trust DIR prints what the controller needs to decide whether DIR and each directory
 # above it up to / can be trusted with backups: `TE 1|0` for each (whether it exists, DIR
-# first), `TU UID` (the login user: sudo's SUDO_UID, else our own), then ONE stat of those that
-# exist, in the same order (`TS OWNER MODE`).
+# first), `TU UID` (the login user: sudo's SUDO_UID, else our own, as certctl_ids reads it),
+# then ONE stat of those that exist, in the same order (`TS OWNER MODE`).
 certctl_trust() {
   d=$1; set --
   while :; do
@@ -12,7 +12,8 @@ certctl_trust() {
     [ "$d" = / ] && break
     d=${d%/*}; [ -n "$d" ] || d=/
   done
-  printf 'TU %s\n' "${SUDO_UID:-$(id -u)}"
+  certctl_ids
+  printf 'TU %s\n' "${SUDO_UID:-${certctl_euid:-$(id -u)}}"
   [ $# -eq 0 ] || stat -L -c 'TS %u %a' -- "$@"
 }
 

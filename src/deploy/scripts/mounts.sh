@@ -2,7 +2,8 @@
 # inode it was given: a file renamed over the live path on the host is never seen inside it
 # (moby#22627). For each live regular file, this finds the mounts whose root is that file, in
 # every mount namespace this user can read (`/proc/*/mountinfo`; one process per namespace is
-# read when `ls` can tell them apart). Part of the inspect script, after certctl_files.
+# read when `stat -L` of `/proc/PID/ns/mnt` can tell them apart). Part of the inspect script,
+# after certctl_files.
 #
 # Output records, after a `\036M` line (IDX is the file's index in the plan):
 #   N IDX DEV INO               the live file's device and inode numbers (as `stat` prints
@@ -11,14 +12,12 @@
 #                               mount point as mountinfo writes it (`\040` for a space, …), and
 #                               that process's name (the rest of the line)
 
-certctl_nl='
-'
-
-# The finder. Input lines: `/proc/PID/mountinfo` (every process), then `ls -l` lines of
-# `/proc/PID/ns/mnt` (which namespace each one is in, where readable). CERTCTL_Q holds one line
-# per file: `IDX DEV PATH` (PATH canonical). Each file's own mount is found in this process's
-# mountinfo (the longest mount point above it on its device): its path inside that
-# filesystem is the root a bind mount of it shows.
+# The finder. Input lines: ONE stat's `DEV INO NAME` lines — the live files' (NAME canonical),
+# then `/proc/PID/ns/mnt`'s (INO tells the mount namespaces apart, where readable) —, a `\036`
+# line, then `/proc/PID/mountinfo` (every process). CERTCTL_Q holds one line per file:
+# `IDX PATH`; a file stat named gets its `N` record first. Each file's own mount is found in
+# this process's mountinfo (the longest mount point above it on its device): its path inside
+# that filesystem is the root a bind mount of it shows.
 certctl_mounts_awk='
 function oct(c) { return substr(c, 1, 1) * 64 + substr(c, 2, 1) * 8 + substr(c, 3, 1) }
 function unesc(s,   out, i, c) {
@@ -35,15 +34,21 @@ function majmin(d,   hi) {
   return (int(d / 256) % 4096 + hi - hi % 4096) ":" (d % 256 + int(d / 4096) % 4294967296 - int(d / 4096) % 256)
 }
 function under(p, m) { return m == "/" || p == m || substr(p, 1, length(m) + 1) == m "/" }
-/^\/proc\/[0-9]+\/mountinfo$/ { files[++nf] = $0; next }
-/ -> mnt:\[/ { p = $0; sub(/ -> mnt:\[.*/, "", p); sub(/.* \/proc\//, "", p); sub(/\/ns\/mnt$/, "", p); nsof[p] = $NF; next }
+$0 == "\036" { listing = 1; next }
+listing { if ($0 ~ /^\/proc\/[0-9]+\/mountinfo$/) files[++nf] = $0; next }
+$1 ~ /^[0-9]+$/ && $2 ~ /^[0-9]+$/ {
+  name = substr($0, length($1) + length($2) + 3)
+  if (name ~ /^\/proc\/[0-9]+\/ns\/mnt$/) { p = name; sub(/^\/proc\//, "", p); sub(/\/ns\/mnt$/, "", p); nsof[p] = $2 }
+  else if (!(name in st)) st[name] = $1 " " $2
+}
 END {
   n = split(ENVIRON["CERTCTL_Q"], q, "\n")
   for (k = 1; k <= n; k++) {
-    if (q[k] == "") continue
-    i = index(q[k], " "); idx[k] = substr(q[k], 1, i - 1); rest = substr(q[k], i + 1)
-    i = index(rest, " "); dev[k] = majmin(substr(rest, 1, i - 1)); path[k] = substr(rest, i + 1)
-    best[k] = -1
+    i = index(q[k], " "); p = substr(q[k], i + 1)
+    if (i == 0 || !(p in st)) continue
+    idx[k] = substr(q[k], 1, i - 1); path[k] = p; split(st[p], di, " ")
+    print "N", idx[k], di[1], di[2]
+    dev[k] = majmin(di[1]); best[k] = -1
   }
   while ((getline l < "/proc/self/mountinfo") > 0) {
     split(l, a, " "); m = unesc(a[5])
@@ -81,22 +86,29 @@ END {
 }'
 
 # certctl_mounts IDX... — the files certctl_files found (certctl_real_IDX): their identity, and
-# the mounts whose root each one is. Best effort: what cannot be read is not reported.
+# the mounts whose root each one is. Best effort: what cannot be read is not reported. Each
+# file's canonical path is its directory's as `cd -P` leaves it in PWD (no process per file);
+# ONE `stat` for the files and the mount namespaces, ONE awk.
 certctl_mounts() {
   printf '\036M\n'
-  q=
+  q= n=$# here=${PWD:-/}
   for i in "$@"; do
     eval "r=\${certctl_real_$i-}"
     [ -n "$r" ] && [ -f "$r" ] && [ ! -L "$r" ] || continue
-    c=$(readlink -f -- "$r" 2>/dev/null) || continue
+    case $r in /*) ;; *) continue ;; esac
+    d=${r%/*}
+    CDPATH= cd -P -- "${d:-/}" 2>/dev/null || continue
+    c=${PWD%/}/${r##*/}
     case $c in /*) ;; *) continue ;; esac
     case $c in *"$certctl_nl"*) continue ;; esac
-    id=$(stat -c '%d %i' -- "$c" 2>/dev/null) || continue
-    printf 'N %s %s\n' "$i" "$id"
-    q="$q$i ${id% *} $c$certctl_nl"
+    q="$q$i $c$certctl_nl"
+    set -- "$@" "$c"
   done
-  [ -n "$q" ] && [ -r /proc/self/mountinfo ] || return 0
-  { printf '%s\n' /proc/[0-9]*/mountinfo; ls -l /proc/[0-9]*/ns/mnt 2>/dev/null; } |
-    CERTCTL_Q=$q awk "$certctl_mounts_awk" 2>/dev/null
+  CDPATH= cd -- "$here" 2>/dev/null || cd /
+  shift "$n"
+  [ $# -gt 0 ] || return 0
+  { stat -L -c '%d %i %n' -- "$@" /proc/[0-9]*/ns/mnt 2>/dev/null
+    printf '\036\n'; printf '%s\n' /proc/[0-9]*/mountinfo; } |
+    CERTCTL_Q=${q%"$certctl_nl"} awk "$certctl_mounts_awk" 2>/dev/null
   return 0
 }
