@@ -13,6 +13,7 @@ use super::lock::{self, LockAnswer};
 use super::recover::{self, Recovered};
 use super::run::{Outcome, Run, StepFailure, UNTOUCHED};
 use super::script::{self, CLOCK, STRICT, clock_marks, remote_span};
+use super::stage;
 use super::status;
 use super::verify::all_served;
 use super::{
@@ -374,7 +375,7 @@ async fn deploy_files(run: &mut Run<'_>, session: &mut Session, inspection: Insp
             })
         })
         .collect();
-    let entries: Vec<_> = files.iter().enumerate().map(|(i, f)| f.entry(i)).collect();
+    let entries = files::entries(&files);
     if !run.dry_run() {
         session.prefetch_channel();
     }
@@ -481,7 +482,7 @@ async fn preview_and_backup(
     let work_copies = files.iter().any(|f| f.planned.work.is_some());
     if work_copies {
         // A keystore: staged (its working copy taken) over SFTP, previewed alone, placed.
-        run.step(Step::Stage, files::stage(session, files)).await?;
+        run.step(Step::Stage, stage::stage(session, files)).await?;
         return match run.dry_run() {
             true => preview::alone(run, session, repairs).await,
             false => preview_keystore(run, session, files, &intent, entries, repairs).await,
@@ -505,7 +506,7 @@ async fn preview_keystore(
 ) -> Result<(), StepFailure> {
     preview::alone(run, session, repairs).await?;
     let t = run.begin(Step::Stage);
-    let placed = files::place_work_copies(session, files).await;
+    let placed = stage::place_work_copies(session, files).await;
     if placed.is_err() {
         run.record(Step::Stage, t.elapsed(), placed)?;
     }

@@ -8,13 +8,11 @@ use super::inspect::{LiveFile, LiveState, OwnerIds};
 use super::journal::Entry;
 use super::mounts::InPlaceWrite;
 use super::names::{parent, set_dir, temp_beside};
-use super::run::StepResult;
-use super::script::{self, command_failure};
+
 use crate::connector::Role;
 use crate::material::{CertInfo, Material};
 use crate::plan::{PlannedFile, TargetPlan};
 use crate::report::FileReport;
-use crate::ssh::Session;
 use crate::ssh::quote::Script;
 
 /// One file after inspect: what is there, what it becomes, and where it is written.
@@ -67,10 +65,15 @@ impl StagedFile<'_> {
         temps
     }
 
-    /// The journal's record of this file, its copy named `INDEX.ROLE` in the set.
-    pub fn entry(&self, index: usize) -> Entry {
+    /// The journal's record of this file, its copy named `INDEX.ROLE` in the set, or the
+    /// live file's own name (`by_name`, see [`entries`]).
+    pub fn entry(&self, index: usize, by_name: bool) -> Entry {
+        let name = match by_name {
+            true => base_name(&self.live.write).to_string(),
+            false => format!("{index}.{}", self.planned.role),
+        };
         let copy = match &self.live.state {
-            LiveState::File(stat) => Some((format!("{index}.{}", self.planned.role), stat)),
+            LiveState::File(stat) => Some((name, stat)),
             LiveState::Absent | LiveState::Link => None,
         };
         Entry {
@@ -84,6 +87,43 @@ impl StagedFile<'_> {
             in_place: self.in_place.is_some(),
         }
     }
+}
+
+/// The journal's records of `files`. Each copy in the set keeps the name of the file it holds
+/// when every copied file's name is plain (letters, digits, `._+@,-`, not a dot first, not
+/// `journal`) and distinct: then ONE `cp` makes the whole set ([`backup_commands`]).
+/// Otherwise the copies are `INDEX.ROLE`, one `cp` each.
+pub(super) fn entries(files: &[StagedFile<'_>]) -> Vec<Entry> {
+    let copied: Vec<&str> = files
+        .iter()
+        .filter(|f| matches!(f.live.state, LiveState::File(_)))
+        .map(|f| base_name(&f.live.write))
+        .collect();
+    let by_name = names_can_be_kept(&copied);
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| f.entry(i, by_name))
+        .collect()
+}
+
+/// Whether copies named `names` can keep them in a set: plain and distinct (see [`entries`]).
+fn names_can_be_kept(names: &[&str]) -> bool {
+    let plain = |n: &&str| {
+        n.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._+@,-".contains(c))
+            && *n != "journal"
+    };
+    names.iter().all(plain)
+        && names
+            .iter()
+            .enumerate()
+            .all(|(i, n)| !names[..i].contains(n))
+}
+
+fn base_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// Mode, owner and content for one file. Explicit params win; a replaced file keeps its own
@@ -286,199 +326,12 @@ pub(super) fn file_report(f: &StagedFile<'_>, material: &Material) -> FileReport
     }
 }
 
-/// Step 5, stage: every file written to its temp name beside the live path with its final
-/// mode and owner from the first byte, fsync'd; a keystore's live copy taken as the preview's
-/// working copy. Replaced files keep their SELinux context.
-pub(super) async fn stage(session: &Session, files: &[StagedFile<'_>]) -> StepResult<()> {
-    let mut copies = Script::new();
-    copies.raw(script::STRICT);
-    let mut any_copy = false;
-    let mut uploads = Vec::new();
-    for f in files {
-        match &f.planned.work {
-            // Zero-length files are refused by keytool, so none is made for a new keystore.
-            Some(work) => {
-                if matches!(f.live.state, LiveState::File(_)) {
-                    copies.cmd(&["cp", "--", &f.live.write, work]);
-                    any_copy = true;
-                }
-            }
-            None => uploads.push(async move {
-                session
-                    .upload(&f.planned.staged, f.content.bytes(), f.mode, f.owner)
-                    .await
-                    .map_err(|e| format!("writing {}: {e}", f.planned.staged))
-            }),
-        }
-    }
-    // Every file's SFTP requests in flight at once; all finish before the first error is
-    // reported (cleanup removes what was written).
-    for result in futures::future::join_all(uploads).await {
-        result?;
-    }
-    if any_copy {
-        let out = session
-            .exec_script(&copies, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !out.success() {
-            return Err(command_failure("copying the live keystore", &out));
-        }
-    }
-    let labelled: Vec<&StagedFile<'_>> = files
-        .iter()
-        .filter(|f| {
-            matches!(&f.live.state, LiveState::File(s) if s.selinux.is_some())
-                && f.planned.work.is_none()
-        })
-        .collect();
-    if !labelled.is_empty() {
-        let mut s = Script::new();
-        for f in &labelled {
-            let reference = format!("--reference={}", f.live.write);
-            s.cmd(&["chcon", &reference, "--", &f.planned.staged]);
-        }
-        let out = session
-            .exec_script(&s, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        if !out.success() {
-            return Err(command_failure("chcon", &out));
-        }
-    }
-    Ok(((), Some(staged_detail(files))))
-}
-
-/// Step 5 on a POSIX host, in the preview's own remote command (see `scripts/stage.sh`): the
-/// commands that write the preview's inputs and templates (0600, in the scratch directory) and
-/// every staged file (final mode and owner before any content) from the command's standard
-/// input, and that input — each file's own lines when it is plain text, else one base64 line
-/// ([`wire`]). Nothing private reaches a command line. Returns the input and the staged files,
-/// which the deploy's backup fsyncs ([`backup_commands`]); a dry-run's are only removed.
-pub(super) fn stage_commands(
-    s: &mut Script,
-    plan: &TargetPlan,
-    files: &[StagedFile<'_>],
-) -> (crate::secret::Secret, Vec<String>) {
-    let mut payload = Vec::new();
-    let mut put = |s: &mut Script, path: &str, umask: String, owner: String, bytes: &[u8]| {
-        let kind = wire(bytes, &mut payload);
-        s.cmd(&["certctl_put", path, &umask, &owner, &kind]);
-    };
-    s.cmd(&["certctl_stage_init"]);
-    for input in &plan.inputs {
-        let content = match &input.content {
-            crate::plan::InputContent::Material(role) => {
-                super::content::material_bytes(plan.material(input.cert), *role)
-            }
-            crate::plan::InputContent::Secret(secret) => FileBytes::Secret(secret.clone()),
-        };
-        put(s, &input.path, "077".into(), "-".into(), content.bytes());
-    }
-    for t in &plan.templates {
-        put(s, &t.path, "077".into(), "-".into(), t.content.as_bytes());
-    }
-    let mut staged = Vec::new();
-    for f in files.iter().filter(|f| f.planned.work.is_none()) {
-        let umask = format!("{:03o}", !f.mode & 0o777);
-        let owner = f
-            .owner
-            .map_or_else(|| "-".to_string(), |(u, g)| format!("{u}:{g}"));
-        put(s, &f.planned.staged, umask, owner, f.content.bytes());
-        if matches!(&f.live.state, LiveState::File(st) if st.selinux.is_some()) {
-            let reference = format!("--reference={}", f.live.write);
-            s.cmd(&["chcon", &reference, "--", &f.planned.staged]);
-        }
-        staged.push(f.planned.staged.clone());
-    }
-    s.cmd(&["certctl_staged"]);
-    (crate::secret::Secret::new(payload), staged)
-}
-
-/// Appends one file's content to the stage's input and says how it travels: `tN` — its N
-/// lines as they are, when it is printable ASCII (tabs allowed) ending in a newline, which
-/// the remote shell writes back itself — or `b`, one line of base64 (`base64 -d` writes it).
-pub(super) fn wire(bytes: &[u8], payload: &mut Vec<u8>) -> String {
-    use base64::Engine as _;
-    let text = bytes.ends_with(b"\n")
-        && bytes
-            .iter()
-            .all(|&b| b == b'\n' || b == b'\t' || (0x20..0x7f).contains(&b));
-    if text {
-        payload.extend_from_slice(bytes);
-        return format!("t{}", bytes.iter().filter(|&&b| b == b'\n').count());
-    }
-    payload.extend(
-        base64::engine::general_purpose::STANDARD
-            .encode(bytes)
-            .into_bytes(),
-    );
-    payload.push(b'\n');
-    "b".into()
-}
-
-/// What step 5 staged, for its report entry.
-pub(super) fn staged_detail(files: &[StagedFile<'_>]) -> String {
-    let detail = files
-        .iter()
-        .map(|f| match &f.planned.work {
-            Some(work) => format!("{work} (working copy)"),
-            None => format!("{} ({:04o})", f.planned.staged, f.mode),
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!("staged {detail}")
-}
-
-/// Copies each keystore's working copy (built by the preview) to its staged name beside the
-/// live file: created private (umask 077), then given its final owner, mode and SELinux
-/// context — whatever mode the preview's tool created the working copy with.
-pub(super) async fn place_work_copies(
-    session: &Session,
-    files: &[StagedFile<'_>],
-) -> StepResult<()> {
-    let mut s = Script::new();
-    s.raw("set -e\numask 077\n");
-    let mut any = false;
-    for f in files {
-        let Some(work) = &f.planned.work else {
-            continue;
-        };
-        any = true;
-        let staged = &f.planned.staged;
-        s.cmd(&["rm", "-f", "--", staged]);
-        s.cmd(&["cp", "--", work, staged]);
-        if let Some((uid, gid)) = f.owner {
-            s.cmd(&["chown", &format!("{uid}:{gid}"), "--", staged]);
-        }
-        s.cmd(&["chmod", &format!("{:04o}", f.mode), "--", staged]);
-        if matches!(&f.live.state, LiveState::File(st) if st.selinux.is_some()) {
-            let reference = format!("--reference={}", f.live.write);
-            s.cmd(&["chcon", &reference, "--", staged]);
-        }
-    }
-    if !any {
-        return Ok(((), None));
-    }
-    let out = session
-        .exec_script(&s, None)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !out.success() {
-        return Err(command_failure(
-            "placing the keystore beside the live one",
-            &out,
-        ));
-    }
-    Ok(((), None))
-}
-
-/// The backup's commands (they need [`script::STRICT`], [`script::BACKUP`] and
-/// [`script::JOURNAL`]): the set (0700), a copy of every live file, the copies checked against
-/// inspect's hashes, then the journal (the intent, `journal`) — fsync'd in ONE `sync` with the
-/// copies, the set and `staged` (this run's staged files, which the swap renames over live
-/// ones) — then old sets pruned. `$fail` says whether it all worked; `B` lines name what did
-/// not.
+/// The backup's commands (they need [`super::script::STRICT`], [`super::script::BACKUP`]
+/// and [`super::script::JOURNAL`]): the set (0700), a copy of every live file (one `cp` for
+/// all when they keep their names, [`entries`]), the copies checked against inspect's hashes,
+/// then the journal (the intent, `journal`) — fsync'd in ONE `sync` with the copies, the set
+/// and `staged` (this run's staged files, which the swap renames over live ones) — then old
+/// sets pruned. `$fail` says whether it all worked; `B` lines name what did not.
 pub(super) fn backup_commands(
     s: &mut Script,
     plan: &TargetPlan,
@@ -495,13 +348,25 @@ pub(super) fn backup_commands(
         journal.to_string(),
         set.clone(),
     ];
-    for e in entries {
+    let copied: Vec<&Entry> = entries.iter().filter(|e| e.copy.is_some()).collect();
+    let by_name = copied
+        .iter()
+        .all(|e| e.copy.as_deref() == Some(base_name(&e.write)));
+    let mut all = vec!["certctl_backup_all".to_string(), set.clone()];
+    for e in &copied {
         if let (Some(copy), Some(sha)) = (&e.copy, &e.copy_sha256) {
             let to = format!("{set}/{copy}");
-            s.cmd(&["certctl_backup", &e.write, &to]);
+            if by_name {
+                all.push(e.write.clone());
+            } else {
+                s.cmd(&["certctl_backup", &e.write, &to]);
+            }
             check.extend([copy.clone(), sha.clone()]);
             write.push(to);
         }
+    }
+    if by_name && all.len() > 2 {
+        s.cmd(&all);
     }
     s.cmd(&check);
     write.extend(staged.iter().cloned());
@@ -513,10 +378,10 @@ pub(super) fn backup_commands(
     ]);
 }
 
-/// The swap's commands (they need [`script::SWAP`], [`script::JOURNAL`], and run under
-/// [`script::NO_HANGUP`]): staged files of followed symlinks moved beside the files they
-/// resolve to, then every rename (or in-place write, for a bind-mounted file) in plan order,
-/// `swapped` marked, the directories and the journal fsync'd in one `sync`.
+/// The swap's commands (they need [`super::script::SWAP`], [`super::script::JOURNAL`], and
+/// run under [`super::script::NO_HANGUP`]): staged files of followed symlinks moved beside the
+/// files they resolve to, then every rename (or in-place write, for a bind-mounted file) in
+/// plan order, `swapped` marked, the directories and the journal fsync'd in one `sync`.
 pub(super) fn swap_commands(s: &mut Script, plan: &TargetPlan, files: &[StagedFile<'_>]) {
     s.cmd(&["certctl_busy", &plan.backup_dir]);
     for (i, f) in files.iter().enumerate() {
@@ -561,5 +426,29 @@ pub(super) fn read_old_certs(files: &mut [StagedFile<'_>]) {
         if let Some(pem) = &f.live.certs_pem {
             f.old_certs = crate::material::parse_certs(pem.as_bytes()).unwrap_or_default();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_can_be_kept;
+
+    #[test]
+    fn copies_keep_their_names_only_when_plain_and_distinct() {
+        assert!(names_can_be_kept(&[
+            "fullchain.pem",
+            "privkey.pem",
+            "chain.pem"
+        ]));
+        assert!(names_can_be_kept(&["cert3.pem", "privkey3.pem"]));
+        assert!(names_can_be_kept(&[]));
+        // The same name in two directories.
+        assert!(!names_can_be_kept(&["cert.pem", "key.pem", "cert.pem"]));
+        // The journal's own name in the set, a dot file (`*` leaves it out), odd characters.
+        assert!(!names_can_be_kept(&["journal", "key.pem"]));
+        assert!(!names_can_be_kept(&[".cert.pem"]));
+        assert!(!names_can_be_kept(&["a cert.pem"]));
+        assert!(!names_can_be_kept(&["back\\slash.pem"]));
+        assert!(!names_can_be_kept(&["new\nline.pem"]));
     }
 }

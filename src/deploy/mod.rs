@@ -70,6 +70,7 @@ mod rollback;
 mod run;
 mod script;
 mod sets;
+mod stage;
 mod status;
 mod tidy;
 mod verify;

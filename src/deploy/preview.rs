@@ -11,7 +11,7 @@
 
 use super::cleanup;
 use super::content::{FileBytes, material_bytes};
-use super::files::{StagedFile, backup_commands, stage_commands, staged_detail};
+use super::files::{StagedFile, backup_commands};
 use super::journal::Entry;
 use super::names::set_dir;
 use super::run::{Run, StepFailure, StepResult};
@@ -19,6 +19,7 @@ use super::script::{
     self, CLOCK, STRICT, after_mark, clock_marks, command_failure, command_output, failed_command,
     remote_span, tolerated,
 };
+use super::stage::{stage_commands, staged_detail};
 use crate::plan::{InputContent, TargetPlan};
 use crate::report::Step;
 use crate::ssh::quote::Script;

@@ -174,7 +174,8 @@ fn certctl_rollback_refuses_a_set_whose_key_does_not_match_and_a_failed_reload_f
         .unwrap();
     // A corrupted (or planted) copy: another key beside the old certificate.
     let planted = rig.pki.leaf("other", &[SNI]);
-    let key_copy = set.join("1.key");
+    // The copies keep the live files' names.
+    let key_copy = set.join(rig.nginx.key_path().file_name().unwrap());
     let original = fs::read(&key_copy).unwrap();
     fs::write(&key_copy, fs::read(&planted.key).unwrap()).unwrap();
     let out = rig.certctl(&["rollback", "--output", "json"]);

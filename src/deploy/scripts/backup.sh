@@ -5,7 +5,13 @@
 certctl_set() { mkdir -m 0700 -- "$1" || { fail=1; printf 'B the backup set %s could not be made\n' "$1"; }; }
 
 # certctl_backup FROM TO copies a live file into the set (mode, owner and times kept).
+# certctl_backup_all SET FROM... copies them all in ONE `cp`, each keeping its name.
 certctl_backup() { cp -p -- "$1" "$2" || { fail=1; printf 'B %s failed\n' "$1"; }; }
+certctl_backup_all() {
+  d=$1; shift
+  [ "${fail:-0}" = 0 ] || return 0
+  cp -p -- "$@" "$d/" || { fail=1; printf 'B the copies into %s failed\n' "$d"; }
+}
 
 # certctl_backup_check SET (NAME SHA256)... hashes the copies in ONE sha256sum and checks each
 # is what inspect saw (a file changed in between fails the backup rather than keep a wrong
@@ -14,8 +20,11 @@ certctl_backup_check() {
   d=$1; shift
   [ $# -gt 0 ] || return 0
   o=$(cd -- "$d" && sha256sum -- *) || { fail=1; printf 'B the copies in %s could not be hashed\n' "$d"; return 0; }
+  nl='
+'
   while [ $# -ge 2 ]; do
-    case $o in *"$2  $1"*) ;; *) fail=1; printf 'B %s changed between inspect and backup\n' "$1" ;; esac
+    # A whole line: one copy's name is never taken for the end of another's.
+    case "$nl$o$nl" in *"$nl$2  $1$nl"*) ;; *) fail=1; printf 'B %s changed between inspect and backup\n' "$1" ;; esac
     shift 2
   done
 }

@@ -1,0 +1,230 @@
+//! Step 5, **stage**: every staged file written beside its live path before the preview —
+//! on a POSIX host by the preview's own remote command from its standard input
+//! (`scripts/stage.sh`), over SFTP where a keystore's working copy is needed — and a
+//! keystore's working copy placed once the preview built it.
+
+use super::content::FileBytes;
+use super::files::StagedFile;
+use super::inspect::LiveState;
+use super::run::StepResult;
+use super::script::{self, command_failure};
+use crate::plan::TargetPlan;
+use crate::ssh::Session;
+use crate::ssh::quote::Script;
+
+/// Step 5, stage: every file written to its temp name beside the live path with its final
+/// mode and owner from the first byte, fsync'd; a keystore's live copy taken as the preview's
+/// working copy. Replaced files keep their SELinux context.
+pub(super) async fn stage(session: &Session, files: &[StagedFile<'_>]) -> StepResult<()> {
+    let mut copies = Script::new();
+    copies.raw(script::STRICT);
+    let mut any_copy = false;
+    let mut uploads = Vec::new();
+    for f in files {
+        match &f.planned.work {
+            // Zero-length files are refused by keytool, so none is made for a new keystore.
+            Some(work) => {
+                if matches!(f.live.state, LiveState::File(_)) {
+                    copies.cmd(&["cp", "--", &f.live.write, work]);
+                    any_copy = true;
+                }
+            }
+            None => uploads.push(async move {
+                session
+                    .upload(&f.planned.staged, f.content.bytes(), f.mode, f.owner)
+                    .await
+                    .map_err(|e| format!("writing {}: {e}", f.planned.staged))
+            }),
+        }
+    }
+    // Every file's SFTP requests in flight at once; all finish before the first error is
+    // reported (cleanup removes what was written).
+    for result in futures::future::join_all(uploads).await {
+        result?;
+    }
+    if any_copy {
+        let out = session
+            .exec_script(&copies, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(command_failure("copying the live keystore", &out));
+        }
+    }
+    let labelled: Vec<&StagedFile<'_>> = files
+        .iter()
+        .filter(|f| {
+            matches!(&f.live.state, LiveState::File(s) if s.selinux.is_some())
+                && f.planned.work.is_none()
+        })
+        .collect();
+    if !labelled.is_empty() {
+        let mut s = Script::new();
+        for f in &labelled {
+            let reference = format!("--reference={}", f.live.write);
+            s.cmd(&["chcon", &reference, "--", &f.planned.staged]);
+        }
+        let out = session
+            .exec_script(&s, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(command_failure("chcon", &out));
+        }
+    }
+    Ok(((), Some(staged_detail(files))))
+}
+
+/// Step 5 on a POSIX host, in the preview's own remote command (see `scripts/stage.sh`): the
+/// commands that write the preview's inputs and templates (0600, in the scratch directory) and
+/// every staged file (final mode and owner before any content) from the command's standard
+/// input, and that input — each file's own lines when it is plain text, else one base64 line
+/// ([`wire`]). Nothing private reaches a command line. Returns the input and the staged files,
+/// which the deploy's backup fsyncs ([`backup_commands`]); a dry-run's are only removed.
+pub(super) fn stage_commands(
+    s: &mut Script,
+    plan: &TargetPlan,
+    files: &[StagedFile<'_>],
+) -> (crate::secret::Secret, Vec<String>) {
+    let mut payload = Vec::new();
+    let mut put = |s: &mut Script, path: &str, umask: String, owner: String, bytes: &[u8]| {
+        let kind = wire(bytes, &mut payload);
+        s.cmd(&["certctl_put", path, &umask, &owner, &kind]);
+    };
+    s.cmd(&["certctl_stage_init"]);
+    for input in &plan.inputs {
+        let content = match &input.content {
+            crate::plan::InputContent::Material(role) => {
+                super::content::material_bytes(plan.material(input.cert), *role)
+            }
+            crate::plan::InputContent::Secret(secret) => FileBytes::Secret(secret.clone()),
+        };
+        put(s, &input.path, "077".into(), "-".into(), content.bytes());
+    }
+    for t in &plan.templates {
+        put(s, &t.path, "077".into(), "-".into(), t.content.as_bytes());
+    }
+    let mut staged = Vec::new();
+    for f in files.iter().filter(|f| f.planned.work.is_none()) {
+        let umask = format!("{:03o}", !f.mode & 0o777);
+        let owner = f
+            .owner
+            .map_or_else(|| "-".to_string(), |(u, g)| format!("{u}:{g}"));
+        put(s, &f.planned.staged, umask, owner, f.content.bytes());
+        if matches!(&f.live.state, LiveState::File(st) if st.selinux.is_some()) {
+            let reference = format!("--reference={}", f.live.write);
+            s.cmd(&["chcon", &reference, "--", &f.planned.staged]);
+        }
+        staged.push(f.planned.staged.clone());
+    }
+    s.cmd(&["certctl_staged"]);
+    (crate::secret::Secret::new(payload), staged)
+}
+
+/// Appends one file's content to the stage's input and says how it travels: `tN` — its N
+/// lines as they are, when it is printable ASCII (tabs allowed) ending in a newline, which
+/// the remote shell writes back itself — or `b`, one line of base64 (`base64 -d` writes it).
+pub(super) fn wire(bytes: &[u8], payload: &mut Vec<u8>) -> String {
+    use base64::Engine as _;
+    let text = bytes.ends_with(b"\n")
+        && bytes
+            .iter()
+            .all(|&b| b == b'\n' || b == b'\t' || (0x20..0x7f).contains(&b));
+    if text {
+        payload.extend_from_slice(bytes);
+        return format!("t{}", bytes.iter().filter(|&&b| b == b'\n').count());
+    }
+    payload.extend(
+        base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into_bytes(),
+    );
+    payload.push(b'\n');
+    "b".into()
+}
+
+/// What step 5 staged, for its report entry.
+pub(super) fn staged_detail(files: &[StagedFile<'_>]) -> String {
+    let detail = files
+        .iter()
+        .map(|f| match &f.planned.work {
+            Some(work) => format!("{work} (working copy)"),
+            None => format!("{} ({:04o})", f.planned.staged, f.mode),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("staged {detail}")
+}
+
+/// Copies each keystore's working copy (built by the preview) to its staged name beside the
+/// live file: created private (umask 077), then given its final owner, mode and SELinux
+/// context — whatever mode the preview's tool created the working copy with.
+pub(super) async fn place_work_copies(
+    session: &Session,
+    files: &[StagedFile<'_>],
+) -> StepResult<()> {
+    let mut s = Script::new();
+    s.raw("set -e\numask 077\n");
+    let mut any = false;
+    for f in files {
+        let Some(work) = &f.planned.work else {
+            continue;
+        };
+        any = true;
+        let staged = &f.planned.staged;
+        s.cmd(&["rm", "-f", "--", staged]);
+        s.cmd(&["cp", "--", work, staged]);
+        if let Some((uid, gid)) = f.owner {
+            s.cmd(&["chown", &format!("{uid}:{gid}"), "--", staged]);
+        }
+        s.cmd(&["chmod", &format!("{:04o}", f.mode), "--", staged]);
+        if matches!(&f.live.state, LiveState::File(st) if st.selinux.is_some()) {
+            let reference = format!("--reference={}", f.live.write);
+            s.cmd(&["chcon", &reference, "--", staged]);
+        }
+    }
+    if !any {
+        return Ok(((), None));
+    }
+    let out = session
+        .exec_script(&s, None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(command_failure(
+            "placing the keystore beside the live one",
+            &out,
+        ));
+    }
+    Ok(((), None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wire;
+
+    #[test]
+    fn pem_and_templates_travel_as_lines_anything_else_as_base64() {
+        let mut payload = Vec::new();
+        let pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        assert_eq!(wire(pem, &mut payload), "t3");
+        assert_eq!(payload, pem);
+        let template = b"server {\n\tlisten 443 ssl;\\ # $x `y` \"z\"\n}\n";
+        payload.clear();
+        assert_eq!(wire(template, &mut payload), "t3");
+        assert_eq!(payload, template);
+        // No final newline, a CR, a NUL, bytes above ASCII, nothing: one base64 line.
+        for bytes in [
+            &b"no newline"[..],
+            b"crlf\r\n",
+            b"nul\0\n",
+            "\u{e9}\n".as_bytes(),
+            b"",
+        ] {
+            payload.clear();
+            assert_eq!(wire(bytes, &mut payload), "b", "{bytes:?}");
+            assert_eq!(payload.iter().filter(|&&b| b == b'\n').count(), 1);
+            assert_eq!(payload.last(), Some(&b'\n'));
+        }
+    }
+}
