@@ -202,6 +202,9 @@ pub(super) async fn place_work_copies(
 #[cfg(test)]
 mod tests {
     use super::wire;
+    use crate::deploy::script;
+    use crate::ssh::quote::Script;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
     #[test]
     fn pem_and_templates_travel_as_lines_anything_else_as_base64() {
@@ -225,6 +228,77 @@ mod tests {
             assert_eq!(wire(bytes, &mut payload), "b", "{bytes:?}");
             assert_eq!(payload.iter().filter(|&&b| b == b'\n').count(), 1);
             assert_eq!(payload.last(), Some(&b'\n'));
+        }
+    }
+
+    /// The stage script itself, under `sh` (dash) and bash, with a `chown` on PATH that fails:
+    /// lines and base64 written byte for byte, modes from the first byte, no `chown` for the
+    /// login user's own owner, a name that exists refused with its data skipped (the next file
+    /// still gets its own), a file whose lines run out removed.
+    #[test]
+    fn the_real_stage_writes_each_file_exactly_and_keeps_them_apart() {
+        let pem = b"-----BEGIN X-----\n  lead \\ back\\n\t`$(x)` %s\n-----END X-----\n";
+        let bin = [0u8, 1, 2, 255, b'\n', b'\r'];
+        for shell in ["sh", "bash"] {
+            let dir = tempfile::tempdir().unwrap();
+            let shim = dir.path().join("bin");
+            std::fs::create_dir(&shim).unwrap();
+            let chown = shim.join("chown");
+            std::fs::write(&chown, "#!/bin/sh\necho 'chown ran' >&2\nexit 1\n").unwrap();
+            std::fs::set_permissions(&chown, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let at = |n: &str| dir.path().join(n).display().to_string();
+            std::fs::write(at("taken"), "kept").unwrap();
+            let me = std::fs::metadata(at("taken")).unwrap();
+            let own = format!("{}:{}", me.uid(), me.gid());
+            let mut payload = Vec::new();
+            let mut s = Script::new();
+            s.raw(*script::CLOCK).raw(*script::STAGE).raw("fail=0\n");
+            s.cmd(&["certctl_stage_init"]);
+            for (name, umask, owner, bytes) in [
+                ("a.pem", "133", own.as_str(), &pem[..]),
+                ("b.bin", "177", "-", &bin[..]),
+                ("taken", "177", "-", b"not written\n"),
+                ("c.pem", "177", own.as_str(), b"after the refused one\n"),
+            ] {
+                let kind = wire(bytes, &mut payload);
+                s.cmd(&["certctl_put", &at(name), umask, owner, &kind]);
+            }
+            // Announced as three lines; the input ends after one.
+            s.cmd(&["certctl_put", &at("short.pem"), "177", "-", "t3"]);
+            payload.extend_from_slice(b"only one\n");
+            s.cmd(&["certctl_staged"]);
+            let mut child = std::process::Command::new(shell)
+                .args(["-c", s.as_str()])
+                .env("PATH", format!("{}:/usr/bin:/bin", shim.display()))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(&payload).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{shell}: {stdout} {stderr}");
+            let mode = |n: &str| std::fs::metadata(at(n)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(std::fs::read(at("a.pem")).unwrap(), pem, "{shell}");
+            assert_eq!(mode("a.pem"), 0o644, "{shell}");
+            assert_eq!(std::fs::read(at("b.bin")).unwrap(), bin, "{shell}");
+            assert_eq!(mode("b.bin"), 0o600, "{shell}");
+            assert_eq!(std::fs::read(at("taken")).unwrap(), b"kept", "{shell}");
+            assert_eq!(
+                std::fs::read(at("c.pem")).unwrap(),
+                b"after the refused one\n",
+                "{shell}"
+            );
+            assert!(!dir.path().join("short.pem").exists(), "{shell}");
+            assert!(!stderr.contains("chown ran"), "{shell}: {stderr}");
+            let taken = format!("S {}: cannot be created (", at("taken"));
+            assert!(stdout.contains(&taken), "{shell}: {stdout}");
+            let short = format!("S {}: no data on stdin", at("short.pem"));
+            assert!(stdout.contains(&short), "{shell}: {stdout}");
+            assert!(stdout.contains("\u{1e}X stage 0 1"), "{shell}: {stdout}");
         }
     }
 }
