@@ -4,6 +4,7 @@
 //! that is replaced, a missing file, odd names.
 
 use super::*;
+use crate::deploy::shell_tests::{ODD_NAMES, SHELLS, run};
 use crate::plan::PlannedFile;
 
 fn planned(role: Role, path: &str, follow: bool) -> PlannedFile {
@@ -132,9 +133,6 @@ fn inspect_output_is_read_as_the_case_files_say() {
     assert!(n >= 7, "only {n} case files");
 }
 
-/// The POSIX shells targets log in with: `sh` (dash on Debian) and bash.
-const SHELLS: [&str; 2] = ["sh", "bash"];
-
 /// Runs the inspect script for `files` (with CHECK `k:` + `expect_key` for key roles) in
 /// `shell`, and parses what it printed.
 fn run_inspect(shell: &str, files: &[PlannedFile], expect_key: &str) -> Result<Inspected, String> {
@@ -153,10 +151,7 @@ fn run_inspect(shell: &str, files: &[PlannedFile], expect_key: &str) -> Result<I
     s.cmd(&quads);
     quads[0] = "certctl_reads".into();
     s.cmd(&quads);
-    let out = std::process::Command::new(shell)
-        .args(["-c", s.as_str()])
-        .output()
-        .unwrap();
+    let out = run(shell, s.as_str(), b"", None);
     parse(
         files,
         &ExecOutput {
@@ -253,13 +248,7 @@ fn the_real_script_sees_dangling_replaced_and_missing_paths() {
 #[test]
 fn odd_names_come_back_through_sha256sums_escaping() {
     let dir = tempfile::tempdir().unwrap();
-    let names = [
-        "plain.pem",
-        "with space.pem",
-        "back\\slash.pem",
-        "new\nline.pem",
-    ];
-    let files: Vec<PlannedFile> = names
+    let files: Vec<PlannedFile> = ODD_NAMES
         .iter()
         .map(|n| {
             let path = dir.path().join(n);
@@ -269,7 +258,7 @@ fn odd_names_come_back_through_sha256sums_escaping() {
         .collect();
     for shell in SHELLS {
         let live = run_inspect(shell, &files, "-").unwrap();
-        for ((f, _), n) in live.iter().zip(names) {
+        for ((f, _), n) in live.iter().zip(ODD_NAMES) {
             assert!(
                 matches!(&f.state, LiveState::File(s) if s.sha256 == crate::deploy::content::sha256_hex(n.as_bytes())),
                 "{shell}: {n:?}"

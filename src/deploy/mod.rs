@@ -70,6 +70,8 @@ mod rollback;
 mod run;
 mod script;
 mod sets;
+#[cfg(test)]
+mod shell_tests;
 mod stage;
 mod status;
 mod tidy;

@@ -9,6 +9,7 @@ use super::*;
 use crate::connector::Role;
 use crate::deploy::inspect::Stat;
 use crate::deploy::script::{self, STRICT};
+use crate::deploy::shell_tests::{ODD_NAMES, SHELLS, run};
 
 fn planned(in_place: InPlace) -> PlannedFile {
     PlannedFile {
@@ -149,25 +150,10 @@ fn many_mounts_are_counted_and_untrusted_names_sanitised() {
     assert!(text.ends_with(" and 2 more"), "{text}");
 }
 
-/// The POSIX shells targets log in with: `sh` (dash on Debian) and bash.
-const SHELLS: [&str; 2] = ["sh", "bash"];
-
-fn run(shell: &str, script: &str) -> std::process::Output {
-    std::process::Command::new(shell)
-        .args(["-c", script])
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn the_real_detection_gives_each_file_its_inode_under_odd_names() {
     let dir = tempfile::tempdir().unwrap();
-    let names = [
-        "plain.pem",
-        "with space.pem",
-        "back\\slash.pem",
-        "new\nline.pem",
-    ];
+    let names = ODD_NAMES;
     let mut s = Script::new();
     s.raw(STRICT).raw(*script::INSPECT);
     let mut quads = vec!["certctl_files".to_string()];
@@ -190,7 +176,7 @@ fn the_real_detection_gives_each_file_its_inode_under_odd_names() {
     s.cmd(&quads);
     s.cmd(&["certctl_mounts", "0", "1", "2", "3", "4"]);
     for shell in SHELLS {
-        let out = run(shell, s.as_str());
+        let out = run(shell, s.as_str(), b"", None);
         assert!(
             out.status.success(),
             "{shell}: {}",
@@ -221,7 +207,7 @@ fn into(shell: &str, from: &std::path::Path, to: &std::path::Path, ident: &str) 
     s.raw(STRICT).raw(*script::JOURNAL).raw(*script::SWAP);
     let (from, to) = (from.display().to_string(), to.display().to_string());
     s.cmd(&["certctl_into", &from, &to, ident]);
-    let out = run(shell, s.as_str());
+    let out = run(shell, s.as_str(), b"", None);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -203,6 +203,7 @@ pub(super) async fn place_work_copies(
 mod tests {
     use super::wire;
     use crate::deploy::script;
+    use crate::deploy::shell_tests::{SHELLS, run};
     use crate::ssh::quote::Script;
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
@@ -239,7 +240,7 @@ mod tests {
     fn the_real_stage_writes_each_file_exactly_and_keeps_them_apart() {
         let pem = b"-----BEGIN X-----\n  lead \\ back\\n\t`$(x)` %s\n-----END X-----\n";
         let bin = [0u8, 1, 2, 255, b'\n', b'\r'];
-        for shell in ["sh", "bash"] {
+        for shell in SHELLS {
             let dir = tempfile::tempdir().unwrap();
             let shim = dir.path().join("bin");
             std::fs::create_dir(&shim).unwrap();
@@ -267,17 +268,7 @@ mod tests {
             s.cmd(&["certctl_put", &at("short.pem"), "177", "-", "t3"]);
             payload.extend_from_slice(b"only one\n");
             s.cmd(&["certctl_staged"]);
-            let mut child = std::process::Command::new(shell)
-                .args(["-c", s.as_str()])
-                .env("PATH", format!("{}:/usr/bin:/bin", shim.display()))
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write as _;
-            child.stdin.take().unwrap().write_all(&payload).unwrap();
-            let out = child.wait_with_output().unwrap();
+            let out = run(shell, s.as_str(), &payload, Some(&shim));
             let stdout = String::from_utf8_lossy(&out.stdout);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "{shell}: {stdout} {stderr}");

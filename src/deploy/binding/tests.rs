@@ -3,8 +3,7 @@
 
 use super::*;
 
-/// The POSIX shells targets log in with.
-const SHELLS: [&str; 2] = ["sh", "bash"];
+use crate::deploy::shell_tests::SHELLS;
 
 fn run(shell: &str, budget: &str, calls: &[Vec<String>]) -> (Found, String) {
     let mut s = Script::new();
@@ -13,10 +12,7 @@ fn run(shell: &str, budget: &str, calls: &[Vec<String>]) -> (Found, String) {
     for c in calls {
         s.cmd(c);
     }
-    let out = std::process::Command::new(shell)
-        .args(["-c", s.as_str()])
-        .output()
-        .unwrap();
+    let out = crate::deploy::shell_tests::run(shell, s.as_str(), b"", None);
     assert!(
         out.status.success(),
         "{}",
