@@ -25,7 +25,16 @@ pub(super) fn restore_commands(
             s.cmd(&["certctl_copy", &format!("{set}/{copy}"), &tmp, &e.write]);
         }
     }
+    // The copies' temp names, in entry order (a file that did not exist has none).
+    let temps: Vec<String> = entries
+        .iter()
+        .filter(|e| e.copy.is_some())
+        .map(|e| temp_beside(&e.write, run_id, "restore"))
+        .collect();
     s.raw("if [ \"$fail\" = 0 ]; then\n");
+    let mut made = vec!["certctl_sync_made".to_string()];
+    made.extend(temps.iter().cloned());
+    s.cmd(&made);
     let mut dirs = Vec::new();
     for e in entries {
         match &e.copy {
@@ -65,12 +74,7 @@ pub(super) fn restore_commands(
     s.cmd(&mark);
     s.raw("else\n");
     let mut discard = vec!["certctl_discard".to_string()];
-    discard.extend(
-        entries
-            .iter()
-            .filter(|e| e.copy.is_some())
-            .map(|e| temp_beside(&e.write, run_id, "restore")),
-    );
+    discard.extend(temps);
     s.cmd(&discard);
     s.raw("fi\n");
     for (i, e) in entries.iter().enumerate() {
@@ -122,5 +126,96 @@ pub(super) fn restore_check(stdout: &str, entries: &[Entry]) -> Result<(), Strin
             "after restoring, these do not match the backup set: {}",
             bad.join(", ")
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::shell_tests::{SHELLS, run};
+
+    /// A stand-in for `tool` on PATH that logs its arguments to `log`, then runs the real one.
+    fn logging_shim(dir: &std::path::Path, tool: &str, log: &std::path::Path) {
+        use std::os::unix::fs::PermissionsExt as _;
+        let real = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        let real = String::from_utf8(real.stdout).unwrap();
+        let shim = dir.join(tool);
+        let text = format!(
+            "#!/bin/sh\nprintf '%s %s\\n' {tool} \"$*\" >> '{}'\nexec {} \"$@\"\n",
+            log.display(),
+            real.trim()
+        );
+        std::fs::write(&shim, text).unwrap();
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// The real restore under sh and bash, `sync` and `mv` logging: every copy is fsync'd
+    /// before the first rename over a live file, and the live files end as the set's copies.
+    #[test]
+    fn the_copies_are_fsynced_before_any_rename_over_a_live_file() {
+        for shell in SHELLS {
+            let dir = tempfile::tempdir().unwrap();
+            let (shim, set, backups) = (
+                dir.path().join("bin"),
+                dir.path().join("set"),
+                dir.path().join("backups"),
+            );
+            for d in [&shim, &set, &backups] {
+                std::fs::create_dir(d).unwrap();
+            }
+            let log = dir.path().join("log");
+            logging_shim(&shim, "sync", &log);
+            logging_shim(&shim, "mv", &log);
+            let mut entries = Vec::new();
+            for name in ["a.pem", "b.pem"] {
+                let live = dir.path().join(name).display().to_string();
+                std::fs::write(&live, format!("new {name}")).unwrap();
+                std::fs::write(set.join(name), format!("old {name}")).unwrap();
+                entries.push(Entry {
+                    role: "cert".into(),
+                    path: live.clone(),
+                    write: live,
+                    link: None,
+                    copy: Some(name.into()),
+                    copy_sha256: None,
+                    new_sha256: String::new(),
+                    in_place: false,
+                });
+            }
+            let mut s = Script::new();
+            s.raw(script::STRICT)
+                .raw(*script::RESTORE)
+                .raw(*script::JOURNAL);
+            let (b, set) = (backups.display().to_string(), set.display().to_string());
+            restore_commands(&mut s, &b, &set, &entries, "1-ab");
+            s.raw("exit $fail\n");
+            let out = run(shell, s.as_str(), b"", Some(&shim));
+            assert!(out.status.success(), "{shell}: {out:?}");
+            for e in &entries {
+                let name = e.copy.as_deref().unwrap();
+                assert_eq!(
+                    std::fs::read_to_string(&e.write).unwrap(),
+                    format!("old {name}")
+                );
+            }
+            let log = std::fs::read_to_string(&log).unwrap();
+            let lines: Vec<&str> = log.lines().collect();
+            let temps: Vec<String> = entries
+                .iter()
+                .map(|e| temp_beside(&e.write, "1-ab", "restore"))
+                .collect();
+            let synced = lines
+                .iter()
+                .position(|l| l.starts_with("sync ") && temps.iter().all(|t| l.contains(t)))
+                .unwrap_or_else(|| panic!("{shell}: no sync of both copies: {log}"));
+            let first_rename = lines
+                .iter()
+                .position(|l| l.starts_with("mv ") && temps.iter().any(|t| l.contains(t)))
+                .unwrap_or_else(|| panic!("{shell}: no rename: {log}"));
+            assert!(synced < first_rename, "{shell}: {log}");
+        }
     }
 }

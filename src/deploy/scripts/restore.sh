@@ -10,7 +10,14 @@ certctl_copy() {
   if [ -f "$3" ] && [ ! -L "$3" ] && cmp -s -- "$1" "$3"; then printf 'R %s same\n' "$3"; return 0; fi
   rm -f -- "$2"; cp -p -- "$1" "$2" || { fail=1; printf 'R %s failed\n' "$3"; }
 }
+# certctl_sync_made TEMP... fsyncs the copies certctl_copy made (it makes none for a file
+# that already holds its copy) in ONE `sync`, before any is renamed over a live file: a crash
+# of the machine never leaves a live file renamed from a copy whose bytes were not written.
 # certctl_place TEMP WRITE (nothing to do when certctl_copy found the file already right)
+certctl_sync_made() {
+  for p; do shift; if [ -f "$p" ]; then set -- "$@" "$p"; fi; done
+  [ $# -eq 0 ] || certctl_sync "$@"
+}
 certctl_place() { [ -e "$1" ] || return 0; mv -f -- "$1" "$2" || { fail=1; rm -f -- "$1"; printf 'R %s failed\n' "$2"; }; }
 certctl_remove() { rm -f -- "$1" || { fail=1; printf 'R %s failed\n' "$1"; }; }
 # certctl_relink PATH TEXT TEMP makes PATH the symlink TEXT again (atomically) unless it is.
