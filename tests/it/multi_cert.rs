@@ -74,6 +74,26 @@ struct Server {
     live: Vec<PathBuf>,
 }
 
+impl Server {
+    /// haproxy serving its first `n` bundles, one certificate each; reloaded by USR2 to the
+    /// master (no systemd here), as the connector's docs say.
+    fn haproxy(haproxy: &Haproxy, n: usize) -> Server {
+        Server {
+            connector: "haproxy",
+            params: vec![
+                ("haproxy_cfg".into(), path(&haproxy.cfg_path())),
+                ("pid_file".into(), path(&haproxy.pid_file())),
+            ],
+            commands: vec![("reload".into(), vec![haproxy.reload_argv()])],
+            per_cert: (0..n)
+                .map(|i| vec![("pem_path".into(), path(&haproxy.bundle_path(i)))])
+                .collect(),
+            address: haproxy.addr.to_string(),
+            live: (0..n).map(|i| haproxy.bundle_path(i)).collect(),
+        }
+    }
+}
+
 fn j(s: &str) -> String {
     serde_json::to_string(s).unwrap()
 }
@@ -414,21 +434,7 @@ fn haproxy_serves_three_names_from_one_target_and_rolls_back_all_on_one_failure(
     let bundles: Vec<PathBuf> = names.old.iter().map(|l| bundle(lab.dir(), l)).collect();
     let refs: Vec<&Path> = bundles.iter().map(PathBuf::as_path).collect();
     let haproxy = Haproxy::start_bundles(&refs);
-    let per_cert = (0..3)
-        .map(|i| vec![("pem_path".into(), path(&haproxy.bundle_path(i)))])
-        .collect();
-    let server = Server {
-        connector: "haproxy",
-        params: vec![
-            ("haproxy_cfg".into(), path(&haproxy.cfg_path())),
-            ("pid_file".into(), path(&haproxy.pid_file())),
-        ],
-        // No systemd here: USR2 to the master, as the connector's docs say.
-        commands: vec![("reload".into(), vec![haproxy.reload_argv()])],
-        per_cert,
-        address: haproxy.addr.to_string(),
-        live: (0..3).map(|i| haproxy.bundle_path(i)).collect(),
-    };
+    let server = Server::haproxy(&haproxy, 3);
     // Configurations the master has loaded: one more per successful reload.
     let reloads = || haproxy.log().matches("Loading success.").count();
     three_names_one_change(&lab, &server, &names, reloads);
@@ -573,19 +579,7 @@ mod rsa_and_ecdsa {
         let old_fps = Names::fingerprints(&old);
         let address = haproxy.addr.to_string();
         assert_each_kind_serves(&address, &old_fps[0], &old_fps[1], "at start");
-        let server = Server {
-            connector: "haproxy",
-            params: vec![
-                ("haproxy_cfg".into(), path(&haproxy.cfg_path())),
-                ("pid_file".into(), path(&haproxy.pid_file())),
-            ],
-            commands: vec![("reload".into(), vec![haproxy.reload_argv()])],
-            per_cert: (0..2)
-                .map(|i| vec![("pem_path".into(), path(&haproxy.bundle_path(i)))])
-                .collect(),
-            address,
-            live: (0..2).map(|i| haproxy.bundle_path(i)).collect(),
-        };
+        let server = Server::haproxy(&haproxy, 2);
         deploy_both(&lab, &server);
     }
 
